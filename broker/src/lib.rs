@@ -1,0 +1,1 @@
+//! Bundled Kafka-compatible broker.

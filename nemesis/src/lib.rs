@@ -1,0 +1,1 @@
+//! Fault kinds, fault schedules and the node trait faults are applied through (issue "Nemesis").

@@ -1,0 +1,1 @@
+//! The run store, HTML report, matrix report and JUnit XML (issue "Results"). Not built yet.
