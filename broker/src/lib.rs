@@ -1,1 +1,5 @@
-//! Bundled Kafka-compatible broker.
+//! The bundled Kafka-compatible broker: wire protocol, segmented log storage and (later)
+//! replication. `broker` knows nothing of the harness.
+
+pub mod clock;
+pub mod log;

@@ -1,0 +1,1 @@
+//! Per-partition segmented log storage (being written).

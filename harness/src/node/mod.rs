@@ -1,0 +1,1 @@
+//! Node backends (netns, local, docker, ssh) implementing the nemesis node trait (being written).
