@@ -1,3 +1,6 @@
-//! The harness library behind the `harness` binary: node backends, specs and run wiring.
+//! The harness library behind the `harness` binary: test specs, the command line, node backends
+//! and the wiring of a run.
 
+pub mod cli;
 pub mod node;
+pub mod spec;

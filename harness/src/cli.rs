@@ -1,0 +1,216 @@
+//! The command line: subcommands and the flags of `harness test`, which mirror the spec file's
+//! fields and override them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::spec::{Acks, Backend, ClientKind, ConsumerMode, FaultKind, SpecError, TestSpec};
+
+/// A Jepsen-style correctness harness for Kafka-style replicated logs.
+#[derive(Debug, Parser)]
+#[command(name = "harness", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy a cluster, run a workload under faults, check the history and store a report.
+    Test(Box<TestArgs>),
+    /// Re-check a stored run's history and rewrite its results.json.
+    Check {
+        /// The run directory (holding history.jsonl).
+        run: PathBuf,
+    },
+    /// Remove what a killed harness left behind (namespaces, links, mounts, processes).
+    Clean,
+}
+
+/// Flags of `harness test`; each overrides the same field of `--spec`.
+#[derive(Debug, Args, Default)]
+pub struct TestArgs {
+    /// A TOML spec file; flags given here override its fields.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Test name (the folder under the store).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Number of broker nodes [default: 5].
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Node backend: netns (default as root), docker, ssh, local.
+    #[arg(long)]
+    pub backend: Option<Backend>,
+    /// Replication factor of the workload topic [default: 3].
+    #[arg(long)]
+    pub replication_factor: Option<u16>,
+    /// Partitions of the workload topic [default: 4].
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// A broker or topic property, `key=value` (repeatable), e.g. min.insync.replicas=2.
+    #[arg(long = "broker-prop", value_name = "KEY=VALUE")]
+    pub broker_props: Vec<String>,
+    /// Producer acks: 0, 1 or all [default: all].
+    #[arg(long)]
+    pub acks: Option<Acks>,
+    /// Enable the idempotent producer.
+    #[arg(long)]
+    pub idempotence: Option<bool>,
+    /// Use transactions (needs --idempotence true).
+    #[arg(long)]
+    pub transactions: Option<bool>,
+    /// Consumer isolation level: read_committed or read_uncommitted.
+    #[arg(long)]
+    pub isolation_level: Option<String>,
+    /// Consumers assign partitions or subscribe to the topic.
+    #[arg(long, value_parser = parse_mode)]
+    pub consumer_mode: Option<ConsumerMode>,
+    /// Client library: native or rdkafka.
+    #[arg(long, value_parser = parse_client)]
+    pub client: Option<ClientKind>,
+    /// Target client operations per second over all workers [default: 100].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Concurrent workers [default: 4].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Seconds of workload with faults [default: 60].
+    #[arg(long)]
+    pub time_limit: Option<u64>,
+    /// Seconds the final reads may take [default: 30].
+    #[arg(long)]
+    pub final_time_limit: Option<u64>,
+    /// Fault kinds, comma-separated: partition,kill,pause,clock,disk [default: none].
+    #[arg(long, value_delimiter = ',')]
+    pub nemesis: Option<Vec<FaultKind>>,
+    /// Mean seconds between faults [default: 10].
+    #[arg(long)]
+    pub nemesis_interval: Option<f64>,
+    /// Seed of every random choice; re-running with it replays the schedule [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Root of the run store [default: store].
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+}
+
+fn parse_mode(s: &str) -> Result<ConsumerMode, String> {
+    match s {
+        "assign" => Ok(ConsumerMode::Assign),
+        "subscribe" => Ok(ConsumerMode::Subscribe),
+        other => Err(format!("`{other}` is not assign or subscribe")),
+    }
+}
+
+fn parse_client(s: &str) -> Result<ClientKind, String> {
+    match s {
+        "native" => Ok(ClientKind::Native),
+        "rdkafka" => Ok(ClientKind::Rdkafka),
+        other => Err(format!("`{other}` is not native or rdkafka")),
+    }
+}
+
+impl TestArgs {
+    /// Builds the spec: defaults, then the spec file, then these flags; then validates it.
+    pub fn to_spec(&self) -> Result<TestSpec, SpecError> {
+        let mut spec = match &self.spec {
+            Some(path) => TestSpec::from_file(path)?,
+            None => TestSpec::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { spec.$field = v.clone(); } )* };
+        }
+        set!(
+            name,
+            nodes,
+            backend,
+            replication_factor,
+            partitions,
+            rate,
+            concurrency,
+            time_limit,
+            final_time_limit,
+            nemesis,
+            nemesis_interval,
+            seed,
+            store
+        );
+        macro_rules! set_client {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { spec.client.$field = v.clone(); } )* };
+        }
+        set_client!(
+            acks,
+            idempotence,
+            transactions,
+            isolation_level,
+            consumer_mode,
+            client
+        );
+        for prop in &self.broker_props {
+            let (k, v) = prop.split_once('=').ok_or_else(|| SpecError::Invalid {
+                field: "--broker-prop".into(),
+                reason: format!("`{prop}` is not KEY=VALUE"),
+            })?;
+            spec.broker
+                .insert(k.trim().to_string(), v.trim().to_string());
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_override_the_spec_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spec.toml");
+        std::fs::write(
+            &path,
+            "nodes = 5\ntime-limit = 99\n[client]\nacks = \"1\"\n",
+        )
+        .expect("write spec");
+        let cli = Cli::try_parse_from([
+            "harness",
+            "test",
+            "--spec",
+            path.to_str().expect("utf-8 path"),
+            "--nodes",
+            "3",
+            "--acks",
+            "all",
+            "--broker-prop",
+            "min.insync.replicas=2",
+            "--nemesis",
+            "partition,kill",
+        ])
+        .expect("parses");
+        let Command::Test(args) = cli.command else {
+            panic!("not test")
+        };
+        let spec = args.to_spec().expect("valid");
+        assert_eq!(spec.nodes, 3);
+        assert_eq!(spec.time_limit, 99);
+        assert_eq!(spec.client.acks, Acks::All);
+        assert_eq!(spec.broker["min.insync.replicas"], "2");
+        assert_eq!(spec.nemesis, vec![FaultKind::Partition, FaultKind::Kill]);
+    }
+
+    #[test]
+    fn unknown_flags_are_refused() {
+        let err = Cli::try_parse_from(["harness", "test", "--nodez", "3"]).expect_err("unknown");
+        assert!(err.to_string().contains("--nodez"), "{err}");
+    }
+}

@@ -1,0 +1,497 @@
+//! Test specifications: what a run deploys, drives and injects. A spec comes from defaults, then a
+//! TOML file (`--spec`), then command-line flags, each layer overriding the one before; the
+//! merged spec is validated once and recorded with the run (`test.json`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the broker nodes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One Linux network namespace per node on a bridge the harness creates (needs root).
+    Netns,
+    /// One container per node from an image built locally from the broker binary.
+    Docker,
+    /// Real machines reached over SSH, like Jepsen's control node.
+    Ssh,
+    /// Plain processes on 127.0.0.x, for machines without root.
+    Local,
+}
+
+impl FromStr for Backend {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "netns" => Ok(Backend::Netns),
+            "docker" => Ok(Backend::Docker),
+            "ssh" => Ok(Backend::Ssh),
+            "local" => Ok(Backend::Local),
+            other => Err(SpecError::Invalid {
+                field: "backend".into(),
+                reason: format!("`{other}` is not one of netns, docker, ssh, local"),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Backend::Netns => "netns",
+            Backend::Docker => "docker",
+            Backend::Ssh => "ssh",
+            Backend::Local => "local",
+        };
+        f.write_str(s)
+    }
+}
+
+/// The producer's `acks` setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Acks {
+    /// `acks=0`: fire and forget.
+    #[serde(rename = "0")]
+    Zero,
+    /// `acks=1`: the leader's log.
+    #[serde(rename = "1")]
+    One,
+    /// `acks=all` (-1): every in-sync replica.
+    #[serde(rename = "all")]
+    All,
+}
+
+impl FromStr for Acks {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "0" => Ok(Acks::Zero),
+            "1" => Ok(Acks::One),
+            "all" | "-1" => Ok(Acks::All),
+            other => Err(SpecError::Invalid {
+                field: "acks".into(),
+                reason: format!("`{other}` is not one of 0, 1, all"),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Acks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Acks::Zero => "0",
+            Acks::One => "1",
+            Acks::All => "all",
+        })
+    }
+}
+
+/// How consumers get their partitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsumerMode {
+    /// Manual assignment of partitions (no group protocol).
+    Assign,
+    /// Group subscription with rebalances.
+    Subscribe,
+}
+
+/// Which client library drives the workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// Our own async client (`client` crate).
+    Native,
+    /// librdkafka through the `rdkafka` crate.
+    Rdkafka,
+}
+
+/// Fault kinds the nemesis can schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    /// Network partitions.
+    Partition,
+    /// `kill -9` and restart.
+    Kill,
+    /// SIGSTOP and SIGCONT.
+    Pause,
+    /// Clock bumps and strobes.
+    Clock,
+    /// Disk stalls, errors and lost unfsynced writes.
+    Disk,
+}
+
+impl FromStr for FaultKind {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "partition" => Ok(FaultKind::Partition),
+            "kill" => Ok(FaultKind::Kill),
+            "pause" => Ok(FaultKind::Pause),
+            "clock" => Ok(FaultKind::Clock),
+            "disk" => Ok(FaultKind::Disk),
+            other => Err(SpecError::Invalid {
+                field: "nemesis".into(),
+                reason: format!("`{other}` is not one of partition, kill, pause, clock, disk"),
+            }),
+        }
+    }
+}
+
+/// SSH settings for the `ssh` backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SshSpec {
+    /// Hosts (`host` or `host:port`), one per node.
+    pub hosts: Vec<String>,
+    /// Remote user.
+    pub user: String,
+    /// Private key file used for authentication.
+    pub private_key: Option<PathBuf>,
+    /// known_hosts file used to verify host keys.
+    pub known_hosts: Option<PathBuf>,
+    /// Pinned host key fingerprints (`SHA256:...`), instead of known_hosts.
+    #[serde(default)]
+    pub fingerprints: Vec<String>,
+}
+
+/// Client-side settings of the workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ClientSpec {
+    /// Producer `acks`.
+    pub acks: Acks,
+    /// Producer `enable.idempotence`.
+    pub idempotence: bool,
+    /// Use transactions (`txn` ops).
+    pub transactions: bool,
+    /// Consumer `isolation.level`: `read_committed` or `read_uncommitted`.
+    pub isolation_level: String,
+    /// Assign or subscribe.
+    pub consumer_mode: ConsumerMode,
+    /// Which client library.
+    pub client: ClientKind,
+    /// Producer `retries`.
+    pub retries: u32,
+    /// `request.timeout.ms`.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ClientSpec {
+    fn default() -> Self {
+        ClientSpec {
+            acks: Acks::All,
+            idempotence: false,
+            transactions: false,
+            isolation_level: "read_uncommitted".into(),
+            consumer_mode: ConsumerMode::Assign,
+            client: ClientKind::Native,
+            retries: 0,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// A whole test: cluster shape, configuration, workload, faults, seed and store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct TestSpec {
+    /// Test name: the store folder under `store/`.
+    pub name: String,
+    /// Number of broker nodes.
+    pub nodes: usize,
+    /// Node backend.
+    pub backend: Backend,
+    /// SSH settings (backend `ssh` only).
+    pub ssh: Option<SshSpec>,
+    /// Replication factor of the workload topic.
+    pub replication_factor: u16,
+    /// Partitions of the workload topic.
+    pub partitions: u32,
+    /// Broker properties written into every node's server.properties and the topic's configs
+    /// (`min.insync.replicas`, `unclean.leader.election.enable`, `log.flush.interval.messages`, ...).
+    pub broker: BTreeMap<String, String>,
+    /// Client settings.
+    pub client: ClientSpec,
+    /// Target rate of client operations per second, over all workers.
+    pub rate: f64,
+    /// Number of concurrent workers.
+    pub concurrency: usize,
+    /// Seconds of workload (with faults).
+    pub time_limit: u64,
+    /// Seconds the final phase may read before giving up.
+    pub final_time_limit: u64,
+    /// Fault kinds to schedule.
+    pub nemesis: Vec<FaultKind>,
+    /// Mean seconds between fault starts (and between start and stop).
+    pub nemesis_interval: f64,
+    /// Seed of every random choice in the run.
+    pub seed: u64,
+    /// Root of the run store.
+    pub store: PathBuf,
+}
+
+impl Default for TestSpec {
+    fn default() -> Self {
+        TestSpec {
+            name: "queue".into(),
+            nodes: 5,
+            backend: default_backend(),
+            ssh: None,
+            replication_factor: 3,
+            partitions: 4,
+            broker: BTreeMap::new(),
+            client: ClientSpec::default(),
+            rate: 100.0,
+            concurrency: 4,
+            time_limit: 60,
+            final_time_limit: 30,
+            nemesis: Vec::new(),
+            nemesis_interval: 10.0,
+            seed: 0,
+            store: PathBuf::from("store"),
+        }
+    }
+}
+
+/// The default backend: `netns` when running as root, else `local`.
+pub fn default_backend() -> Backend {
+    if is_root() {
+        Backend::Netns
+    } else {
+        Backend::Local
+    }
+}
+
+fn is_root() -> bool {
+    // The effective uid from /proc avoids an unsafe libc call; anything unreadable means "not root".
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// What was wrong with a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The spec file could not be read.
+    #[error("cannot read spec file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The spec file is not valid TOML for a spec.
+    #[error("spec file {path} is malformed: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A field has a value the harness cannot run with.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field, as spelled in the spec file.
+        field: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+}
+
+impl TestSpec {
+    /// Reads a TOML spec file over the defaults.
+    pub fn from_file(path: &Path) -> Result<TestSpec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| SpecError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text over the defaults.
+    pub fn from_toml(text: &str) -> Result<TestSpec, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+
+    /// Checks the spec as a whole; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let invalid = |field: &str, reason: String| {
+            Err(SpecError::Invalid {
+                field: field.into(),
+                reason,
+            })
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return invalid(
+                "name",
+                format!(
+                    "`{}` must be non-empty letters, digits, '-' or '_' (it names a folder)",
+                    self.name
+                ),
+            );
+        }
+        if !(1..=9).contains(&self.nodes) {
+            return invalid(
+                "nodes",
+                format!("{} is outside 1..=9 (3 or 5 are usual)", self.nodes),
+            );
+        }
+        if self.replication_factor == 0 || usize::from(self.replication_factor) > self.nodes {
+            return invalid(
+                "replication-factor",
+                format!(
+                    "{} must be between 1 and the node count {}",
+                    self.replication_factor, self.nodes
+                ),
+            );
+        }
+        if self.partitions == 0 {
+            return invalid("partitions", "must be at least 1".into());
+        }
+        if !(self.rate > 0.0 && self.rate.is_finite()) {
+            return invalid("rate", format!("{} must be a positive number", self.rate));
+        }
+        if self.concurrency == 0 {
+            return invalid("concurrency", "must be at least 1".into());
+        }
+        if self.time_limit == 0 {
+            return invalid("time-limit", "must be at least 1 second".into());
+        }
+        if !(self.nemesis_interval > 0.0 && self.nemesis_interval.is_finite()) {
+            return invalid(
+                "nemesis-interval",
+                format!(
+                    "{} must be a positive number of seconds",
+                    self.nemesis_interval
+                ),
+            );
+        }
+        if !matches!(
+            self.client.isolation_level.as_str(),
+            "read_committed" | "read_uncommitted"
+        ) {
+            return invalid(
+                "client.isolation-level",
+                format!(
+                    "`{}` is not read_committed or read_uncommitted",
+                    self.client.isolation_level
+                ),
+            );
+        }
+        if self.client.transactions && !self.client.idempotence {
+            return invalid(
+                "client.transactions",
+                "transactions need client.idempotence = true (as in Kafka)".into(),
+            );
+        }
+        if let Some(v) = self.broker.get("min.insync.replicas") {
+            match v.parse::<u16>() {
+                Ok(n) if n >= 1 => {}
+                _ => {
+                    return invalid(
+                        "broker.\"min.insync.replicas\"",
+                        format!("`{v}` is not a positive integer"),
+                    )
+                }
+            }
+        }
+        match (self.backend, &self.ssh) {
+            (Backend::Ssh, None) => {
+                return invalid(
+                    "ssh",
+                    "backend ssh needs an [ssh] table with hosts and user".into(),
+                )
+            }
+            (Backend::Ssh, Some(ssh)) if ssh.hosts.len() != self.nodes => {
+                return invalid(
+                    "ssh.hosts",
+                    format!(
+                        "{} hosts given for {} nodes; give one host per node",
+                        ssh.hosts.len(),
+                        self.nodes
+                    ),
+                )
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_keeps_the_rest() {
+        let spec = TestSpec::from_toml(
+            r#"
+            nodes = 3
+            time-limit = 20
+            nemesis = ["partition", "kill"]
+            [broker]
+            "min.insync.replicas" = "2"
+            [client]
+            acks = "1"
+            "#,
+        )
+        .expect("valid spec");
+        assert_eq!(spec.nodes, 3);
+        assert_eq!(spec.time_limit, 20);
+        assert_eq!(spec.nemesis, vec![FaultKind::Partition, FaultKind::Kill]);
+        assert_eq!(spec.client.acks, Acks::One);
+        assert_eq!(spec.partitions, TestSpec::default().partitions);
+        assert_eq!(spec.broker["min.insync.replicas"], "2");
+        spec.validate().expect("valid");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_named() {
+        let err = TestSpec::from_toml("nodez = 3").expect_err("unknown field");
+        assert!(err.contains("nodez"), "{err}");
+        let err = TestSpec::from_toml("[client]\nacks = \"2\"").expect_err("bad acks");
+        assert!(err.contains("acks") || err.contains('2'), "{err}");
+        let spec = TestSpec {
+            replication_factor: 7,
+            nodes: 3,
+            ..TestSpec::default()
+        };
+        let err = spec.validate().expect_err("rf > nodes").to_string();
+        assert!(err.contains("replication-factor"), "{err}");
+    }
+
+    #[test]
+    fn ssh_backend_needs_one_host_per_node() {
+        let spec = TestSpec {
+            backend: Backend::Ssh,
+            nodes: 3,
+            ssh: Some(SshSpec {
+                hosts: vec!["a".into()],
+                user: "root".into(),
+                ..SshSpec::default()
+            }),
+            ..TestSpec::default()
+        };
+        let err = spec.validate().expect_err("too few hosts").to_string();
+        assert!(err.contains("ssh.hosts"), "{err}");
+    }
+}
