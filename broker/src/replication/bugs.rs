@@ -1,0 +1,48 @@
+//! Opt-in historical bug modes of the replication protocol. Every flag is off by default and is
+//! consulted at exactly one decision point, so the harness's bug zoo can switch a documented
+//! Kafka bug back on and check that the checkers catch it.
+
+/// Which historical replication bugs to reproduce. `Default` is all off: Kafka's current
+/// (fixed) behaviour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicationBugs {
+    /// Pre-KIP-101 truncation (KAFKA-1211, fixed by KIP-101 in 0.11.0.0): a replica that becomes
+    /// follower (including on restart) truncates its log to its own high watermark and never asks
+    /// the leader OffsetsForLeaderEpoch. A follower whose HW lags (it learns the HW one fetch
+    /// later) drops records the leader already acknowledged; see kafka-bugs.md scenarios 3 and 4.
+    pub hw_truncation: bool,
+    /// Pre-KIP-279 epoch lookup (KAFKA-6361, fixed in 2.0.0): the leader answers
+    /// OffsetsForLeaderEpoch for an epoch it never had with the start offset of its next higher
+    /// epoch (not the largest epoch at or below the request), and the follower truncates there
+    /// in one step without iterating. A deposed leader's unreplicated suffix can survive.
+    pub epoch_lookup_next_epoch: bool,
+    /// KAFKA-7128 (fixed in 2.1.0): a follower rejoins the ISR once it reaches the high
+    /// watermark even if it has not reached the start offset of the leader's current epoch. If
+    /// the leader's HW lags, the readmitted follower lacks committed records and can be elected.
+    pub isr_join_below_epoch_start: bool,
+    /// Pre-KAFKA-1555 (`min.insync.replicas` added in 0.8.2; Jepsen 2013, kafka-bugs.md
+    /// scenario 1): `min.insync.replicas` is ignored, so acks=all is accepted and acknowledged
+    /// by an ISR that has shrunk to the leader alone.
+    pub ignore_min_insync: bool,
+    /// acks=all acknowledged as soon as the leader has appended, before the ISR has the record
+    /// (the high watermark has not passed it): acks=all silently behaves as acks=1. No single
+    /// upstream JIRA; it models the class of "ack before replication" bugs a Jepsen test must
+    /// catch (lost acknowledged writes after a leader failover).
+    pub ack_before_isr: bool,
+}
+
+impl ReplicationBugs {
+    /// Every bug mode off (Kafka's fixed behaviour).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether any bug mode is on (for logging a warning at startup).
+    pub fn any(&self) -> bool {
+        self.hw_truncation
+            || self.epoch_lookup_next_epoch
+            || self.isr_join_below_epoch_start
+            || self.ignore_min_insync
+            || self.ack_before_isr
+    }
+}
