@@ -7,8 +7,13 @@
 pub mod bugs;
 pub mod checkpoint;
 pub mod epoch_cache;
+pub mod fetch;
 pub mod mem_log;
+pub mod partition;
 pub mod replica_log;
+
+#[cfg(test)]
+mod sim;
 
 pub use bugs::ReplicationBugs;
 pub use epoch_cache::{EpochEntry, LeaderEpochCache};

@@ -1,0 +1,614 @@
+//! An in-process cluster of replicas of one partition over [`MemLog`]s, driving the same calls
+//! the server makes over the network (OffsetsForLeaderEpoch, replica Fetch, AlterPartition), with
+//! the test playing the controller. Test-only.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+
+use super::fetch::{FetchDecision, FetchPartitionRequest};
+use super::mem_log::{MemBatch, MemLog};
+use super::partition::{
+    Acks, CommittedIsr, FetchApplied, Partition, PartitionConfig, PartitionState,
+    ReplicaFetchResponse, ReplicationError, TruncationStep, WaiterCompletion,
+};
+use super::{BrokerId, ReplicationBugs};
+
+pub(crate) struct Node {
+    dir: tempfile::TempDir,
+    part: Option<Partition<MemLog>>,
+    /// The log and checkpointed HW kept over a crash.
+    saved: Option<(MemLog, i64)>,
+}
+
+pub(crate) struct Sim {
+    pub nodes: BTreeMap<BrokerId, Node>,
+    pub state: PartitionState,
+    pub now: i64,
+    pub config: PartitionConfig,
+    pub bugs: ReplicationBugs,
+    next_waiter: u64,
+    pub completions: Vec<WaiterCompletion>,
+}
+
+/// What one replication step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    Idle,
+    Truncation(TruncationStep),
+    Fetch(FetchApplied),
+}
+
+impl Sim {
+    pub fn new(n: i32, config: PartitionConfig, bugs: ReplicationBugs) -> Sim {
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let dir = tempfile::tempdir().unwrap();
+            let part = Partition::open(id, dir.path(), MemLog::new(), 0, config, bugs).unwrap();
+            nodes.insert(
+                id,
+                Node {
+                    dir,
+                    part: Some(part),
+                    saved: None,
+                },
+            );
+        }
+        Sim {
+            nodes,
+            state: PartitionState {
+                leader: -1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                replicas: (1..=n).collect(),
+                isr: (1..=n).collect(),
+            },
+            now: 0,
+            config,
+            bugs,
+            next_waiter: 0,
+            completions: Vec::new(),
+        }
+    }
+
+    pub fn p(&self, id: BrokerId) -> &Partition<MemLog> {
+        self.nodes[&id].part.as_ref().expect("node is down")
+    }
+
+    pub fn pm(&mut self, id: BrokerId) -> &mut Partition<MemLog> {
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .part
+            .as_mut()
+            .expect("node is down")
+    }
+
+    pub fn alive(&self, id: BrokerId) -> bool {
+        self.nodes[&id].part.is_some()
+    }
+
+    pub fn records(&self, id: BrokerId) -> Vec<(i64, String, i32)> {
+        match &self.nodes[&id].part {
+            Some(p) => p.log().records(),
+            None => self.nodes[&id].saved.as_ref().unwrap().0.records(),
+        }
+    }
+
+    pub fn values(&self, id: BrokerId) -> Vec<String> {
+        self.records(id).into_iter().map(|r| r.1).collect()
+    }
+
+    /// Elects `leader` with `isr` in a new leader epoch and tells the live nodes in `inform`.
+    pub fn elect_informing(&mut self, leader: BrokerId, isr: &[BrokerId], inform: &[BrokerId]) {
+        self.state.leader = leader;
+        self.state.leader_epoch += 1;
+        self.state.partition_epoch += 1;
+        self.state.isr = isr.to_vec();
+        for &id in inform {
+            self.apply_metadata(id);
+        }
+    }
+
+    /// Elects `leader` with `isr` in a new leader epoch and tells every live node.
+    pub fn elect(&mut self, leader: BrokerId, isr: &[BrokerId]) {
+        let all: Vec<BrokerId> = self.nodes.keys().copied().collect();
+        self.elect_informing(leader, isr, &all);
+    }
+
+    pub fn apply_metadata(&mut self, id: BrokerId) {
+        let state = self.state.clone();
+        let now = self.now;
+        if let Some(p) = self.nodes.get_mut(&id).unwrap().part.as_mut() {
+            if state.leader == id {
+                p.become_leader(&state, now).unwrap();
+            } else {
+                p.become_follower(&state, now).unwrap();
+            }
+        }
+        self.poll();
+    }
+
+    pub fn produce(&mut self, acks: Acks, values: &[&str]) -> Result<u64, ReplicationError> {
+        let leader = self.state.leader;
+        let now = self.now;
+        let timeout = 30_000;
+        self.next_waiter += 1;
+        let id = self.next_waiter;
+        let p = self.pm(leader);
+        let appended =
+            p.append_as_leader(vec![MemBatch::new(values.iter().copied())], acks, now)?;
+        if acks == Acks::All {
+            p.add_acks_all_waiter(id, appended.last_offset + 1, now + timeout);
+        }
+        self.poll();
+        Ok(id)
+    }
+
+    pub fn acked(&self, id: u64) -> Option<Result<(), ResponseError>> {
+        self.completions
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.result)
+    }
+
+    fn poll(&mut self) {
+        let now = self.now;
+        for node in self.nodes.values_mut() {
+            if let Some(p) = node.part.as_mut() {
+                self.completions.extend(p.poll_waiters(now));
+            }
+        }
+    }
+
+    /// Plays the controller for an AlterPartition proposal (accepting it if current).
+    fn alter_partition(&mut self, proposal: super::partition::AlterPartitionProposal) {
+        let leader = self.state.leader;
+        let ok = proposal.leader_epoch == self.state.leader_epoch
+            && proposal.partition_epoch == self.state.partition_epoch;
+        let result = if ok {
+            self.state.partition_epoch += 1;
+            self.state.isr = proposal.new_isr.clone();
+            Ok(CommittedIsr {
+                leader_epoch: self.state.leader_epoch,
+                partition_epoch: self.state.partition_epoch,
+                isr: proposal.new_isr,
+            })
+        } else {
+            Err(ResponseError::InvalidUpdateVersion)
+        };
+        let now = self.now;
+        self.pm(leader).complete_alter_partition(result, now);
+        self.poll();
+    }
+
+    /// One RPC round of `follower` with the current leader.
+    pub fn step(&mut self, follower: BrokerId) -> Step {
+        let leader = self.state.leader;
+        if follower == leader || leader < 0 || !self.alive(leader) || !self.alive(follower) {
+            return Step::Idle;
+        }
+        let now = self.now;
+        let mut f = self.nodes.get_mut(&follower).unwrap().part.take().unwrap();
+        let step = self.step_with(&mut f, leader, now);
+        self.nodes.get_mut(&follower).unwrap().part = Some(f);
+        self.poll();
+        step
+    }
+
+    fn step_with(&mut self, f: &mut Partition<MemLog>, leader: BrokerId, now: i64) -> Step {
+        if let Some(q) = f.truncation_query().unwrap() {
+            let answer = self
+                .p(leader)
+                .offsets_for_leader_epoch(q.current_leader_epoch, q.leader_epoch);
+            return Step::Truncation(f.apply_truncation_answer(answer).unwrap());
+        }
+        let Some(r) = f.fetch_request() else {
+            return Step::Idle;
+        };
+        let decision = self.p(leader).decide_fetch(&FetchPartitionRequest {
+            replica_id: r.replica_id,
+            fetch_offset: r.fetch_offset,
+            current_leader_epoch: r.current_leader_epoch,
+            last_fetched_epoch: r.last_fetched_epoch,
+        });
+        let response = match decision {
+            FetchDecision::Error(e) => ReplicaFetchResponse {
+                error: Some(e),
+                high_watermark: -1,
+                log_start_offset: -1,
+                diverging_epoch: None,
+                records: None,
+            },
+            FetchDecision::Diverging {
+                diverging_epoch,
+                offsets,
+            } => ReplicaFetchResponse {
+                error: None,
+                high_watermark: offsets.high_watermark,
+                log_start_offset: offsets.log_start_offset,
+                diverging_epoch: Some(diverging_epoch),
+                records: None,
+            },
+            FetchDecision::Read {
+                fetch_offset,
+                max_offset_exclusive,
+                offsets,
+            } => {
+                let lp = self.pm(leader);
+                let records = lp.log().read(fetch_offset, max_offset_exclusive);
+                let outcome = lp
+                    .record_follower_fetch(
+                        r.replica_id,
+                        fetch_offset,
+                        r.log_start_offset,
+                        offsets.log_end_offset,
+                        now,
+                    )
+                    .unwrap();
+                if let Some(proposal) = outcome.alter_partition {
+                    self.alter_partition(proposal);
+                }
+                ReplicaFetchResponse {
+                    error: None,
+                    high_watermark: offsets.high_watermark,
+                    log_start_offset: offsets.log_start_offset,
+                    diverging_epoch: None,
+                    records: (!records.is_empty()).then_some(records),
+                }
+            }
+        };
+        let applied = f.apply_fetch_response(response, now).unwrap();
+        if applied == FetchApplied::OffsetOutOfRange {
+            let lp = self.p(leader);
+            let (start, end) = (lp.log_start_offset(), lp.log_end_offset());
+            f.follower_handle_out_of_range(start, end).unwrap();
+        }
+        Step::Fetch(applied)
+    }
+
+    /// Runs rounds of every live follower until nothing changes (at most `max_rounds`).
+    pub fn replicate(&mut self, max_rounds: usize) {
+        let ids: Vec<BrokerId> = self.nodes.keys().copied().collect();
+        for _ in 0..max_rounds {
+            let before: Vec<_> = ids.iter().map(|&i| self.snapshot(i)).collect();
+            for &id in &ids {
+                self.step(id);
+            }
+            let after: Vec<_> = ids.iter().map(|&i| self.snapshot(i)).collect();
+            if before == after {
+                return;
+            }
+        }
+    }
+
+    fn snapshot(&self, id: BrokerId) -> Option<(i64, i64, Vec<BrokerId>, bool)> {
+        self.nodes[&id].part.as_ref().map(|p| {
+            (
+                p.log_end_offset(),
+                p.high_watermark(),
+                p.isr(),
+                p.needs_truncation(),
+            )
+        })
+    }
+
+    /// Crashes `id`: its log survives as written (as after `kill -9` with the page cache
+    /// intact) and its HW as last checkpointed.
+    pub fn crash(&mut self, id: BrokerId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let part = node.part.take().unwrap();
+        let hw = part.high_watermark();
+        node.saved = Some((part.into_log(), hw));
+    }
+
+    /// Loses the unflushed tail of a crashed node's log (power loss): keeps offsets below `keep`.
+    pub fn lose_tail(&mut self, id: BrokerId, keep: i64) {
+        use super::ReplicaLog;
+        let saved = self.nodes.get_mut(&id).unwrap().saved.as_mut().unwrap();
+        saved.0.truncate_to(keep).unwrap();
+    }
+
+    /// Restarts a crashed node and gives it the current metadata.
+    pub fn restart(&mut self, id: BrokerId) {
+        let (config, bugs) = (self.config, self.bugs);
+        let node = self.nodes.get_mut(&id).unwrap();
+        let (log, hw) = node.saved.take().unwrap();
+        node.part = Some(Partition::open(id, node.dir.path(), log, hw, config, bugs).unwrap());
+        self.apply_metadata(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(min_isr: usize) -> PartitionConfig {
+        PartitionConfig {
+            replica_lag_time_max_ms: 10_000,
+            min_insync_replicas: min_isr,
+        }
+    }
+
+    fn bug_hw_truncation() -> ReplicationBugs {
+        ReplicationBugs {
+            hw_truncation: true,
+            ..ReplicationBugs::none()
+        }
+    }
+
+    /// Asserts every live replica holds the same records up to the leader's HW.
+    fn assert_consistent_to_hw(sim: &Sim) {
+        let leader = sim.state.leader;
+        let hw = sim.p(leader).high_watermark();
+        let reference: Vec<_> = sim
+            .records(leader)
+            .into_iter()
+            .filter(|r| r.0 < hw)
+            .collect();
+        for (&id, node) in &sim.nodes {
+            if node.part.is_some() {
+                let mine: Vec<_> = sim.records(id).into_iter().filter(|r| r.0 < hw).collect();
+                assert_eq!(mine, reference, "replica {id} differs below HW {hw}");
+            }
+        }
+    }
+
+    /// Kafka's KIP-101 divergent-log case: leader A appends at epoch 1 an entry nobody fetched,
+    /// B becomes leader at epoch 2 and writes a different entry at the same offset, A returns.
+    #[test]
+    fn kip101_returning_leader_truncates_its_divergent_tail() {
+        let mut sim = Sim::new(2, cfg(1), ReplicationBugs::none());
+        sim.elect(1, &[1, 2]);
+        let w = sim.produce(Acks::All, &["m0"]).unwrap();
+        sim.replicate(10);
+        assert_eq!(sim.acked(w), Some(Ok(())));
+        // A (1) appends m1 at offset 1; B never fetches it. A crashes.
+        sim.produce(Acks::Leader, &["a1"]).unwrap();
+        sim.crash(1);
+        sim.elect(2, &[2]);
+        sim.produce(Acks::Leader, &["b1"]).unwrap();
+        sim.produce(Acks::Leader, &["b2"]).unwrap();
+        sim.restart(1);
+        assert!(sim.p(1).needs_truncation());
+        match sim.step(1) {
+            Step::Truncation(TruncationStep::Done { log_end_offset }) => {
+                assert_eq!(log_end_offset, 1)
+            }
+            s => panic!("{s:?}"),
+        }
+        sim.replicate(10);
+        assert_eq!(sim.values(1), vec!["m0", "b1", "b2"]);
+        assert_eq!(sim.records(1), sim.records(2));
+        assert_eq!(
+            sim.p(1).epoch_cache().entries(),
+            sim.p(2).epoch_cache().entries()
+        );
+        assert_consistent_to_hw(&sim);
+    }
+
+    /// kafka-bugs.md scenario 3 (KIP-101 scenario 1, KAFKA-1211): the follower learns the HW one
+    /// fetch late, restarts, and (pre-KIP-101) truncates to its stale HW; then the leader dies and
+    /// the follower is elected: an acknowledged write is lost. With epochs it survives.
+    fn fast_leader_change_after_follower_restart(bugs: ReplicationBugs) -> (Sim, u64) {
+        let mut sim = Sim::new(2, cfg(1), bugs);
+        sim.elect(1, &[1, 2]);
+        let w = sim.produce(Acks::All, &["m0"]).unwrap();
+        // Fetch 1 copies m0 (response HW 0); fetch 2 reports LEO 1: leader HW 1, ack sent.
+        sim.step(2);
+        sim.step(2);
+        assert_eq!(sim.acked(w), Some(Ok(())));
+        assert_eq!(sim.p(1).high_watermark(), 1);
+        assert_eq!(
+            sim.p(2).high_watermark(),
+            0,
+            "the follower learns the HW one fetch late"
+        );
+        // The follower restarts, and the leader dies right after (two quick failures).
+        sim.crash(2);
+        sim.restart(2);
+        sim.crash(1);
+        sim.elect(2, &[2]);
+        (sim, w)
+    }
+
+    #[test]
+    fn kip101_follower_restart_keeps_acked_write() {
+        let (sim, w) = fast_leader_change_after_follower_restart(ReplicationBugs::none());
+        assert_eq!(sim.acked(w), Some(Ok(())));
+        assert_eq!(sim.values(2), vec!["m0"]);
+    }
+
+    #[test]
+    fn bug_hw_truncation_loses_acked_write_on_fast_leader_change() {
+        let (sim, w) = fast_leader_change_after_follower_restart(bug_hw_truncation());
+        assert_eq!(sim.acked(w), Some(Ok(())));
+        assert!(
+            sim.values(2).is_empty(),
+            "the acknowledged m0 is gone, as in KAFKA-1211"
+        );
+    }
+
+    /// kafka-bugs.md scenario 4 (KIP-101 scenario 2, KAFKA-3919): both replicas lose unflushed
+    /// data; the one with the shorter log leads and reuses offsets; the other's HW does not force
+    /// truncation, so (pre-KIP-101) the logs diverge. With epochs the returning replica truncates.
+    fn power_loss_divergence(bugs: ReplicationBugs) -> Sim {
+        let mut sim = Sim::new(2, cfg(1), bugs);
+        sim.elect(1, &[1, 2]);
+        sim.produce(Acks::All, &["m0"]).unwrap();
+        sim.produce(Acks::All, &["m1"]).unwrap();
+        sim.replicate(10);
+        assert_eq!(sim.p(1).high_watermark(), 2);
+        sim.crash(1);
+        sim.crash(2);
+        sim.lose_tail(2, 1);
+        sim.restart(2);
+        sim.elect(2, &[2]);
+        sim.produce(Acks::Leader, &["n1"]).unwrap();
+        sim.restart(1);
+        sim.replicate(10);
+        sim
+    }
+
+    #[test]
+    fn kip101_power_loss_replicas_converge() {
+        let sim = power_loss_divergence(ReplicationBugs::none());
+        assert_eq!(sim.values(1), vec!["m0", "n1"]);
+        assert_eq!(sim.records(1), sim.records(2));
+    }
+
+    #[test]
+    fn bug_hw_truncation_power_loss_logs_diverge() {
+        let sim = power_loss_divergence(bug_hw_truncation());
+        // Offset 1 holds m1 on broker 1 and n1 on broker 2: divergent logs.
+        assert_eq!(sim.values(1)[1], "m1");
+        assert_eq!(sim.values(2)[1], "n1");
+    }
+
+    /// kafka-bugs.md scenario 5 (KIP-279, KAFKA-6361): C leads epoch 3 after B's epoch 1 was
+    /// never seen by A, who led epoch 2. A's latest epoch (2) is unknown to C, whose answer names
+    /// epoch 1; A does not have epoch 1 and iterates.
+    fn multi_epoch(bugs: ReplicationBugs) -> Sim {
+        let mut sim = Sim::new(3, cfg(1), bugs);
+        // Epoch 1 (A=1 leads): x0..x2 everywhere.
+        sim.elect(1, &[1, 2, 3]);
+        for v in ["x0", "x1", "x2"] {
+            sim.produce(Acks::Leader, &[v]).unwrap();
+        }
+        sim.replicate(10);
+        // Epoch 2: B=2 leads; A never hears of it. B writes b3..b6, C copies them.
+        sim.elect_informing(2, &[2, 3], &[2, 3]);
+        sim.replicate(10);
+        for v in ["b3", "b4", "b5", "b6"] {
+            sim.produce(Acks::Leader, &[v]).unwrap();
+        }
+        sim.replicate(10);
+        // Epoch 3: A, which never learned of epoch 2, is told it leads, and writes a3, a4;
+        // nobody fetches them.
+        sim.elect_informing(1, &[1], &[1]);
+        sim.produce(Acks::Leader, &["a3"]).unwrap();
+        sim.produce(Acks::Leader, &["a4"]).unwrap();
+        // Epoch 4: C leads (it has b3..b6), writes c7; A follows and must truncate: it asks for
+        // epoch 3, C answers (2, 7), A has no epoch 2 and truncates to its end of epoch 1 (3),
+        // asks for epoch 1, and is done at 3.
+        sim.elect(3, &[3]);
+        sim.produce(Acks::Leader, &["c7"]).unwrap();
+        sim.crash(2);
+        sim.replicate(20);
+        sim
+    }
+
+    #[test]
+    fn kip279_follower_iterates_to_the_divergence_point() {
+        let sim = multi_epoch(ReplicationBugs::none());
+        assert_eq!(
+            sim.values(1),
+            vec!["x0", "x1", "x2", "b3", "b4", "b5", "b6", "c7"]
+        );
+        assert_eq!(sim.records(1), sim.records(3));
+    }
+
+    #[test]
+    fn bug_epoch_lookup_next_epoch_keeps_a_divergent_suffix() {
+        let bugs = ReplicationBugs {
+            epoch_lookup_next_epoch: true,
+            ..ReplicationBugs::none()
+        };
+        let sim = multi_epoch(bugs);
+        let a = sim.values(1);
+        let c = sim.values(3);
+        assert_eq!(a.len(), c.len());
+        assert_eq!(
+            &a[3..5],
+            &["a3", "a4"],
+            "A kept its unreplicated suffix: {a:?}"
+        );
+        assert_eq!(&c[3..5], &["b3", "b4"]);
+    }
+
+    /// Unclean election: the new leader's shorter log wins; the old leader truncates to it and
+    /// the acknowledged records beyond it are lost, as Kafka loses them.
+    #[test]
+    fn unclean_election_loses_acked_records_as_kafka_does() {
+        let mut sim = Sim::new(2, cfg(1), ReplicationBugs::none());
+        sim.elect(1, &[1, 2]);
+        sim.produce(Acks::All, &["m0"]).unwrap();
+        sim.replicate(10);
+        // Broker 2 stops fetching and leaves the ISR; broker 1 acknowledges alone.
+        sim.crash(2);
+        sim.produce(Acks::Leader, &["m1"]).unwrap();
+        sim.now += 20_000;
+        let now = sim.now;
+        let proposal = sim.pm(1).maybe_shrink_isr(now).unwrap();
+        sim.alter_partition(proposal);
+        assert_eq!(sim.state.isr, vec![1]);
+        let w = sim.produce(Acks::All, &["m2"]).unwrap();
+        assert_eq!(sim.acked(w), Some(Ok(())));
+        // Broker 1 dies; broker 2 (out of sync) is elected uncleanly.
+        sim.crash(1);
+        sim.restart(2);
+        sim.elect(2, &[2]);
+        sim.produce(Acks::Leader, &["n1"]).unwrap();
+        sim.restart(1);
+        sim.replicate(10);
+        assert_eq!(
+            sim.values(1),
+            vec!["m0", "n1"],
+            "acknowledged m1 lost to the unclean election"
+        );
+        assert_eq!(sim.records(1), sim.records(2));
+    }
+
+    /// The ISR-expansion rule of KAFKA-7128: a follower at the HW but short of the leader's
+    /// epoch start must not rejoin (with the bug mode it does).
+    fn lagging_hw_expansion(bugs: ReplicationBugs) -> Sim {
+        let mut sim = Sim::new(3, cfg(1), bugs);
+        sim.elect(1, &[1, 2, 3]);
+        sim.produce(Acks::Leader, &["m0"]).unwrap();
+        sim.produce(Acks::Leader, &["m1"]).unwrap();
+        // Broker 2 copies m0, m1 but the HW it learns lags; broker 3 is down.
+        sim.step(2);
+        sim.crash(3);
+        // Broker 1 dies; broker 2 leads epoch 2 with a lagging HW (0), held there by broker 1,
+        // still in the ISR; broker 3 comes back outside the ISR.
+        sim.crash(1);
+        sim.elect(2, &[1, 2]);
+        assert_eq!(sim.p(2).high_watermark(), 0);
+        sim.restart(3);
+        sim
+    }
+
+    #[test]
+    fn follower_below_epoch_start_does_not_rejoin_isr() {
+        let mut sim = lagging_hw_expansion(ReplicationBugs::none());
+        // Broker 3 (empty) fetches at 0: at the HW (0) but below the epoch start (2).
+        sim.step(3);
+        assert_eq!(sim.state.isr, vec![1, 2]);
+        sim.replicate(10);
+        assert_eq!(sim.state.isr, vec![1, 2, 3]);
+        assert_eq!(sim.values(3), vec!["m0", "m1"]);
+    }
+
+    #[test]
+    fn bug_isr_join_below_epoch_start_readmits_an_empty_follower() {
+        let bugs = ReplicationBugs {
+            isr_join_below_epoch_start: true,
+            ..ReplicationBugs::none()
+        };
+        let mut sim = lagging_hw_expansion(bugs);
+        sim.step(3);
+        assert_eq!(
+            sim.state.isr,
+            vec![1, 2, 3],
+            "readmitted while lacking m0, m1"
+        );
+        // The leader admitted it on a fetch at offset 0, below its epoch start (2).
+        let f3 = sim
+            .p(2)
+            .follower_states()
+            .find(|f| f.broker == 3)
+            .unwrap()
+            .clone();
+        assert_eq!(f3.log_end_offset, 0);
+    }
+}
