@@ -1139,3 +1139,489 @@ impl<L: ReplicaLog> Partition<L> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::mem_log::{MemBatch, MemLog};
+
+    const LAG: i64 = 10_000;
+
+    fn config(min_isr: usize) -> PartitionConfig {
+        PartitionConfig {
+            replica_lag_time_max_ms: LAG,
+            min_insync_replicas: min_isr,
+        }
+    }
+
+    fn state(leader: BrokerId, epoch: i32, isr: &[BrokerId]) -> PartitionState {
+        PartitionState {
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+        }
+    }
+
+    /// Broker 1 leading replicas {1,2,3} with `isr`, in epoch 1.
+    fn leader(
+        isr: &[BrokerId],
+        min_isr: usize,
+        bugs: ReplicationBugs,
+    ) -> (tempfile::TempDir, Partition<MemLog>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p =
+            Partition::open(1, dir.path(), MemLog::new(), 0, config(min_isr), bugs).unwrap();
+        p.become_leader(&state(1, 1, isr), 0).unwrap();
+        (dir, p)
+    }
+
+    fn produce(
+        p: &mut Partition<MemLog>,
+        acks: Acks,
+        n: usize,
+        now: i64,
+    ) -> Result<AppendedBatches, ReplicationError> {
+        let values: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
+        p.append_as_leader(vec![MemBatch::new(values)], acks, now)
+    }
+
+    fn fetch(
+        p: &mut Partition<MemLog>,
+        replica: BrokerId,
+        offset: i64,
+        now: i64,
+    ) -> FollowerFetchOutcome {
+        let leo = p.log_end_offset();
+        p.record_follower_fetch(replica, offset, 0, leo, now)
+            .unwrap()
+    }
+
+    fn commit(p: &mut Partition<MemLog>, proposal: &AlterPartitionProposal, now: i64) -> bool {
+        p.complete_alter_partition(
+            Ok(CommittedIsr {
+                leader_epoch: proposal.leader_epoch,
+                partition_epoch: proposal.partition_epoch + 1,
+                isr: proposal.new_isr.clone(),
+            }),
+            now,
+        )
+    }
+
+    #[test]
+    fn high_watermark_advances_only_with_the_whole_isr() {
+        let (_d, mut p) = leader(&[1, 2, 3], 1, ReplicationBugs::none());
+        produce(&mut p, Acks::All, 3, 0).unwrap();
+        assert_eq!(p.high_watermark(), 0);
+        assert!(!fetch(&mut p, 2, 3, 1).high_watermark_advanced);
+        assert_eq!(p.high_watermark(), 0, "broker 3 has not fetched");
+        assert!(fetch(&mut p, 3, 2, 2).high_watermark_advanced);
+        assert_eq!(p.high_watermark(), 2, "min LEO over the ISR");
+        fetch(&mut p, 3, 3, 3);
+        assert_eq!(p.high_watermark(), 3);
+        // Alone in the ISR, the leader's own LEO is the HW.
+        let (_d2, mut solo) = leader(&[1], 1, ReplicationBugs::none());
+        produce(&mut solo, Acks::Leader, 2, 0).unwrap();
+        assert_eq!(solo.high_watermark(), 2);
+    }
+
+    #[test]
+    fn isr_shrinks_after_the_lag_time_and_expands_on_catch_up() {
+        let (_d, mut p) = leader(&[1, 2, 3], 1, ReplicationBugs::none());
+        produce(&mut p, Acks::Leader, 1, 0).unwrap();
+        fetch(&mut p, 2, 1, 100);
+        fetch(&mut p, 3, 1, 100);
+        assert_eq!(p.high_watermark(), 1);
+        // Broker 3 stops fetching; broker 2 keeps fetching but new records keep arriving, so it
+        // is never at the LEO when it fetches: it stays caught up because each fetch reaches the
+        // LEO the leader had at its previous fetch (lastCaughtUpTimeMs semantics).
+        let mut now = 100;
+        for _ in 0..30 {
+            now += 1_000;
+            produce(&mut p, Acks::Leader, 1, now).unwrap();
+            let prev_leo = p.log_end_offset() - 1;
+            fetch(&mut p, 2, prev_leo, now);
+            assert_eq!(
+                p.maybe_shrink_isr(now).map(|x| x.new_isr.contains(&2)),
+                if now - 100 > LAG { Some(true) } else { None }
+            );
+            if p.pending_alter_partition().is_some() {
+                break;
+            }
+        }
+        let proposal = p.pending_alter_partition().unwrap().clone();
+        assert_eq!(proposal.new_isr, vec![1, 2]);
+        assert!(
+            now - 100 > LAG && now - 100 <= LAG + 1_000,
+            "shrunk right after the lag time"
+        );
+        // While the shrink is pending, broker 3 still holds the HW (maximal ISR).
+        assert_eq!(p.high_watermark(), 1);
+        assert!(commit(&mut p, &proposal, now));
+        assert_eq!(p.isr(), vec![1, 2]);
+        assert_eq!(p.high_watermark(), p.log_end_offset() - 1);
+        // Broker 3 comes back and catches up to the HW: expansion proposed, and while it is
+        // pending broker 3 counts for the HW.
+        let hw = p.high_watermark();
+        assert!(
+            fetch(&mut p, 3, hw - 1, now).alter_partition.is_none(),
+            "below the HW"
+        );
+        let out = fetch(&mut p, 3, hw, now);
+        let expand = out.alter_partition.unwrap();
+        assert_eq!(expand.new_isr, vec![1, 2, 3]);
+        assert_eq!(
+            p.maximal_isr().into_iter().collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(p.isr(), vec![1, 2]);
+        let leo = p.log_end_offset();
+        fetch(&mut p, 2, leo, now);
+        assert_eq!(
+            p.high_watermark(),
+            hw,
+            "held by broker 3 while its addition is pending"
+        );
+        commit(&mut p, &expand, now);
+        assert_eq!(p.isr(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn shrink_waits_for_a_pending_change_and_alter_errors_revert() {
+        let (_d, mut p) = leader(&[1, 2, 3], 1, ReplicationBugs::none());
+        produce(&mut p, Acks::Leader, 1, 0).unwrap();
+        let now = LAG + 1;
+        let shrink = p.maybe_shrink_isr(now).unwrap();
+        assert_eq!(shrink.new_isr, vec![1]);
+        assert!(
+            p.maybe_shrink_isr(now).is_none(),
+            "one change in flight at a time"
+        );
+        assert!(!p.complete_alter_partition(Err(ResponseError::InvalidUpdateVersion), now));
+        assert!(p.pending_alter_partition().is_none());
+        assert_eq!(p.isr(), vec![1, 2, 3]);
+        // A stale answer (another leader epoch) is ignored too.
+        let shrink = p.maybe_shrink_isr(now).unwrap();
+        let stale = CommittedIsr {
+            leader_epoch: 0,
+            partition_epoch: 9,
+            isr: vec![1],
+        };
+        assert!(!p.complete_alter_partition(Ok(stale), now));
+        assert_eq!(p.isr(), vec![1, 2, 3]);
+        assert!(p.maybe_shrink_isr(now).is_some());
+        let _ = shrink;
+    }
+
+    #[test]
+    fn acks_all_needs_min_insync_replicas() {
+        let (_d, mut p) = leader(&[1], 2, ReplicationBugs::none());
+        let err = produce(&mut p, Acks::All, 1, 0).unwrap_err();
+        assert_eq!(err.kafka_error(), ResponseError::NotEnoughReplicas);
+        assert_eq!(p.log_end_offset(), 0, "nothing appended");
+        produce(&mut p, Acks::Leader, 1, 0).unwrap();
+        produce(&mut p, Acks::None, 1, 0).unwrap();
+        assert_eq!(p.log_end_offset(), 2);
+        // With two in the ISR acks=all is accepted.
+        let (_d2, mut p2) = leader(&[1, 2], 2, ReplicationBugs::none());
+        produce(&mut p2, Acks::All, 1, 0).unwrap();
+    }
+
+    #[test]
+    fn bug_ignore_min_insync_acknowledges_with_the_leader_alone() {
+        let bugs = ReplicationBugs {
+            ignore_min_insync: true,
+            ..ReplicationBugs::none()
+        };
+        let (_d, mut p) = leader(&[1], 2, bugs);
+        let a = produce(&mut p, Acks::All, 1, 0).unwrap();
+        p.add_acks_all_waiter(7, a.last_offset + 1, 1_000);
+        assert_eq!(
+            p.poll_waiters(0),
+            vec![WaiterCompletion {
+                id: 7,
+                result: Ok(())
+            }]
+        );
+    }
+
+    #[test]
+    fn acks_all_waiters_complete_time_out_or_fail() {
+        let (_d, mut p) = leader(&[1, 2], 2, ReplicationBugs::none());
+        let a = produce(&mut p, Acks::All, 2, 0).unwrap();
+        p.add_acks_all_waiter(1, a.last_offset + 1, 5_000);
+        let b = produce(&mut p, Acks::All, 1, 0).unwrap();
+        p.add_acks_all_waiter(2, b.last_offset + 1, 5_000);
+        assert!(p.poll_waiters(10).is_empty());
+        fetch(&mut p, 2, 2, 20);
+        assert_eq!(
+            p.poll_waiters(20),
+            vec![WaiterCompletion {
+                id: 1,
+                result: Ok(())
+            }]
+        );
+        assert!(p.poll_waiters(4_999).is_empty());
+        assert_eq!(
+            p.poll_waiters(5_000),
+            vec![WaiterCompletion {
+                id: 2,
+                result: Err(ResponseError::RequestTimedOut)
+            }]
+        );
+        // Waiters fail once the broker stops leading.
+        let c = produce(&mut p, Acks::All, 1, 30).unwrap();
+        p.add_acks_all_waiter(3, c.last_offset + 1, 50_000);
+        p.become_follower(&state(2, 2, &[1, 2]), 40).unwrap();
+        assert_eq!(
+            p.poll_waiters(40),
+            vec![WaiterCompletion {
+                id: 3,
+                result: Err(ResponseError::NotLeaderOrFollower)
+            }]
+        );
+        assert_eq!(
+            produce(&mut p, Acks::Leader, 1, 50)
+                .unwrap_err()
+                .kafka_error(),
+            ResponseError::NotLeaderOrFollower
+        );
+    }
+
+    #[test]
+    fn isr_shrinking_below_min_while_waiting_is_not_enough_after_append() {
+        let (_d, mut p) = leader(&[1, 2], 2, ReplicationBugs::none());
+        let a = produce(&mut p, Acks::All, 1, 0).unwrap();
+        p.add_acks_all_waiter(1, a.last_offset + 1, 60_000);
+        let shrink = p.maybe_shrink_isr(LAG + 1).unwrap();
+        assert!(
+            p.poll_waiters(LAG + 1).is_empty(),
+            "pending shrink still holds the HW"
+        );
+        assert!(commit(&mut p, &shrink, LAG + 1));
+        assert_eq!(
+            p.poll_waiters(LAG + 1),
+            vec![WaiterCompletion {
+                id: 1,
+                result: Err(ResponseError::NotEnoughReplicasAfterAppend)
+            }]
+        );
+    }
+
+    #[test]
+    fn bug_ack_before_isr_acknowledges_unreplicated_records() {
+        for bug in [false, true] {
+            let bugs = ReplicationBugs {
+                ack_before_isr: bug,
+                ..ReplicationBugs::none()
+            };
+            let (_d, mut p) = leader(&[1, 2, 3], 2, bugs);
+            let a = produce(&mut p, Acks::All, 1, 0).unwrap();
+            p.add_acks_all_waiter(1, a.last_offset + 1, 60_000);
+            let done = p.poll_waiters(0);
+            if bug {
+                assert_eq!(
+                    done,
+                    vec![WaiterCompletion {
+                        id: 1,
+                        result: Ok(())
+                    }]
+                );
+                assert_eq!(
+                    p.high_watermark(),
+                    0,
+                    "acknowledged though no follower has it"
+                );
+            } else {
+                assert!(done.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn high_watermark_never_moves_backwards() {
+        let (_d, mut p) = leader(&[1, 2], 1, ReplicationBugs::none());
+        produce(&mut p, Acks::Leader, 4, 0).unwrap();
+        fetch(&mut p, 2, 4, 1);
+        assert_eq!(p.high_watermark(), 4);
+        // Broker 2 re-fetching from an older offset (it truncated) does not lower the HW.
+        fetch(&mut p, 2, 1, 2);
+        assert_eq!(p.high_watermark(), 4);
+        // A new leader epoch resets followers' LEOs to unknown, but not the HW.
+        p.become_follower(&state(2, 2, &[1, 2]), 3).unwrap();
+        p.become_leader(&state(1, 3, &[1, 2]), 4).unwrap();
+        assert_eq!(p.high_watermark(), 4);
+        assert_eq!(
+            p.epoch_cache()
+                .latest_entry()
+                .map(|e| (e.epoch, e.start_offset)),
+            Some((3, 4))
+        );
+    }
+
+    #[test]
+    fn stale_partition_epochs_are_ignored() {
+        let (_d, mut p) = leader(&[1, 2], 1, ReplicationBugs::none());
+        let mut newer = state(1, 1, &[1, 2, 3]);
+        newer.partition_epoch = 5;
+        p.become_leader(&newer, 0).unwrap();
+        assert_eq!(p.isr(), vec![1, 2, 3]);
+        let mut older = state(2, 2, &[2]);
+        older.partition_epoch = 4;
+        assert!(!p.become_follower(&older, 0).unwrap());
+        assert!(p.is_leader());
+    }
+
+    fn follower(bugs: ReplicationBugs) -> (tempfile::TempDir, Partition<MemLog>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = MemLog::new();
+        log.append_as_leader(vec![MemBatch::new(["a"]), MemBatch::new(["b"])], 1, 0)
+            .unwrap();
+        log.append_as_leader(vec![MemBatch::new(["c"])], 2, 0)
+            .unwrap();
+        let mut p = Partition::open(2, dir.path(), log, 1, config(1), bugs).unwrap();
+        p.become_follower(&state(1, 3, &[1, 2]), 0).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn follower_truncates_by_epoch_not_by_high_watermark() {
+        let (_d, mut p) = follower(ReplicationBugs::none());
+        assert!(p.fetch_request().is_none(), "must truncate first");
+        let q = p.truncation_query().unwrap().unwrap();
+        assert_eq!(
+            (q.leader, q.current_leader_epoch, q.leader_epoch),
+            (1, 3, 2)
+        );
+        // The leader has epoch 2 up to offset 3: nothing to truncate, although the HW is 1.
+        let step = p
+            .apply_truncation_answer(Ok(EpochEndOffset {
+                epoch: 2,
+                end_offset: 3,
+            }))
+            .unwrap();
+        assert_eq!(step, TruncationStep::Done { log_end_offset: 3 });
+        let r = p.fetch_request().unwrap();
+        assert_eq!(
+            (r.fetch_offset, r.last_fetched_epoch, r.current_leader_epoch),
+            (3, 2, 3)
+        );
+        // Errors are retried, not applied.
+        let (_d2, mut p2) = follower(ReplicationBugs::none());
+        assert_eq!(
+            p2.apply_truncation_answer(Err(ResponseError::UnknownLeaderEpoch))
+                .unwrap(),
+            TruncationStep::Retry(ResponseError::UnknownLeaderEpoch)
+        );
+        assert!(p2.needs_truncation());
+        // With the bug mode it truncates to the HW on becoming follower and sends old fetches.
+        let (_d3, p3) = follower(ReplicationBugs {
+            hw_truncation: true,
+            ..ReplicationBugs::none()
+        });
+        assert_eq!(p3.log_end_offset(), 1);
+        assert_eq!(p3.fetch_request().unwrap().last_fetched_epoch, -1);
+    }
+
+    #[test]
+    fn follower_high_watermark_is_min_of_leader_hw_and_own_leo() {
+        let (_d, mut p) = follower(ReplicationBugs::none());
+        p.apply_truncation_answer(Ok(EpochEndOffset {
+            epoch: 2,
+            end_offset: 3,
+        }))
+        .unwrap();
+        let resp = |hw: i64, records: Option<Vec<MemBatch>>| ReplicaFetchResponse {
+            error: None,
+            high_watermark: hw,
+            log_start_offset: 0,
+            diverging_epoch: None,
+            records,
+        };
+        let applied = p.apply_fetch_response(resp(10, None), 0).unwrap();
+        assert!(matches!(
+            applied,
+            FetchApplied::Appended {
+                high_watermark: 3,
+                ..
+            }
+        ));
+        let batch = MemBatch {
+            base_offset: 3,
+            leader_epoch: 3,
+            values: vec!["d".into()],
+        };
+        let applied = p
+            .apply_fetch_response(resp(2, Some(vec![batch])), 0)
+            .unwrap();
+        assert!(matches!(
+            applied,
+            FetchApplied::Appended {
+                high_watermark: 2,
+                ..
+            }
+        ));
+        assert_eq!(
+            p.epoch_cache()
+                .latest_entry()
+                .map(|e| (e.epoch, e.start_offset)),
+            Some((3, 3))
+        );
+        // A diverging epoch truncates before anything else is applied (KAFKA-14704).
+        let mut diverging = resp(4, None);
+        diverging.diverging_epoch = Some(EpochEndOffset {
+            epoch: 1,
+            end_offset: 2,
+        });
+        assert_eq!(
+            p.apply_fetch_response(diverging, 0).unwrap(),
+            FetchApplied::Truncated { log_end_offset: 2 }
+        );
+        assert_eq!(p.high_watermark(), 2);
+        // Errors pass through.
+        let mut fenced = resp(0, None);
+        fenced.error = Some(ResponseError::FencedLeaderEpoch);
+        assert_eq!(
+            p.apply_fetch_response(fenced, 0).unwrap(),
+            FetchApplied::Retry(ResponseError::FencedLeaderEpoch)
+        );
+    }
+
+    #[test]
+    fn offset_out_of_range_truncates_or_restarts_the_log() {
+        let (_d, mut p) = follower(ReplicationBugs::none());
+        p.apply_truncation_answer(Ok(EpochEndOffset {
+            epoch: 2,
+            end_offset: 3,
+        }))
+        .unwrap();
+        // The leader's log is shorter (an unclean election): truncate to its end.
+        assert_eq!(p.follower_handle_out_of_range(0, 2).unwrap(), 2);
+        // The leader's log starts after ours ends (retention): restart there, empty.
+        assert_eq!(p.follower_handle_out_of_range(10, 20).unwrap(), 10);
+        assert_eq!(
+            (p.log_start_offset(), p.log_end_offset(), p.high_watermark()),
+            (10, 10, 10)
+        );
+        assert!(p.epoch_cache().entries().is_empty());
+    }
+
+    #[test]
+    fn retention_trims_the_epoch_cache() {
+        let (_d, mut p) = leader(&[1], 1, ReplicationBugs::none());
+        produce(&mut p, Acks::Leader, 1, 0).unwrap();
+        produce(&mut p, Acks::Leader, 1, 0).unwrap();
+        p.become_leader(&state(1, 2, &[1]), 0).unwrap();
+        produce(&mut p, Acks::Leader, 1, 0).unwrap();
+        p.log_mut().advance_start(2);
+        p.on_log_start_offset_moved().unwrap();
+        let entries: Vec<_> = p
+            .epoch_cache()
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect();
+        assert_eq!(entries, vec![(2, 2)]);
+    }
+}
