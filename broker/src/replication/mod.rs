@@ -8,6 +8,7 @@ pub mod bugs;
 pub mod checkpoint;
 pub mod epoch_cache;
 pub mod fetch;
+pub mod hw_checkpoint;
 pub mod mem_log;
 pub mod partition;
 pub mod replica_log;
