@@ -27,6 +27,11 @@ pub struct PartitionConfig {
     pub replica_lag_time_max_ms: i64,
     /// `min.insync.replicas`: acks=all needs at least this many ISR members.
     pub min_insync_replicas: usize,
+    /// Truncate on fetch (Kafka 2.7+, IBP >= 2.7, KIP-595/KAFKA-10554): a new follower that has
+    /// epochs skips the OffsetsForLeaderEpoch round trip and fetches at once with its
+    /// `last_fetched_epoch`, truncating on the leader's `diverging_epoch` answers. `false`: the
+    /// OffsetsForLeaderEpoch step first (Kafka 0.11-2.6). Both truncate to the same point.
+    pub truncate_on_fetch: bool,
 }
 
 impl Default for PartitionConfig {
@@ -34,6 +39,7 @@ impl Default for PartitionConfig {
         PartitionConfig {
             replica_lag_time_max_ms: 30_000,
             min_insync_replicas: 1,
+            truncate_on_fetch: false,
         }
     }
 }
@@ -593,7 +599,8 @@ impl<L: ReplicaLog> Partition<L> {
                 self.truncate_to(hw)?;
                 self.needs_truncation = false;
             } else {
-                self.needs_truncation = true;
+                let has_epochs = self.epochs.latest_epoch().is_some();
+                self.needs_truncation = !(self.config.truncate_on_fetch && has_epochs);
             }
         }
         Ok(new_epoch)
@@ -1151,6 +1158,7 @@ mod tests {
         PartitionConfig {
             replica_lag_time_max_ms: LAG,
             min_insync_replicas: min_isr,
+            truncate_on_fetch: false,
         }
     }
 

@@ -365,6 +365,14 @@ mod tests {
         PartitionConfig {
             replica_lag_time_max_ms: 10_000,
             min_insync_replicas: min_isr,
+            truncate_on_fetch: false,
+        }
+    }
+
+    fn cfg_fetch_truncation(min_isr: usize) -> PartitionConfig {
+        PartitionConfig {
+            truncate_on_fetch: true,
+            ..cfg(min_isr)
         }
     }
 
@@ -507,7 +515,11 @@ mod tests {
     /// never seen by A, who led epoch 2. A's latest epoch (2) is unknown to C, whose answer names
     /// epoch 1; A does not have epoch 1 and iterates.
     fn multi_epoch(bugs: ReplicationBugs) -> Sim {
-        let mut sim = Sim::new(3, cfg(1), bugs);
+        multi_epoch_with(cfg(1), bugs)
+    }
+
+    fn multi_epoch_with(config: PartitionConfig, bugs: ReplicationBugs) -> Sim {
+        let mut sim = Sim::new(3, config, bugs);
         // Epoch 1 (A=1 leads): x0..x2 everywhere.
         sim.elect(1, &[1, 2, 3]);
         for v in ["x0", "x1", "x2"] {
@@ -544,6 +556,38 @@ mod tests {
             vec!["x0", "x1", "x2", "b3", "b4", "b5", "b6", "c7"]
         );
         assert_eq!(sim.records(1), sim.records(3));
+    }
+
+    /// The same case with truncation on fetch (Kafka 2.7+): no OffsetsForLeaderEpoch; the
+    /// leader answers A's fetch (last epoch 3) with diverging epoch (2, 7), then (1, 3).
+    #[test]
+    fn kip320_diverging_epoch_fetches_iterate_to_the_same_point() {
+        let sim = multi_epoch_with(cfg_fetch_truncation(1), ReplicationBugs::none());
+        assert_eq!(
+            sim.values(1),
+            vec!["x0", "x1", "x2", "b3", "b4", "b5", "b6", "c7"]
+        );
+        assert_eq!(sim.records(1), sim.records(3));
+    }
+
+    #[test]
+    fn truncation_on_fetch_goes_through_diverging_answers() {
+        let mut sim = Sim::new(2, cfg_fetch_truncation(1), ReplicationBugs::none());
+        sim.elect(1, &[1, 2]);
+        sim.produce(Acks::Leader, &["m0"]).unwrap();
+        sim.replicate(10);
+        sim.produce(Acks::Leader, &["a1"]).unwrap();
+        sim.crash(1);
+        sim.elect(2, &[2]);
+        sim.produce(Acks::Leader, &["b1"]).unwrap();
+        sim.restart(1);
+        assert!(!sim.p(1).needs_truncation());
+        assert_eq!(
+            sim.step(1),
+            Step::Fetch(FetchApplied::Truncated { log_end_offset: 1 })
+        );
+        sim.replicate(10);
+        assert_eq!(sim.values(1), vec!["m0", "b1"]);
     }
 
     #[test]
@@ -677,7 +721,15 @@ mod tests {
     /// the log (kill -9 with the page cache intact); then heals and replicates. Returns the
     /// cluster and the acknowledged (offset, value) pairs.
     fn run_schedule(ops: &[Op], bugs: ReplicationBugs) -> (Sim, Vec<(i64, String)>) {
-        let mut sim = Sim::new(3, cfg(2), bugs);
+        run_schedule_with(ops, cfg(2), bugs)
+    }
+
+    fn run_schedule_with(
+        ops: &[Op],
+        config: PartitionConfig,
+        bugs: ReplicationBugs,
+    ) -> (Sim, Vec<(i64, String)>) {
+        let mut sim = Sim::new(3, config, bugs);
         sim.elect(1, &[1, 2, 3]);
         let mut values = BTreeMap::new();
         for (n, op) in ops.iter().enumerate() {
@@ -745,8 +797,12 @@ mod tests {
         /// acks=all with min.insync=2 and clean elections loses no acknowledged write under
         /// crash/restart/lag schedules, and every replica ends with the same log.
         #[test]
-        fn acks_all_never_loses_acknowledged_writes(ops in proptest::collection::vec(op(), 1..80)) {
-            let (sim, acked) = run_schedule(&ops, ReplicationBugs::none());
+        fn acks_all_never_loses_acknowledged_writes(
+            ops in proptest::collection::vec(op(), 1..80),
+            on_fetch in proptest::bool::ANY,
+        ) {
+            let config = if on_fetch { cfg_fetch_truncation(2) } else { cfg(2) };
+            let (sim, acked) = run_schedule_with(&ops, config, ReplicationBugs::none());
             let leader = sim.state.leader;
             proptest::prop_assert!(leader > 0, "a leader after healing");
             let log = sim.records(leader);
