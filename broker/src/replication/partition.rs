@@ -32,6 +32,9 @@ pub struct PartitionConfig {
     /// `last_fetched_epoch`, truncating on the leader's `diverging_epoch` answers. `false`: the
     /// OffsetsForLeaderEpoch step first (Kafka 0.11-2.6). Both truncate to the same point.
     pub truncate_on_fetch: bool,
+    /// KIP-966 part 1 (Kafka 3.7+/4.x): the leader does not advance the HW while its committed
+    /// ISR is smaller than `min.insync.replicas`. `false`: Kafka's classic rule (through 3.6).
+    pub hw_requires_min_isr: bool,
 }
 
 impl Default for PartitionConfig {
@@ -40,6 +43,7 @@ impl Default for PartitionConfig {
             replica_lag_time_max_ms: 30_000,
             min_insync_replicas: 1,
             truncate_on_fetch: false,
+            hw_requires_min_isr: false,
         }
     }
 }
@@ -846,9 +850,10 @@ impl<L: ReplicaLog> Partition<L> {
     }
 
     /// Kafka's `maybeIncrementLeaderHW`: the new HW is the smallest LEO among the leader, the
-    /// maximal ISR, and followers caught up and eligible to join; it only moves forward.
+    /// maximal ISR, and followers caught up and eligible to join; it only moves forward (and,
+    /// with `hw_requires_min_isr`, not at all while the ISR is below `min.insync.replicas`).
     fn maybe_increment_high_watermark(&mut self, now_ms: i64) -> bool {
-        if !self.is_leader() {
+        if !self.is_leader() || (self.config.hw_requires_min_isr && self.is_under_min_isr()) {
             return false;
         }
         let leo = self.log.log_end_offset();
@@ -1159,6 +1164,7 @@ mod tests {
             replica_lag_time_max_ms: LAG,
             min_insync_replicas: min_isr,
             truncate_on_fetch: false,
+            hw_requires_min_isr: false,
         }
     }
 
@@ -1631,5 +1637,28 @@ mod tests {
             .map(|e| (e.epoch, e.start_offset))
             .collect();
         assert_eq!(entries, vec![(2, 2)]);
+    }
+
+    #[test]
+    fn kip966_hw_waits_for_min_isr_when_configured() {
+        for rule in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = PartitionConfig {
+                hw_requires_min_isr: rule,
+                ..config(2)
+            };
+            let mut p = Partition::open(
+                1,
+                dir.path(),
+                MemLog::new(),
+                0,
+                cfg,
+                ReplicationBugs::none(),
+            )
+            .unwrap();
+            p.become_leader(&state(1, 1, &[1]), 0).unwrap();
+            produce(&mut p, Acks::Leader, 2, 0).unwrap();
+            assert_eq!(p.high_watermark(), if rule { 0 } else { 2 }, "rule {rule}");
+        }
     }
 }

@@ -366,6 +366,7 @@ mod tests {
             replica_lag_time_max_ms: 10_000,
             min_insync_replicas: min_isr,
             truncate_on_fetch: false,
+            hw_requires_min_isr: false,
         }
     }
 
