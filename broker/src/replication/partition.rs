@@ -477,6 +477,11 @@ impl<L: ReplicaLog> Partition<L> {
     pub fn waiting_produces(&self) -> usize {
         self.waiters.len()
     }
+    /// The earliest deadline among the waiting acks=all produces (when to call
+    /// [`Self::poll_waiters`] next if nothing else happens).
+    pub fn next_waiter_deadline(&self) -> Option<i64> {
+        self.waiters.iter().map(|w| w.deadline_ms).min()
+    }
     /// Whether a follower still has to truncate by epoch before fetching.
     pub fn needs_truncation(&self) -> bool {
         self.needs_truncation
@@ -1368,6 +1373,10 @@ mod tests {
         let b = produce(&mut p, Acks::All, 1, 0).unwrap();
         p.add_acks_all_waiter(2, b.last_offset + 1, 5_000);
         assert!(p.poll_waiters(10).is_empty());
+        assert_eq!(
+            (p.waiting_produces(), p.next_waiter_deadline()),
+            (2, Some(5_000))
+        );
         fetch(&mut p, 2, 2, 20);
         assert_eq!(
             p.poll_waiters(20),
