@@ -31,6 +31,8 @@ pub(crate) struct Sim {
     pub completions: Vec<WaiterCompletion>,
     /// The first offset each produce (by waiter id) was written at.
     pub offsets: BTreeMap<u64, i64>,
+    /// `unclean.leader.election.enable`: the controller may elect a replica outside the ISR.
+    pub unclean: bool,
 }
 
 /// What one replication step did.
@@ -71,6 +73,7 @@ impl Sim {
             next_waiter: 0,
             completions: Vec::new(),
             offsets: BTreeMap::new(),
+            unclean: false,
         }
     }
 
@@ -298,20 +301,25 @@ impl Sim {
     }
 
     /// Plays a KRaft controller fencing a broker that stopped heartbeating: it leaves the ISR
-    /// (unless it is the last member) and, if it led, a live ISR member is elected (clean
-    /// election only; no leader if none is alive).
+    /// (unless it is the last member) and, if it led, a live ISR member is elected; with none
+    /// alive, any live replica if `unclean`, else no leader.
     pub fn fence(&mut self, id: BrokerId) {
         let mut isr = self.state.isr.clone();
         if isr.len() > 1 {
             isr.retain(|&b| b != id);
         }
         if self.state.leader == id || self.state.leader < 0 {
-            let next = isr
-                .iter()
+            let clean = isr.iter().copied().find(|&b| b != id && self.alive(b));
+            let unclean = self
+                .nodes
+                .keys()
                 .copied()
-                .find(|&b| b != id && self.alive(b))
-                .unwrap_or(-1);
-            self.elect(next, &isr);
+                .find(|&b| self.unclean && b != id && self.alive(b));
+            match (clean, unclean) {
+                (Some(next), _) => self.elect(next, &isr),
+                (None, Some(next)) => self.elect(next, &[next]),
+                (None, None) => self.elect(-1, &isr),
+            }
         } else if isr != self.state.isr {
             self.state.isr = isr;
             self.state.partition_epoch += 1;
@@ -323,11 +331,13 @@ impl Sim {
     }
 
     /// Plays the controller when a broker registers again: with no leader, an ISR member is
-    /// elected.
+    /// elected (any replica with unclean election).
     pub fn unfence(&mut self, id: BrokerId) {
         if self.state.leader < 0 && self.state.isr.contains(&id) {
             let isr = self.state.isr.clone();
             self.elect(id, &isr);
+        } else if self.state.leader < 0 && self.unclean {
+            self.elect(id, &[id]);
         }
     }
 
@@ -703,12 +713,19 @@ mod tests {
         Restart(BrokerId),
         /// A crash and a restart quicker than the controller notices (no fencing).
         Bounce(BrokerId),
+        /// A crash losing the unflushed tail: keeps `n/255` of the log.
+        PowerLoss(BrokerId, u8),
         Tick(i64),
     }
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        ops(0)
+    }
+
+    fn ops(power_loss_weight: u32) -> impl proptest::strategy::Strategy<Value = Op> {
         use proptest::prelude::*;
         prop_oneof![
+            power_loss_weight => (1..=3i32, any::<u8>()).prop_map(|(b, k)| Op::PowerLoss(b, k)),
             4 => Just(Op::Produce),
             6 => (1..=3i32).prop_map(Op::Fetch),
             1 => (1..=3i32).prop_map(Op::Crash),
@@ -722,15 +739,18 @@ mod tests {
     /// the log (kill -9 with the page cache intact); then heals and replicates. Returns the
     /// cluster and the acknowledged (offset, value) pairs.
     fn run_schedule(ops: &[Op], bugs: ReplicationBugs) -> (Sim, Vec<(i64, String)>) {
-        run_schedule_with(ops, cfg(2), bugs)
+        run_schedule_with(ops, cfg(2), bugs, false, Acks::All)
     }
 
     fn run_schedule_with(
         ops: &[Op],
         config: PartitionConfig,
         bugs: ReplicationBugs,
+        unclean: bool,
+        acks: Acks,
     ) -> (Sim, Vec<(i64, String)>) {
         let mut sim = Sim::new(3, config, bugs);
+        sim.unclean = unclean;
         sim.elect(1, &[1, 2, 3]);
         let mut values = BTreeMap::new();
         for (n, op) in ops.iter().enumerate() {
@@ -739,7 +759,7 @@ mod tests {
                     let leader = sim.state.leader;
                     if leader > 0 && sim.alive(leader) {
                         let v = format!("v{n}");
-                        if let Ok(id) = sim.produce(Acks::All, &[&v]) {
+                        if let Ok(id) = sim.produce(acks, &[&v]) {
                             values.insert(id, v);
                         }
                     }
@@ -757,6 +777,14 @@ mod tests {
                     if !sim.alive(id) {
                         sim.restart(id);
                         sim.unfence(id);
+                    }
+                }
+                Op::PowerLoss(id, keep) => {
+                    if sim.alive(id) {
+                        sim.crash(id);
+                        let leo = sim.records(id).last().map_or(0, |r| r.0 + 1);
+                        sim.lose_tail(id, leo * i64::from(keep) / 255);
+                        sim.fence(id);
                     }
                 }
                 Op::Bounce(id) => {
@@ -803,7 +831,7 @@ mod tests {
             on_fetch in proptest::bool::ANY,
         ) {
             let config = if on_fetch { cfg_fetch_truncation(2) } else { cfg(2) };
-            let (sim, acked) = run_schedule_with(&ops, config, ReplicationBugs::none());
+            let (sim, acked) = run_schedule_with(&ops, config, ReplicationBugs::none(), false, Acks::All);
             let leader = sim.state.leader;
             proptest::prop_assert!(leader > 0, "a leader after healing");
             let log = sim.records(leader);
@@ -811,6 +839,27 @@ mod tests {
                 let found = log.iter().find(|r| r.0 == *offset).map(|r| r.1.clone());
                 proptest::prop_assert_eq!(found.as_ref(), Some(value), "acked write lost at {}", offset);
             }
+            for id in 1..=3 {
+                proptest::prop_assert_eq!(sim.records(id), log.clone(), "replica {} differs", id);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+        /// Whatever is lost (unclean elections, power loss of unflushed tails, acks=1), the
+        /// replicas never diverge: after healing every replica holds the leader's log exactly.
+        #[test]
+        fn replicas_never_diverge_under_unclean_elections_and_power_loss(
+            ops in proptest::collection::vec(ops(2), 1..80),
+            on_fetch in proptest::bool::ANY,
+            unclean in proptest::bool::ANY,
+        ) {
+            let config = if on_fetch { cfg_fetch_truncation(1) } else { cfg(1) };
+            let (sim, _) = run_schedule_with(&ops, config, ReplicationBugs::none(), unclean, Acks::Leader);
+            let leader = sim.state.leader;
+            proptest::prop_assert!(leader > 0, "a leader after healing");
+            let log = sim.records(leader);
             for id in 1..=3 {
                 proptest::prop_assert_eq!(sim.records(id), log.clone(), "replica {} differs", id);
             }
@@ -842,6 +891,39 @@ mod tests {
         assert!(
             !sim.values(leader).contains(&acked[0].1),
             "the acked write is gone"
+        );
+    }
+
+    /// The convergence property is not vacuous: over the same deterministic schedules each
+    /// truncation bug mode produces divergent replicas, while the fixed protocol never does.
+    #[test]
+    fn convergence_property_catches_both_truncation_bugs() {
+        use proptest::strategy::{Strategy, ValueTree};
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let strategy = proptest::collection::vec(ops(2), 1..80);
+        let modes = [
+            ReplicationBugs::none(),
+            bug_hw_truncation(),
+            ReplicationBugs {
+                epoch_lookup_next_epoch: true,
+                ..ReplicationBugs::none()
+            },
+        ];
+        let mut diverged = [0; 3];
+        for _ in 0..100 {
+            let schedule = strategy.new_tree(&mut runner).unwrap().current();
+            for (mode, count) in modes.iter().zip(diverged.iter_mut()) {
+                let (sim, _) = run_schedule_with(&schedule, cfg(1), *mode, true, Acks::Leader);
+                let leader = sim.records(sim.state.leader);
+                if (1..=3).any(|id| sim.records(id) != leader) {
+                    *count += 1;
+                }
+            }
+        }
+        assert_eq!(diverged[0], 0, "fixed protocol diverged");
+        assert!(
+            diverged[1] > 0 && diverged[2] > 0,
+            "bug modes never diverged: {diverged:?}"
         );
     }
 }
