@@ -33,6 +33,8 @@ pub(crate) struct Sim {
     pub offsets: BTreeMap<u64, i64>,
     /// `unclean.leader.election.enable`: the controller may elect a replica outside the ISR.
     pub unclean: bool,
+    /// Brokers the controller has fenced.
+    pub fenced: std::collections::BTreeSet<BrokerId>,
 }
 
 /// What one replication step did.
@@ -74,6 +76,7 @@ impl Sim {
             completions: Vec::new(),
             offsets: BTreeMap::new(),
             unclean: false,
+            fenced: Default::default(),
         }
     }
 
@@ -125,7 +128,9 @@ impl Sim {
     pub fn apply_metadata(&mut self, id: BrokerId) {
         let state = self.state.clone();
         let now = self.now;
+        let fenced = self.fenced.clone();
         if let Some(p) = self.nodes.get_mut(&id).unwrap().part.as_mut() {
+            p.set_ineligible_replicas(fenced);
             if state.leader == id {
                 p.become_leader(&state, now).unwrap();
             } else {
@@ -304,6 +309,8 @@ impl Sim {
     /// (unless it is the last member) and, if it led, a live ISR member is elected; with none
     /// alive, any live replica if `unclean`, else no leader.
     pub fn fence(&mut self, id: BrokerId) {
+        self.fenced.insert(id);
+        self.publish_fenced();
         let mut isr = self.state.isr.clone();
         if isr.len() > 1 {
             isr.retain(|&b| b != id);
@@ -333,12 +340,26 @@ impl Sim {
     /// Plays the controller when a broker registers again: with no leader, an ISR member is
     /// elected (any replica with unclean election).
     pub fn unfence(&mut self, id: BrokerId) {
+        self.fenced.remove(&id);
+        self.publish_fenced();
         if self.state.leader < 0 && self.state.isr.contains(&id) {
             let isr = self.state.isr.clone();
             self.elect(id, &isr);
         } else if self.state.leader < 0 && self.unclean {
             self.elect(id, &[id]);
         }
+    }
+
+    /// Tells every live replica which brokers are fenced (ineligible for the ISR and the HW).
+    fn publish_fenced(&mut self) {
+        let (fenced, now) = (self.fenced.clone(), self.now);
+        for node in self.nodes.values_mut() {
+            if let Some(p) = node.part.as_mut() {
+                p.set_ineligible_replicas(fenced.iter().copied());
+                p.update_high_watermark(now);
+            }
+        }
+        self.poll();
     }
 
     /// Crashes `id`: its log survives as written (as after `kill -9` with the page cache
@@ -892,6 +913,74 @@ mod tests {
             !sim.values(leader).contains(&acked[0].1),
             "the acked write is gone"
         );
+    }
+
+    /// `ack_before_isr`: acks=all answered before any follower has the record; the leader
+    /// dies and a clean election loses the acknowledged write. Fixed: it is not acknowledged.
+    #[test]
+    fn bug_ack_before_isr_loses_an_acknowledged_write_on_failover() {
+        for bug in [false, true] {
+            let bugs = ReplicationBugs {
+                ack_before_isr: bug,
+                ..ReplicationBugs::none()
+            };
+            let mut sim = Sim::new(3, cfg(2), bugs);
+            sim.elect(1, &[1, 2, 3]);
+            let w = sim.produce(Acks::All, &["m0"]).unwrap();
+            sim.crash(1);
+            sim.fence(1);
+            assert_eq!(sim.state.leader, 2);
+            let acked = sim.acked(w);
+            if bug {
+                assert_eq!(acked, Some(Ok(())));
+                assert!(
+                    sim.values(2).is_empty(),
+                    "acknowledged m0 is not on the new leader"
+                );
+            } else {
+                assert_eq!(acked, None, "never acknowledged: the client sees a timeout");
+            }
+        }
+    }
+
+    /// Jepsen 2013 (kafka-bugs.md scenario 1): the ISR shrinks to the leader, which keeps
+    /// acknowledging acks=all alone; it dies, an out-of-sync replica is elected uncleanly, and the
+    /// acknowledged writes are lost. With `min.insync.replicas=2` the writes are refused instead.
+    #[test]
+    fn bug_ignore_min_insync_acknowledges_writes_an_unclean_election_loses() {
+        for bug in [false, true] {
+            let bugs = ReplicationBugs {
+                ignore_min_insync: bug,
+                ..ReplicationBugs::none()
+            };
+            let mut sim = Sim::new(2, cfg(2), bugs);
+            sim.unclean = true;
+            sim.elect(1, &[1, 2]);
+            sim.crash(2);
+            sim.fence(2);
+            assert_eq!(sim.state.isr, vec![1]);
+            let result = sim.produce(Acks::All, &["m0"]);
+            if bug {
+                let w = result.unwrap();
+                assert_eq!(sim.acked(w), Some(Ok(())));
+            } else {
+                assert_eq!(
+                    result.unwrap_err().kafka_error(),
+                    ResponseError::NotEnoughReplicas
+                );
+            }
+            sim.crash(1);
+            sim.fence(1);
+            sim.restart(2);
+            sim.unfence(2);
+            assert_eq!(
+                sim.state.leader, 2,
+                "unclean election of the out-of-sync replica"
+            );
+            sim.restart(1);
+            sim.replicate(10);
+            assert!(sim.values(1).is_empty() && sim.values(2).is_empty());
+        }
     }
 
     /// The convergence property is not vacuous: over the same deterministic schedules each
