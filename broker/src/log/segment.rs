@@ -1,0 +1,375 @@
+//! One log segment: a `.log` file of whole record batches named by its base offset, with a sparse
+//! offset index (`.index`: 4-byte relative offset, 4-byte position) and a time index
+//! (`.timeindex`: 8-byte timestamp, 4-byte relative offset). Both indexes are kept in memory and
+//! mirrored to their files; they are derived data, rebuilt from the `.log` when missing or
+//! inconsistent.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::batch::{self, BatchHeader, HEADER_SIZE};
+use super::LogError;
+
+/// File name stem of a segment: the base offset, zero-padded to 20 digits.
+pub fn file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+fn io_err(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> LogError {
+    let path = path.to_path_buf();
+    let what = what.to_string();
+    move |source| LogError::Io { path, what, source }
+}
+
+/// What scanning a segment's `.log` file found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScanReport {
+    /// Batches that were valid.
+    pub batches: u64,
+    /// Where the valid data ends (bytes); everything after it was cut off.
+    pub valid_bytes: u64,
+    /// Bytes cut off after the valid data.
+    pub truncated_bytes: u64,
+}
+
+/// An open segment.
+#[derive(Debug)]
+pub struct Segment {
+    base_offset: i64,
+    dir: PathBuf,
+    log: File,
+    index_file: File,
+    time_index_file: File,
+    size: u64,
+    next_offset: i64,
+    index: Vec<(u32, u32)>,
+    time_index: Vec<(i64, u32)>,
+    bytes_since_index: u64,
+    max_timestamp: i64,
+    /// Milliseconds (broker clock) of the first append, or of opening for loaded segments.
+    created_ms: i64,
+    index_interval_bytes: u32,
+}
+
+impl Segment {
+    fn paths(dir: &Path, base: i64) -> (PathBuf, PathBuf, PathBuf) {
+        let stem = file_stem(base);
+        (
+            dir.join(format!("{stem}.log")),
+            dir.join(format!("{stem}.index")),
+            dir.join(format!("{stem}.timeindex")),
+        )
+    }
+
+    fn open_rw(path: &Path, truncate: bool) -> Result<File, LogError> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(truncate)
+            .open(path)
+            .map_err(io_err(path, "open"))
+    }
+
+    /// Creates a new, empty segment at `base_offset`.
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+        now_ms: i64,
+    ) -> Result<Segment, LogError> {
+        let (log_p, idx_p, tidx_p) = Self::paths(dir, base_offset);
+        Ok(Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            log: Self::open_rw(&log_p, true)?,
+            index_file: Self::open_rw(&idx_p, true)?,
+            time_index_file: Self::open_rw(&tidx_p, true)?,
+            size: 0,
+            next_offset: base_offset,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            created_ms: now_ms,
+            index_interval_bytes,
+        })
+    }
+
+    /// Opens an existing segment. It scans the `.log` file's batches (validating CRCs when
+    /// `validate` is set, which recovery does for segments after the recovery point), cuts off
+    /// anything after the last whole valid batch, and rebuilds the indexes; `rebuilt` tells whether
+    /// the index files on disk differed from the rebuilt ones (missing or corrupt).
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+        validate: bool,
+        now_ms: i64,
+    ) -> Result<(Segment, ScanReport, bool), LogError> {
+        let (log_p, idx_p, tidx_p) = Self::paths(dir, base_offset);
+        let log = Self::open_rw(&log_p, false)?;
+        let file_len = log.metadata().map_err(io_err(&log_p, "stat"))?.len();
+        let mut seg = Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            log,
+            index_file: Self::open_rw(&idx_p, false)?,
+            time_index_file: Self::open_rw(&tidx_p, false)?,
+            size: 0,
+            next_offset: base_offset,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            created_ms: now_ms,
+            index_interval_bytes,
+        };
+        let mut report = ScanReport::default();
+        let mut pos = 0u64;
+        let mut header = [0u8; HEADER_SIZE];
+        let mut body = Vec::new();
+        while pos + HEADER_SIZE as u64 <= file_len {
+            if seg.log.read_exact_at(&mut header, pos).is_err() {
+                break;
+            }
+            let h = match BatchHeader::parse(&header) {
+                Ok(h) => h,
+                Err(_) => break,
+            };
+            let total = h.total_size() as u64;
+            if pos + total > file_len || h.base_offset != seg.next_offset || h.last_offset_delta < 0
+            {
+                break;
+            }
+            if validate {
+                body.resize(total as usize, 0);
+                if seg.log.read_exact_at(&mut body, pos).is_err() || batch::validate(&body).is_err()
+                {
+                    break;
+                }
+            }
+            seg.note_batch(&h, pos);
+            pos += total;
+            report.batches += 1;
+        }
+        report.valid_bytes = pos;
+        report.truncated_bytes = file_len - pos;
+        if pos < file_len {
+            seg.log.set_len(pos).map_err(io_err(&log_p, "truncate"))?;
+            seg.log.sync_all().map_err(io_err(&log_p, "fsync"))?;
+        }
+        seg.size = pos;
+        let rebuilt = seg.rewrite_index_files_if_different()?;
+        Ok((seg, report, rebuilt))
+    }
+
+    /// Records a batch written at `pos` in the in-memory state (indexes, next offset, timestamps).
+    fn note_batch(&mut self, h: &BatchHeader, pos: u64) {
+        let rel = (h.base_offset - self.base_offset) as u32;
+        if self.index.is_empty() || self.bytes_since_index >= u64::from(self.index_interval_bytes) {
+            self.index.push((rel, pos as u32));
+            self.bytes_since_index = 0;
+            if h.max_timestamp > self.time_index.last().map_or(-1, |e| e.0) {
+                self.time_index.push((h.max_timestamp, rel));
+            }
+        }
+        self.bytes_since_index += h.total_size() as u64;
+        self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
+        self.next_offset = h.next_offset();
+    }
+
+    fn encode_indexes(&self) -> (Vec<u8>, Vec<u8>) {
+        let mut idx = Vec::with_capacity(self.index.len() * 8);
+        for (rel, pos) in &self.index {
+            idx.extend_from_slice(&rel.to_be_bytes());
+            idx.extend_from_slice(&pos.to_be_bytes());
+        }
+        let mut tidx = Vec::with_capacity(self.time_index.len() * 12);
+        for (ts, rel) in &self.time_index {
+            tidx.extend_from_slice(&ts.to_be_bytes());
+            tidx.extend_from_slice(&rel.to_be_bytes());
+        }
+        (idx, tidx)
+    }
+
+    fn rewrite_index_files_if_different(&mut self) -> Result<bool, LogError> {
+        let (idx, tidx) = self.encode_indexes();
+        let (_, idx_p, tidx_p) = Self::paths(&self.dir, self.base_offset);
+        let same = |p: &Path, want: &[u8]| fs::read(p).map(|have| have == want).unwrap_or(false);
+        let rebuilt = !same(&idx_p, &idx) || !same(&tidx_p, &tidx);
+        if rebuilt {
+            for (file, bytes, p) in [
+                (&self.index_file, &idx, &idx_p),
+                (&self.time_index_file, &tidx, &tidx_p),
+            ] {
+                file.set_len(0).map_err(io_err(p, "truncate index"))?;
+                file.write_all_at(bytes, 0)
+                    .map_err(io_err(p, "write index"))?;
+            }
+        }
+        Ok(rebuilt)
+    }
+
+    /// Appends one validated batch (already patched) at the end of the file.
+    pub fn append(&mut self, h: &BatchHeader, bytes: &[u8], now_ms: i64) -> Result<(), LogError> {
+        if self.size == 0 {
+            self.created_ms = now_ms;
+        }
+        let pos = self.size;
+        let log_p = self.log_path();
+        self.log
+            .write_all_at(bytes, pos)
+            .map_err(io_err(&log_p, "append"))?;
+        let (n_idx, n_tidx) = (self.index.len(), self.time_index.len());
+        self.note_batch(h, pos);
+        self.size += bytes.len() as u64;
+        if self.index.len() > n_idx {
+            let (rel, p) = self.index[n_idx];
+            let mut e = [0u8; 8];
+            e[..4].copy_from_slice(&rel.to_be_bytes());
+            e[4..].copy_from_slice(&p.to_be_bytes());
+            let (_, idx_p, _) = Self::paths(&self.dir, self.base_offset);
+            self.index_file
+                .write_all_at(&e, n_idx as u64 * 8)
+                .map_err(io_err(&idx_p, "append index"))?;
+        }
+        if self.time_index.len() > n_tidx {
+            let (ts, rel) = self.time_index[n_tidx];
+            let mut e = [0u8; 12];
+            e[..8].copy_from_slice(&ts.to_be_bytes());
+            e[8..].copy_from_slice(&rel.to_be_bytes());
+            let (_, _, tidx_p) = Self::paths(&self.dir, self.base_offset);
+            self.time_index_file
+                .write_all_at(&e, n_tidx as u64 * 12)
+                .map_err(io_err(&tidx_p, "append time index"))?;
+        }
+        Ok(())
+    }
+
+    fn log_path(&self) -> PathBuf {
+        Self::paths(&self.dir, self.base_offset).0
+    }
+
+    /// Base offset (first offset the segment may hold).
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// Offset after the last record in the segment.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// Bytes in the `.log` file.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Largest record timestamp in the segment (-1 when empty).
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// When the segment started taking appends (broker clock, ms).
+    pub fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    /// Reads the header of the batch at `pos`, if a whole header is there.
+    pub fn header_at(&self, pos: u64) -> Result<Option<BatchHeader>, LogError> {
+        if pos + HEADER_SIZE as u64 > self.size {
+            return Ok(None);
+        }
+        let mut header = [0u8; HEADER_SIZE];
+        self.log
+            .read_exact_at(&mut header, pos)
+            .map_err(io_err(&self.log_path(), "read"))?;
+        BatchHeader::parse(&header).map(Some)
+    }
+
+    /// Reads `len` bytes at `pos`.
+    pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, LogError> {
+        let mut buf = vec![0u8; len];
+        self.log
+            .read_exact_at(&mut buf, pos)
+            .map_err(io_err(&self.log_path(), "read"))?;
+        Ok(buf)
+    }
+
+    /// Position of the batch containing `offset` (or the first batch after it), from the sparse
+    /// index and a short header scan; `None` when `offset` is past the segment's end.
+    pub fn position_of(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        let rel = (offset - self.base_offset).max(0) as u32;
+        let slot = self.index.partition_point(|&(r, _)| r <= rel);
+        let mut pos = if slot == 0 {
+            0
+        } else {
+            u64::from(self.index[slot - 1].1)
+        };
+        while let Some(h) = self.header_at(pos)? {
+            if h.last_offset() >= offset {
+                return Ok(Some((pos, h)));
+            }
+            pos += h.total_size() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Position from which batches with timestamps >= `ts` may start (time index lookup).
+    pub fn position_for_timestamp(&self, ts: i64) -> Result<u64, LogError> {
+        let slot = self.time_index.partition_point(|&(t, _)| t < ts);
+        if slot == 0 {
+            return Ok(0);
+        }
+        let rel = self.time_index[slot - 1].1;
+        Ok(self
+            .position_of(self.base_offset + i64::from(rel))?
+            .map_or(0, |(p, _)| p))
+    }
+
+    /// Cuts the segment at `pos` (a batch boundary) with `next_offset` as its new end.
+    pub fn truncate_at(&mut self, pos: u64, next_offset: i64) -> Result<(), LogError> {
+        let log_p = self.log_path();
+        self.log.set_len(pos).map_err(io_err(&log_p, "truncate"))?;
+        self.size = pos;
+        self.next_offset = next_offset;
+        // Rebuild the in-memory indexes and timestamps from what remains.
+        self.index.clear();
+        self.time_index.clear();
+        self.bytes_since_index = 0;
+        self.max_timestamp = -1;
+        self.next_offset = self.base_offset;
+        let mut p = 0;
+        while let Some(h) = self.header_at(p)? {
+            self.note_batch(&h, p);
+            p += h.total_size() as u64;
+        }
+        self.rewrite_index_files_if_different()?;
+        Ok(())
+    }
+
+    /// fsyncs the log file (indexes are derived data and rebuilt on recovery).
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.log
+            .sync_data()
+            .map_err(io_err(&self.log_path(), "fsync"))
+    }
+
+    /// Removes the segment's files.
+    pub fn delete(self) -> Result<(), LogError> {
+        let (a, b, c) = Self::paths(&self.dir, self.base_offset);
+        for p in [a, b, c] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&p, "delete")(e)),
+            }
+        }
+        Ok(())
+    }
+}
