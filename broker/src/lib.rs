@@ -1,6 +1,10 @@
-//! The bundled Kafka-compatible broker: wire protocol, segmented log storage and (later)
-//! replication. `broker` knows nothing of the harness.
+//! The bundled Kafka-compatible broker: wire protocol, segmented log storage and replication
+//! logic. `broker` knows nothing of the harness.
 
 pub mod clock;
+pub mod config;
 pub mod log;
+pub mod metrics;
 pub mod replication;
+pub mod server;
+pub mod topics;

@@ -1,0 +1,125 @@
+//! The `broker` binary: `broker --config server.properties [--override key=value ...]`.
+//! Flags override properties; SIGTERM/SIGINT shut down gracefully (logs flushed and closed).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use broker::clock::{Clock, SystemClock};
+use broker::config::BrokerConfig;
+use broker::server::{net, Broker};
+use clap::Parser;
+
+/// A Kafka-compatible broker with a durable segmented log.
+#[derive(Debug, Parser)]
+#[command(name = "broker", version, about)]
+struct Args {
+    /// Kafka server.properties file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a property, `key=value` (repeatable; wins over the file).
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Shorthand for `--override node.id=N`.
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// Shorthand for `--override listeners=...`.
+    #[arg(long)]
+    listeners: Option<String>,
+    /// Shorthand for `--override log.dirs=...`.
+    #[arg(long)]
+    log_dirs: Option<String>,
+    /// Shorthand for `--override metrics.listener=...`.
+    #[arg(long)]
+    metrics_listener: Option<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn overrides(args: &Args) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for o in &args.overrides {
+        let (k, v) = o
+            .split_once('=')
+            .with_context(|| format!("--override `{o}` is not KEY=VALUE"))?;
+        out.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let direct = [
+        ("node.id", args.node_id.map(|n| n.to_string())),
+        ("listeners", args.listeners.clone()),
+        ("log.dirs", args.log_dirs.clone()),
+        ("metrics.listener", args.metrics_listener.clone()),
+    ];
+    for (k, v) in direct {
+        if let Some(v) = v {
+            out.push((k.to_string(), v));
+        }
+    }
+    Ok(out)
+}
+
+fn run(args: Args) -> Result<()> {
+    let config = BrokerConfig::load(&args.config, &overrides(&args)?)
+        .with_context(|| format!("loading {}", args.config.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async_main(config))
+}
+
+async fn async_main(config: BrokerConfig) -> Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let listener_cfg = config.listeners[0].clone();
+    let metrics_addr = config.metrics_listener;
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config, clock))
+        .await
+        .context("opening broker state")??;
+    let listener = tokio::net::TcpListener::bind(listener_cfg.bind_addr())
+        .await
+        .with_context(|| format!("binding listener {}", listener_cfg.bind_addr()))?;
+    tracing::info!(node = broker.config.node_id, listener = %listener_cfg.bind_addr(), "broker listening");
+    if let Some(addr) = metrics_addr {
+        let std_listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("binding metrics listener {addr}"))?;
+        drop(std_listener);
+        let b = broker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = broker::metrics::serve(addr, b).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    let housekeeping = broker.spawn_housekeeping();
+    let server = tokio::spawn(net::serve(broker.clone(), listener));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    server.abort();
+    housekeeping.abort();
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.shutdown())
+        .await
+        .context("shutting down")?;
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Broker metrics: request counts and latencies per API, bytes in and out, and per-partition log
+//! gauges, rendered as Prometheus text for the `/metrics` endpoint (served with `/health` by
+//! [`serve`]). Replication adds its gauges (ISR size, high watermark, leader epoch) here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Latency histogram bucket upper bounds, in seconds.
+const BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct ApiStats {
+    count: u64,
+    errors: u64,
+    sum_secs: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+/// A partition's gauges, as the server reports them when rendering.
+#[derive(Debug, Clone)]
+pub struct PartitionGauges {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// Log start offset.
+    pub log_start_offset: i64,
+    /// Log end offset.
+    pub log_end_offset: i64,
+    /// High watermark.
+    pub high_watermark: i64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// Segments on disk.
+    pub segments: usize,
+}
+
+/// Counters shared by every connection.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    apis: Mutex<BTreeMap<&'static str, ApiStats>>,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    connections: AtomicU64,
+    bad_frames: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one request of `api` that took `elapsed`.
+    pub fn record_request(&self, api: &'static str, elapsed: Duration, error: bool) {
+        let secs = elapsed.as_secs_f64();
+        let mut apis = self.apis.lock().unwrap_or_else(|p| p.into_inner());
+        let s = apis.entry(api).or_default();
+        s.count += 1;
+        s.errors += u64::from(error);
+        s.sum_secs += secs;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                s.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// Adds request bytes received.
+    pub fn add_bytes_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Adds response bytes sent.
+    pub fn add_bytes_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts an accepted connection.
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a frame refused as malformed or oversized.
+    pub fn bad_frame(&self) {
+        self.bad_frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Renders everything as Prometheus text.
+    pub fn render(&self, partitions: &[PartitionGauges]) -> String {
+        let mut out = String::new();
+        let apis = self.apis.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let _ = writeln!(out, "# TYPE kafka_requests_total counter");
+        for (api, s) in &apis {
+            let _ = writeln!(out, "kafka_requests_total{{api=\"{api}\"}} {}", s.count);
+        }
+        let _ = writeln!(out, "# TYPE kafka_request_errors_total counter");
+        for (api, s) in &apis {
+            let _ = writeln!(
+                out,
+                "kafka_request_errors_total{{api=\"{api}\"}} {}",
+                s.errors
+            );
+        }
+        let _ = writeln!(out, "# TYPE kafka_request_latency_seconds histogram");
+        for (api, s) in &apis {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "kafka_request_latency_seconds_bucket{{api=\"{api}\",le=\"{b}\"}} {}",
+                    s.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "kafka_request_latency_seconds_bucket{{api=\"{api}\",le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "kafka_request_latency_seconds_sum{{api=\"{api}\"}} {}",
+                s.sum_secs
+            );
+            let _ = writeln!(
+                out,
+                "kafka_request_latency_seconds_count{{api=\"{api}\"}} {}",
+                s.count
+            );
+        }
+        for (name, v) in [
+            ("kafka_bytes_in_total", &self.bytes_in),
+            ("kafka_bytes_out_total", &self.bytes_out),
+            ("kafka_connections_total", &self.connections),
+            ("kafka_bad_frames_total", &self.bad_frames),
+        ] {
+            let _ = writeln!(
+                out,
+                "# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        type Gauge = fn(&PartitionGauges) -> String;
+        let gauges: [(&str, Gauge); 5] = [
+            ("kafka_log_start_offset", |p| p.log_start_offset.to_string()),
+            ("kafka_log_end_offset", |p| p.log_end_offset.to_string()),
+            ("kafka_high_watermark", |p| p.high_watermark.to_string()),
+            ("kafka_log_size_bytes", |p| p.size_bytes.to_string()),
+            ("kafka_log_segments", |p| p.segments.to_string()),
+        ];
+        for (name, f) in gauges {
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for p in partitions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{}\",partition=\"{}\"}} {}",
+                    p.topic,
+                    p.partition,
+                    f(p)
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Something that can report partition gauges (the broker state).
+pub trait GaugeSource: Send + Sync + 'static {
+    /// Current gauges of every partition.
+    fn partition_gauges(&self) -> Vec<PartitionGauges>;
+    /// The shared counters.
+    fn metrics(&self) -> &Metrics;
+}
+
+/// Serves `/metrics` and `/health` on `addr` until the task is dropped.
+pub async fn serve<S: GaugeSource>(addr: SocketAddr, source: Arc<S>) -> std::io::Result<()> {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let metrics_source = source.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let s = metrics_source.clone();
+                async move { s.metrics().render(&s.partition_gauges()) }
+            }),
+        )
+        .route("/health", get(|| async { "ok\n" }));
+    axum::serve(listener, app).await
+}
