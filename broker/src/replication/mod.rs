@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod epoch_cache;
 pub mod fetch;
 pub mod hw_checkpoint;
+pub mod log_adapter;
 pub mod mem_log;
 pub mod partition;
 pub mod replica_log;
