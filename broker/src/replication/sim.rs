@@ -1,8 +1,11 @@
-//! An in-process cluster of replicas of one partition over [`MemLog`]s, driving the same calls
-//! the server makes over the network (OffsetsForLeaderEpoch, replica Fetch, AlterPartition), with
-//! the test playing the controller. Test-only.
+//! An in-process cluster of replicas of one partition, over [`MemLog`]s or real segmented
+//! [`Log`]s, driving the same calls the server makes over the network (OffsetsForLeaderEpoch,
+//! replica Fetch, AlterPartition), with the test playing the controller. Test-only.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::Bytes;
 
 use kafka_protocol::error::ResponseError;
 
@@ -12,17 +15,121 @@ use super::partition::{
     Acks, CommittedIsr, FetchApplied, Partition, PartitionConfig, PartitionState,
     ReplicaFetchResponse, ReplicationError, TruncationStep, WaiterCompletion,
 };
-use super::{BrokerId, ReplicationBugs};
+use super::{BrokerId, ReplicaLog, ReplicationBugs};
+use crate::log::{batch, Log, LogConfig};
 
-pub(crate) struct Node {
-    dir: tempfile::TempDir,
-    part: Option<Partition<MemLog>>,
-    /// The log and checkpointed HW kept over a crash.
-    saved: Option<(MemLog, i64)>,
+/// What the simulation needs of a log beyond [`ReplicaLog`].
+pub(crate) trait SimLog: ReplicaLog + Sized {
+    /// A new empty log in `dir`.
+    fn create(dir: &Path) -> Self;
+    /// The log as found again after a crash (the segmented log recovers from its files).
+    fn recover(self, dir: &Path) -> Self;
+    /// One batch holding `values`, as a producer sends it.
+    fn records_of(values: &[&str]) -> Self::Records;
+    /// What a leader returns for a replica fetch (`None`: nothing).
+    fn read_for_fetch(&self, start: i64, max_offset_exclusive: i64) -> Option<Self::Records>;
+    /// Every `(offset, value, epoch)` in the log.
+    fn contents(&self) -> Vec<(i64, String, i32)>;
 }
 
-pub(crate) struct Sim {
-    pub nodes: BTreeMap<BrokerId, Node>,
+impl SimLog for MemLog {
+    fn create(_dir: &Path) -> Self {
+        MemLog::new()
+    }
+    fn recover(self, _dir: &Path) -> Self {
+        self
+    }
+    fn records_of(values: &[&str]) -> Vec<MemBatch> {
+        vec![MemBatch::new(values.iter().copied())]
+    }
+    fn read_for_fetch(&self, start: i64, max_offset_exclusive: i64) -> Option<Vec<MemBatch>> {
+        let batches = self.read(start, max_offset_exclusive);
+        (!batches.is_empty()).then_some(batches)
+    }
+    fn contents(&self) -> Vec<(i64, String, i32)> {
+        self.records()
+    }
+}
+
+impl SimLog for Log {
+    fn create(dir: &Path) -> Self {
+        Log::open(dir, LogConfig::default(), 0).unwrap().0
+    }
+    fn recover(self, dir: &Path) -> Self {
+        drop(self);
+        Self::create(dir)
+    }
+    fn records_of(values: &[&str]) -> Bytes {
+        let records: Vec<_> = values.iter().map(|v| (None, Some(v.as_bytes()))).collect();
+        Bytes::from(batch::build_batch(0, 1_000, &records))
+    }
+    fn read_for_fetch(&self, start: i64, max_offset_exclusive: i64) -> Option<Bytes> {
+        let read = self
+            .read(start, 1 << 20, max_offset_exclusive, true)
+            .unwrap();
+        (!read.bytes.is_empty()).then_some(read.bytes)
+    }
+    fn contents(&self) -> Vec<(i64, String, i32)> {
+        let all = self
+            .read(
+                self.log_start_offset(),
+                usize::MAX,
+                self.log_end_offset(),
+                true,
+            )
+            .unwrap();
+        let mut out = Vec::new();
+        for item in batch::split_batches(&all.bytes) {
+            let (h, bytes) = item.unwrap();
+            for (i, v) in batch_values(bytes).into_iter().enumerate() {
+                out.push((h.base_offset + i as i64, v, h.partition_leader_epoch));
+            }
+        }
+        out
+    }
+}
+
+/// The values of an uncompressed batch as `batch::build_batch` writes it (no headers).
+fn batch_values(b: &[u8]) -> Vec<String> {
+    fn varint(b: &[u8], pos: &mut usize) -> i64 {
+        let (mut z, mut shift) = (0u64, 0);
+        loop {
+            let byte = b[*pos];
+            *pos += 1;
+            z |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return (z >> 1) as i64 ^ -((z & 1) as i64);
+            }
+            shift += 7;
+        }
+    }
+    let count = i32::from_be_bytes([b[57], b[58], b[59], b[60]]);
+    let mut pos = 61;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        varint(b, &mut pos); // record length
+        pos += 1; // attributes
+        varint(b, &mut pos); // timestamp delta
+        varint(b, &mut pos); // offset delta
+        let key_len = varint(b, &mut pos);
+        pos += key_len.max(0) as usize;
+        let value_len = varint(b, &mut pos).max(0) as usize;
+        out.push(String::from_utf8_lossy(&b[pos..pos + value_len]).into_owned());
+        pos += value_len;
+        varint(b, &mut pos); // header count
+    }
+    out
+}
+
+pub(crate) struct Node<L: SimLog> {
+    dir: tempfile::TempDir,
+    part: Option<Partition<L>>,
+    /// The log and checkpointed HW kept over a crash.
+    saved: Option<(L, i64)>,
+}
+
+pub(crate) struct Sim<L: SimLog> {
+    pub nodes: BTreeMap<BrokerId, Node<L>>,
     pub state: PartitionState,
     pub now: i64,
     pub config: PartitionConfig,
@@ -45,12 +152,13 @@ pub(crate) enum Step {
     Fetch(FetchApplied),
 }
 
-impl Sim {
-    pub fn new(n: i32, config: PartitionConfig, bugs: ReplicationBugs) -> Sim {
+impl<L: SimLog> Sim<L> {
+    pub fn new(n: i32, config: PartitionConfig, bugs: ReplicationBugs) -> Self {
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
             let dir = tempfile::tempdir().unwrap();
-            let part = Partition::open(id, dir.path(), MemLog::new(), 0, config, bugs).unwrap();
+            let log = L::create(dir.path());
+            let part = Partition::open(id, dir.path(), log, 0, config, bugs).unwrap();
             nodes.insert(
                 id,
                 Node {
@@ -80,11 +188,11 @@ impl Sim {
         }
     }
 
-    pub fn p(&self, id: BrokerId) -> &Partition<MemLog> {
+    pub fn p(&self, id: BrokerId) -> &Partition<L> {
         self.nodes[&id].part.as_ref().expect("node is down")
     }
 
-    pub fn pm(&mut self, id: BrokerId) -> &mut Partition<MemLog> {
+    pub fn pm(&mut self, id: BrokerId) -> &mut Partition<L> {
         self.nodes
             .get_mut(&id)
             .unwrap()
@@ -99,8 +207,8 @@ impl Sim {
 
     pub fn records(&self, id: BrokerId) -> Vec<(i64, String, i32)> {
         match &self.nodes[&id].part {
-            Some(p) => p.log().records(),
-            None => self.nodes[&id].saved.as_ref().unwrap().0.records(),
+            Some(p) => p.log().contents(),
+            None => self.nodes[&id].saved.as_ref().unwrap().0.contents(),
         }
     }
 
@@ -147,8 +255,7 @@ impl Sim {
         self.next_waiter += 1;
         let id = self.next_waiter;
         let p = self.pm(leader);
-        let appended =
-            p.append_as_leader(vec![MemBatch::new(values.iter().copied())], acks, now)?;
+        let appended = p.append_as_leader(L::records_of(values), acks, now)?;
         if acks == Acks::All {
             p.add_acks_all_waiter(id, appended.last_offset + 1, now + timeout);
         }
@@ -208,7 +315,7 @@ impl Sim {
         step
     }
 
-    fn step_with(&mut self, f: &mut Partition<MemLog>, leader: BrokerId, now: i64) -> Step {
+    fn step_with(&mut self, f: &mut Partition<L>, leader: BrokerId, now: i64) -> Step {
         if let Some(q) = f.truncation_query().unwrap() {
             let answer = self
                 .p(leader)
@@ -248,7 +355,7 @@ impl Sim {
                 offsets,
             } => {
                 let lp = self.pm(leader);
-                let records = lp.log().read(fetch_offset, max_offset_exclusive);
+                let records = lp.log().read_for_fetch(fetch_offset, max_offset_exclusive);
                 let outcome = lp
                     .record_follower_fetch(
                         r.replica_id,
@@ -266,7 +373,7 @@ impl Sim {
                     high_watermark: offsets.high_watermark,
                     log_start_offset: offsets.log_start_offset,
                     diverging_epoch: None,
-                    records: (!records.is_empty()).then_some(records),
+                    records,
                 }
             }
         };
@@ -373,7 +480,6 @@ impl Sim {
 
     /// Loses the unflushed tail of a crashed node's log (power loss): keeps offsets below `keep`.
     pub fn lose_tail(&mut self, id: BrokerId, keep: i64) {
-        use super::ReplicaLog;
         let saved = self.nodes.get_mut(&id).unwrap().saved.as_mut().unwrap();
         saved.0.truncate_to(keep).unwrap();
     }
@@ -383,6 +489,7 @@ impl Sim {
         let (config, bugs) = (self.config, self.bugs);
         let node = self.nodes.get_mut(&id).unwrap();
         let (log, hw) = node.saved.take().unwrap();
+        let log = log.recover(node.dir.path());
         node.part = Some(Partition::open(id, node.dir.path(), log, hw, config, bugs).unwrap());
         self.apply_metadata(id);
     }
@@ -416,7 +523,7 @@ mod tests {
     }
 
     /// Asserts every live replica holds the same records up to the leader's HW.
-    fn assert_consistent_to_hw(sim: &Sim) {
+    fn assert_consistent_to_hw<L: SimLog>(sim: &Sim<L>) {
         let leader = sim.state.leader;
         let hw = sim.p(leader).high_watermark();
         let reference: Vec<_> = sim
@@ -434,9 +541,8 @@ mod tests {
 
     /// Kafka's KIP-101 divergent-log case: leader A appends at epoch 1 an entry nobody fetched,
     /// B becomes leader at epoch 2 and writes a different entry at the same offset, A returns.
-    #[test]
-    fn kip101_returning_leader_truncates_its_divergent_tail() {
-        let mut sim = Sim::new(2, cfg(1), ReplicationBugs::none());
+    fn kip101_returning_leader_truncates_its_divergent_tail<L: SimLog>() {
+        let mut sim = Sim::<L>::new(2, cfg(1), ReplicationBugs::none());
         sim.elect(1, &[1, 2]);
         let w = sim.produce(Acks::All, &["m0"]).unwrap();
         sim.replicate(10);
@@ -468,8 +574,10 @@ mod tests {
     /// kafka-bugs.md scenario 3 (KIP-101 scenario 1, KAFKA-1211): the follower learns the HW one
     /// fetch late, restarts, and (pre-KIP-101) truncates to its stale HW; then the leader dies and
     /// the follower is elected: an acknowledged write is lost. With epochs it survives.
-    fn fast_leader_change_after_follower_restart(bugs: ReplicationBugs) -> (Sim, u64) {
-        let mut sim = Sim::new(2, cfg(1), bugs);
+    fn fast_leader_change_after_follower_restart<L: SimLog>(
+        bugs: ReplicationBugs,
+    ) -> (Sim<L>, u64) {
+        let mut sim = Sim::<L>::new(2, cfg(1), bugs);
         sim.elect(1, &[1, 2]);
         let w = sim.produce(Acks::All, &["m0"]).unwrap();
         // Fetch 1 copies m0 (response HW 0); fetch 2 reports LEO 1: leader HW 1, ack sent.
@@ -490,16 +598,14 @@ mod tests {
         (sim, w)
     }
 
-    #[test]
-    fn kip101_follower_restart_keeps_acked_write() {
-        let (sim, w) = fast_leader_change_after_follower_restart(ReplicationBugs::none());
+    fn kip101_follower_restart_keeps_acked_write<L: SimLog>() {
+        let (sim, w) = fast_leader_change_after_follower_restart::<L>(ReplicationBugs::none());
         assert_eq!(sim.acked(w), Some(Ok(())));
         assert_eq!(sim.values(2), vec!["m0"]);
     }
 
-    #[test]
-    fn bug_hw_truncation_loses_acked_write_on_fast_leader_change() {
-        let (sim, w) = fast_leader_change_after_follower_restart(bug_hw_truncation());
+    fn bug_hw_truncation_loses_acked_write_on_fast_leader_change<L: SimLog>() {
+        let (sim, w) = fast_leader_change_after_follower_restart::<L>(bug_hw_truncation());
         assert_eq!(sim.acked(w), Some(Ok(())));
         assert!(
             sim.values(2).is_empty(),
@@ -510,8 +616,8 @@ mod tests {
     /// kafka-bugs.md scenario 4 (KIP-101 scenario 2, KAFKA-3919): both replicas lose unflushed
     /// data; the one with the shorter log leads and reuses offsets; the other's HW does not force
     /// truncation, so (pre-KIP-101) the logs diverge. With epochs the returning replica truncates.
-    fn power_loss_divergence(bugs: ReplicationBugs) -> Sim {
-        let mut sim = Sim::new(2, cfg(1), bugs);
+    fn power_loss_divergence<L: SimLog>(bugs: ReplicationBugs) -> Sim<L> {
+        let mut sim = Sim::<L>::new(2, cfg(1), bugs);
         sim.elect(1, &[1, 2]);
         sim.produce(Acks::All, &["m0"]).unwrap();
         sim.produce(Acks::All, &["m1"]).unwrap();
@@ -528,16 +634,14 @@ mod tests {
         sim
     }
 
-    #[test]
-    fn kip101_power_loss_replicas_converge() {
-        let sim = power_loss_divergence(ReplicationBugs::none());
+    fn kip101_power_loss_replicas_converge<L: SimLog>() {
+        let sim = power_loss_divergence::<L>(ReplicationBugs::none());
         assert_eq!(sim.values(1), vec!["m0", "n1"]);
         assert_eq!(sim.records(1), sim.records(2));
     }
 
-    #[test]
-    fn bug_hw_truncation_power_loss_logs_diverge() {
-        let sim = power_loss_divergence(bug_hw_truncation());
+    fn bug_hw_truncation_power_loss_logs_diverge<L: SimLog>() {
+        let sim = power_loss_divergence::<L>(bug_hw_truncation());
         // Offset 1 holds m1 on broker 1 and n1 on broker 2: divergent logs.
         assert_eq!(sim.values(1)[1], "m1");
         assert_eq!(sim.values(2)[1], "n1");
@@ -546,12 +650,12 @@ mod tests {
     /// kafka-bugs.md scenario 5 (KIP-279, KAFKA-6361): C leads epoch 3 after B's epoch 1 was
     /// never seen by A, who led epoch 2. A's latest epoch (2) is unknown to C, whose answer names
     /// epoch 1; A does not have epoch 1 and iterates.
-    fn multi_epoch(bugs: ReplicationBugs) -> Sim {
-        multi_epoch_with(cfg(1), bugs)
+    fn multi_epoch<L: SimLog>(bugs: ReplicationBugs) -> Sim<L> {
+        multi_epoch_with::<L>(cfg(1), bugs)
     }
 
-    fn multi_epoch_with(config: PartitionConfig, bugs: ReplicationBugs) -> Sim {
-        let mut sim = Sim::new(3, config, bugs);
+    fn multi_epoch_with<L: SimLog>(config: PartitionConfig, bugs: ReplicationBugs) -> Sim<L> {
+        let mut sim = Sim::<L>::new(3, config, bugs);
         // Epoch 1 (A=1 leads): x0..x2 everywhere.
         sim.elect(1, &[1, 2, 3]);
         for v in ["x0", "x1", "x2"] {
@@ -580,9 +684,8 @@ mod tests {
         sim
     }
 
-    #[test]
-    fn kip279_follower_iterates_to_the_divergence_point() {
-        let sim = multi_epoch(ReplicationBugs::none());
+    fn kip279_follower_iterates_to_the_divergence_point<L: SimLog>() {
+        let sim = multi_epoch::<L>(ReplicationBugs::none());
         assert_eq!(
             sim.values(1),
             vec!["x0", "x1", "x2", "b3", "b4", "b5", "b6", "c7"]
@@ -592,9 +695,8 @@ mod tests {
 
     /// The same case with truncation on fetch (Kafka 2.7+): no OffsetsForLeaderEpoch; the
     /// leader answers A's fetch (last epoch 3) with diverging epoch (2, 7), then (1, 3).
-    #[test]
-    fn kip320_diverging_epoch_fetches_iterate_to_the_same_point() {
-        let sim = multi_epoch_with(cfg_fetch_truncation(1), ReplicationBugs::none());
+    fn kip320_diverging_epoch_fetches_iterate_to_the_same_point<L: SimLog>() {
+        let sim = multi_epoch_with::<L>(cfg_fetch_truncation(1), ReplicationBugs::none());
         assert_eq!(
             sim.values(1),
             vec!["x0", "x1", "x2", "b3", "b4", "b5", "b6", "c7"]
@@ -602,9 +704,8 @@ mod tests {
         assert_eq!(sim.records(1), sim.records(3));
     }
 
-    #[test]
-    fn truncation_on_fetch_goes_through_diverging_answers() {
-        let mut sim = Sim::new(2, cfg_fetch_truncation(1), ReplicationBugs::none());
+    fn truncation_on_fetch_goes_through_diverging_answers<L: SimLog>() {
+        let mut sim = Sim::<L>::new(2, cfg_fetch_truncation(1), ReplicationBugs::none());
         sim.elect(1, &[1, 2]);
         sim.produce(Acks::Leader, &["m0"]).unwrap();
         sim.replicate(10);
@@ -622,13 +723,12 @@ mod tests {
         assert_eq!(sim.values(1), vec!["m0", "b1"]);
     }
 
-    #[test]
-    fn bug_epoch_lookup_next_epoch_keeps_a_divergent_suffix() {
+    fn bug_epoch_lookup_next_epoch_keeps_a_divergent_suffix<L: SimLog>() {
         let bugs = ReplicationBugs {
             epoch_lookup_next_epoch: true,
             ..ReplicationBugs::none()
         };
-        let sim = multi_epoch(bugs);
+        let sim = multi_epoch::<L>(bugs);
         let a = sim.values(1);
         let c = sim.values(3);
         assert_eq!(a.len(), c.len());
@@ -642,9 +742,8 @@ mod tests {
 
     /// Unclean election: the new leader's shorter log wins; the old leader truncates to it and
     /// the acknowledged records beyond it are lost, as Kafka loses them.
-    #[test]
-    fn unclean_election_loses_acked_records_as_kafka_does() {
-        let mut sim = Sim::new(2, cfg(1), ReplicationBugs::none());
+    fn unclean_election_loses_acked_records_as_kafka_does<L: SimLog>() {
+        let mut sim = Sim::<L>::new(2, cfg(1), ReplicationBugs::none());
         sim.elect(1, &[1, 2]);
         sim.produce(Acks::All, &["m0"]).unwrap();
         sim.replicate(10);
@@ -675,8 +774,8 @@ mod tests {
 
     /// The ISR-expansion rule of KAFKA-7128: a follower at the HW but short of the leader's
     /// epoch start must not rejoin (with the bug mode it does).
-    fn lagging_hw_expansion(bugs: ReplicationBugs) -> Sim {
-        let mut sim = Sim::new(3, cfg(1), bugs);
+    fn lagging_hw_expansion<L: SimLog>(bugs: ReplicationBugs) -> Sim<L> {
+        let mut sim = Sim::<L>::new(3, cfg(1), bugs);
         sim.elect(1, &[1, 2, 3]);
         sim.produce(Acks::Leader, &["m0"]).unwrap();
         sim.produce(Acks::Leader, &["m1"]).unwrap();
@@ -692,9 +791,8 @@ mod tests {
         sim
     }
 
-    #[test]
-    fn follower_below_epoch_start_does_not_rejoin_isr() {
-        let mut sim = lagging_hw_expansion(ReplicationBugs::none());
+    fn follower_below_epoch_start_does_not_rejoin_isr<L: SimLog>() {
+        let mut sim = lagging_hw_expansion::<L>(ReplicationBugs::none());
         // Broker 3 (empty) fetches at 0: at the HW (0) but below the epoch start (2).
         sim.step(3);
         assert_eq!(sim.state.isr, vec![1, 2]);
@@ -703,13 +801,12 @@ mod tests {
         assert_eq!(sim.values(3), vec!["m0", "m1"]);
     }
 
-    #[test]
-    fn bug_isr_join_below_epoch_start_readmits_an_empty_follower() {
+    fn bug_isr_join_below_epoch_start_readmits_an_empty_follower<L: SimLog>() {
         let bugs = ReplicationBugs {
             isr_join_below_epoch_start: true,
             ..ReplicationBugs::none()
         };
-        let mut sim = lagging_hw_expansion(bugs);
+        let mut sim = lagging_hw_expansion::<L>(bugs);
         sim.step(3);
         assert_eq!(
             sim.state.isr,
@@ -759,7 +856,7 @@ mod tests {
     /// Runs a schedule on RF=3, min.insync=2, acks=all, clean elections only, crashes keeping
     /// the log (kill -9 with the page cache intact); then heals and replicates. Returns the
     /// cluster and the acknowledged (offset, value) pairs.
-    fn run_schedule(ops: &[Op], bugs: ReplicationBugs) -> (Sim, Vec<(i64, String)>) {
+    fn run_schedule(ops: &[Op], bugs: ReplicationBugs) -> (Sim<MemLog>, Vec<(i64, String)>) {
         run_schedule_with(ops, cfg(2), bugs, false, Acks::All)
     }
 
@@ -769,8 +866,8 @@ mod tests {
         bugs: ReplicationBugs,
         unclean: bool,
         acks: Acks,
-    ) -> (Sim, Vec<(i64, String)>) {
-        let mut sim = Sim::new(3, config, bugs);
+    ) -> (Sim<MemLog>, Vec<(i64, String)>) {
+        let mut sim = Sim::<MemLog>::new(3, config, bugs);
         sim.unclean = unclean;
         sim.elect(1, &[1, 2, 3]);
         let mut values = BTreeMap::new();
@@ -917,14 +1014,13 @@ mod tests {
 
     /// `ack_before_isr`: acks=all answered before any follower has the record; the leader
     /// dies and a clean election loses the acknowledged write. Fixed: it is not acknowledged.
-    #[test]
-    fn bug_ack_before_isr_loses_an_acknowledged_write_on_failover() {
+    fn bug_ack_before_isr_loses_an_acknowledged_write_on_failover<L: SimLog>() {
         for bug in [false, true] {
             let bugs = ReplicationBugs {
                 ack_before_isr: bug,
                 ..ReplicationBugs::none()
             };
-            let mut sim = Sim::new(3, cfg(2), bugs);
+            let mut sim = Sim::<L>::new(3, cfg(2), bugs);
             sim.elect(1, &[1, 2, 3]);
             let w = sim.produce(Acks::All, &["m0"]).unwrap();
             sim.crash(1);
@@ -946,14 +1042,13 @@ mod tests {
     /// Jepsen 2013 (kafka-bugs.md scenario 1): the ISR shrinks to the leader, which keeps
     /// acknowledging acks=all alone; it dies, an out-of-sync replica is elected uncleanly, and the
     /// acknowledged writes are lost. With `min.insync.replicas=2` the writes are refused instead.
-    #[test]
-    fn bug_ignore_min_insync_acknowledges_writes_an_unclean_election_loses() {
+    fn bug_ignore_min_insync_acknowledges_writes_an_unclean_election_loses<L: SimLog>() {
         for bug in [false, true] {
             let bugs = ReplicationBugs {
                 ignore_min_insync: bug,
                 ..ReplicationBugs::none()
             };
-            let mut sim = Sim::new(2, cfg(2), bugs);
+            let mut sim = Sim::<L>::new(2, cfg(2), bugs);
             sim.unclean = true;
             sim.elect(1, &[1, 2]);
             sim.crash(2);
@@ -1015,4 +1110,33 @@ mod tests {
             "bug modes never diverged: {diverged:?}"
         );
     }
+
+    /// Runs each scenario on the in-memory log and on the real segmented log.
+    macro_rules! on_both_logs {
+        ($($name:ident),* $(,)?) => {
+            mod on_mem_log {
+                $( #[test] fn $name() { super::$name::<crate::replication::mem_log::MemLog>(); } )*
+            }
+            mod on_segmented_log {
+                $( #[test] fn $name() { super::$name::<crate::log::Log>(); } )*
+            }
+        };
+    }
+
+    on_both_logs!(
+        kip101_returning_leader_truncates_its_divergent_tail,
+        kip101_follower_restart_keeps_acked_write,
+        bug_hw_truncation_loses_acked_write_on_fast_leader_change,
+        kip101_power_loss_replicas_converge,
+        bug_hw_truncation_power_loss_logs_diverge,
+        kip279_follower_iterates_to_the_divergence_point,
+        kip320_diverging_epoch_fetches_iterate_to_the_same_point,
+        truncation_on_fetch_goes_through_diverging_answers,
+        bug_epoch_lookup_next_epoch_keeps_a_divergent_suffix,
+        unclean_election_loses_acked_records_as_kafka_does,
+        follower_below_epoch_start_does_not_rejoin_isr,
+        bug_isr_join_below_epoch_start_readmits_an_empty_follower,
+        bug_ack_before_isr_loses_an_acknowledged_write_on_failover,
+        bug_ignore_min_insync_acknowledges_writes_an_unclean_election_loses,
+    );
 }
