@@ -1,6 +1,7 @@
 //! The bundled Kafka-compatible broker: wire protocol, segmented log storage and replication
 //! logic. `broker` knows nothing of the harness.
 
+pub mod alloc;
 pub mod clock;
 pub mod config;
 pub mod log;

@@ -11,6 +11,9 @@ use broker::config::BrokerConfig;
 use broker::server::{net, Broker};
 use clap::Parser;
 
+#[global_allocator]
+static GLOBAL: broker::alloc::GuardedAlloc = broker::alloc::GuardedAlloc;
+
 /// A Kafka-compatible broker with a durable segmented log.
 #[derive(Debug, Parser)]
 #[command(name = "broker", version, about)]

@@ -508,6 +508,17 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
     resp
 }
 
+/// Known APIs this broker does not implement yet but answers with UNSUPPORTED_VERSION (their
+/// responses carry an error code); any other unimplemented API closes the connection undecoded.
+pub const ERROR_CAPABLE: &[ApiKey] = &[
+    ApiKey::FindCoordinator,
+    ApiKey::InitProducerId,
+    ApiKey::Heartbeat,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::LeaveGroup,
+];
+
 /// An UNSUPPORTED_VERSION answer for a known API this broker does not implement yet, where the
 /// API's response can carry it; `None` means the connection must be closed instead.
 pub fn unsupported(req: &RequestKind, version: i16) -> Option<ResponseKind> {

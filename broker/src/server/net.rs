@@ -120,6 +120,11 @@ async fn decode_and_handle(
         let out = encode_response(correlation_id, 0, 0, &ResponseKind::ApiVersions(resp))?;
         return Ok((name, Some(out)));
     }
+    if !in_ours && !handlers::ERROR_CAPABLE.contains(&key) {
+        return Err(format!(
+            "{name} v{version} is not implemented by this broker"
+        ));
+    }
     let valid = key.valid_versions();
     if version < valid.min || version > valid.max {
         return Err(format!(

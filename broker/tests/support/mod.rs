@@ -1,0 +1,307 @@
+//! Test support: start the real `broker` binary on a temp dir and a free port, and a small
+//! synchronous Kafka-protocol connection (built on `kafka-protocol`) to drive it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running broker process.
+pub struct BrokerProc {
+    pub port: u16,
+    pub metrics_port: u16,
+    pub dir: PathBuf,
+    pub props: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl BrokerProc {
+    /// Starts a broker with `props` added to a minimal config, waiting until it accepts.
+    pub fn start(dir: &Path, props: &[(&str, &str)]) -> BrokerProc {
+        let mut b = BrokerProc {
+            port: free_port(),
+            metrics_port: free_port(),
+            dir: dir.to_path_buf(),
+            props: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let mut text = format!(
+            "node.id=1\nlisteners=PLAINTEXT://127.0.0.1:{}\nlog.dirs={}\nmetrics.listener=http://127.0.0.1:{}\n",
+            self.port,
+            self.dir.join("data").display(),
+            self.metrics_port
+        );
+        for (k, v) in &self.props {
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        let cfg = self.dir.join("server.properties");
+        std::fs::write(&cfg, text).expect("write config");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_broker"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn broker");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "broker did not start; see {}",
+                self.dir.join("broker.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9` the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the process again on the same port and data dir.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn connect(&self) -> Conn {
+        Conn::connect(&self.addr())
+    }
+
+    pub fn http_get(&self, path: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics connect");
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    }
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A blocking Kafka connection.
+pub struct Conn {
+    pub stream: TcpStream,
+    corr: i32,
+}
+
+impl Conn {
+    pub fn connect(addr: &str) -> Conn {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Conn { stream, corr: 0 }
+    }
+
+    /// Sends a request and returns the response body (after the header).
+    pub fn call<Req: Encodable + HeaderVersion, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> std::io::Result<Resp> {
+        self.corr += 1;
+        let mut h = RequestHeader::default();
+        h.request_api_key = key as i16;
+        h.request_api_version = version;
+        h.correlation_id = self.corr;
+        h.client_id = Some(StrBytes::from_static_str("test"));
+        let mut body = BytesMut::new();
+        h.encode(&mut body, Req::header_version(version))
+            .expect("encode header");
+        req.encode(&mut body, version).expect("encode body");
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.put(body);
+        self.stream.write_all(&frame)?;
+        let mut resp = self.read_frame()?;
+        let rh = if key == ApiKey::ApiVersions {
+            0
+        } else {
+            key.response_header_version(version)
+        };
+        let header = ResponseHeader::decode(&mut resp, rh).map_err(std::io::Error::other)?;
+        assert_eq!(header.correlation_id, self.corr, "correlation id");
+        Resp::decode(&mut resp, version).map_err(std::io::Error::other)
+    }
+
+    pub fn read_frame(&mut self) -> std::io::Result<Bytes> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len)?;
+        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+
+    pub fn create_topic(&mut self, name: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableTopic, CreatableTopicConfig,
+        };
+        let mut t = CreatableTopic::default();
+        t.name = TopicName(StrBytes::from_string(name.into()));
+        t.num_partitions = partitions;
+        t.replication_factor = 1;
+        t.configs = configs
+            .iter()
+            .map(|(k, v)| {
+                let mut c = CreatableTopicConfig::default();
+                c.name = StrBytes::from_string(k.to_string());
+                c.value = Some(StrBytes::from_string(v.to_string()));
+                c
+            })
+            .collect();
+        let mut req = CreateTopicsRequest::default();
+        req.topics = vec![t];
+        req.timeout_ms = 5000;
+        let resp: CreateTopicsResponse = self
+            .call(ApiKey::CreateTopics, 5, &req)
+            .expect("create topics");
+        resp.topics[0].error_code
+    }
+
+    /// Produces one batch; returns (error code, base offset).
+    pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        batch: Vec<u8>,
+        acks: i16,
+    ) -> std::io::Result<(i16, i64)> {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        let mut pd = PartitionProduceData::default();
+        pd.index = partition;
+        pd.records = Some(Bytes::from(batch));
+        let mut td = TopicProduceData::default();
+        td.name = TopicName(StrBytes::from_string(topic.into()));
+        td.partition_data = vec![pd];
+        let mut req = ProduceRequest::default();
+        req.acks = acks;
+        req.timeout_ms = 5000;
+        req.topic_data = vec![td];
+        let resp: ProduceResponse = self.call(ApiKey::Produce, 8, &req)?;
+        let p = &resp.responses[0].partition_responses[0];
+        Ok((p.error_code, p.base_offset))
+    }
+
+    /// Fetches from `offset`; returns (error, high watermark, log start, records bytes).
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+    ) -> (i16, i64, i64, Bytes) {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        let mut fp = FetchPartition::default();
+        fp.partition = partition;
+        fp.fetch_offset = offset;
+        fp.partition_max_bytes = 1 << 20;
+        let mut ft = FetchTopic::default();
+        ft.topic = TopicName(StrBytes::from_string(topic.into()));
+        ft.partitions = vec![fp];
+        let mut req = FetchRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.max_wait_ms = max_wait_ms;
+        req.min_bytes = 1;
+        req.max_bytes = 50 << 20;
+        req.topics = vec![ft];
+        let resp: FetchResponse = self.call(ApiKey::Fetch, 11, &req).expect("fetch");
+        let p = &resp.responses[0].partitions[0];
+        (
+            p.error_code,
+            p.high_watermark,
+            p.log_start_offset,
+            p.records.clone().unwrap_or_default(),
+        )
+    }
+
+    /// ListOffsets with a timestamp (-1 latest, -2 earliest); returns (error, offset).
+    pub fn list_offset(&mut self, topic: &str, partition: i32, timestamp: i64) -> (i16, i64) {
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        let mut p = ListOffsetsPartition::default();
+        p.partition_index = partition;
+        p.timestamp = timestamp;
+        let mut t = ListOffsetsTopic::default();
+        t.name = TopicName(StrBytes::from_string(topic.into()));
+        t.partitions = vec![p];
+        let mut req = ListOffsetsRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.topics = vec![t];
+        let resp: ListOffsetsResponse = self
+            .call(ApiKey::ListOffsets, 5, &req)
+            .expect("list offsets");
+        let r = &resp.topics[0].partitions[0];
+        (r.error_code, r.offset)
+    }
+}
+
+/// Every `(offset, value)` in a buffer of batches (uncompressed, as our tests write them).
+pub fn records(mut bytes: Bytes) -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    if bytes.is_empty() {
+        return out;
+    }
+    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
+        .expect("decode records");
+    for set in sets {
+        for r in set.records {
+            out.push((r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()));
+        }
+    }
+    let _ = bytes.remaining();
+    out
+}
