@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod clock;
 pub mod config;
 pub mod log;
+pub mod metadata;
 pub mod metrics;
 pub mod replication;
 pub mod server;

@@ -1,0 +1,566 @@
+//! The cluster metadata image and the commands that change it: broker registrations and fencing,
+//! topics, replica assignment, partition leaders, leader epochs, partition epochs and ISRs.
+//!
+//! `apply` is the Raft state machine's transition function: pure and deterministic, so every
+//! controller computes the same image from the same log. Leader elections that follow from a
+//! command (a broker fenced, a broker back) happen inside `apply`, as KRaft's controller does
+//! when it writes PartitionChangeRecords.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A broker id (`node.id`).
+pub type NodeId = i32;
+
+/// "No leader".
+pub const NO_LEADER: NodeId = -1;
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// Id.
+    pub id: NodeId,
+    /// Advertised Kafka host.
+    pub host: String,
+    /// Advertised Kafka port.
+    pub port: u16,
+    /// Fenced brokers lead nothing and are not elected.
+    pub fenced: bool,
+    /// Bumped on every registration (a restart is a new incarnation).
+    pub epoch: i64,
+}
+
+/// One partition's replication state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    /// Assigned replicas; the first is the preferred leader.
+    pub replicas: Vec<NodeId>,
+    /// In-sync replicas.
+    pub isr: Vec<NodeId>,
+    /// Current leader or [`NO_LEADER`].
+    pub leader: NodeId,
+    /// Bumped on every leader change.
+    pub leader_epoch: i32,
+    /// Bumped on every change of leader or ISR.
+    pub partition_epoch: i32,
+}
+
+/// A topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    /// Name.
+    pub name: String,
+    /// Topic-level configs.
+    pub configs: BTreeMap<String, String>,
+    /// Partitions by index.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// The whole metadata image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataImage {
+    /// Brokers by id.
+    pub brokers: BTreeMap<NodeId, BrokerInfo>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicInfo>,
+    /// Raft log index of the last applied command (0: empty).
+    pub version: u64,
+}
+
+/// A change proposed to the metadata log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A broker (re)registers: unfenced, and leaderless partitions it can lead get it as leader.
+    RegisterBroker {
+        /// Id.
+        id: NodeId,
+        /// Kafka host.
+        host: String,
+        /// Kafka port.
+        port: u16,
+        /// `unclean.leader.election.enable` of the controller.
+        unclean: bool,
+    },
+    /// The controller saw no heartbeat within the session timeout (or a clean shutdown).
+    FenceBroker {
+        /// Id.
+        id: NodeId,
+        /// `unclean.leader.election.enable` of the controller.
+        unclean: bool,
+    },
+    /// CreateTopics.
+    CreateTopic {
+        /// Name.
+        name: String,
+        /// Partition count.
+        partitions: i32,
+        /// Replication factor.
+        replication_factor: i16,
+        /// Topic configs.
+        configs: BTreeMap<String, String>,
+    },
+    /// DeleteTopics.
+    DeleteTopic {
+        /// Name.
+        name: String,
+    },
+    /// A leader's ISR change (Kafka's AlterPartition).
+    AlterPartition {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The requesting leader.
+        leader: NodeId,
+        /// Leader epoch the leader believes current.
+        leader_epoch: i32,
+        /// Partition epoch the leader believes current.
+        partition_epoch: i32,
+        /// The proposed ISR.
+        isr: Vec<NodeId>,
+    },
+}
+
+/// What applying a command answered, with Kafka error codes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// 0 on success, else a Kafka error code.
+    pub error_code: i16,
+    /// Human-readable detail.
+    pub message: String,
+    /// For AlterPartition: the partition's state after the command.
+    pub partition: Option<PartitionInfo>,
+}
+
+/// Kafka error codes the image answers with.
+pub mod codes {
+    /// UNKNOWN_TOPIC_OR_PARTITION
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    /// TOPIC_ALREADY_EXISTS
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    /// INVALID_PARTITIONS
+    pub const INVALID_PARTITIONS: i16 = 37;
+    /// INVALID_REPLICATION_FACTOR
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    /// FENCED_LEADER_EPOCH
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    /// INVALID_UPDATE_VERSION
+    pub const INVALID_UPDATE_VERSION: i16 = 108;
+    /// NOT_LEADER_OR_FOLLOWER
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    /// INELIGIBLE_REPLICA
+    pub const INELIGIBLE_REPLICA: i16 = 107;
+}
+
+fn err(code: i16, message: String) -> CommandResult {
+    CommandResult {
+        error_code: code,
+        message,
+        partition: None,
+    }
+}
+
+impl MetadataImage {
+    /// Whether `id` is registered and not fenced.
+    pub fn is_live(&self, id: NodeId) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
+    /// A topic's partition.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionInfo> {
+        self.topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?))
+    }
+
+    fn topic_unclean(&self, topic: &TopicInfo, default: bool) -> bool {
+        match topic
+            .configs
+            .get("unclean.leader.election.enable")
+            .map(String::as_str)
+        {
+            Some("true") => true,
+            Some("false") => false,
+            _ => default,
+        }
+    }
+
+    /// Applies one command at log index `index`.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> CommandResult {
+        self.version = index;
+        match cmd {
+            Command::RegisterBroker {
+                id,
+                host,
+                port,
+                unclean,
+            } => {
+                let epoch = self.brokers.get(id).map_or(0, |b| b.epoch + 1);
+                self.brokers.insert(
+                    *id,
+                    BrokerInfo {
+                        id: *id,
+                        host: host.clone(),
+                        port: *port,
+                        fenced: false,
+                        epoch,
+                    },
+                );
+                tracing::info!(broker = id, epoch, "broker registered and unfenced");
+                self.elect_leaderless(*unclean);
+                CommandResult::default()
+            }
+            Command::FenceBroker { id, unclean } => {
+                match self.brokers.get_mut(id) {
+                    Some(b) if !b.fenced => b.fenced = true,
+                    _ => return CommandResult::default(),
+                }
+                tracing::info!(broker = id, "broker fenced");
+                let id = *id;
+                let names: Vec<String> = self.topics.keys().cloned().collect();
+                for name in names {
+                    let t = &self.topics[&name];
+                    let unclean_t = self.topic_unclean(t, *unclean);
+                    let n = t.partitions.len();
+                    for p in 0..n {
+                        let info = &self.topics[&name].partitions[p];
+                        if info.leader == id {
+                            self.elect(&name, p, unclean_t, Some(id));
+                        } else if info.isr.contains(&id) && info.isr.len() > 1 {
+                            // KRaft removes a fenced broker from every ISR it is in.
+                            let part = self.topics.get_mut(&name).map(|t| &mut t.partitions[p]);
+                            if let Some(part) = part {
+                                part.isr.retain(|r| *r != id);
+                                part.partition_epoch += 1;
+                                tracing::info!(topic = %name, partition = p, isr = ?part.isr, "ISR shrunk: fenced broker removed");
+                            }
+                        }
+                    }
+                }
+                CommandResult::default()
+            }
+            Command::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+            } => {
+                if self.topics.contains_key(name) {
+                    return err(
+                        codes::TOPIC_ALREADY_EXISTS,
+                        format!("topic `{name}` already exists"),
+                    );
+                }
+                if *partitions <= 0 {
+                    return err(
+                        codes::INVALID_PARTITIONS,
+                        format!("{partitions} partitions requested"),
+                    );
+                }
+                let live: Vec<NodeId> = self
+                    .brokers
+                    .values()
+                    .filter(|b| !b.fenced)
+                    .map(|b| b.id)
+                    .collect();
+                let rf = usize::try_from(*replication_factor).unwrap_or(0);
+                if rf == 0 || rf > live.len() {
+                    return err(
+                        codes::INVALID_REPLICATION_FACTOR,
+                        format!(
+                            "replication factor {replication_factor} with {} live brokers",
+                            live.len()
+                        ),
+                    );
+                }
+                // Round-robin like Kafka's rack-unaware assignment: partition p starts at broker p.
+                let parts = (0..*partitions as usize)
+                    .map(|p| {
+                        let replicas: Vec<NodeId> =
+                            (0..rf).map(|r| live[(p + r) % live.len()]).collect();
+                        PartitionInfo {
+                            leader: replicas[0],
+                            isr: replicas.clone(),
+                            replicas,
+                            leader_epoch: 0,
+                            partition_epoch: 0,
+                        }
+                    })
+                    .collect();
+                self.topics.insert(
+                    name.clone(),
+                    TopicInfo {
+                        name: name.clone(),
+                        configs: configs.clone(),
+                        partitions: parts,
+                    },
+                );
+                tracing::info!(topic = %name, partitions, rf, "topic created");
+                CommandResult::default()
+            }
+            Command::DeleteTopic { name } => {
+                if self.topics.remove(name).is_none() {
+                    return err(
+                        codes::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("topic `{name}` does not exist"),
+                    );
+                }
+                tracing::info!(topic = %name, "topic deleted");
+                CommandResult::default()
+            }
+            Command::AlterPartition {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let live_isr = isr.iter().all(|r| self.is_live(*r));
+                let Some(p) = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(usize::try_from(*partition).ok()?))
+                else {
+                    return err(
+                        codes::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("{topic}-{partition} does not exist"),
+                    );
+                };
+                if p.leader != *leader || p.leader_epoch != *leader_epoch {
+                    return err(
+                        codes::FENCED_LEADER_EPOCH,
+                        format!(
+                            "{topic}-{partition}: leader {leader} epoch {leader_epoch} is stale (current leader {} epoch {})",
+                            p.leader, p.leader_epoch
+                        ),
+                    );
+                }
+                if p.partition_epoch != *partition_epoch {
+                    return err(
+                        codes::INVALID_UPDATE_VERSION,
+                        format!(
+                            "{topic}-{partition}: partition epoch {partition_epoch} is stale (current {})",
+                            p.partition_epoch
+                        ),
+                    );
+                }
+                if !isr.contains(leader) || !isr.iter().all(|r| p.replicas.contains(r)) || !live_isr
+                {
+                    return err(
+                        codes::INELIGIBLE_REPLICA,
+                        format!("{topic}-{partition}: proposed ISR {isr:?} is not eligible"),
+                    );
+                }
+                p.isr = isr.clone();
+                p.partition_epoch += 1;
+                tracing::info!(topic = %topic, partition, isr = ?p.isr, partition_epoch = p.partition_epoch, "ISR changed");
+                CommandResult {
+                    partition: Some(p.clone()),
+                    ..CommandResult::default()
+                }
+            }
+        }
+    }
+
+    /// Elects a new leader for one partition whose leader is gone (`gone`), from the live ISR,
+    /// else (unclean) any live replica, else none.
+    fn elect(&mut self, topic: &str, p: usize, unclean: bool, gone: Option<NodeId>) {
+        let live: Vec<NodeId> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect();
+        let Some(part) = self.topics.get_mut(topic).map(|t| &mut t.partitions[p]) else {
+            return;
+        };
+        let clean = part
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| part.isr.contains(r) && live.contains(r) && Some(*r) != gone);
+        let (leader, isr) = match clean {
+            Some(l) => {
+                let mut isr = part.isr.clone();
+                if let Some(g) = gone {
+                    isr.retain(|r| *r != g);
+                }
+                (l, isr)
+            }
+            None => {
+                let any = part
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| live.contains(r) && Some(*r) != gone);
+                match (unclean, any) {
+                    (true, Some(l)) => {
+                        tracing::warn!(topic, partition = p, leader = l, old_isr = ?part.isr,
+                            "UNCLEAN leader election: a replica outside the ISR leads; acknowledged writes may be lost");
+                        (l, vec![l])
+                    }
+                    _ => {
+                        // Kafka keeps the last ISR member in the ISR while it is offline, so it
+                        // can be elected when it returns.
+                        (NO_LEADER, part.isr.clone())
+                    }
+                }
+            }
+        };
+        if leader != part.leader || isr != part.isr {
+            part.leader_epoch += i32::from(leader != part.leader);
+            part.leader = leader;
+            part.isr = isr;
+            part.partition_epoch += 1;
+            tracing::info!(topic, partition = p, leader, leader_epoch = part.leader_epoch, isr = ?part.isr, "partition leader changed");
+        }
+    }
+
+    fn elect_leaderless(&mut self, unclean_default: bool) {
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        for name in names {
+            let unclean = self.topic_unclean(&self.topics[&name], unclean_default);
+            for p in 0..self.topics[&name].partitions.len() {
+                if self.topics[&name].partitions[p].leader == NO_LEADER {
+                    self.elect(&name, p, unclean, None);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(img: &mut MetadataImage, i: &mut u64, id: NodeId) {
+        *i += 1;
+        img.apply(
+            *i,
+            &Command::RegisterBroker {
+                id,
+                host: "h".into(),
+                port: 1,
+                unclean: false,
+            },
+        );
+    }
+
+    fn cluster() -> (MetadataImage, u64) {
+        let mut img = MetadataImage::default();
+        let mut i = 0;
+        for id in 1..=3 {
+            register(&mut img, &mut i, id);
+        }
+        i += 1;
+        let r = img.apply(
+            i,
+            &Command::CreateTopic {
+                name: "t".into(),
+                partitions: 3,
+                replication_factor: 3,
+                configs: BTreeMap::new(),
+            },
+        );
+        assert_eq!(r.error_code, 0);
+        (img, i)
+    }
+
+    #[test]
+    fn topics_are_assigned_round_robin_with_the_first_replica_leading() {
+        let (img, _) = cluster();
+        let p1 = img.partition("t", 1).expect("exists");
+        assert_eq!(p1.replicas, vec![2, 3, 1]);
+        assert_eq!((p1.leader, p1.leader_epoch), (2, 0));
+        let mut img2 = img.clone();
+        let r = img2.apply(
+            9,
+            &Command::CreateTopic {
+                name: "x".into(),
+                partitions: 1,
+                replication_factor: 4,
+                configs: BTreeMap::new(),
+            },
+        );
+        assert_eq!(r.error_code, codes::INVALID_REPLICATION_FACTOR);
+    }
+
+    #[test]
+    fn fencing_the_leader_elects_from_the_isr_with_a_new_epoch() {
+        let (mut img, i) = cluster();
+        img.apply(
+            i + 1,
+            &Command::FenceBroker {
+                id: 1,
+                unclean: false,
+            },
+        );
+        let p0 = img.partition("t", 0).expect("exists");
+        assert_eq!((p0.leader, p0.leader_epoch), (2, 1));
+        assert_eq!(p0.isr, vec![2, 3]);
+        let p1 = img.partition("t", 1).expect("exists");
+        assert_eq!(p1.leader, 2, "partitions led by others keep their leader");
+        assert_eq!(p1.isr, vec![2, 3], "but the fenced broker leaves their ISR");
+    }
+
+    #[test]
+    fn without_a_live_isr_member_unclean_decides() {
+        for unclean in [false, true] {
+            let (mut img, mut i) = cluster();
+            // ISR of t-0 shrinks to {1} (followers lagged), then 1 is fenced.
+            i += 1;
+            let r = img.apply(
+                i,
+                &Command::AlterPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    leader: 1,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                    isr: vec![1],
+                },
+            );
+            assert_eq!(r.error_code, 0);
+            i += 1;
+            img.apply(i, &Command::FenceBroker { id: 1, unclean });
+            let p0 = img.partition("t", 0).expect("exists").clone();
+            if unclean {
+                assert_eq!(
+                    (p0.leader, p0.leader_epoch, p0.isr.clone()),
+                    (2, 1, vec![2])
+                );
+            } else {
+                assert_eq!((p0.leader, p0.isr.clone()), (NO_LEADER, vec![1]));
+                // The last ISR member returns: it leads again.
+                register(&mut img, &mut i, 1);
+                let p0 = img.partition("t", 0).expect("exists");
+                // Epoch 1 went to "no leader", as Kafka bumps it on every leader change.
+                assert_eq!((p0.leader, p0.leader_epoch), (1, 2));
+            }
+        }
+    }
+
+    #[test]
+    fn stale_alter_partition_is_refused() {
+        let (mut img, i) = cluster();
+        let alter = |le, pe| Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: le,
+            partition_epoch: pe,
+            isr: vec![1, 2],
+        };
+        assert_eq!(img.apply(i + 1, &alter(0, 0)).error_code, 0);
+        assert_eq!(
+            img.apply(i + 2, &alter(0, 0)).error_code,
+            codes::INVALID_UPDATE_VERSION
+        );
+        assert_eq!(
+            img.apply(i + 3, &alter(5, 1)).error_code,
+            codes::FENCED_LEADER_EPOCH
+        );
+    }
+}
