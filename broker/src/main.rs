@@ -92,9 +92,10 @@ async fn async_main(config: BrokerConfig) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let listener_cfg = config.listeners[0].clone();
     let metrics_addr = config.metrics_listener;
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config, clock))
+    let bugs = broker::replication::ReplicationBugs::default();
+    let broker = Broker::open(config, clock, bugs)
         .await
-        .context("opening broker state")??;
+        .context("opening broker state")?;
     let listener = tokio::net::TcpListener::bind(listener_cfg.bind_addr())
         .await
         .with_context(|| format!("binding listener {}", listener_cfg.bind_addr()))?;
@@ -110,7 +111,7 @@ async fn async_main(config: BrokerConfig) -> Result<()> {
             }
         });
     }
-    let housekeeping = broker.spawn_housekeeping();
+    let background = broker.spawn_background();
     let server = tokio::spawn(net::serve(broker.clone(), listener));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
@@ -119,7 +120,9 @@ async fn async_main(config: BrokerConfig) -> Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
     server.abort();
-    housekeeping.abort();
+    for t in background {
+        t.abort();
+    }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.shutdown())
         .await

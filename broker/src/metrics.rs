@@ -39,6 +39,14 @@ pub struct PartitionGauges {
     pub size_bytes: u64,
     /// Segments on disk.
     pub segments: usize,
+    /// Leader epoch.
+    pub leader_epoch: i32,
+    /// ISR size.
+    pub isr_size: usize,
+    /// Whether the ISR is smaller than the replica set.
+    pub under_replicated: bool,
+    /// Whether this broker leads the partition.
+    pub leader: bool,
 }
 
 /// Counters shared by every connection.
@@ -141,7 +149,17 @@ impl Metrics {
             );
         }
         type Gauge = fn(&PartitionGauges) -> String;
-        let gauges: [(&str, Gauge); 5] = [
+        let gauges: [(&str, Gauge); 9] = [
+            ("kafka_partition_leader_epoch", |p| {
+                p.leader_epoch.to_string()
+            }),
+            ("kafka_partition_isr_size", |p| p.isr_size.to_string()),
+            ("kafka_partition_under_replicated", |p| {
+                u8::from(p.under_replicated).to_string()
+            }),
+            ("kafka_partition_is_leader", |p| {
+                u8::from(p.leader).to_string()
+            }),
             ("kafka_log_start_offset", |p| p.log_start_offset.to_string()),
             ("kafka_log_end_offset", |p| p.log_end_offset.to_string()),
             ("kafka_high_watermark", |p| p.high_watermark.to_string()),

@@ -27,9 +27,18 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset as OffsetEpochEndOffset, OffsetForLeaderTopicResult,
+};
+
 use super::Broker;
 use crate::log::LogError;
-use crate::topics::{valid_topic_name, TopicMeta};
+use crate::metadata::Command;
+use crate::replication::fetch::{FetchDecision, FetchPartitionRequest};
+use crate::replication::log_adapter::LogAdapterError;
+use crate::replication::partition::{Acks, ReplicationError};
+use crate::topics::valid_topic_name;
 
 /// Kafka error codes used by the handlers.
 pub mod codes {
@@ -55,6 +64,10 @@ pub mod codes {
     pub const INVALID_REPLICATION_FACTOR: i16 = 38;
     /// INVALID_CONFIG
     pub const INVALID_CONFIG: i16 = 40;
+    /// LEADER_NOT_AVAILABLE
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    /// NOT_LEADER_OR_FOLLOWER
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     /// KAFKA_STORAGE_ERROR
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     /// INVALID_RECORD
@@ -70,6 +83,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// The version range this broker implements for `key`, if any.
@@ -111,26 +125,22 @@ pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
     r
 }
 
-/// Metadata: this node as the only broker and the leader of every partition.
-pub fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
-    let node = broker.config.node_id;
-    let adv = &broker.config.advertised_listeners[0];
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(node);
-    b.host = sb(if adv.host.is_empty() {
-        "127.0.0.1"
-    } else {
-        &adv.host
-    });
-    b.port = i32::from(adv.port);
+fn replication_error_code(e: &ReplicationError) -> i16 {
+    if let ReplicationError::Log(inner) = e {
+        if let Some(LogAdapterError::Log(le)) = inner.downcast_ref::<LogAdapterError>() {
+            return log_error_code(le);
+        }
+    }
+    e.kafka_error().code()
+}
+
+/// Metadata: live brokers and every partition's leader, epoch, replicas and ISR from the image.
+pub async fn metadata(
+    broker: &Arc<Broker>,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let mut resp = MetadataResponse::default();
-    resp.brokers = vec![b];
-    if version >= 1 {
-        resp.controller_id = BrokerId(node);
-    }
-    if version >= 2 {
-        resp.cluster_id = Some(sb(&broker.config.cluster_id));
-    }
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested: Option<Vec<String>> = match req.topics {
         None => None,
@@ -145,25 +155,48 @@ pub fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Metadata
         (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics;
     if let (Some(names), true) = (&requested, allow_create) {
         for name in names {
-            if valid_topic_name(name) && !broker.topics().contains_key(name) {
-                let meta = TopicMeta {
-                    name: name.clone(),
-                    partitions: broker.config.num_partitions.max(1),
-                    replication_factor: 1,
-                    configs: BTreeMap::new(),
-                };
-                if let Err(e) = broker.create_topic(meta) {
-                    tracing::error!(topic = %name, error = %e, "auto-create failed");
+            if valid_topic_name(name) && !broker.image().topics.contains_key(name) {
+                let r = broker
+                    .propose(Command::CreateTopic {
+                        name: name.clone(),
+                        partitions: broker.config.num_partitions.max(1),
+                        replication_factor: broker.config.default_replication_factor.max(1),
+                        configs: BTreeMap::new(),
+                    })
+                    .await;
+                if r.error_code != 0 && r.error_code != codes::TOPIC_ALREADY_EXISTS {
+                    tracing::warn!(topic = %name, code = r.error_code, msg = %r.message, "auto-create failed");
                 }
             }
         }
     }
-    let topics = broker.topics();
-    let names: Vec<String> = requested.unwrap_or_else(|| topics.keys().cloned().collect());
+    let image = broker.image();
+    resp.brokers = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced || b.id == broker.config.node_id)
+        .map(|b| {
+            let mut mb = MetadataResponseBroker::default();
+            mb.node_id = BrokerId(b.id);
+            mb.host = sb(&b.host);
+            mb.port = i32::from(b.port);
+            mb
+        })
+        .collect();
+    if version >= 1 {
+        resp.controller_id = BrokerId(match &broker.metadata {
+            super::MetadataSource::Quorum(n) => n.active_controller().await.unwrap_or(-1),
+            super::MetadataSource::Local { .. } => broker.config.node_id,
+        });
+    }
+    if version >= 2 {
+        resp.cluster_id = Some(sb(&broker.config.cluster_id));
+    }
+    let names: Vec<String> = requested.unwrap_or_else(|| image.topics.keys().cloned().collect());
     for name in names {
         let mut t = MetadataResponseTopic::default();
         t.name = Some(TopicName(sb(&name)));
-        match topics.get(&name) {
+        match image.topics.get(&name) {
             None => {
                 t.error_code = if valid_topic_name(&name) {
                     codes::UNKNOWN_TOPIC_OR_PARTITION
@@ -175,15 +208,27 @@ pub fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Metadata
                 t.partitions = topic
                     .partitions
                     .iter()
-                    .map(|p| {
+                    .enumerate()
+                    .map(|(i, p)| {
                         let mut mp = MetadataResponsePartition::default();
-                        mp.partition_index = p.index;
-                        mp.leader_id = BrokerId(node);
+                        mp.partition_index = i as i32;
+                        mp.leader_id = BrokerId(p.leader);
+                        if p.leader < 0 {
+                            mp.error_code = codes::LEADER_NOT_AVAILABLE;
+                        }
                         if version >= 7 {
                             mp.leader_epoch = p.leader_epoch;
                         }
-                        mp.replica_nodes = vec![BrokerId(node)];
-                        mp.isr_nodes = vec![BrokerId(node)];
+                        mp.replica_nodes = p.replicas.iter().map(|r| BrokerId(*r)).collect();
+                        mp.isr_nodes = p.isr.iter().map(|r| BrokerId(*r)).collect();
+                        if version >= 5 {
+                            mp.offline_replicas = p
+                                .replicas
+                                .iter()
+                                .filter(|r| !image.is_live(**r))
+                                .map(|r| BrokerId(*r))
+                                .collect();
+                        }
                         mp
                     })
                     .collect();
@@ -194,9 +239,9 @@ pub fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Metadata
     resp
 }
 
-/// CreateTopics.
-pub fn create_topics(
-    broker: &Broker,
+/// CreateTopics, through the metadata source (the controller in a cluster).
+pub async fn create_topics(
+    broker: &Arc<Broker>,
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
@@ -232,13 +277,19 @@ pub fn create_topics(
                 r.error_message = Some(StrBytes::from_string(msg));
             }
         };
+        let live = broker
+            .image()
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .count();
         if !valid_topic_name(&name) {
             fail(
                 &mut r,
                 codes::INVALID_TOPIC_EXCEPTION,
                 format!("topic name `{name}` is not legal"),
             );
-        } else if broker.topics().contains_key(&name) {
+        } else if broker.image().topics.contains_key(&name) {
             fail(
                 &mut r,
                 codes::TOPIC_ALREADY_EXISTS,
@@ -250,23 +301,25 @@ pub fn create_topics(
                 codes::INVALID_PARTITIONS,
                 format!("{partitions} partitions requested"),
             );
-        } else if rf != 1 {
+        } else if rf <= 0 || rf as usize > live {
             fail(
                 &mut r,
                 codes::INVALID_REPLICATION_FACTOR,
-                format!("replication factor {rf} is larger than the 1 available broker"),
+                format!("replication factor {rf} with {live} live brokers"),
             );
         } else if let Err(e) = broker.config.topic_log_config(&configs) {
             fail(&mut r, codes::INVALID_CONFIG, e.to_string());
         } else if !req.validate_only {
-            let meta = TopicMeta {
-                name: name.clone(),
-                partitions,
-                replication_factor: rf,
-                configs: configs.clone(),
-            };
-            if let Err(e) = broker.create_topic(meta) {
-                fail(&mut r, codes::KAFKA_STORAGE_ERROR, e.to_string());
+            let res = broker
+                .propose(Command::CreateTopic {
+                    name: name.clone(),
+                    partitions,
+                    replication_factor: rf,
+                    configs: configs.clone(),
+                })
+                .await;
+            if res.error_code != 0 {
+                fail(&mut r, res.error_code, res.message);
             }
         }
         if version >= 5 && r.error_code == 0 {
@@ -290,9 +343,9 @@ pub fn create_topics(
     resp
 }
 
-/// DeleteTopics.
-pub fn delete_topics(
-    broker: &Broker,
+/// DeleteTopics, through the metadata source.
+pub async fn delete_topics(
+    broker: &Arc<Broker>,
     req: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
@@ -308,30 +361,31 @@ pub fn delete_topics(
     for name in names {
         let mut r = DeletableTopicResult::default();
         r.name = Some(TopicName(sb(&name)));
-        match broker.delete_topic(&name) {
-            Ok(true) => {}
-            Ok(false) => r.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION,
-            Err(e) => {
-                r.error_code = codes::KAFKA_STORAGE_ERROR;
-                if version >= 5 {
-                    r.error_message = Some(StrBytes::from_string(e.to_string()));
-                }
-            }
+        let res = broker
+            .propose(Command::DeleteTopic { name: name.clone() })
+            .await;
+        r.error_code = res.error_code;
+        if version >= 5 && res.error_code != 0 {
+            r.error_message = Some(StrBytes::from_string(res.message));
         }
         resp.responses.push(r);
     }
     resp
 }
 
-/// Produce. Returns `None` for acks=0 (Kafka sends no response at all).
+/// Produce. Returns `None` for acks=0 (Kafka sends no response at all). acks=all waits until
+/// the high watermark passes the appended records (or the request's timeout).
 pub async fn produce(
     broker: &Arc<Broker>,
     req: ProduceRequest,
     version: i16,
 ) -> Option<ProduceResponse> {
     let acks = req.acks;
+    let mode = Acks::from_wire(acks);
     let mut resp = ProduceResponse::default();
     let mut appended = false;
+    let mut waits = Vec::new();
+    let deadline = broker.clock.now_ms() + i64::from(req.timeout_ms.max(0));
     for td in req.topic_data {
         let name = td.name.0.to_string();
         let mut tr = TopicProduceResponse::default();
@@ -340,34 +394,54 @@ pub async fn produce(
             let mut pr = PartitionProduceResponse::default();
             pr.index = pd.index;
             pr.base_offset = -1;
-            let part = broker
-                .topics()
-                .get(&name)
-                .and_then(|t| t.partitions.get(pd.index as usize).cloned());
-            match (part, pd.records) {
-                _ if !(-1..=1).contains(&acks) => pr.error_code = codes::INVALID_REQUIRED_ACKS,
-                (None, _) => pr.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION,
-                (Some(_), None) => pr.error_code = codes::INVALID_RECORD,
-                (Some(part), Some(records)) => {
+            let part = broker.partition(&name, pd.index);
+            match (mode, part, pd.records) {
+                (None, _, _) => pr.error_code = codes::INVALID_REQUIRED_ACKS,
+                (_, None, _) => {
+                    pr.error_code = if broker.image().partition(&name, pd.index).is_some() {
+                        codes::NOT_LEADER_OR_FOLLOWER
+                    } else {
+                        codes::UNKNOWN_TOPIC_OR_PARTITION
+                    }
+                }
+                (_, Some(_), None) => pr.error_code = codes::INVALID_RECORD,
+                (Some(mode), Some(part), Some(records)) => {
                     let now = broker.clock.now_ms();
+                    let b = broker.clone();
                     let res = tokio::task::spawn_blocking(move || {
-                        let mut log = part.log();
-                        let r = log.append_as_leader(&records, part.leader_epoch, now);
-                        (r, log.log_start_offset())
+                        let mut st = part.state();
+                        let r = st.append_as_leader(records, mode, now);
+                        let mut waiter = None;
+                        if let (Ok(a), Acks::All) = (&r, mode) {
+                            let (id, rx) = b.new_waiter();
+                            st.add_acks_all_waiter(id, a.last_offset + 1, deadline);
+                            waiter = Some(rx);
+                        }
+                        let done = st.poll_waiters(now);
+                        let start = st.log_start_offset();
+                        drop(st);
+                        b.complete(done);
+                        (r, start, waiter)
                     })
                     .await;
                     match res {
-                        Ok((Ok(info), start)) => {
+                        Ok((Ok(a), start, waiter)) => {
                             appended = true;
-                            pr.base_offset = info.base_offset;
-                            pr.log_append_time_ms = info.log_append_time;
+                            pr.base_offset = a.first_offset;
                             if version >= 5 {
                                 pr.log_start_offset = start;
                             }
+                            if let Some(rx) = waiter {
+                                waits.push((
+                                    resp.responses.len(),
+                                    tr.partition_responses.len(),
+                                    rx,
+                                ));
+                            }
                         }
-                        Ok((Err(e), _)) => {
+                        Ok((Err(e), _, _)) => {
                             tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
-                            pr.error_code = log_error_code(&e);
+                            pr.error_code = replication_error_code(&e);
                             if version >= 8 {
                                 pr.error_message = Some(StrBytes::from_string(e.to_string()));
                             }
@@ -386,6 +460,16 @@ pub async fn produce(
     if appended {
         broker.appended.send_modify(|v| *v += 1);
     }
+    for (t, p, rx) in waits {
+        let result = rx.await.unwrap_or(Err(ResponseError::RequestTimedOut));
+        if let Err(e) = result {
+            let pr = &mut resp.responses[t].partition_responses[p];
+            pr.error_code = e.code();
+            // The records are in the leader's log; the offset is still reported as Kafka does
+            // only on success.
+            pr.base_offset = -1;
+        }
+    }
     (acks != 0).then_some(resp)
 }
 
@@ -395,28 +479,47 @@ pub async fn fetch(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fet
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let mut rx = broker.appended.subscribe();
     loop {
-        let (resp, bytes, any_error) = fetch_once(broker, &req, version);
+        let b = broker.clone();
+        let r = req.clone();
+        let (resp, bytes, any_error) =
+            match tokio::task::spawn_blocking(move || fetch_once(&b, &r, version)).await {
+                Ok(x) => x,
+                Err(_) => return FetchResponse::default(),
+            };
         let waited = broker.clock.instant().duration_since(start);
         if bytes >= req.min_bytes.max(0) as usize || any_error || waited >= max_wait {
             return resp;
         }
         let remaining = max_wait - waited;
         if tokio::time::timeout(remaining, rx.changed()).await.is_err() {
-            // Timed out: answer with whatever is there now.
-            return fetch_once(broker, &req, version).0;
+            let b = broker.clone();
+            return tokio::task::spawn_blocking(move || fetch_once(&b, &req, version).0)
+                .await
+                .unwrap_or_default();
         }
     }
 }
 
-fn fetch_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+fn fetch_once(
+    broker: &Arc<Broker>,
+    req: &FetchRequest,
+    version: i16,
+) -> (FetchResponse, usize, bool) {
     let mut resp = FetchResponse::default();
     let max_bytes = if version >= 3 && req.max_bytes > 0 {
         req.max_bytes as usize
     } else {
         usize::MAX
     };
+    let replica_id = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let now = broker.clock.now_ms();
     let mut total = 0usize;
     let mut any_error = false;
+    let mut hw_advanced = false;
     for ft in &req.topics {
         let name = ft.topic.0.to_string();
         let mut tr = FetchableTopicResponse::default();
@@ -424,27 +527,70 @@ fn fetch_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchRespon
         for fp in &ft.partitions {
             let mut pd = PartitionData::default();
             pd.partition_index = fp.partition;
-            let part = broker
-                .topics()
-                .get(&name)
-                .and_then(|t| t.partitions.get(fp.partition as usize).cloned());
-            match part {
-                None => {
-                    pd.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION;
+            let Some(part) = broker.partition(&name, fp.partition) else {
+                pd.error_code = if broker.image().partition(&name, fp.partition).is_some() {
+                    codes::NOT_LEADER_OR_FOLLOWER
+                } else {
+                    codes::UNKNOWN_TOPIC_OR_PARTITION
+                };
+                pd.high_watermark = -1;
+                any_error = true;
+                tr.partitions.push(pd);
+                continue;
+            };
+            let mut st = part.state();
+            let decision = st.decide_fetch(&FetchPartitionRequest {
+                replica_id,
+                fetch_offset: fp.fetch_offset,
+                current_leader_epoch: if version >= 9 {
+                    fp.current_leader_epoch
+                } else {
+                    -1
+                },
+                last_fetched_epoch: if version >= 12 {
+                    fp.last_fetched_epoch
+                } else {
+                    -1
+                },
+            });
+            match decision {
+                FetchDecision::Error(e) => {
+                    pd.error_code = e.code();
                     pd.high_watermark = -1;
                     any_error = true;
                 }
-                Some(part) => {
-                    let log = part.log();
-                    let hw = log.log_end_offset();
-                    pd.high_watermark = hw;
-                    pd.last_stable_offset = hw;
+                FetchDecision::Diverging {
+                    diverging_epoch,
+                    offsets,
+                } => {
+                    pd.high_watermark = offsets.high_watermark;
+                    pd.last_stable_offset = offsets.high_watermark;
                     if version >= 5 {
-                        pd.log_start_offset = log.log_start_offset();
+                        pd.log_start_offset = offsets.log_start_offset;
+                    }
+                    if version >= 12 {
+                        pd.diverging_epoch.epoch = diverging_epoch.epoch;
+                        pd.diverging_epoch.end_offset = diverging_epoch.end_offset;
+                    }
+                    pd.records = Some(Bytes::new());
+                    any_error = true;
+                }
+                FetchDecision::Read {
+                    fetch_offset,
+                    max_offset_exclusive,
+                    offsets,
+                } => {
+                    pd.high_watermark = offsets.high_watermark;
+                    pd.last_stable_offset = offsets.high_watermark;
+                    if version >= 5 {
+                        pd.log_start_offset = offsets.log_start_offset;
                     }
                     let budget = (fp.partition_max_bytes.max(0) as usize)
                         .min(max_bytes.saturating_sub(total));
-                    match log.read(fp.fetch_offset, budget, hw, total == 0) {
+                    match st
+                        .log()
+                        .read(fetch_offset, budget, max_offset_exclusive, total == 0)
+                    {
                         Ok(r) => {
                             total += r.bytes.len();
                             pd.records = Some(r.bytes);
@@ -455,18 +601,53 @@ fn fetch_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchRespon
                             any_error = true;
                         }
                     }
+                    if replica_id >= 0 && pd.error_code == 0 {
+                        let follower_start = if version >= 5 {
+                            fp.log_start_offset
+                        } else {
+                            -1
+                        };
+                        match st.record_follower_fetch(
+                            replica_id,
+                            fetch_offset,
+                            follower_start,
+                            offsets.log_end_offset,
+                            now,
+                        ) {
+                            Ok(out) => {
+                                if out.high_watermark_advanced {
+                                    hw_advanced = true;
+                                    let done = st.poll_waiters(now);
+                                    broker.complete(done);
+                                }
+                                if let Some(p) = out.alter_partition {
+                                    tracing::info!(topic = %name, partition = fp.partition, isr = ?p.new_isr, "expanding ISR");
+                                    broker.send_alter_partition(part.clone(), p);
+                                }
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "recording a follower fetch failed")
+                            }
+                        }
+                    }
                 }
             }
+            drop(st);
             tr.partitions.push(pd);
         }
         resp.responses.push(tr);
     }
+    if hw_advanced {
+        broker.appended.send_modify(|v| *v += 1);
+    }
     (resp, total, any_error)
 }
 
-/// ListOffsets: earliest (-2), latest (-1) or by timestamp.
+/// ListOffsets: earliest (-2), latest (-1: the HW for clients, the LEO for replicas) or by
+/// timestamp; only the leader answers.
 pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
+    let replica = req.replica_id.0 >= 0;
     for t in req.topics {
         let name = t.name.0.to_string();
         let mut tr = ListOffsetsTopicResponse::default();
@@ -474,34 +655,82 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
         for p in t.partitions {
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
-            let part = broker
-                .topics()
-                .get(&name)
-                .and_then(|t| t.partitions.get(p.partition_index as usize).cloned());
-            match part {
-                None => pr.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION,
+            match broker.partition(&name, p.partition_index) {
+                None => {
+                    pr.error_code = if broker.image().partition(&name, p.partition_index).is_some()
+                    {
+                        codes::NOT_LEADER_OR_FOLLOWER
+                    } else {
+                        codes::UNKNOWN_TOPIC_OR_PARTITION
+                    }
+                }
                 Some(part) => {
-                    let log = part.log();
-                    let found = match p.timestamp {
-                        -1 => Ok(Some((log.log_end_offset(), -1))),
-                        -2 => Ok(Some((log.log_start_offset(), -1))),
-                        ts if ts >= 0 => log.offset_for_timestamp(ts),
-                        _ => Ok(None),
+                    let st = part.state();
+                    let current = if version >= 4 {
+                        p.current_leader_epoch
+                    } else {
+                        -1
                     };
-                    match found {
-                        Ok(Some((offset, ts))) => {
-                            pr.offset = offset;
-                            pr.timestamp = ts;
-                            if version >= 4 {
-                                pr.leader_epoch = part.leader_epoch;
+                    if let Err(e) = st.check_leader(current) {
+                        pr.error_code = e.code();
+                    } else {
+                        let found = match p.timestamp {
+                            -1 if replica => Ok(Some((st.log_end_offset(), -1))),
+                            -1 => Ok(Some((st.high_watermark(), -1))),
+                            -2 => Ok(Some((st.log_start_offset(), -1))),
+                            ts if ts >= 0 => st.log().offset_for_timestamp(ts).map(|o| {
+                                o.filter(|(off, _)| replica || *off < st.high_watermark())
+                            }),
+                            _ => Ok(None),
+                        };
+                        match found {
+                            Ok(Some((offset, ts))) => {
+                                pr.offset = offset;
+                                pr.timestamp = ts;
+                                if version >= 4 {
+                                    pr.leader_epoch = st.leader_epoch();
+                                }
                             }
+                            Ok(None) => {}
+                            Err(e) => pr.error_code = log_error_code(&e),
                         }
-                        Ok(None) => {}
-                        Err(e) => pr.error_code = log_error_code(&e),
                     }
                 }
             }
             tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}
+
+/// OffsetsForLeaderEpoch (from follower replicas): the end offset of the requested epoch.
+pub fn offsets_for_leader_epoch(
+    broker: &Broker,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut resp = OffsetForLeaderEpochResponse::default();
+    for t in req.topics {
+        let name = t.topic.0.to_string();
+        let mut tr = OffsetForLeaderTopicResult::default();
+        tr.topic = t.topic.clone();
+        for p in t.partitions {
+            let mut r = OffsetEpochEndOffset::default();
+            r.partition = p.partition;
+            match broker.partition(&name, p.partition) {
+                None => r.error_code = codes::NOT_LEADER_OR_FOLLOWER,
+                Some(part) => match part
+                    .state()
+                    .offsets_for_leader_epoch(p.current_leader_epoch, p.leader_epoch)
+                {
+                    Ok(eo) => {
+                        r.leader_epoch = eo.epoch;
+                        r.end_offset = eo.end_offset;
+                    }
+                    Err(e) => r.error_code = e.code(),
+                },
+            }
+            tr.partitions.push(r);
         }
         resp.topics.push(tr);
     }
@@ -571,35 +800,35 @@ pub fn unsupported(req: &RequestKind, version: i16) -> Option<ResponseKind> {
     })
 }
 
-/// Dispatches one decoded request; `Ok(None)` means "send no response" (acks=0 produce).
+/// Dispatches one decoded request; `None` means "send no response" (acks=0 produce).
 pub async fn handle(broker: &Arc<Broker>, req: RequestKind, version: i16) -> Option<ResponseKind> {
     Some(match req {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(0)),
-        RequestKind::Metadata(r) => {
-            let b = broker.clone();
-            // Metadata may auto-create topics (file I/O): keep it off the async workers.
-            let resp = tokio::task::spawn_blocking(move || metadata(&b, r, version))
-                .await
-                .ok()?;
-            ResponseKind::Metadata(resp)
-        }
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, r, version).await),
         RequestKind::CreateTopics(r) => {
-            let b = broker.clone();
-            let resp = tokio::task::spawn_blocking(move || create_topics(&b, r, version))
-                .await
-                .ok()?;
-            ResponseKind::CreateTopics(resp)
+            ResponseKind::CreateTopics(create_topics(broker, r, version).await)
         }
         RequestKind::DeleteTopics(r) => {
-            let b = broker.clone();
-            let resp = tokio::task::spawn_blocking(move || delete_topics(&b, r, version))
-                .await
-                .ok()?;
-            ResponseKind::DeleteTopics(resp)
+            ResponseKind::DeleteTopics(delete_topics(broker, r, version).await)
         }
         RequestKind::Produce(r) => ResponseKind::Produce(produce(broker, r, version).await?),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(broker, r, version).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(broker, r, version)),
+        RequestKind::ListOffsets(r) => {
+            let b = broker.clone();
+            ResponseKind::ListOffsets(
+                tokio::task::spawn_blocking(move || list_offsets(&b, r, version))
+                    .await
+                    .ok()?,
+            )
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            let b = broker.clone();
+            ResponseKind::OffsetForLeaderEpoch(
+                tokio::task::spawn_blocking(move || offsets_for_leader_epoch(&b, r))
+                    .await
+                    .ok()?,
+            )
+        }
         other => return unsupported(&other, version),
     })
 }

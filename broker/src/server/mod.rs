@@ -1,20 +1,92 @@
-//! The broker server: shared state (config, clock, topic registry, metrics), the TCP listener
-//! and per-connection loop (`net`), the Kafka API handlers (`handlers`), and background tasks
-//! (retention, time-based flush and roll).
+//! The broker server: shared state (config, clock, metadata, hosted partitions, metrics), the
+//! TCP listener and per-connection loop (`net`), the Kafka API handlers (`handlers`), follower
+//! fetchers (`fetcher`), and background tasks (metadata reconciliation, ISR shrink checks,
+//! acks=all deadlines, retention, time-based flush and roll).
+//!
+//! Metadata comes from one of two sources behind the same calls ([`Broker::image`],
+//! [`Broker::propose`]): the Raft quorum (`controller.quorum.voters` set: a cluster), or a local
+//! image persisted in the log dir (a single node, which is a cluster of one). Either way every
+//! partition is a [`replication::partition::Partition`] over the segmented log, and each
+//! metadata image is reconciled into roles (leader, follower) the same way.
 
+pub mod fetcher;
 pub mod handlers;
 pub mod net;
+pub mod peer;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use kafka_protocol::error::ResponseError;
+use tokio::sync::{oneshot, watch};
 
 use crate::clock::Clock;
 use crate::config::BrokerConfig;
+use crate::log::{Log, LogError};
+use crate::metadata::{Command, CommandResult, MetadataConfig, MetadataImage, MetadataNode};
 use crate::metrics::{GaugeSource, Metrics, PartitionGauges};
-use crate::topics::{self, Topic, TopicError, TopicMeta};
+use crate::replication::partition::{
+    CommittedIsr, Partition as ReplicaState, PartitionConfig, PartitionState,
+};
+use crate::replication::ReplicationBugs;
+use crate::topics;
+
+/// One hosted partition: its replica state machine over the log.
+#[derive(Debug)]
+pub struct Hosted {
+    /// Topic.
+    pub topic: String,
+    /// Partition index.
+    pub index: i32,
+    state: Mutex<ReplicaState<Log>>,
+    /// The follower fetcher, when this broker follows.
+    fetcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Hosted {
+    /// Locks the replica state.
+    pub fn state(&self) -> MutexGuard<'_, ReplicaState<Log>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stop_fetcher(&self) {
+        if let Some(h) = self
+            .fetcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            h.abort();
+        }
+    }
+}
+
+/// Where metadata comes from.
+pub enum MetadataSource {
+    /// A single node's own image, persisted as `metadata-image.json` in the log dir.
+    Local {
+        /// The image.
+        image: Mutex<MetadataImage>,
+        /// Publishes every change.
+        tx: watch::Sender<Arc<MetadataImage>>,
+        /// Where it is persisted.
+        path: PathBuf,
+    },
+    /// The Raft metadata quorum.
+    Quorum(MetadataNode),
+}
+
+impl std::fmt::Debug for MetadataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetadataSource::Local { path, .. } => write!(f, "Local({})", path.display()),
+            MetadataSource::Quorum(n) => write!(f, "Quorum({n:?})"),
+        }
+    }
+}
 
 /// Everything a connection handler needs.
 #[derive(Debug)]
@@ -23,127 +95,517 @@ pub struct Broker {
     pub config: BrokerConfig,
     /// The clock.
     pub clock: Arc<dyn Clock>,
-    /// Topics by name.
-    pub topics: RwLock<BTreeMap<String, Topic>>,
+    /// Metadata.
+    pub metadata: MetadataSource,
+    /// Partitions hosted here.
+    pub partitions: RwLock<BTreeMap<(String, i32), Arc<Hosted>>>,
     /// Shared counters.
     pub metrics: Metrics,
-    /// Bumped after every append, waking long-polling fetches.
+    /// Bumped after every append and HW change, waking long-polling fetches.
     pub appended: watch::Sender<u64>,
+    /// Waiting acks=all produces by id.
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Result<(), ResponseError>>>>,
+    next_waiter: AtomicU64,
+    /// Historical bug modes switched on (none by default).
+    pub bugs: ReplicationBugs,
+    /// Serialises reconciliations (the watch task and a single node's synchronous one).
+    reconcile_lock: Mutex<u64>,
+}
+
+/// Errors opening the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The log dir or the local image could not be used.
+    #[error("{what} {path}: {message}")]
+    Dir {
+        /// What was being done.
+        what: String,
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The metadata quorum could not start.
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
+}
+
+fn load_image(path: &Path) -> Result<MetadataImage, OpenError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| OpenError::Dir {
+            what: "reading metadata image".into(),
+            path: path.to_path_buf(),
+            message: format!("malformed JSON ({e}); fix or remove it"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MetadataImage::default()),
+        Err(e) => Err(OpenError::Dir {
+            what: "reading metadata image".into(),
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn save_image(path: &Path, image: &MetadataImage) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(image).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 impl Broker {
-    /// Opens the broker's state: creates the log dir and reopens every registered topic.
-    pub fn open(config: BrokerConfig, clock: Arc<dyn Clock>) -> Result<Arc<Broker>, TopicError> {
+    /// Opens the broker: the log dir, and the metadata source (quorum when
+    /// `controller.quorum.voters` is set, else a local image).
+    pub async fn open(
+        config: BrokerConfig,
+        clock: Arc<dyn Clock>,
+        bugs: ReplicationBugs,
+    ) -> Result<Arc<Broker>, OpenError> {
         let dir = config.log_dirs[0].clone();
-        std::fs::create_dir_all(&dir).map_err(|e| TopicError::Registry {
+        std::fs::create_dir_all(&dir).map_err(|e| OpenError::Dir {
+            what: "creating log dir".into(),
             path: dir.clone(),
-            message: format!("cannot create log dir: {e}"),
+            message: e.to_string(),
         })?;
-        let now = clock.now_ms();
-        let mut map = BTreeMap::new();
-        for meta in topics::load_registry(&dir)? {
-            let lc = config
-                .topic_log_config(&meta.configs)
-                .map_err(|e| TopicError::Registry {
-                    path: dir.clone(),
-                    message: format!("topic {}: {e}", meta.name),
-                })?;
-            let t = topics::open_topic(&dir, meta, &lc, now)?;
-            map.insert(t.meta.name.clone(), t);
-        }
-        tracing::info!(node = config.node_id, topics = map.len(), dir = %dir.display(), "broker state opened");
-        let (appended, _) = watch::channel(0);
-        Ok(Arc::new(Broker {
-            config,
-            clock,
-            topics: RwLock::new(map),
-            metrics: Metrics::default(),
-            appended,
-        }))
-    }
-
-    /// Read access to the topic map.
-    pub fn topics(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Topic>> {
-        self.topics.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn topics_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Topic>> {
-        self.topics.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn persist(&self, map: &BTreeMap<String, Topic>) -> Result<(), TopicError> {
-        let metas: Vec<TopicMeta> = map.values().map(|t| t.meta.clone()).collect();
-        topics::save_registry(&self.config.log_dirs[0], &metas)
-    }
-
-    /// Creates a topic (the caller validated name, counts and configs).
-    pub fn create_topic(&self, meta: TopicMeta) -> Result<(), TopicError> {
-        let lc = self
-            .config
-            .topic_log_config(&meta.configs)
-            .map_err(|e| TopicError::Registry {
-                path: self.config.log_dirs[0].clone(),
+        let adv = &config.advertised_listeners[0];
+        let host = if adv.host.is_empty() {
+            "127.0.0.1".to_string()
+        } else {
+            adv.host.clone()
+        };
+        let metadata = if config.raw.contains_key("controller.quorum.voters") {
+            let mc = MetadataConfig::from_properties(
+                config.node_id,
+                &config.raw,
+                dir.join("__cluster_metadata"),
+                host,
+                adv.port,
+            )?;
+            MetadataSource::Quorum(MetadataNode::start(mc, clock.clone()).await?)
+        } else {
+            let path = dir.join("metadata-image.json");
+            let mut image = load_image(&path)?;
+            let next = image.version + 1;
+            image.apply(
+                next,
+                &Command::RegisterBroker {
+                    id: config.node_id,
+                    host,
+                    port: adv.port,
+                    unclean: false,
+                },
+            );
+            save_image(&path, &image).map_err(|e| OpenError::Dir {
+                what: "writing metadata image".into(),
+                path: path.clone(),
                 message: e.to_string(),
             })?;
-        let mut map = self.topics_mut();
-        if map.contains_key(&meta.name) {
-            return Ok(());
-        }
-        let t = topics::open_topic(&self.config.log_dirs[0], meta, &lc, self.clock.now_ms())?;
-        tracing::info!(topic = %t.meta.name, partitions = t.meta.partitions, "topic created");
-        map.insert(t.meta.name.clone(), t);
-        self.persist(&map)
-    }
-
-    /// Deletes a topic and its partition directories; false when it did not exist.
-    pub fn delete_topic(&self, name: &str) -> Result<bool, TopicError> {
-        let mut map = self.topics_mut();
-        let Some(topic) = map.remove(name) else {
-            return Ok(false);
+            let (tx, _) = watch::channel(Arc::new(image.clone()));
+            MetadataSource::Local {
+                image: Mutex::new(image),
+                tx,
+                path,
+            }
         };
-        self.persist(&map)?;
-        drop(map);
-        for p in &topic.partitions {
-            let dir = p.log().dir().to_path_buf();
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition's directory");
-            }
+        let (appended, _) = watch::channel(0);
+        let broker = Arc::new(Broker {
+            config,
+            clock,
+            metadata,
+            partitions: RwLock::new(BTreeMap::new()),
+            metrics: Metrics::default(),
+            appended,
+            waiters: Mutex::new(HashMap::new()),
+            next_waiter: AtomicU64::new(1),
+            bugs,
+            reconcile_lock: Mutex::new(0),
+        });
+        if bugs != ReplicationBugs::default() {
+            tracing::warn!(
+                ?bugs,
+                "HISTORICAL BUG MODES ARE ON: this broker is deliberately unsafe"
+            );
         }
-        tracing::info!(topic = name, "topic deleted");
-        Ok(true)
+        let image = broker.image();
+        broker.reconcile(&image);
+        tracing::info!(node = broker.config.node_id, dir = %dir.display(), "broker state opened");
+        Ok(broker)
     }
 
-    /// Runs retention, time-based flush and time-based roll on every partition once.
-    pub fn housekeeping(&self, retention: bool) {
-        let now = self.clock.now_ms();
-        let parts: Vec<_> = self
-            .topics()
-            .values()
-            .flat_map(|t| t.partitions.iter().cloned())
-            .collect();
-        for p in parts {
-            let mut log = p.log();
-            let r = (|| {
-                log.maybe_roll(now)?;
-                log.maybe_flush(now)?;
-                if retention {
-                    log.apply_retention(now)?;
+    /// The current metadata image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        match &self.metadata {
+            MetadataSource::Local { tx, .. } => tx.borrow().clone(),
+            MetadataSource::Quorum(n) => n.image(),
+        }
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        match &self.metadata {
+            MetadataSource::Local { tx, .. } => tx.subscribe(),
+            MetadataSource::Quorum(n) => n.subscribe(),
+        }
+    }
+
+    /// Applies a metadata change (locally, or through the active controller).
+    pub async fn propose(self: &Arc<Self>, cmd: Command) -> CommandResult {
+        match &self.metadata {
+            MetadataSource::Local { image, tx, path } => {
+                let (result, snapshot) = {
+                    let mut img = image.lock().unwrap_or_else(|p| p.into_inner());
+                    let next = img.version + 1;
+                    let r = img.apply(next, &cmd);
+                    (r, img.clone())
+                };
+                if let Err(e) = save_image(path, &snapshot) {
+                    tracing::error!(error = %e, "persisting the metadata image failed");
                 }
-                Ok::<_, crate::log::LogError>(())
-            })();
-            if let Err(e) = r {
-                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "housekeeping failed");
+                // A single node reconciles at once, so the topic is usable when the answer leaves.
+                let snapshot = Arc::new(snapshot);
+                tx.send_replace(snapshot.clone());
+                let b = self.clone();
+                let _ = tokio::task::spawn_blocking(move || b.reconcile(&snapshot)).await;
+                result
+            }
+            MetadataSource::Quorum(n) => {
+                match n
+                    .propose(cmd, Duration::from_millis(self.request_timeout_ms()))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => CommandResult {
+                        error_code: ResponseError::RequestTimedOut.code(),
+                        message: e.to_string(),
+                        partition: None,
+                    },
+                }
             }
         }
     }
 
-    /// Spawns the housekeeping loop (every second; retention every check interval).
-    pub fn spawn_housekeeping(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    fn request_timeout_ms(&self) -> u64 {
+        self.config
+            .raw
+            .get("controller.request.timeout.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000)
+    }
+
+    /// Whether this broker runs with the Raft quorum.
+    pub fn clustered(&self) -> bool {
+        matches!(self.metadata, MetadataSource::Quorum(_))
+    }
+
+    /// The hosted partition, if any.
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Hosted>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(topic.to_string(), index))
+            .cloned()
+    }
+
+    fn all_partitions(&self) -> Vec<Arc<Hosted>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn prop_i64(&self, topic_configs: &BTreeMap<String, String>, key: &str, default: i64) -> i64 {
+        topic_configs
+            .get(key)
+            .or_else(|| self.config.raw.get(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    fn partition_config(&self, topic_configs: &BTreeMap<String, String>) -> PartitionConfig {
+        PartitionConfig {
+            replica_lag_time_max_ms: self.prop_i64(
+                topic_configs,
+                "replica.lag.time.max.ms",
+                30_000,
+            ),
+            min_insync_replicas: self
+                .prop_i64(topic_configs, "min.insync.replicas", 1)
+                .max(1) as usize,
+            truncate_on_fetch: false,
+            hw_requires_min_isr: false,
+        }
+    }
+
+    /// Applies an image: opens partitions assigned here, sets roles, starts or stops fetchers,
+    /// removes partitions of deleted topics.
+    pub fn reconcile(self: &Arc<Self>, image: &MetadataImage) {
+        let mut last = self
+            .reconcile_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if image.version < *last {
+            return; // an older image than one already applied
+        }
+        *last = image.version;
+        let me = self.config.node_id;
+        let now = self.clock.now_ms();
+        let dir = self.config.log_dirs[0].clone();
+        let fenced: Vec<i32> = image
+            .brokers
+            .values()
+            .filter(|b| b.fenced)
+            .map(|b| b.id)
+            .collect();
+        let mut wanted = Vec::new();
+        for t in image.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if p.replicas.contains(&me) {
+                    wanted.push((t.name.clone(), i as i32));
+                    let hosted = match self.partition(&t.name, i as i32) {
+                        Some(h) => h,
+                        None => match self.open_partition(&dir, t, i as i32, now) {
+                            Ok(h) => h,
+                            Err(e) => {
+                                tracing::error!(topic = %t.name, partition = i, error = %e, "cannot open partition");
+                                continue;
+                            }
+                        },
+                    };
+                    let state = PartitionState {
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
+                    };
+                    let mut st = hosted.state();
+                    st.set_ineligible_replicas(fenced.iter().copied());
+                    let res = if p.leader == me {
+                        st.become_leader(&state, now).map(|_| false)
+                    } else {
+                        st.become_follower(&state, now)
+                    };
+                    let completions = st.poll_waiters(now);
+                    let follow = !st.is_leader() && p.leader >= 0;
+                    drop(st);
+                    self.complete(completions);
+                    match res {
+                        Err(e) => {
+                            tracing::error!(topic = %t.name, partition = i, error = %e, "role change failed")
+                        }
+                        Ok(new_epoch) => {
+                            let mut f = hosted.fetcher.lock().unwrap_or_else(|p| p.into_inner());
+                            let running = f.as_ref().is_some_and(|h| !h.is_finished());
+                            if !follow {
+                                if let Some(h) = f.take() {
+                                    h.abort();
+                                }
+                            } else if new_epoch || !running {
+                                if let Some(h) = f.take() {
+                                    h.abort();
+                                }
+                                *f = Some(tokio::spawn(fetcher::run(self.clone(), hosted.clone())));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let gone: Vec<(String, i32)> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            let removed = self
+                .partitions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            if let Some(h) = removed {
+                h.stop_fetcher();
+                let pdir = topics::partition_dir(&dir, &key.0, key.1);
+                if !image.topics.contains_key(&key.0) {
+                    if let Err(e) = std::fs::remove_dir_all(&pdir) {
+                        tracing::warn!(dir = %pdir.display(), error = %e, "could not remove a deleted partition");
+                    }
+                }
+                tracing::info!(topic = %key.0, partition = key.1, "partition no longer hosted here");
+            }
+        }
+        self.appended.send_modify(|v| *v += 1);
+    }
+
+    fn open_partition(
+        &self,
+        dir: &Path,
+        t: &crate::metadata::image::TopicInfo,
+        index: i32,
+        now: i64,
+    ) -> Result<Arc<Hosted>, String> {
+        let lc = self
+            .config
+            .topic_log_config(&t.configs)
+            .map_err(|e| e.to_string())?;
+        let pdir = topics::partition_dir(dir, &t.name, index);
+        let (log, report) = Log::open(&pdir, lc, now).map_err(|e| e.to_string())?;
+        if report.truncated_bytes > 0 {
+            tracing::warn!(topic = %t.name, partition = index, bytes = report.truncated_bytes,
+                at = ?report.truncated_at, "recovered partition had a torn tail");
+        }
+        let state = ReplicaState::open(
+            self.config.node_id,
+            &pdir,
+            log,
+            0,
+            self.partition_config(&t.configs),
+            self.bugs,
+        )
+        .map_err(|e| e.to_string())?;
+        let h = Arc::new(Hosted {
+            topic: t.name.clone(),
+            index,
+            state: Mutex::new(state),
+            fetcher: Mutex::new(None),
+        });
+        self.partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((t.name.clone(), index), h.clone());
+        Ok(h)
+    }
+
+    /// Registers an acks=all waiter; the receiver resolves when the partition completes it.
+    pub fn new_waiter(&self) -> (u64, oneshot::Receiver<Result<(), ResponseError>>) {
+        let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        (id, rx)
+    }
+
+    /// Routes waiter completions to their requests.
+    pub fn complete(&self, done: Vec<crate::replication::partition::WaiterCompletion>) {
+        if done.is_empty() {
+            return;
+        }
+        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for c in done {
+            if let Some(tx) = w.remove(&c.id) {
+                let _ = tx.send(c.result);
+            }
+        }
+    }
+
+    /// Sends an ISR change to the controller and applies the answer.
+    pub fn send_alter_partition(
+        self: &Arc<Self>,
+        hosted: Arc<Hosted>,
+        p: crate::replication::partition::AlterPartitionProposal,
+    ) {
         let b = self.clone();
         tokio::spawn(async move {
+            let cmd = Command::AlterPartition {
+                topic: hosted.topic.clone(),
+                partition: hosted.index,
+                leader: b.config.node_id,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: p.new_isr.clone(),
+            };
+            let r = b.propose(cmd).await;
+            let result = match (r.error_code, r.partition) {
+                (0, Some(info)) => Ok(CommittedIsr {
+                    leader_epoch: info.leader_epoch,
+                    partition_epoch: info.partition_epoch,
+                    isr: info.isr,
+                }),
+                (code, _) => {
+                    tracing::info!(topic = %hosted.topic, partition = hosted.index, code, msg = %r.message, "AlterPartition refused");
+                    Err(ResponseError::try_from_code(code)
+                        .unwrap_or(ResponseError::UnknownServerError))
+                }
+            };
+            let now = b.clock.now_ms();
+            let mut st = hosted.state();
+            let advanced = st.complete_alter_partition(result, now);
+            let done = st.poll_waiters(now);
+            drop(st);
+            b.complete(done);
+            if advanced {
+                b.appended.send_modify(|v| *v += 1);
+            }
+        });
+    }
+
+    /// Runs retention, time-based flush and roll, ISR shrink checks and acks=all deadlines.
+    pub fn housekeeping(self: &Arc<Self>, retention: bool) {
+        let now = self.clock.now_ms();
+        for h in self.all_partitions() {
+            let mut st = h.state();
+            let r = (|| {
+                let log = st.log_mut();
+                log.maybe_roll(now)?;
+                log.maybe_flush(now)?;
+                let deleted = if retention {
+                    log.apply_retention(now)?
+                } else {
+                    0
+                };
+                Ok::<_, LogError>(deleted)
+            })();
+            match r {
+                Ok(deleted) if deleted > 0 => {
+                    if let Err(e) = st.on_log_start_offset_moved() {
+                        tracing::error!(topic = %h.topic, partition = h.index, error = %e, "epoch cache trim failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(topic = %h.topic, partition = h.index, error = %e, "housekeeping failed")
+                }
+            }
+            let shrink = if st.is_leader() {
+                st.maybe_shrink_isr(now)
+            } else {
+                None
+            };
+            let done = st.poll_waiters(now);
+            drop(st);
+            self.complete(done);
+            if let Some(p) = shrink {
+                tracing::info!(topic = %h.topic, partition = h.index, isr = ?p.new_isr, "shrinking ISR");
+                self.send_alter_partition(h.clone(), p);
+            }
+        }
+    }
+
+    /// Spawns the background loops: metadata reconciliation and housekeeping.
+    pub fn spawn_background(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        let b = self.clone();
+        let mut rx = self.subscribe();
+        tasks.push(tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let image = rx.borrow_and_update().clone();
+                let b2 = b.clone();
+                let _ = tokio::task::spawn_blocking(move || b2.reconcile(&image)).await;
+            }
+        }));
+        let b = self.clone();
+        tasks.push(tokio::spawn(async move {
             let check = b.config.retention_check_interval_ms.max(1);
             let mut last_retention = b.clock.now_ms();
-            let mut tick = tokio::time::interval(Duration::from_millis(check.min(1000)));
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
             loop {
                 tick.tick().await;
                 let now = b.clock.now_ms();
@@ -154,27 +616,16 @@ impl Broker {
                 let b2 = b.clone();
                 let _ = tokio::task::spawn_blocking(move || b2.housekeeping(retention)).await;
             }
-        })
+        }));
+        tasks
     }
 
-    /// Flushes and closes every log (graceful shutdown).
+    /// Flushes every log (graceful shutdown) and stops fetchers.
     pub fn shutdown(&self) {
-        let map = std::mem::take(&mut *self.topics_mut());
-        for (_, topic) in map {
-            for p in topic.partitions {
-                match Arc::try_unwrap(p) {
-                    Ok(part) => {
-                        let log = part.into_log();
-                        if let Err(e) = log.close() {
-                            tracing::error!(error = %e, "closing a log failed");
-                        }
-                    }
-                    Err(p) => {
-                        if let Err(e) = p.log().flush() {
-                            tracing::error!(error = %e, "flushing a log failed");
-                        }
-                    }
-                }
+        for h in self.all_partitions() {
+            h.stop_fetcher();
+            if let Err(e) = h.state().log_mut().flush() {
+                tracing::error!(error = %e, "flushing a log failed");
             }
         }
         tracing::info!("broker shut down cleanly");
@@ -183,23 +634,26 @@ impl Broker {
 
 impl GaugeSource for Broker {
     fn partition_gauges(&self) -> Vec<PartitionGauges> {
-        let topics = self.topics();
-        let mut out = Vec::new();
-        for t in topics.values() {
-            for p in &t.partitions {
-                let log = p.log();
-                out.push(PartitionGauges {
-                    topic: p.topic.clone(),
-                    partition: p.index,
+        self.all_partitions()
+            .iter()
+            .map(|h| {
+                let st = h.state();
+                let log = st.log();
+                PartitionGauges {
+                    topic: h.topic.clone(),
+                    partition: h.index,
                     log_start_offset: log.log_start_offset(),
                     log_end_offset: log.log_end_offset(),
-                    high_watermark: log.log_end_offset(),
+                    high_watermark: st.high_watermark(),
                     size_bytes: log.size_bytes(),
                     segments: log.segment_count(),
-                });
-            }
-        }
-        out
+                    leader_epoch: st.leader_epoch(),
+                    isr_size: st.isr().len(),
+                    under_replicated: st.is_under_replicated(),
+                    leader: st.is_leader(),
+                }
+            })
+            .collect()
     }
 
     fn metrics(&self) -> &Metrics {
