@@ -22,6 +22,7 @@ pub fn free_port() -> u16 {
 
 /// A running broker process.
 pub struct BrokerProc {
+    pub node_id: i32,
     pub port: u16,
     pub metrics_port: u16,
     pub dir: PathBuf,
@@ -33,6 +34,7 @@ impl BrokerProc {
     /// Starts a broker with `props` added to a minimal config, waiting until it accepts.
     pub fn start(dir: &Path, props: &[(&str, &str)]) -> BrokerProc {
         let mut b = BrokerProc {
+            node_id: 1,
             port: free_port(),
             metrics_port: free_port(),
             dir: dir.to_path_buf(),
@@ -48,7 +50,8 @@ impl BrokerProc {
 
     fn spawn(&mut self) {
         let mut text = format!(
-            "node.id=1\nlisteners=PLAINTEXT://127.0.0.1:{}\nlog.dirs={}\nmetrics.listener=http://127.0.0.1:{}\n",
+            "node.id={}\nlisteners=PLAINTEXT://127.0.0.1:{}\nlog.dirs={}\nmetrics.listener=http://127.0.0.1:{}\n",
+            self.node_id,
             self.port,
             self.dir.join("data").display(),
             self.metrics_port
@@ -80,6 +83,58 @@ impl BrokerProc {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Starts an `n`-node cluster (every node broker and controller) under `dir`, with `props`
+    /// added to each node's config.
+    pub fn start_cluster(dir: &Path, n: i32, props: &[(&str, &str)]) -> Vec<BrokerProc> {
+        Self::start_cluster_with_voters(dir, n, n, props)
+    }
+
+    /// Like [`Self::start_cluster`], with only the first `v` nodes controllers (the rest
+    /// `process.roles=broker`).
+    pub fn start_cluster_with_voters(
+        dir: &Path,
+        n: i32,
+        v: i32,
+        props: &[(&str, &str)],
+    ) -> Vec<BrokerProc> {
+        let ctrl: Vec<u16> = (0..v).map(|_| free_port()).collect();
+        let voters: Vec<String> = (0..v)
+            .map(|i| format!("{}@127.0.0.1:{}", i + 1, ctrl[i as usize]))
+            .collect();
+        let voters = voters.join(",");
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let mut all: Vec<(String, String)> = vec![
+                ("controller.quorum.voters".into(), voters.clone()),
+                ("broker.heartbeat.interval.ms".into(), "200".into()),
+                ("broker.session.timeout.ms".into(), "2000".into()),
+                ("replica.lag.time.max.ms".into(), "2000".into()),
+            ];
+            if i >= v {
+                all.push(("process.roles".into(), "broker".into()));
+            }
+            all.extend(props.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            let ndir = dir.join(format!("n{}", i + 1));
+            std::fs::create_dir_all(&ndir).expect("node dir");
+            let mut b = BrokerProc {
+                node_id: i + 1,
+                port: free_port(),
+                metrics_port: free_port(),
+                dir: ndir,
+                props: all,
+                child: None,
+            };
+            b.spawn();
+            nodes.push(b);
+        }
+        nodes
+    }
+
+    /// Whether the process is running.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// `kill -9` the process.
@@ -186,13 +241,23 @@ impl Conn {
     }
 
     pub fn create_topic(&mut self, name: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
+        self.create_topic_rf(name, partitions, 1, configs)
+    }
+
+    pub fn create_topic_rf(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        rf: i16,
+        configs: &[(&str, &str)],
+    ) -> i16 {
         use kafka_protocol::messages::create_topics_request::{
             CreatableTopic, CreatableTopicConfig,
         };
         let mut t = CreatableTopic::default();
         t.name = TopicName(StrBytes::from_string(name.into()));
         t.num_partitions = partitions;
-        t.replication_factor = 1;
+        t.replication_factor = rf;
         t.configs = configs
             .iter()
             .map(|(k, v)| {
@@ -233,6 +298,24 @@ impl Conn {
         let resp: ProduceResponse = self.call(ApiKey::Produce, 8, &req)?;
         let p = &resp.responses[0].partition_responses[0];
         Ok((p.error_code, p.base_offset))
+    }
+
+    /// Metadata of one topic: per partition (leader, isr), or the topic error code.
+    pub fn topic_metadata(&mut self, topic: &str) -> Result<Vec<(i32, Vec<i32>)>, i16> {
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        let mut t = MetadataRequestTopic::default();
+        t.name = Some(TopicName(StrBytes::from_string(topic.into())));
+        let mut req = MetadataRequest::default();
+        req.topics = Some(vec![t]);
+        let resp: MetadataResponse = self.call(ApiKey::Metadata, 9, &req).map_err(|_| -1i16)?;
+        let t = &resp.topics[0];
+        if t.error_code != 0 {
+            return Err(t.error_code);
+        }
+        Ok(t.partitions
+            .iter()
+            .map(|p| (p.leader_id.0, p.isr_nodes.iter().map(|b| b.0).collect()))
+            .collect())
     }
 
     /// Fetches from `offset`; returns (error, high watermark, log start, records bytes).
