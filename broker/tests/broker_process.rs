@@ -465,3 +465,71 @@ fn huge_declared_array_lengths_do_not_abort_the_broker() {
     }
     survives(&b);
 }
+
+fn idempotent_batch(pid: i64, epoch: i16, seq: i32, value: &[u8]) -> Vec<u8> {
+    let mut b = build_batch(0, 0, &[(None, Some(value))]);
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = broker::log::batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[test]
+fn idempotent_retry_of_a_batch_whose_ack_was_lost_is_written_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = BrokerProc::start(dir.path(), &[]);
+    let mut c = b.connect();
+    assert_eq!(c.create_topic("idem", 1, &[]), 0);
+    let mut req = InitProducerIdRequest::default();
+    req.transactional_id = None;
+    let init: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 2, &req).expect("init");
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    assert!(pid >= 0);
+    let first = c
+        .produce("idem", 0, idempotent_batch(pid, 0, 0, b"a"), -1)
+        .expect("produce");
+    assert_eq!(first, (0, 0));
+    // The client never saw the ack and retries the same batch: same offset, no second copy.
+    let retry = c
+        .produce("idem", 0, idempotent_batch(pid, 0, 0, b"a"), -1)
+        .expect("retry");
+    assert_eq!(retry, (0, 0), "the retry is recognised as a duplicate");
+    assert_eq!(
+        c.produce("idem", 0, idempotent_batch(pid, 0, 1, b"b"), -1)
+            .expect("next"),
+        (0, 1)
+    );
+    // A gap in sequence numbers is OUT_OF_ORDER_SEQUENCE_NUMBER; an old epoch is fenced.
+    assert_eq!(
+        c.produce("idem", 0, idempotent_batch(pid, 0, 5, b"x"), -1)
+            .expect("gap")
+            .0,
+        45
+    );
+    let mut bump = InitProducerIdRequest::default();
+    bump.transactional_id = None;
+    bump.producer_id = ProducerId(pid);
+    bump.producer_epoch = 0;
+    let bumped: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 3, &bump).expect("bump");
+    assert_eq!((bumped.producer_id.0, bumped.producer_epoch), (pid, 1));
+    assert_eq!(
+        c.produce("idem", 0, idempotent_batch(pid, 1, 0, b"c"), -1)
+            .expect("new epoch"),
+        (0, 2)
+    );
+    assert_eq!(
+        c.produce("idem", 0, idempotent_batch(pid, 0, 2, b"zombie"), -1)
+            .expect("old")
+            .0,
+        47
+    );
+    let (_, _, _, bytes) = c.fetch("idem", 0, 0, 100);
+    let vals: Vec<Vec<u8>> = records(bytes).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(vals, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    // A second producer gets a different id.
+    let other: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 2, &req).expect("init");
+    assert_ne!(other.producer_id.0, pid);
+}

@@ -69,3 +69,33 @@ async fn librdkafka_round_trips_10k_keyed_messages() {
         "every acknowledged message read back at its offset, identical"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_idempotent_producer_writes_each_record_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = BrokerProc::start(dir.path(), &[]);
+    assert_eq!(b.connect().create_topic("idem", 1, &[]), 0);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", b.addr())
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let mut offsets = Vec::new();
+    for i in 0..500 {
+        let v = format!("idem-{i}");
+        let d = producer
+            .send(
+                FutureRecord::to("idem").key("k").payload(&v),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e.to_string())
+            .expect("acknowledged");
+        offsets.push(d.offset);
+    }
+    assert_eq!(
+        offsets,
+        (0..500).collect::<Vec<i64>>(),
+        "each record once, in order"
+    );
+}

@@ -66,6 +66,9 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicInfo>,
     /// Raft log index of the last applied command (0: empty).
     pub version: u64,
+    /// The next idempotent-producer id to hand out.
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 /// A change proposed to the metadata log.
@@ -105,6 +108,8 @@ pub enum Command {
         /// Name.
         name: String,
     },
+    /// InitProducerId: hand out the next producer id (answered in `CommandResult::value`).
+    AllocateProducerId,
     /// A leader's ISR change (Kafka's AlterPartition).
     AlterPartition {
         /// Topic.
@@ -131,6 +136,9 @@ pub struct CommandResult {
     pub message: String,
     /// For AlterPartition: the partition's state after the command.
     pub partition: Option<PartitionInfo>,
+    /// For AllocateProducerId: the id.
+    #[serde(default)]
+    pub value: i64,
 }
 
 /// Kafka error codes the image answers with.
@@ -157,7 +165,7 @@ fn err(code: i16, message: String) -> CommandResult {
     CommandResult {
         error_code: code,
         message,
-        partition: None,
+        ..CommandResult::default()
     }
 }
 
@@ -298,6 +306,14 @@ impl MetadataImage {
                 );
                 tracing::info!(topic = %name, partitions, rf, "topic created");
                 CommandResult::default()
+            }
+            Command::AllocateProducerId => {
+                let id = self.next_producer_id;
+                self.next_producer_id += 1;
+                CommandResult {
+                    value: id,
+                    ..CommandResult::default()
+                }
             }
             Command::DeleteTopic { name } => {
                 if self.topics.remove(name).is_none() {

@@ -32,12 +32,15 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset as OffsetEpochEndOffset, OffsetForLeaderTopicResult,
 };
 
+use super::producers::Check;
 use super::Broker;
+use crate::log::batch::{split_batches, BatchHeader};
 use crate::log::LogError;
 use crate::metadata::Command;
 use crate::replication::fetch::{FetchDecision, FetchPartitionRequest};
 use crate::replication::log_adapter::LogAdapterError;
 use crate::replication::partition::{Acks, ReplicationError};
+use crate::replication::AppendedBatches;
 use crate::topics::valid_topic_name;
 
 /// Kafka error codes used by the handlers.
@@ -84,6 +87,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The version range this broker implements for `key`, if any.
@@ -373,6 +377,41 @@ pub async fn delete_topics(
     resp
 }
 
+/// Why a partition's produce was refused.
+enum Refused {
+    /// Idempotence: OUT_OF_ORDER_SEQUENCE_NUMBER or INVALID_PRODUCER_EPOCH.
+    Code(i16),
+    /// The replica state or the log refused.
+    Replication(ReplicationError),
+}
+
+/// InitProducerId for idempotent producers: a cluster-unique id from the metadata log; a
+/// producer re-initialising with its id gets the epoch bumped (KIP-360). Transactional ids are
+/// not served yet (UNSUPPORTED_VERSION).
+pub async fn init_producer_id(
+    broker: &Arc<Broker>,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let mut resp = InitProducerIdResponse::default();
+    if req.transactional_id.is_some() {
+        resp.error_code = codes::UNSUPPORTED_VERSION;
+        return resp;
+    }
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 {
+        resp.producer_id = req.producer_id;
+        resp.producer_epoch = req.producer_epoch.saturating_add(1);
+        return resp;
+    }
+    let r = broker.propose(Command::AllocateProducerId).await;
+    if r.error_code != 0 {
+        resp.error_code = r.error_code;
+        return resp;
+    }
+    resp.producer_id = ProducerId(r.value);
+    resp.producer_epoch = 0;
+    resp
+}
+
 /// Produce. Returns `None` for acks=0 (Kafka sends no response at all). acks=all waits until
 /// the high watermark passes the appended records (or the request's timeout).
 pub async fn produce(
@@ -410,7 +449,49 @@ pub async fn produce(
                     let b = broker.clone();
                     let res = tokio::task::spawn_blocking(move || {
                         let mut st = part.state();
-                        let r = st.append_as_leader(records, mode, now);
+                        let headers: Vec<BatchHeader> = split_batches(&records)
+                            .filter_map(|b| b.ok().map(|(h, _)| h))
+                            .collect();
+                        let mut producers =
+                            part.producers.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut dup = None;
+                        let mut reject = None;
+                        if st.is_leader() {
+                            for h in &headers {
+                                match producers.check(h) {
+                                    Check::Append => {}
+                                    Check::Duplicate(off) => dup = Some(off),
+                                    Check::Reject(code) => reject = Some(code),
+                                }
+                            }
+                        }
+                        let r = match (reject, dup) {
+                            (Some(code), _) => Err(Refused::Code(code)),
+                            (None, Some(off)) => {
+                                let count: i64 = headers
+                                    .iter()
+                                    .map(|h| i64::from(h.last_offset_delta) + 1)
+                                    .sum();
+                                Ok(AppendedBatches {
+                                    first_offset: off,
+                                    last_offset: off + count - 1,
+                                    batches: Vec::new(),
+                                })
+                            }
+                            (None, None) => st
+                                .append_as_leader(records, mode, now)
+                                .map_err(Refused::Replication),
+                        };
+                        if let (Ok(a), None) = (&r, dup) {
+                            let mut base = a.first_offset;
+                            for h in &headers {
+                                let mut h = *h;
+                                h.base_offset = base;
+                                producers.record(&h);
+                                base += i64::from(h.last_offset_delta) + 1;
+                            }
+                        }
+                        drop(producers);
                         let mut waiter = None;
                         if let (Ok(a), Acks::All) = (&r, mode) {
                             let (id, rx) = b.new_waiter();
@@ -439,7 +520,8 @@ pub async fn produce(
                                 ));
                             }
                         }
-                        Ok((Err(e), _, _)) => {
+                        Ok((Err(Refused::Code(code)), _, _)) => pr.error_code = code,
+                        Ok((Err(Refused::Replication(e)), _, _)) => {
                             tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
                             pr.error_code = replication_error_code(&e);
                             if version >= 8 {
@@ -820,6 +902,9 @@ pub async fn handle(broker: &Arc<Broker>, req: RequestKind, version: i16) -> Opt
                     .await
                     .ok()?,
             )
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id(broker, r).await)
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
             let b = broker.clone();

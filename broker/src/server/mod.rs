@@ -13,6 +13,7 @@ pub mod fetcher;
 pub mod handlers;
 pub mod net;
 pub mod peer;
+pub mod producers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -42,6 +43,8 @@ pub struct Hosted {
     /// Partition index.
     pub index: i32,
     state: Mutex<ReplicaState<Log>>,
+    /// Idempotent-producer state (lock after `state`).
+    pub producers: Mutex<producers::ProducerTable>,
     /// The follower fetcher, when this broker follows.
     fetcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -279,7 +282,7 @@ impl Broker {
                     Err(e) => CommandResult {
                         error_code: ResponseError::RequestTimedOut.code(),
                         message: e.to_string(),
-                        partition: None,
+                        ..CommandResult::default()
                     },
                 }
             }
@@ -384,8 +387,22 @@ impl Broker {
                     };
                     let mut st = hosted.state();
                     st.set_ineligible_replicas(fenced.iter().copied());
+                    let was = (st.is_leader(), st.leader_epoch());
                     let res = if p.leader == me {
-                        st.become_leader(&state, now).map(|_| false)
+                        let r = st.become_leader(&state, now).map(|_| false);
+                        if was != (st.is_leader(), st.leader_epoch()) {
+                            // A new leadership: producer state comes from the log, as Kafka's.
+                            match st.log().batch_headers() {
+                                Ok(hs) => {
+                                    *hosted.producers.lock().unwrap_or_else(|p| p.into_inner()) =
+                                        producers::ProducerTable::rebuild(&hs)
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "rebuilding producer state failed")
+                                }
+                            }
+                        }
+                        r
                     } else {
                         st.become_follower(&state, now)
                     };
@@ -473,6 +490,7 @@ impl Broker {
             topic: t.name.clone(),
             index,
             state: Mutex::new(state),
+            producers: Mutex::new(producers::ProducerTable::default()),
             fetcher: Mutex::new(None),
         });
         self.partitions
