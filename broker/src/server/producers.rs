@@ -129,7 +129,7 @@ mod tests {
     use crate::log::batch::{build_batch, BatchHeader};
 
     fn header(pid: i64, epoch: i16, seq: i32, records: usize, base_offset: i64) -> BatchHeader {
-        let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> = vec![(None, Some(b"v")); records];
+        let recs: Vec<crate::log::batch::KeyValue<'_>> = vec![(None, Some(b"v")); records];
         let b = build_batch(base_offset, 0, &recs);
         let mut h = BatchHeader::parse(&b).expect("header");
         h.producer_id = pid;
