@@ -204,3 +204,97 @@ fn min_insync_2_refuses_acks_all_with_two_followers_down_but_acks_1_succeeds() {
     assert_eq!(code, 0, "acks=1 is still accepted");
     assert!(off >= 0);
 }
+
+#[test]
+fn acks_1_loses_an_acknowledged_write_when_the_leader_dies_first_and_the_deposed_leader_truncates()
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = BrokerProc::start_cluster(dir.path(), 3, &[]);
+    create(&nodes, "lossy", &[]);
+    let (leader, _) = leader_of(&nodes, "lossy", |_, isr| isr.len() == 3);
+    let mut c = nodes[(leader - 1) as usize].connect();
+    for i in 0..5 {
+        let v = format!("replicated-{i}");
+        assert_eq!(
+            c.produce(
+                "lossy",
+                0,
+                build_batch(0, 0, &[(None, Some(v.as_bytes()))]),
+                -1
+            )
+            .expect("acks=all")
+            .0,
+            0
+        );
+    }
+    // Followers stop fetching (paused inside replica.lag.time.max.ms = 2 s, so the ISR stays
+    // whole; after the fetchers' 500 ms long-polls have expired, so no pending fetch at the
+    // leader can carry the next record); the leader acknowledges an acks=1 write only it has,
+    // then dies.
+    let followers: Vec<i32> = (1..=3).filter(|id| *id != leader).collect();
+    for f in &followers {
+        nodes[(*f - 1) as usize].signal("STOP");
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    let (code, lost_offset) = c
+        .produce(
+            "lossy",
+            0,
+            build_batch(0, 0, &[(None, Some(b"acked-then-lost"))]),
+            1,
+        )
+        .expect("acks=1");
+    assert_eq!(code, 0, "acks=1 is acknowledged by the leader alone");
+    nodes[(leader - 1) as usize].kill9();
+    for f in &followers {
+        nodes[(*f - 1) as usize].signal("CONT");
+    }
+    let (new_leader, _) = leader_of(&nodes, "lossy", |l, _| l != leader);
+    let mut c = nodes[(new_leader - 1) as usize].connect();
+    let (_, hw, _, bytes) = c.fetch("lossy", 0, 0, 200);
+    let vals: Vec<Vec<u8>> = records(bytes).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        hw, lost_offset,
+        "the new leader's log ends where the lost write was"
+    );
+    assert!(
+        !vals.iter().any(|v| v == b"acked-then-lost"),
+        "the acknowledged acks=1 write is gone after failover"
+    );
+    // The new leader takes a different record at the same offset.
+    assert_eq!(
+        c.produce(
+            "lossy",
+            0,
+            build_batch(0, 0, &[(None, Some(b"new-era"))]),
+            -1
+        )
+        .expect("produce"),
+        (0, lost_offset)
+    );
+    // The deposed leader returns with its divergent tail, truncates it by leader epoch, and
+    // every replica ends byte-identical.
+    nodes[(leader - 1) as usize].restart();
+    leader_of(&nodes, "lossy", |_, isr| isr.len() == 3);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let files: Vec<Vec<u8>> = nodes
+            .iter()
+            .map(|n| {
+                std::fs::read(n.dir.join("data/lossy-0/00000000000000000000.log"))
+                    .unwrap_or_default()
+            })
+            .collect();
+        if files.iter().all(|f| f == &files[0]) {
+            let recs = records(bytes::Bytes::from(files[0].clone()));
+            assert_eq!(recs.last().map(|r| r.1.clone()), Some(b"new-era".to_vec()));
+            assert!(!recs.iter().any(|r| r.1 == b"acked-then-lost"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas never converged byte for byte"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -132,6 +132,16 @@ impl BrokerProc {
         nodes
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
     /// Whether the process is running.
     pub fn running(&self) -> bool {
         self.child.is_some()
