@@ -83,17 +83,15 @@ fn acks_all_min_insync_2_survives_leader_kill_9() {
                     Ok((0, off)) => acked.push((off, v)),
                     Ok((_, _)) | Err(_) => {
                         // Not leader, timed out or connection lost: find the leader again.
-                        for (j, a) in addrs.iter().enumerate() {
-                            if let Ok(s) = std::net::TcpStream::connect(a) {
-                                drop(s);
-                                if let Ok(parts) = Conn::connect(a).topic_metadata("safe") {
-                                    if parts[0].0 > 0 {
-                                        leader = parts[0].0;
-                                        break;
-                                    }
+                        for a in &addrs {
+                            if let Some(Ok(parts)) =
+                                Conn::try_connect(a).map(|mut c| c.topic_metadata("safe"))
+                            {
+                                if parts[0].0 > 0 {
+                                    leader = parts[0].0;
+                                    break;
                                 }
                             }
-                            let _ = j;
                         }
                         std::thread::sleep(Duration::from_millis(100));
                         break;

@@ -202,6 +202,15 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Connects, or `None` when the broker is not reachable.
+    pub fn try_connect(addr: &str) -> Option<Conn> {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        Some(Conn { stream, corr: 0 })
+    }
+
     pub fn connect(addr: &str) -> Conn {
         let stream = TcpStream::connect(addr).expect("connect");
         stream
