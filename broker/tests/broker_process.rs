@@ -267,13 +267,7 @@ fn retention_deletes_old_segments_and_earliest_offset_moves() {
     assert_eq!(c.list_offset("ret", 0, -1), (0, 200));
     let (err, ..) = c.fetch("ret", 0, 0, 0);
     assert_eq!(err, 1, "OFFSET_OUT_OF_RANGE below the log start");
-    let segs = std::fs::read_dir(dir.path().join("data/ret-0"))
-        .expect("dir")
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log"))
-        })
-        .count();
+    let segs = support::segment_files(&dir.path().join("data/ret-0"));
     assert!(segs <= 3, "only the newest segments remain ({segs})");
 }
 
@@ -416,28 +410,12 @@ proptest! {
 }
 
 fn produce_frame(batch: &[u8]) -> Vec<u8> {
-    use bytes::{BufMut, BytesMut};
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::protocol::{Encodable, StrBytes};
-    let mut pd = PartitionProduceData::default();
-    pd.records = Some(bytes::Bytes::copy_from_slice(batch));
-    let mut td = TopicProduceData::default();
-    td.name = TopicName(StrBytes::from_static_str("fuzz"));
-    td.partition_data = vec![pd];
-    let mut req = ProduceRequest::default();
-    req.acks = 1;
-    req.topic_data = vec![td];
-    let mut h = RequestHeader::default();
-    h.request_api_key = ApiKey::Produce as i16;
-    h.request_api_version = 8;
-    h.correlation_id = 1;
-    let mut body = BytesMut::new();
-    h.encode(&mut body, 1).expect("header");
-    req.encode(&mut body, 8).expect("body");
-    let mut out = BytesMut::new();
-    out.put_i32(body.len() as i32);
-    out.put(body);
-    out.to_vec()
+    support::request_frame(
+        ApiKey::Produce,
+        8,
+        1,
+        &support::produce_request("fuzz", 0, batch.to_vec(), 1),
+    )
 }
 
 #[test]

@@ -35,7 +35,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use super::producers::Check;
 use super::Broker;
 use crate::log::batch::{split_batches, BatchHeader};
-use crate::log::LogError;
+use crate::log::{LogError, TimestampType};
 use crate::metadata::Command;
 use crate::replication::fetch::{FetchDecision, FetchPartitionRequest};
 use crate::replication::log_adapter::LogAdapterError;
@@ -429,6 +429,13 @@ pub async fn produce(
         let name = td.name.0.to_string();
         let mut tr = TopicProduceResponse::default();
         tr.name = td.name.clone();
+        // LogAppendTime topics report the append time (the `now` handed to the log) per partition.
+        let log_append_time = broker
+            .image()
+            .topics
+            .get(&name)
+            .and_then(|t| broker.config.topic_log_config(&t.configs).ok())
+            .is_some_and(|c| c.timestamp_type == TimestampType::LogAppendTime);
         for pd in td.partition_data {
             let mut pr = PartitionProduceResponse::default();
             pr.index = pd.index;
@@ -509,6 +516,9 @@ pub async fn produce(
                         Ok((Ok(a), start, waiter)) => {
                             appended = true;
                             pr.base_offset = a.first_offset;
+                            if log_append_time && version >= 2 {
+                                pr.log_append_time_ms = now;
+                            }
                             if version >= 5 {
                                 pr.log_start_offset = start;
                             }

@@ -227,19 +227,8 @@ impl Conn {
         req: &Req,
     ) -> std::io::Result<Resp> {
         self.corr += 1;
-        let mut h = RequestHeader::default();
-        h.request_api_key = key as i16;
-        h.request_api_version = version;
-        h.correlation_id = self.corr;
-        h.client_id = Some(StrBytes::from_static_str("test"));
-        let mut body = BytesMut::new();
-        h.encode(&mut body, Req::header_version(version))
-            .expect("encode header");
-        req.encode(&mut body, version).expect("encode body");
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.put(body);
-        self.stream.write_all(&frame)?;
+        self.stream
+            .write_all(&request_frame(key, version, self.corr, req))?;
         let mut resp = self.read_frame()?;
         let rh = if key == ApiKey::ApiVersions {
             0
@@ -303,17 +292,7 @@ impl Conn {
         batch: Vec<u8>,
         acks: i16,
     ) -> std::io::Result<(i16, i64)> {
-        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-        let mut pd = PartitionProduceData::default();
-        pd.index = partition;
-        pd.records = Some(Bytes::from(batch));
-        let mut td = TopicProduceData::default();
-        td.name = TopicName(StrBytes::from_string(topic.into()));
-        td.partition_data = vec![pd];
-        let mut req = ProduceRequest::default();
-        req.acks = acks;
-        req.timeout_ms = 5000;
-        req.topic_data = vec![td];
+        let req = produce_request(topic, partition, batch, acks);
         let resp: ProduceResponse = self.call(ApiKey::Produce, 8, &req)?;
         let p = &resp.responses[0].partition_responses[0];
         Ok((p.error_code, p.base_offset))
@@ -345,6 +324,18 @@ impl Conn {
         offset: i64,
         max_wait_ms: i32,
     ) -> (i16, i64, i64, Bytes) {
+        self.fetch_with(topic, partition, offset, 1, max_wait_ms)
+    }
+
+    /// Like [`Conn::fetch`], waiting for `min_bytes` (long poll) up to `max_wait_ms`.
+    pub fn fetch_with(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        min_bytes: i32,
+        max_wait_ms: i32,
+    ) -> (i16, i64, i64, Bytes) {
         use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
         let mut fp = FetchPartition::default();
         fp.partition = partition;
@@ -356,7 +347,7 @@ impl Conn {
         let mut req = FetchRequest::default();
         req.replica_id = BrokerId(-1);
         req.max_wait_ms = max_wait_ms;
-        req.min_bytes = 1;
+        req.min_bytes = min_bytes;
         req.max_bytes = 50 << 20;
         req.topics = vec![ft];
         let resp: FetchResponse = self.call(ApiKey::Fetch, 11, &req).expect("fetch");
@@ -389,6 +380,55 @@ impl Conn {
         let r = &resp.topics[0].partitions[0];
         (r.error_code, r.offset)
     }
+}
+
+/// How many segment files (`*.log`) a partition directory holds.
+pub fn segment_files(partition_dir: &Path) -> usize {
+    std::fs::read_dir(partition_dir)
+        .expect("partition dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        })
+        .count()
+}
+
+/// One request frame (length prefix, header, body), encoded but not sent.
+pub fn request_frame<Req: Encodable + HeaderVersion>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    req: &Req,
+) -> Vec<u8> {
+    let mut h = RequestHeader::default();
+    h.request_api_key = key as i16;
+    h.request_api_version = version;
+    h.correlation_id = correlation_id;
+    h.client_id = Some(StrBytes::from_static_str("test"));
+    let mut body = BytesMut::new();
+    h.encode(&mut body, Req::header_version(version))
+        .expect("encode header");
+    req.encode(&mut body, version).expect("encode body");
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.put(body);
+    frame.to_vec()
+}
+
+/// A Produce request of one batch to one partition.
+pub fn produce_request(topic: &str, partition: i32, batch: Vec<u8>, acks: i16) -> ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(Bytes::from(batch));
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_string(topic.into()));
+    td.partition_data = vec![pd];
+    let mut req = ProduceRequest::default();
+    req.acks = acks;
+    req.timeout_ms = 5000;
+    req.topic_data = vec![td];
+    req
 }
 
 /// Every `(offset, value)` in a buffer of batches (uncompressed, as our tests write them).
