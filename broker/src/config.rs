@@ -43,6 +43,9 @@ pub enum ConfigError {
     /// A required key is missing.
     #[error("config key `{0}` is required")]
     Missing(String),
+    /// A topic-level config name Kafka does not define.
+    #[error("unknown topic config `{0}` (see Kafka's topic configs, e.g. retention.ms)")]
+    UnknownTopicConfig(String),
 }
 
 /// A `listeners` entry: `NAME://host:port`.
@@ -153,7 +156,56 @@ const KNOWN_KEYS: &[&str] = &[
     "listener.security.protocol.map",
     "inter.broker.listener.name",
     "controller.listener.names",
+    // Read by the replication and metadata-quorum parts of the server.
+    "process.roles",
+    "controller.quorum.voters",
+    "controller.request.timeout.ms",
+    "metadata.log.dir",
+    "broker.heartbeat.interval.ms",
+    "broker.session.timeout.ms",
+    "replica.lag.time.max.ms",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
 ];
+
+/// Topic-level config names Kafka defines. CreateTopics refuses any other name with
+/// INVALID_CONFIG (as Kafka does); names this broker does not act on are accepted and stored.
+const TOPIC_CONFIG_KEYS: &[&str] = &[
+    "cleanup.policy",
+    "compression.type",
+    "delete.retention.ms",
+    "file.delete.delay.ms",
+    "flush.messages",
+    "flush.ms",
+    "follower.replication.throttled.replicas",
+    "index.interval.bytes",
+    "leader.replication.throttled.replicas",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "max.compaction.lag.ms",
+    "max.message.bytes",
+    "message.downconversion.enable",
+    "message.format.version",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.difference.max.ms",
+    "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "min.insync.replicas",
+    "preallocate",
+    "remote.storage.enable",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "segment.ms",
+    "unclean.leader.election.enable",
+];
+
+/// Kafka's smallest segment size (one legacy record's overhead).
+const MIN_SEGMENT_BYTES: u64 = 14;
 
 /// Parses Java-properties text into key/value pairs (comments `#`/`!`, `=` or `:` separators).
 pub fn parse_properties(text: &str, origin: &str) -> Result<Vec<(String, String)>, ConfigError> {
@@ -240,10 +292,16 @@ impl BrokerConfig {
     /// Builds the config from key/value pairs (later pairs win).
     pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<BrokerConfig, ConfigError> {
         let raw: BTreeMap<String, String> = pairs.into_iter().collect();
-        for k in raw.keys() {
-            if !KNOWN_KEYS.contains(&k.as_str()) {
-                tracing::debug!(key = %k, "config key not used by the broker core (kept for other features)");
-            }
+        let unknown: Vec<&str> = raw
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !KNOWN_KEYS.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            tracing::warn!(
+                keys = %unknown.join(", "),
+                "config keys this broker does not use (kept, ignored)"
+            );
         }
         let node_id = match num::<i32>(&raw, "node.id")? {
             Some(n) => n,
@@ -279,7 +337,7 @@ impl BrokerConfig {
             .collect();
         let mut log = LogConfig::default();
         if let Some(v) = num::<u64>(&raw, "log.segment.bytes")? {
-            log.segment_bytes = v;
+            log.segment_bytes = at_least("log.segment.bytes", v, MIN_SEGMENT_BYTES)?;
         }
         if let Some(v) = num::<i64>(&raw, "log.roll.hours")? {
             log.segment_ms = v * 3_600_000;
@@ -328,6 +386,20 @@ impl BrokerConfig {
                 )
             }
         };
+        // Keys the replication side reads from `raw`: refuse malformed values here, so a typo
+        // never silently falls back to a default.
+        if let Some(v) = num::<i32>(&raw, "min.insync.replicas")? {
+            at_least("min.insync.replicas", v, 1)?;
+        }
+        boolean(&raw, "unclean.leader.election.enable")?;
+        for key in [
+            "replica.lag.time.max.ms",
+            "broker.heartbeat.interval.ms",
+            "broker.session.timeout.ms",
+            "controller.request.timeout.ms",
+        ] {
+            num::<u64>(&raw, key)?;
+        }
         Ok(BrokerConfig {
             node_id,
             listeners,
@@ -357,7 +429,7 @@ impl BrokerConfig {
         let mut c = self.log.clone();
         let raw = topic_configs;
         if let Some(v) = num::<u64>(raw, "segment.bytes")? {
-            c.segment_bytes = v;
+            c.segment_bytes = at_least("segment.bytes", v, MIN_SEGMENT_BYTES)?;
         }
         if let Some(v) = num::<i64>(raw, "segment.ms")? {
             c.segment_ms = v;
@@ -385,6 +457,41 @@ impl BrokerConfig {
         }
         Ok(c)
     }
+
+    /// Checks a new topic's configs as CreateTopics must: every name one Kafka defines, every
+    /// value this broker acts on well-formed (the log's and replication's).
+    pub fn validate_topic_configs(
+        &self,
+        topic_configs: &BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(k) = topic_configs
+            .keys()
+            .find(|k| !TOPIC_CONFIG_KEYS.contains(&k.as_str()))
+        {
+            return Err(ConfigError::UnknownTopicConfig(k.clone()));
+        }
+        self.topic_log_config(topic_configs)?;
+        if let Some(v) = num::<i32>(topic_configs, "min.insync.replicas")? {
+            at_least("min.insync.replicas", v, 1)?;
+        }
+        boolean(topic_configs, "unclean.leader.election.enable")?;
+        Ok(())
+    }
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &str,
+    v: T,
+    min: T,
+) -> Result<T, ConfigError> {
+    if v < min {
+        return Err(ConfigError::Invalid {
+            key: key.into(),
+            value: v.to_string(),
+            expected: format!("at least {min}"),
+        });
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -451,5 +558,43 @@ mod tests {
         assert_eq!(l.timestamp_type, TimestampType::LogAppendTime);
         let bad: BTreeMap<String, String> = [("retention.ms".to_string(), "x".to_string())].into();
         assert!(c.topic_log_config(&bad).is_err());
+    }
+
+    #[test]
+    fn create_topics_validation_refuses_unknown_names_and_bad_values() {
+        let c = BrokerConfig::from_pairs(pairs("node.id=1")).expect("valid");
+        let cfg = |k: &str, v: &str| -> BTreeMap<String, String> {
+            [(k.to_string(), v.to_string())].into()
+        };
+        assert!(c
+            .validate_topic_configs(&cfg("cleanup.policy", "delete"))
+            .is_ok());
+        assert!(c
+            .validate_topic_configs(&cfg("min.insync.replicas", "2"))
+            .is_ok());
+        for (k, v) in [
+            ("retention.msec", "1"),
+            ("min.insync.replicas", "two"),
+            ("min.insync.replicas", "0"),
+            ("unclean.leader.election.enable", "yes"),
+            ("segment.bytes", "0"),
+        ] {
+            let err = c
+                .validate_topic_configs(&cfg(k, v))
+                .expect_err("refused")
+                .to_string();
+            assert!(err.contains(k), "{k}={v}: {err}");
+        }
+        let err = BrokerConfig::from_pairs(pairs("node.id=1\nlog.segment.bytes=3"))
+            .expect_err("too small")
+            .to_string();
+        assert!(
+            err.contains("log.segment.bytes") && err.contains("at least"),
+            "{err}"
+        );
+        let err = BrokerConfig::from_pairs(pairs("node.id=1\nmin.insync.replicas=two"))
+            .expect_err("not a number")
+            .to_string();
+        assert!(err.contains("min.insync.replicas"), "{err}");
     }
 }

@@ -169,6 +169,15 @@ fn create_and_delete_topics_answer_kafka_errors() {
         INVALID_CONFIG
     );
     assert_eq!(
+        c.create_topic("t3", 1, &[("retention.msec", "1")]),
+        INVALID_CONFIG,
+        "unknown topic config names are refused, as Kafka does"
+    );
+    assert_eq!(
+        c.create_topic("t3", 1, &[("min.insync.replicas", "0")]),
+        INVALID_CONFIG
+    );
+    assert_eq!(
         metadata(&mut c, "t3", false).0,
         UNKNOWN_TOPIC_OR_PARTITION,
         "a refused topic is not created"
@@ -200,6 +209,11 @@ fn create_and_delete_topics_answer_kafka_errors() {
     assert_eq!(err, UNKNOWN_TOPIC_OR_PARTITION);
     // The name can be used again.
     assert_eq!(create(&mut c, "t1", 1, false), (0, 1));
+    assert_eq!(
+        c.create_topic("t6", 1, &[("cleanup.policy", "delete")]),
+        0,
+        "Kafka topic configs this broker does not act on are accepted"
+    );
     assert_eq!(
         c.list_offset("t1", 0, -1),
         (0, 0),

@@ -311,7 +311,7 @@ pub async fn create_topics(
                 codes::INVALID_REPLICATION_FACTOR,
                 format!("replication factor {rf} with {live} live brokers"),
             );
-        } else if let Err(e) = broker.config.topic_log_config(&configs) {
+        } else if let Err(e) = broker.config.validate_topic_configs(&configs) {
             fail(&mut r, codes::INVALID_CONFIG, e.to_string());
         } else if !req.validate_only {
             let res = broker

@@ -86,17 +86,20 @@ async fn connection(broker: Arc<Broker>, mut stream: TcpStream) -> Result<(), Re
     }
 }
 
+/// The API's name as Kafka spells it (`Produce`, `InitProducerId`, ...), for per-API metrics.
 fn api_name(key: ApiKey) -> &'static str {
-    match key {
-        ApiKey::Produce => "Produce",
-        ApiKey::Fetch => "Fetch",
-        ApiKey::ListOffsets => "ListOffsets",
-        ApiKey::Metadata => "Metadata",
-        ApiKey::ApiVersions => "ApiVersions",
-        ApiKey::CreateTopics => "CreateTopics",
-        ApiKey::DeleteTopics => "DeleteTopics",
-        _ => "Other",
-    }
+    static NAMES: std::sync::OnceLock<std::collections::HashMap<ApiKey, &'static str>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            // One small string per API key, made once for the life of the process.
+            ApiKey::iter()
+                .map(|k| (k, &*Box::leak(format!("{k:?}").into_boxed_str())))
+                .collect()
+        })
+        .get(&key)
+        .copied()
+        .unwrap_or("Other")
 }
 
 /// Decodes one frame, handles it and encodes the reply frame (None: nothing to send).
