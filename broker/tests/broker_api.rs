@@ -386,3 +386,122 @@ fn topics_and_their_configs_survive_a_restart() {
         "segment.bytes=1024 survived the restart ({segments} segments)"
     );
 }
+
+#[test]
+fn time_based_roll_and_time_retention_through_the_broker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = BrokerProc::start(dir.path(), &[("log.retention.check.interval.ms", "200")]);
+    let mut c = b.connect();
+    assert_eq!(
+        c.create_topic(
+            "aged",
+            1,
+            &[("segment.ms", "200"), ("retention.ms", "60000")]
+        ),
+        0
+    );
+    // A record stamped in 1970 is far past retention.ms, but lives in the active segment,
+    // which retention never deletes.
+    let (err, off) = c
+        .produce(
+            "aged",
+            0,
+            build_batch(0, 1_000, &[(None, Some(b"ancient"))]),
+            1,
+        )
+        .expect("answered");
+    assert_eq!((err, off), (0, 0));
+    std::thread::sleep(Duration::from_millis(600));
+    // segment.ms has passed: the segment is rolled, so the ancient record's segment is closed
+    // and the next retention check deletes it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let (err, off) = c
+        .produce("aged", 0, build_batch(0, now, &[(None, Some(b"fresh"))]), 1)
+        .expect("answered");
+    assert_eq!((err, off), (0, 1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.list_offset("aged", 0, -2).1 == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        c.list_offset("aged", 0, -2),
+        (0, 1),
+        "earliest moved past the old segment"
+    );
+    let (err, hw, start, bytes) = c.fetch("aged", 0, 1, 100);
+    assert_eq!((err, hw, start), (0, 2, 1));
+    assert_eq!(records(bytes), vec![(1, b"fresh".to_vec())]);
+    assert_eq!(c.fetch("aged", 0, 0, 100).0, OFFSET_OUT_OF_RANGE);
+    // Idle time does not pile up empty segments.
+    std::thread::sleep(Duration::from_millis(800));
+    let segments = support::segment_files(&dir.path().join("data/aged-0"));
+    assert!(
+        segments <= 2,
+        "no empty segments rolled while idle ({segments})"
+    );
+}
+
+#[test]
+fn a_busy_port_fails_fast_and_sigterm_exits_cleanly() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let cfg = dir.path().join("server.properties");
+    let write_cfg = |port: u16| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "node.id=1\nlisteners=PLAINTEXT://127.0.0.1:{port}\nlog.dirs={}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("config")
+    };
+    write_cfg(port);
+    let out = Command::new(env!("CARGO_BIN_EXE_broker"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a taken port is an error");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    drop(busy);
+
+    // SIGTERM: logs flushed and closed, exit status 0, and the restart finds every record.
+    let port = support::free_port();
+    write_cfg(port);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut c = loop {
+        if let Some(c) = Conn::try_connect(&addr) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "broker did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(c.create_topic("bye", 1, &[]), 0);
+    for i in 0..50 {
+        assert_eq!(produce_ok(&mut c, "bye", format!("r{i}").as_bytes()), i);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "SIGTERM is a clean shutdown ({exit})");
+    let b = BrokerProc::start(dir.path(), &[]);
+    let mut c = b.connect();
+    assert_eq!(c.list_offset("bye", 0, -1), (0, 50));
+}
