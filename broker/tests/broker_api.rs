@@ -505,3 +505,84 @@ fn a_busy_port_fails_fast_and_sigterm_exits_cleanly() {
     let mut c = b.connect();
     assert_eq!(c.list_offset("bye", 0, -1), (0, 50));
 }
+
+/// One Fetch (v11, no waiting) of partitions `(index, offset, partition_max_bytes)` of `topic`
+/// with response limit `max_bytes`; returns per partition (error, offsets read).
+fn fetch_limited(
+    c: &mut Conn,
+    topic: &str,
+    parts: &[(i32, i64, i32)],
+    max_bytes: i32,
+) -> Vec<(i16, Vec<i64>)> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let mut ft = FetchTopic::default();
+    ft.topic = name(topic);
+    ft.partitions = parts
+        .iter()
+        .map(|&(index, offset, limit)| {
+            let mut fp = FetchPartition::default();
+            fp.partition = index;
+            fp.fetch_offset = offset;
+            fp.partition_max_bytes = limit;
+            fp
+        })
+        .collect();
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.max_bytes = max_bytes;
+    req.topics = vec![ft];
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 11, &req).expect("fetch answered");
+    resp.responses[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            let offs = records(p.records.clone().unwrap_or_default())
+                .into_iter()
+                .map(|(o, _)| o)
+                .collect();
+            (p.error_code, offs)
+        })
+        .collect()
+}
+
+#[test]
+fn fetch_honours_partition_and_response_byte_limits_in_whole_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = BrokerProc::start(dir.path(), &[]);
+    let mut c = b.connect();
+    assert_eq!(c.create_topic("lim", 2, &[]), 0);
+    let value = vec![b'v'; 1000];
+    for p in 0..2 {
+        for _ in 0..5 {
+            c.produce("lim", p, build_batch(0, 0, &[(None, Some(&value))]), 1)
+                .expect("answered");
+        }
+    }
+    let big = 50 << 20;
+    // Each batch is a little over 1,000 bytes: 2,500 bytes hold two whole batches.
+    assert_eq!(
+        fetch_limited(&mut c, "lim", &[(0, 0, 2_500)], big),
+        vec![(0, vec![0, 1])]
+    );
+    // A limit smaller than one batch still returns the first batch whole (KIP-74).
+    assert_eq!(
+        fetch_limited(&mut c, "lim", &[(0, 3, 10)], big),
+        vec![(0, vec![3])]
+    );
+    // The response limit spans partitions: the second gets what the first left over (nothing
+    // whole), and only the first partition with data may exceed the limit.
+    assert_eq!(
+        fetch_limited(&mut c, "lim", &[(0, 0, 1 << 20), (1, 0, 1 << 20)], 2_500),
+        vec![(0, vec![0, 1]), (0, vec![])]
+    );
+    assert_eq!(
+        fetch_limited(&mut c, "lim", &[(0, 5, 1 << 20), (1, 0, 1 << 20)], 10),
+        vec![(0, vec![]), (0, vec![0])],
+        "the first partition that has data gets one batch"
+    );
+    // One partition out of range does not spoil the other.
+    assert_eq!(
+        fetch_limited(&mut c, "lim", &[(0, 99, 1 << 20), (1, 4, 1 << 20)], big),
+        vec![(OFFSET_OUT_OF_RANGE, vec![]), (0, vec![4])]
+    );
+}
