@@ -255,6 +255,13 @@ impl Controller {
                         leader: self.leader().await,
                     };
                 }
+                // A freshly elected controller may not have applied the whole log yet: serve
+                // the image only once it is linearizable (never a stale leader or ISR).
+                if self.raft.ensure_linearizable().await.is_err() {
+                    return Response::NotController {
+                        leader: self.leader().await.filter(|l| *l != self.id),
+                    };
+                }
                 self.liveness
                     .lock()
                     .await
