@@ -36,6 +36,11 @@ struct Args {
     /// Shorthand for `--override metrics.listener=...`.
     #[arg(long)]
     metrics_listener: Option<String>,
+    /// Switch on a historical data-loss bug (repeatable; refused unless named exactly):
+    /// hw-truncation, epoch-lookup-next-epoch, isr-join-below-epoch-start, ignore-min-insync,
+    /// ack-before-isr. Never in production.
+    #[arg(long = "bug", value_name = "NAME")]
+    bugs: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +50,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // No colour codes when stderr is a log file (the usual case under the harness).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     match run(args) {
@@ -85,14 +92,20 @@ fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async_main(config))
+    let mut bugs = broker::replication::ReplicationBugs::none();
+    for name in &args.bugs {
+        bugs.enable(name).context("--bug")?;
+    }
+    runtime.block_on(async_main(config, bugs))
 }
 
-async fn async_main(config: BrokerConfig) -> Result<()> {
+async fn async_main(
+    config: BrokerConfig,
+    bugs: broker::replication::ReplicationBugs,
+) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let listener_cfg = config.listeners[0].clone();
     let metrics_addr = config.metrics_listener;
-    let bugs = broker::replication::ReplicationBugs::default();
     let broker = Broker::open(config, clock, bugs)
         .await
         .context("opening broker state")?;

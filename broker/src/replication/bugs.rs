@@ -46,3 +46,65 @@ impl ReplicationBugs {
             || self.ack_before_isr
     }
 }
+
+/// The bug-mode names accepted by `broker --bug NAME`, with a one-line description each.
+pub const BUG_NAMES: &[(&str, &str)] = &[
+    (
+        "hw-truncation",
+        "pre-KIP-101 truncation to the high watermark (KAFKA-1211)",
+    ),
+    (
+        "epoch-lookup-next-epoch",
+        "pre-KIP-279 OffsetsForLeaderEpoch lookup (KAFKA-6361)",
+    ),
+    (
+        "isr-join-below-epoch-start",
+        "ISR rejoin before the leader's epoch start (KAFKA-7128)",
+    ),
+    (
+        "ignore-min-insync",
+        "min.insync.replicas ignored (pre-KAFKA-1555)",
+    ),
+    (
+        "ack-before-isr",
+        "acks=all acknowledged before the ISR has the record",
+    ),
+];
+
+/// Why a bug-mode name was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown bug mode `{0}`; known: hw-truncation, epoch-lookup-next-epoch, isr-join-below-epoch-start, ignore-min-insync, ack-before-isr")]
+pub struct UnknownBug(pub String);
+
+impl ReplicationBugs {
+    /// Switches on the bug mode called `name` (see [`BUG_NAMES`]).
+    pub fn enable(&mut self, name: &str) -> Result<(), UnknownBug> {
+        match name {
+            "hw-truncation" => self.hw_truncation = true,
+            "epoch-lookup-next-epoch" => self.epoch_lookup_next_epoch = true,
+            "isr-join-below-epoch-start" => self.isr_join_below_epoch_start = true,
+            "ignore-min-insync" => self.ignore_min_insync = true,
+            "ack-before-isr" => self.ack_before_isr = true,
+            other => return Err(UnknownBug(other.to_string())),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_name_enables_exactly_one_flag_and_unknown_names_are_refused() {
+        for (name, _) in BUG_NAMES {
+            let mut b = ReplicationBugs::none();
+            b.enable(name).expect("known");
+            assert!(b.any(), "{name}");
+        }
+        let err = ReplicationBugs::none()
+            .enable("lose-everything")
+            .expect_err("unknown");
+        assert!(err.to_string().contains("lose-everything"));
+    }
+}
