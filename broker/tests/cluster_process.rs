@@ -207,7 +207,8 @@ fn min_insync_2_refuses_acks_all_with_two_followers_down_but_acks_1_succeeds() {
 fn acks_1_loses_an_acknowledged_write_when_the_leader_dies_first_and_the_deposed_leader_truncates()
 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut nodes = BrokerProc::start_cluster(dir.path(), 3, &[]);
+    // A generous lag time keeps the paused followers in the ISR on a slow machine.
+    let mut nodes = BrokerProc::start_cluster(dir.path(), 3, &[("replica.lag.time.max.ms", "6000")]);
     create(&nodes, "lossy", &[]);
     let (leader, _) = leader_of(&nodes, "lossy", |_, isr| isr.len() == 3);
     let mut c = nodes[(leader - 1) as usize].connect();
@@ -225,7 +226,7 @@ fn acks_1_loses_an_acknowledged_write_when_the_leader_dies_first_and_the_deposed
             0
         );
     }
-    // Followers stop fetching (paused inside replica.lag.time.max.ms = 2 s, so the ISR stays
+    // Followers stop fetching (paused inside replica.lag.time.max.ms = 6 s, so the ISR stays
     // whole; after the fetchers' 500 ms long-polls have expired, so no pending fetch at the
     // leader can carry the next record); the leader acknowledges an acks=1 write only it has,
     // then dies.
