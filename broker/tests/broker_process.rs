@@ -250,8 +250,12 @@ fn retention_deletes_old_segments_and_earliest_offset_moves() {
             .0,
             0
         );
+        if i == 0 {
+            // One segment, nothing retention may delete yet. (Later checks race the
+            // 200 ms retention task, which runs while the batches are produced.)
+            assert_eq!(c.list_offset("ret", 0, -2), (0, 0));
+        }
     }
-    assert_eq!(c.list_offset("ret", 0, -2), (0, 0));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let earliest = loop {
         let (_, e) = c.list_offset("ret", 0, -2);

@@ -208,23 +208,27 @@ fn acks_1_loses_an_acknowledged_write_when_the_leader_dies_first_and_the_deposed
 {
     let dir = tempfile::tempdir().expect("tempdir");
     // A generous lag time keeps the paused followers in the ISR on a slow machine.
-    let mut nodes = BrokerProc::start_cluster(dir.path(), 3, &[("replica.lag.time.max.ms", "6000")]);
+    let mut nodes =
+        BrokerProc::start_cluster(dir.path(), 3, &[("replica.lag.time.max.ms", "6000")]);
     create(&nodes, "lossy", &[]);
     let (leader, _) = leader_of(&nodes, "lossy", |_, isr| isr.len() == 3);
     let mut c = nodes[(leader - 1) as usize].connect();
-    for i in 0..5 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 0;
+    while i < 5 {
         let v = format!("replicated-{i}");
-        assert_eq!(
-            c.produce(
-                "lossy",
-                0,
-                build_batch(0, 0, &[(None, Some(v.as_bytes()))]),
-                -1
-            )
-            .expect("acks=all")
-            .0,
-            0
-        );
+        let batch = build_batch(0, 0, &[(None, Some(v.as_bytes()))]);
+        // The leader may not have applied the new topic's metadata yet: retry until it has.
+        match c.produce("lossy", 0, batch, -1).expect("acks=all").0 {
+            0 => i += 1,
+            code => {
+                assert!(
+                    Instant::now() < deadline,
+                    "produce kept failing with {code}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
     // Followers stop fetching (paused inside replica.lag.time.max.ms = 6 s, so the ISR stays
     // whole; after the fetchers' 500 ms long-polls have expired, so no pending fetch at the
