@@ -61,9 +61,7 @@ fn acks_all_min_insync_2_survives_leader_kill_9() {
         let mut i = 0u32;
         let mut leader = first_leader;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            let Ok(mut c) = std::net::TcpStream::connect(&addrs[(leader - 1) as usize])
-                .map(|_| Conn::connect(&addrs[(leader - 1) as usize]))
-            else {
+            let Some(mut c) = Conn::try_connect(&addrs[(leader - 1) as usize]) else {
                 leader = leader % 3 + 1;
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
