@@ -118,6 +118,9 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// `socket.request.max.bytes`: largest request frame accepted.
     pub socket_request_max_bytes: usize,
+    /// `topic.max.partitions` (ours, default 10,000): CreateTopics asking for more is refused
+    /// with INVALID_PARTITIONS, so one request cannot make the broker build millions of logs.
+    pub max_partitions_per_topic: i32,
     /// `metrics.listener` (ours): `http://host:port` for `/metrics` and `/health`.
     pub metrics_listener: Option<SocketAddr>,
     /// `cluster.id`.
@@ -152,6 +155,7 @@ const KNOWN_KEYS: &[&str] = &[
     "auto.create.topics.enable",
     "socket.request.max.bytes",
     "metrics.listener",
+    "topic.max.partitions",
     "cluster.id",
     "listener.security.protocol.map",
     "inter.broker.listener.name",
@@ -400,18 +404,36 @@ impl BrokerConfig {
         ] {
             num::<u64>(&raw, key)?;
         }
+        let max_partitions_per_topic = at_least(
+            "topic.max.partitions",
+            num(&raw, "topic.max.partitions")?.unwrap_or(10_000),
+            1,
+        )?;
+        let num_partitions = at_least(
+            "num.partitions",
+            num(&raw, "num.partitions")?.unwrap_or(1),
+            1,
+        )?;
+        if num_partitions > max_partitions_per_topic {
+            return Err(ConfigError::Invalid {
+                key: "num.partitions".into(),
+                value: num_partitions.to_string(),
+                expected: format!("at most topic.max.partitions={max_partitions_per_topic}"),
+            });
+        }
         Ok(BrokerConfig {
             node_id,
             listeners,
             advertised_listeners,
             log_dirs,
-            num_partitions: num(&raw, "num.partitions")?.unwrap_or(1),
+            num_partitions,
             default_replication_factor: num(&raw, "default.replication.factor")?.unwrap_or(1),
             log,
             retention_check_interval_ms: num(&raw, "log.retention.check.interval.ms")?
                 .unwrap_or(300_000),
             auto_create_topics: boolean(&raw, "auto.create.topics.enable")?.unwrap_or(true),
             socket_request_max_bytes: num(&raw, "socket.request.max.bytes")?.unwrap_or(104_857_600),
+            max_partitions_per_topic,
             metrics_listener,
             cluster_id: raw
                 .get("cluster.id")
@@ -596,5 +618,12 @@ mod tests {
             .expect_err("not a number")
             .to_string();
         assert!(err.contains("min.insync.replicas"), "{err}");
+        let err = BrokerConfig::from_pairs(pairs("node.id=1\nnum.partitions=20000"))
+            .expect_err("over topic.max.partitions")
+            .to_string();
+        assert!(
+            err.contains("num.partitions") && err.contains("topic.max.partitions"),
+            "{err}"
+        );
     }
 }

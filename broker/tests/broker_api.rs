@@ -586,3 +586,18 @@ fn fetch_honours_partition_and_response_byte_limits_in_whole_batches() {
         vec![(OFFSET_OUT_OF_RANGE, vec![]), (0, vec![4])]
     );
 }
+
+#[test]
+fn absurd_partition_counts_are_refused_and_the_broker_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = BrokerProc::start(dir.path(), &[]);
+    let mut c = b.connect();
+    for n in [i32::MAX, 1_000_000] {
+        assert_eq!(
+            create(&mut c, &format!("huge{n}"), n, false).0,
+            INVALID_PARTITIONS
+        );
+    }
+    assert_eq!(create(&mut c, "fine", 3, false), (0, 3));
+    assert_eq!(metadata(&mut c, "fine", false), (0, 3));
+}

@@ -299,3 +299,72 @@ fn acks_1_loses_an_acknowledged_write_when_the_leader_dies_first_and_the_deposed
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn killing_the_active_controller_still_lets_partition_leaders_be_elected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = BrokerProc::start_cluster(dir.path(), 3, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes[0].connect().create_topic_rf("ctl", 3, 3, &[]) != 0 {
+        assert!(Instant::now() < deadline, "create failed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let controller = loop {
+        let c = nodes[0].connect().controller_id();
+        if c > 0 {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no active controller reported");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The controller's node also leads one of the three partitions (round-robin assignment).
+    let survivor = nodes
+        .iter()
+        .position(|n| n.node_id != controller)
+        .expect("another node");
+    let led: Vec<usize> = loop {
+        if let Ok(parts) = nodes[survivor].connect().topic_metadata("ctl") {
+            if parts.iter().all(|(l, isr)| *l > 0 && isr.len() == 3) {
+                break parts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (l, _))| *l == controller)
+                    .map(|(i, _)| i)
+                    .collect();
+            }
+        }
+        assert!(Instant::now() < deadline, "partitions never fully in sync");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!led.is_empty(), "the controller's node leads a partition");
+    let killed = Instant::now();
+    nodes[(controller - 1) as usize].kill9();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = Conn::try_connect(&nodes[survivor].addr())
+            .and_then(|mut c| {
+                let new_controller = c.controller_id();
+                let parts = c.topic_metadata("ctl").ok()?;
+                Some(
+                    new_controller > 0
+                        && new_controller != controller
+                        && led
+                            .iter()
+                            .all(|&p| parts[p].0 > 0 && parts[p].0 != controller),
+                )
+            })
+            .unwrap_or(false);
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new controller and leaders within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "new controller and partition leaders {:?} after killing controller {controller}",
+        killed.elapsed()
+    );
+}

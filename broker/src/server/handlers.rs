@@ -299,11 +299,14 @@ pub async fn create_topics(
                 codes::TOPIC_ALREADY_EXISTS,
                 format!("topic `{name}` already exists"),
             );
-        } else if partitions <= 0 {
+        } else if partitions <= 0 || partitions > broker.config.max_partitions_per_topic {
             fail(
                 &mut r,
                 codes::INVALID_PARTITIONS,
-                format!("{partitions} partitions requested"),
+                format!(
+                    "{partitions} partitions requested; 1..={} allowed (topic.max.partitions)",
+                    broker.config.max_partitions_per_topic
+                ),
             );
         } else if rf <= 0 || rf as usize > live {
             fail(

@@ -299,6 +299,15 @@ impl Conn {
     }
 
     /// Metadata of one topic: per partition (leader, isr), or the topic error code.
+    /// The active controller as this broker reports it (-1: unknown).
+    pub fn controller_id(&mut self) -> i32 {
+        let mut req = MetadataRequest::default();
+        req.topics = Some(Vec::new());
+        self.call::<_, MetadataResponse>(ApiKey::Metadata, 9, &req)
+            .map(|r| r.controller_id.0)
+            .unwrap_or(-1)
+    }
+
     pub fn topic_metadata(&mut self, topic: &str) -> Result<Vec<(i32, Vec<i32>)>, i16> {
         use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
         let mut t = MetadataRequestTopic::default();
