@@ -515,3 +515,24 @@ fn idempotent_retry_of_a_batch_whose_ack_was_lost_is_written_once() {
     let other: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 2, &req).expect("init");
     assert_ne!(other.producer_id.0, pid);
 }
+
+#[test]
+fn graceful_stop_checkpoints_high_watermarks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut b = BrokerProc::start(dir.path(), &[]);
+    let mut c = b.connect();
+    assert_eq!(c.create_topic("hwc", 2, &[]), 0);
+    for _ in 0..3 {
+        assert_eq!(
+            c.produce("hwc", 1, build_batch(0, 0, &[(None, Some(b"x"))]), -1)
+                .expect("produce")
+                .0,
+            0
+        );
+    }
+    b.stop();
+    let text = std::fs::read_to_string(dir.path().join("data/replication-offset-checkpoint"))
+        .expect("checkpoint written on graceful stop");
+    assert!(text.lines().any(|l| l.trim() == "hwc 1 3"), "{text}");
+    assert!(text.lines().any(|l| l.trim() == "hwc 0 0"), "{text}");
+}

@@ -29,6 +29,7 @@ use crate::config::BrokerConfig;
 use crate::log::{Log, LogError};
 use crate::metadata::{Command, CommandResult, MetadataConfig, MetadataImage, MetadataNode};
 use crate::metrics::{GaugeSource, Metrics, PartitionGauges};
+use crate::replication::hw_checkpoint::{HighWatermarkCheckpoint, HighWatermarks};
 use crate::replication::partition::{
     CommittedIsr, Partition as ReplicaState, PartitionConfig, PartitionState,
 };
@@ -477,11 +478,16 @@ impl Broker {
             tracing::warn!(topic = %t.name, partition = index, bytes = report.truncated_bytes,
                 at = ?report.truncated_at, "recovered partition had a torn tail");
         }
+        let checkpointed_hw = HighWatermarkCheckpoint::new(dir)
+            .read()
+            .ok()
+            .and_then(|hws| hws.get(&(t.name.clone(), index)).copied())
+            .unwrap_or(0);
         let state = ReplicaState::open(
             self.config.node_id,
             &pdir,
             log,
-            0,
+            checkpointed_hw,
             self.partition_config(&t.configs),
             self.bugs,
         )
@@ -622,6 +628,13 @@ impl Broker {
         let b = self.clone();
         tasks.push(tokio::spawn(async move {
             let check = b.config.retention_check_interval_ms.max(1);
+            let hw_every: i64 = b
+                .config
+                .raw
+                .get("replica.high.watermark.checkpoint.interval.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5000);
+            let mut last_hw_checkpoint = b.clock.now_ms();
             let mut last_retention = b.clock.now_ms();
             let mut tick = tokio::time::interval(Duration::from_millis(50));
             loop {
@@ -631,14 +644,36 @@ impl Broker {
                 if retention {
                     last_retention = now;
                 }
+                let hw_checkpoint = now - last_hw_checkpoint >= hw_every;
+                if hw_checkpoint {
+                    last_hw_checkpoint = now;
+                }
                 let b2 = b.clone();
-                let _ = tokio::task::spawn_blocking(move || b2.housekeeping(retention)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    b2.housekeeping(retention);
+                    if hw_checkpoint {
+                        b2.checkpoint_high_watermarks();
+                    }
+                })
+                .await;
             }
         }));
         tasks
     }
 
-    /// Flushes every log (graceful shutdown) and stops fetchers.
+    /// Writes every hosted partition's high watermark to `replication-offset-checkpoint`.
+    pub fn checkpoint_high_watermarks(&self) {
+        let hws: HighWatermarks = self
+            .all_partitions()
+            .iter()
+            .map(|h| ((h.topic.clone(), h.index), h.state().high_watermark()))
+            .collect();
+        if let Err(e) = HighWatermarkCheckpoint::new(&self.config.log_dirs[0]).write(&hws) {
+            tracing::error!(error = %e, "writing the high-watermark checkpoint failed");
+        }
+    }
+
+    /// Flushes every log (graceful shutdown), checkpoints high watermarks and stops fetchers.
     pub fn shutdown(&self) {
         for h in self.all_partitions() {
             h.stop_fetcher();
@@ -646,6 +681,7 @@ impl Broker {
                 tracing::error!(error = %e, "flushing a log failed");
             }
         }
+        self.checkpoint_high_watermarks();
         tracing::info!("broker shut down cleanly");
     }
 }
