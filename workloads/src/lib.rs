@@ -1,1 +1,4 @@
-//! Operation generators and the client side of each workload (issue "Client and workloads"). Not built yet.
+//! Operation generators and (to come) the client side of each workload, turning client results
+//! into history ops. Today: the queue workload's seeded operation generator (`queue`).
+
+pub mod queue;
