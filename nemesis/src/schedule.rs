@@ -1,0 +1,390 @@
+//! Seeded fault schedules: start/stop pairs of the chosen fault kinds at random gaps over the
+//! run, then a final phase healing everything in a fixed order (partitions, packet rules,
+//! clocks, disks, resume, restart). The same seed and inputs give the same schedule.
+
+use std::time::Duration;
+
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::disk::{DiskFault, FileFault};
+use crate::error::NemesisError;
+use crate::net::Topology;
+use crate::node::FaultKind;
+
+/// Which nodes a process/clock/disk fault targets, before resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Targets {
+    /// One random node.
+    One,
+    /// A random minority (n/2 rounded down, at least 1).
+    Minority,
+    /// A random majority (n/2 + 1).
+    Majority,
+    /// Every node.
+    All,
+    /// These nodes (e.g. the current partition leader or the active controller).
+    Named(Vec<String>),
+}
+
+impl Targets {
+    /// Resolves to node names (sorted), checking named nodes exist.
+    pub fn resolve<R: Rng>(
+        &self,
+        nodes: &[String],
+        rng: &mut R,
+    ) -> Result<Vec<String>, NemesisError> {
+        let mut shuffled = nodes.to_vec();
+        shuffled.shuffle(rng);
+        let n = nodes.len();
+        let take = match self {
+            Targets::One => 1.min(n),
+            Targets::Minority => (n / 2).max(1).min(n),
+            Targets::Majority => (n / 2 + 1).min(n),
+            Targets::All => n,
+            Targets::Named(names) => {
+                for name in names {
+                    if !nodes.contains(name) {
+                        return Err(NemesisError::UnknownNode(name.clone()));
+                    }
+                }
+                let mut v = names.clone();
+                v.sort();
+                v.dedup();
+                return Ok(v);
+            }
+        };
+        let mut v: Vec<String> = shuffled.into_iter().take(take).collect();
+        v.sort();
+        Ok(v)
+    }
+}
+
+/// One nemesis action, with its targets already resolved to node names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "action")]
+pub enum Action {
+    /// Start a partition.
+    StartPartition {
+        /// The topology.
+        topology: Topology,
+    },
+    /// Heal every partition.
+    StopPartition,
+    /// Drop a percentage of packets to and from peers on these nodes.
+    StartPacketLoss {
+        /// Target nodes.
+        nodes: Vec<String>,
+        /// Percent of packets dropped (1-100).
+        percent: u8,
+    },
+    /// Remove every packet-loss rule.
+    StopPacketLoss,
+    /// Add network latency (refused where there is no netem).
+    StartLatency {
+        /// Target nodes.
+        nodes: Vec<String>,
+        /// Added delay.
+        delay_ms: u64,
+    },
+    /// kill -9 the service.
+    Kill {
+        /// Target nodes.
+        nodes: Vec<String>,
+        /// Also drop writes not yet fsynced (needs the disk fault FS), as at a power loss.
+        lose_unfsynced: bool,
+    },
+    /// SIGTERM the service and wait for it to exit.
+    Stop {
+        /// Target nodes.
+        nodes: Vec<String>,
+    },
+    /// Start the service again.
+    Start {
+        /// Target nodes.
+        nodes: Vec<String>,
+    },
+    /// SIGSTOP the service.
+    Pause {
+        /// Target nodes.
+        nodes: Vec<String>,
+    },
+    /// SIGCONT the service.
+    Resume {
+        /// Target nodes.
+        nodes: Vec<String>,
+    },
+    /// Move the service's clock by an offset.
+    BumpClock {
+        /// Target nodes.
+        nodes: Vec<String>,
+        /// Offset in milliseconds (may be negative).
+        offset_ms: i64,
+    },
+    /// Flip the service's clock between +delta and 0 every period for a duration.
+    StrobeClock {
+        /// Target nodes.
+        nodes: Vec<String>,
+        /// Offset in milliseconds.
+        delta_ms: i64,
+        /// Flip period in milliseconds.
+        period_ms: u64,
+        /// Total duration in milliseconds.
+        duration_ms: u64,
+    },
+    /// Reset clocks to a zero offset.
+    ResetClock {
+        /// Target nodes.
+        nodes: Vec<String>,
+    },
+    /// Start a disk fault on the nodes' data dirs.
+    StartDisk {
+        /// Target nodes.
+        nodes: Vec<String>,
+        /// The fault.
+        fault: DiskFault,
+    },
+    /// Clear disk faults.
+    StopDisk {
+        /// Target nodes.
+        nodes: Vec<String>,
+    },
+    /// Stop the node's service, corrupt a file in its data dir, start it again.
+    CorruptFile {
+        /// Target node.
+        node: String,
+        /// The fault.
+        fault: FileFault,
+    },
+}
+
+/// An action at an offset from the start of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledAction {
+    /// When, from the start of the run.
+    pub at_ms: u64,
+    /// What.
+    pub action: Action,
+}
+
+/// A seeded fault schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// The seed it was generated from.
+    pub seed: u64,
+    /// The actions during the run, in time order.
+    pub actions: Vec<ScheduledAction>,
+    /// The final heal phase, in order.
+    pub final_heal: Vec<Action>,
+}
+
+/// The final heal, in the fixed order: partitions, packet rules, clocks, disks, resume, restart.
+pub fn final_heal(nodes: &[String]) -> Vec<Action> {
+    let all = nodes.to_vec();
+    vec![
+        Action::StopPartition,
+        Action::StopPacketLoss,
+        Action::ResetClock { nodes: all.clone() },
+        Action::StopDisk { nodes: all.clone() },
+        Action::Resume { nodes: all.clone() },
+        Action::Start { nodes: all },
+    ]
+}
+
+impl Schedule {
+    /// Generates a schedule over `nodes` for `kinds` lasting `duration`, with fault start/stop
+    /// events separated by random gaps around `interval` (between half and 1.5 times it).
+    pub fn generate(
+        seed: u64,
+        nodes: &[String],
+        kinds: &[FaultKind],
+        duration: Duration,
+        interval: Duration,
+    ) -> Result<Schedule, NemesisError> {
+        if nodes.is_empty() {
+            return Err(NemesisError::Invalid(
+                "a schedule needs at least one node".into(),
+            ));
+        }
+        if interval.is_zero() {
+            return Err(NemesisError::Invalid(
+                "the nemesis interval must be above zero".into(),
+            ));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut actions = Vec::new();
+        let total = duration.as_millis() as u64;
+        let iv = interval.as_millis().max(2) as u64;
+        let gap = |rng: &mut ChaCha8Rng| rng.random_range(iv / 2..=iv + iv / 2).max(1);
+        let mut t = gap(&mut rng);
+        while !kinds.is_empty() && t < total {
+            let Some(kind) = kinds.choose(&mut rng).copied() else {
+                break;
+            };
+            let (start, stop) = pair(kind, nodes, &mut rng)?;
+            actions.push(ScheduledAction {
+                at_ms: t,
+                action: start,
+            });
+            t += gap(&mut rng);
+            if let Some(stop) = stop {
+                actions.push(ScheduledAction {
+                    at_ms: t.min(total),
+                    action: stop,
+                });
+                t += gap(&mut rng);
+            }
+        }
+        Ok(Schedule {
+            seed,
+            actions,
+            final_heal: final_heal(nodes),
+        })
+    }
+}
+
+fn random_targets(nodes: &[String], rng: &mut ChaCha8Rng) -> Result<Vec<String>, NemesisError> {
+    let choice = [
+        Targets::One,
+        Targets::Minority,
+        Targets::Majority,
+        Targets::All,
+    ];
+    let t = choice.choose(rng).cloned().unwrap_or(Targets::One);
+    t.resolve(nodes, rng)
+}
+
+/// A start action and its stop action (None when the start undoes itself).
+fn pair(
+    kind: FaultKind,
+    nodes: &[String],
+    rng: &mut ChaCha8Rng,
+) -> Result<(Action, Option<Action>), NemesisError> {
+    let targets = random_targets(nodes, rng)?;
+    Ok(match kind {
+        FaultKind::Partition => {
+            let topologies = [
+                Topology::IsolateOne,
+                Topology::MajorityMinority,
+                Topology::MajoritiesRing,
+                Topology::Bridge,
+                Topology::CutClients { node: None },
+            ];
+            let topology = topologies
+                .choose(rng)
+                .cloned()
+                .unwrap_or(Topology::IsolateOne);
+            (
+                Action::StartPartition { topology },
+                Some(Action::StopPartition),
+            )
+        }
+        FaultKind::PacketLoss => (
+            Action::StartPacketLoss {
+                nodes: targets,
+                percent: rng.random_range(10..=60),
+            },
+            Some(Action::StopPacketLoss),
+        ),
+        FaultKind::Latency => (
+            Action::StartLatency {
+                nodes: targets.clone(),
+                delay_ms: rng.random_range(10..=200),
+            },
+            None,
+        ),
+        FaultKind::Kill => {
+            let lose = false;
+            if rng.random_bool(0.5) {
+                (
+                    Action::Kill {
+                        nodes: targets.clone(),
+                        lose_unfsynced: lose,
+                    },
+                    Some(Action::Start { nodes: targets }),
+                )
+            } else {
+                (
+                    Action::Stop {
+                        nodes: targets.clone(),
+                    },
+                    Some(Action::Start { nodes: targets }),
+                )
+            }
+        }
+        FaultKind::Pause => (
+            Action::Pause {
+                nodes: targets.clone(),
+            },
+            Some(Action::Resume { nodes: targets }),
+        ),
+        FaultKind::Clock => {
+            // Jepsen-like magnitudes: 2^(4..18) ms, either sign (16 ms to ~4.4 min).
+            let mag = 1i64 << rng.random_range(4..18);
+            let sign = if rng.random_bool(0.5) { 1 } else { -1 };
+            if rng.random_bool(0.5) {
+                (
+                    Action::BumpClock {
+                        nodes: targets.clone(),
+                        offset_ms: sign * mag,
+                    },
+                    Some(Action::ResetClock { nodes: targets }),
+                )
+            } else {
+                (
+                    Action::StrobeClock {
+                        nodes: targets.clone(),
+                        delta_ms: sign * mag,
+                        period_ms: 1 << rng.random_range(2..10),
+                        duration_ms: rng.random_range(1_000..=10_000),
+                    },
+                    Some(Action::ResetClock { nodes: targets }),
+                )
+            }
+        }
+        FaultKind::Disk => {
+            let fault = match rng.random_range(0..5) {
+                0 => DiskFault::Latency {
+                    per_op_ms: rng.random_range(1..=50),
+                },
+                1 => DiskFault::Stall,
+                2 => DiskFault::EioWrites,
+                3 => DiskFault::EioFsync,
+                _ => {
+                    return Ok((
+                        Action::Kill {
+                            nodes: targets.clone(),
+                            lose_unfsynced: true,
+                        },
+                        Some(Action::Start { nodes: targets }),
+                    ))
+                }
+            };
+            (
+                Action::StartDisk {
+                    nodes: targets.clone(),
+                    fault,
+                },
+                Some(Action::StopDisk { nodes: targets }),
+            )
+        }
+        FaultKind::FileCorruption => {
+            let node = targets.first().cloned().unwrap_or_else(|| nodes[0].clone());
+            let fault = if rng.random_bool(0.5) {
+                FileFault::TruncateTail {
+                    bytes: rng.random_range(1..=4096),
+                    seed: rng.random(),
+                }
+            } else {
+                FileFault::BitFlip {
+                    flips: rng.random_range(1..=16),
+                    seed: rng.random(),
+                }
+            };
+            (Action::CorruptFile { node, fault }, None)
+        }
+    })
+}
