@@ -2,5 +2,6 @@
 //! and the wiring of a run.
 
 pub mod cli;
+pub mod deploy;
 pub mod node;
 pub mod spec;
