@@ -3,8 +3,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -368,16 +367,6 @@ fn survives(b: &BrokerProc) {
     assert_eq!(err, 0);
 }
 
-fn send_raw(b: &BrokerProc, bytes: &[u8]) {
-    let mut s = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
-    let _ = s.write_all(bytes);
-    let _ = s.shutdown(std::net::Shutdown::Write);
-    let mut sink = Vec::new();
-    let _ = s.take(1 << 20).read_to_end(&mut sink);
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
@@ -392,7 +381,7 @@ proptest! {
         // 1: arbitrary length prefix (negative, huge) then garbage.
         let mut f = len.to_be_bytes().to_vec();
         f.extend_from_slice(&garbage);
-        send_raw(b, &f);
+        b.send_raw(&f);
         // 2: a plausible header (any key/version) with a garbage body.
         let mut body = key.to_be_bytes().to_vec();
         body.extend_from_slice(&version.to_be_bytes());
@@ -400,7 +389,7 @@ proptest! {
         body.extend_from_slice(&garbage);
         let mut f = (body.len() as i32).to_be_bytes().to_vec();
         f.extend_from_slice(&body);
-        send_raw(b, &f);
+        b.send_raw(&f);
         // 3: a valid produce frame with one byte flipped.
         let mut c = b.connect();
         let _ = &mut c;
@@ -408,7 +397,7 @@ proptest! {
         let mut frame = produce_frame(&batch);
         let i = 4 + flip % (frame.len() - 4);
         frame[i] ^= 0x5a;
-        send_raw(b, &frame);
+        b.send_raw(&frame);
         survives(b);
     }
 }
@@ -443,7 +432,7 @@ fn huge_declared_array_lengths_do_not_abort_the_broker() {
         body.extend_from_slice(&i32::MAX.to_be_bytes()); // an impossible array length
         let mut f = (body.len() as i32).to_be_bytes().to_vec();
         f.extend_from_slice(&body);
-        send_raw(&b, &f);
+        b.send_raw(&f);
     }
     survives(&b);
 }

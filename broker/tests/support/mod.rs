@@ -66,13 +66,21 @@ impl BrokerProc {
             .append(true)
             .open(self.dir.join("broker.log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_broker"))
-            .arg("--config")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_broker"));
+        cmd.arg("--config")
             .arg(&cfg)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn broker");
+            .stderr(log);
+        // The broker dies with the test thread that started it: brokers held in statics (never
+        // dropped) or left by a panicking test are not left running after the test binary.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn broker");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -178,6 +186,18 @@ impl BrokerProc {
 
     pub fn connect(&self) -> Conn {
         Conn::connect(&self.addr())
+    }
+
+    /// Sends raw bytes on a fresh connection, half-closes it, and drains whatever comes back
+    /// (for hostile-input tests; the answer is not checked).
+    pub fn send_raw(&self, bytes: &[u8]) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = s.take(1 << 22).read_to_end(&mut sink);
     }
 
     pub fn http_get(&self, path: &str) -> String {
