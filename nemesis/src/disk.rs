@@ -405,7 +405,7 @@ impl Filesystem for FaultFs {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m & 0o7777))?;
             }
             if let Some(len) = size {
-                let f = OpenOptions::new().write(true).open(&path)?;
+                let f = OpenOptions::new().read(true).write(true).open(&path)?;
                 let cur = f.metadata()?.len();
                 if len < cur {
                     self.record_write(ino.0, &f, len, (cur - len) as usize)?;
