@@ -10,7 +10,7 @@ use std::time::Duration;
 use harness::node::netns::{list_fault_mounts, list_links, list_netns};
 use harness::node::{NetnsCluster, NetnsOptions};
 use nemesis::disk::{corrupt_file, DiskFault, FileFault};
-use nemesis::{Action, Nemesis, Node, ServiceSpec};
+use nemesis::{Action, Nemesis, ServiceSpec};
 
 fn python() -> PathBuf {
     let out = std::process::Command::new("python3")

@@ -65,7 +65,7 @@ pub fn ensure_clock_file(file: &Path) -> std::io::Result<()> {
 pub fn offset_text(offset_ms: i64) -> String {
     let sign = if offset_ms < 0 { '-' } else { '+' };
     let abs = offset_ms.unsigned_abs();
-    if abs % 1000 == 0 {
+    if abs.is_multiple_of(1000) {
         format!("{sign}{}\n", abs / 1000)
     } else {
         format!("{sign}{}.{:03}\n", abs / 1000, abs % 1000)
