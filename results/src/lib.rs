@@ -1,1 +1,6 @@
-//! The run store, HTML report, matrix report and JUnit XML (issue "Results"). Not built yet.
+//! Results of runs: the run store (`store`), nightly exit codes and JUnit XML (`verdict`,
+//! `junit`). Reports and the matrix come next (issue "Results").
+
+pub mod junit;
+pub mod store;
+pub mod verdict;
