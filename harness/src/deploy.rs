@@ -4,10 +4,50 @@
 //! default here.
 
 use std::fmt::Write;
-use std::net::IpAddr;
-use std::path::Path;
+use std::io::{Read, Write as _};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nemesis::{Node, ServiceSpec, StopMode};
 
 use crate::spec::TestSpec;
+
+/// Deployment errors, each naming the node and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Writing a node's config failed.
+    #[error("node {node}: writing {path}: {source}")]
+    Config {
+        /// Node.
+        node: String,
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The broker process could not be started.
+    #[error("node {node}: starting the broker failed: {message}")]
+    Start {
+        /// Node.
+        node: String,
+        /// Why.
+        message: String,
+    },
+    /// A broker never became ready.
+    #[error("node {node}: broker not ready after {waited:?} ({what}); see its log {log}")]
+    NotReady {
+        /// Node.
+        node: String,
+        /// How long we waited.
+        waited: Duration,
+        /// What never answered.
+        what: String,
+        /// The broker's log.
+        log: PathBuf,
+    },
+}
 
 /// Kafka listener port on every node.
 pub const KAFKA_PORT: u16 = 9092;
@@ -70,6 +110,103 @@ pub fn broker_properties(
         set(k, v.clone());
     }
     out
+}
+
+/// The broker's log file on a node.
+pub fn broker_log(node: &dyn Node) -> PathBuf {
+    node.data_dir().join("broker.log")
+}
+
+/// Writes every node's `server.properties` and starts its broker (`fake_clock` when the run
+/// includes clock faults).
+pub fn start_brokers(
+    nodes: &[Arc<dyn Node>],
+    spec: &TestSpec,
+    broker_bin: &Path,
+    fake_clock: bool,
+) -> Result<(), DeployError> {
+    let addrs: Vec<IpAddr> = nodes.iter().map(|n| n.address()).collect();
+    for (i, node) in nodes.iter().enumerate() {
+        let dir = node.data_dir();
+        let path = dir.join("server.properties");
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&path, broker_properties(spec, i, &addrs, &dir)))
+            .map_err(|source| DeployError::Config {
+                node: node.name().to_string(),
+                path: path.clone(),
+                source,
+            })?;
+        node.set_service(ServiceSpec {
+            program: broker_bin.to_path_buf(),
+            args: vec!["--config".into(), path.display().to_string()],
+            env: vec![("RUST_LOG".into(), "info".into())],
+            log_file: broker_log(node.as_ref()),
+            fake_clock,
+        });
+        node.start_service().map_err(|e| DeployError::Start {
+            node: node.name().to_string(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+fn health_ok(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: h\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.") && out.contains(" 200 ")
+}
+
+/// Waits until every broker answers `/health` and accepts Kafka connections, or names the
+/// first node that never did (a broker that exits at start shows up here, with its log).
+pub fn wait_ready(nodes: &[Arc<dyn Node>], timeout: Duration) -> Result<(), DeployError> {
+    let start = Instant::now();
+    for node in nodes {
+        let addr = node.address();
+        loop {
+            let kafka = TcpStream::connect_timeout(
+                &SocketAddr::new(addr, KAFKA_PORT),
+                Duration::from_millis(300),
+            )
+            .is_ok();
+            if kafka && health_ok(SocketAddr::new(addr, METRICS_PORT)) {
+                break;
+            }
+            let gone = node.service_pid().is_none();
+            if gone || start.elapsed() > timeout {
+                return Err(DeployError::NotReady {
+                    node: node.name().to_string(),
+                    waited: start.elapsed(),
+                    what: if gone {
+                        "the broker process exited".into()
+                    } else {
+                        format!("{addr}:{KAFKA_PORT} and /health on {METRICS_PORT}")
+                    },
+                    log: broker_log(node.as_ref()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+/// Stops every broker gracefully (SIGTERM, then SIGKILL after `grace`).
+pub fn stop_brokers(nodes: &[Arc<dyn Node>], grace: Duration) {
+    for node in nodes {
+        if let Err(e) = node.stop_service(StopMode::Graceful(grace)) {
+            tracing::warn!(node = node.name(), error = %e, "stopping the broker failed");
+        }
+    }
 }
 
 #[cfg(test)]

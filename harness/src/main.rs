@@ -40,6 +40,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 run.display()
             )
         }
-        Command::Clean => anyhow::bail!("`harness clean` is not wired in yet"),
+        Command::Clean => {
+            let removed = harness::node::cleanup_leftovers()
+                .map_err(|e| anyhow::anyhow!("cleaning up leftovers: {e}"))?;
+            if removed.is_empty() {
+                println!("nothing left behind");
+            }
+            for r in removed {
+                println!("removed {r}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
