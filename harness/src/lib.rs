@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod deploy;
 pub mod node;
+pub mod run;
 pub mod spec;

@@ -28,11 +28,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Test(args) => {
             let spec = args.to_spec()?;
-            anyhow::bail!(
-                "the run pipeline (deploy, workload, nemesis, check) is not built yet; the spec \
-                 was valid: {}",
-                serde_json::to_string(&spec)?
-            )
+            harness::run::install_signal_handlers();
+            let argv: Vec<String> = std::env::args().collect();
+            let code = harness::run::run_test(&spec, &argv)?;
+            Ok(ExitCode::from(code))
         }
         Command::Check { run } => {
             anyhow::bail!(
