@@ -1,0 +1,275 @@
+//! The history model and its JSON Lines I/O (DESIGN.md): one op per line, an `invoke` and a
+//! completion (`ok`, `fail`, `info`) per client operation, nemesis ops with process `"nemesis"`.
+//! The writer appends and flushes each op as it happens, so a crash loses nothing recorded; the
+//! reader names the line of anything malformed and tolerates a truncated last line.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Who performed an op: a client process number, or a named actor (`"nemesis"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Process {
+    /// A client worker's process id.
+    Client(u64),
+    /// The nemesis (or another named actor).
+    Named(String),
+}
+
+impl Process {
+    /// The nemesis.
+    pub fn nemesis() -> Process {
+        Process::Named("nemesis".into())
+    }
+}
+
+/// The type of an op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpType {
+    /// The operation started.
+    Invoke,
+    /// It happened.
+    Ok,
+    /// It certainly did not happen.
+    Fail,
+    /// Unknown: a timeout or a lost connection.
+    Info,
+}
+
+/// One line of the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Op {
+    /// Position in the history.
+    pub index: u64,
+    /// Nanoseconds since the test started.
+    pub time_ns: u64,
+    /// Who.
+    pub process: Process,
+    /// Invoke or completion type.
+    #[serde(rename = "type")]
+    pub op_type: OpType,
+    /// The function (`send`, `poll`, `txn`, `assign`, `subscribe`, `crash`, nemesis names).
+    pub f: String,
+    /// The micro-ops (clients) or details (nemesis).
+    #[serde(default)]
+    pub value: Value,
+}
+
+/// A history read back from disk.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Every op, in order.
+    pub ops: Vec<Op>,
+    /// Things tolerated while reading (a truncated last line).
+    pub warnings: Vec<String>,
+}
+
+/// Why a history could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A line is not a valid op.
+    #[error("{path}:{line}: {message}")]
+    Malformed {
+        /// File.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Appends ops to a history file, one flushed line each; share it (`Arc`) between client
+/// workers and the nemesis so the history has one order.
+#[derive(Debug)]
+pub struct HistoryWriter {
+    inner: Mutex<(BufWriter<File>, u64)>,
+    start: Instant,
+}
+
+impl HistoryWriter {
+    /// Creates (truncates) the history file; times are measured from now.
+    pub fn create(path: &Path) -> std::io::Result<HistoryWriter> {
+        Ok(HistoryWriter {
+            inner: Mutex::new((BufWriter::new(File::create(path)?), 0)),
+            start: Instant::now(),
+        })
+    }
+
+    /// Appends an op with the next index and the current time; returns its index.
+    pub fn write(
+        &self,
+        process: Process,
+        op_type: OpType,
+        f: &str,
+        value: Value,
+    ) -> std::io::Result<u64> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let op = Op {
+            index: g.1,
+            time_ns: self.start.elapsed().as_nanos() as u64,
+            process,
+            op_type,
+            f: f.to_string(),
+            value,
+        };
+        serde_json::to_writer(&mut g.0, &op).map_err(std::io::Error::other)?;
+        g.0.write_all(b"\n")?;
+        g.0.flush()?;
+        g.1 += 1;
+        Ok(op.index)
+    }
+
+    /// Records an invocation.
+    pub fn invoke(&self, process: u64, f: &str, value: Value) -> std::io::Result<u64> {
+        self.write(Process::Client(process), OpType::Invoke, f, value)
+    }
+
+    /// Records a completion.
+    pub fn complete(
+        &self,
+        process: u64,
+        op_type: OpType,
+        f: &str,
+        value: Value,
+    ) -> std::io::Result<u64> {
+        self.write(Process::Client(process), op_type, f, value)
+    }
+
+    /// Records a nemesis op (`info`, as Jepsen does).
+    pub fn nemesis(&self, f: &str, value: Value) -> std::io::Result<u64> {
+        self.write(Process::nemesis(), OpType::Info, f, value)
+    }
+}
+
+/// Reads a history, checking every line; a truncated last line (a crash mid-write) is dropped
+/// with a warning, anything else malformed is an error naming the line.
+pub fn read_history(path: &Path) -> Result<History, HistoryError> {
+    let io = |source| HistoryError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let mut reader = BufReader::new(file);
+    let mut history = History::default();
+    let mut open: std::collections::HashMap<Process, usize> = Default::default();
+    let mut line = String::new();
+    let mut n = 0;
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line).map_err(io)?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        let complete_line = line.ends_with('\n');
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let malformed = |message: String| HistoryError::Malformed {
+            path: path.to_path_buf(),
+            line: n,
+            message,
+        };
+        let op: Op = match serde_json::from_str(text) {
+            Ok(op) => op,
+            Err(e) if !complete_line => {
+                history.warnings.push(format!(
+                    "line {n} is truncated ({e}); dropped it (the harness probably stopped mid-write)"
+                ));
+                break;
+            }
+            Err(e) => return Err(malformed(format!("not a history op: {e}"))),
+        };
+        if op.process != Process::nemesis() {
+            match op.op_type {
+                OpType::Invoke => {
+                    if let Some(prev) = open.insert(op.process.clone(), history.ops.len()) {
+                        return Err(malformed(format!(
+                            "process {:?} invokes again while its op at index {} is still open",
+                            op.process, history.ops[prev].index
+                        )));
+                    }
+                }
+                _ => {
+                    if open.remove(&op.process).is_none() {
+                        return Err(malformed(format!(
+                            "completion of `{}` by process {:?} without a matching invoke",
+                            op.f, op.process
+                        )));
+                    }
+                }
+            }
+        }
+        history.ops.push(op);
+    }
+    Ok(history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn written_histories_read_back_identically() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("history.jsonl");
+        let w = HistoryWriter::create(&path).expect("create");
+        w.invoke(3, "send", json!([["send", "k2", 41]]))
+            .expect("write");
+        w.nemesis("start-partition", json!({"isolated": ["n1"]}))
+            .expect("write");
+        w.complete(3, OpType::Ok, "send", json!([["send", "k2", [412, 41]]]))
+            .expect("write");
+        let h = read_history(&path).expect("read");
+        assert_eq!(h.ops.len(), 3);
+        assert_eq!(h.ops[0].index, 0);
+        assert_eq!(h.ops[1].process, Process::nemesis());
+        assert_eq!(h.ops[2].value, json!([["send", "k2", [412, 41]]]));
+        assert!(h.ops[2].time_ns >= h.ops[0].time_ns);
+        let text = std::fs::read_to_string(&path).expect("text");
+        assert!(text.starts_with(r#"{"index":0,"time_ns":"#), "{text}");
+    }
+
+    #[test]
+    fn malformed_lines_are_named_and_a_truncated_tail_is_tolerated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("h.jsonl");
+        let good =
+            r#"{"index":0,"time_ns":1,"process":1,"type":"invoke","f":"poll","value":[["poll"]]}"#;
+        std::fs::write(&p, format!("{good}\n{{\"index\":1,\"time_ns\"")).expect("write");
+        let h = read_history(&p).expect("truncated tail tolerated");
+        assert_eq!(h.ops.len(), 1);
+        assert!(h.warnings[0].contains("line 2"));
+        std::fs::write(&p, format!("{good}\nnot json\n")).expect("write");
+        let e = read_history(&p).expect_err("bad line").to_string();
+        assert!(e.contains(":2:"), "{e}");
+        let orphan = r#"{"index":0,"time_ns":1,"process":2,"type":"ok","f":"poll","value":null}"#;
+        std::fs::write(&p, format!("{orphan}\n")).expect("write");
+        let e = read_history(&p).expect_err("orphan").to_string();
+        assert!(
+            e.contains("without a matching invoke") && e.contains(":1:"),
+            "{e}"
+        );
+        std::fs::write(&p, "{\"index\":0}\n").expect("write");
+        let e = read_history(&p).expect_err("missing fields").to_string();
+        assert!(e.contains("missing field"), "{e}");
+    }
+}
