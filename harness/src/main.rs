@@ -34,10 +34,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(code))
         }
         Command::Check { run } => {
-            anyhow::bail!(
-                "`harness check {}`: the checkers are not wired in yet",
-                run.display()
-            )
+            let code = harness::run::check_run(&run)?;
+            Ok(ExitCode::from(code))
         }
         Command::Clean => {
             let removed = harness::node::cleanup_leftovers()

@@ -140,3 +140,59 @@ fn deploy_and_run(spec: &TestSpec, nodes: &[Arc<dyn Node>]) -> Result<()> {
          the cluster deployed and was torn down"
     )
 }
+
+/// `harness check <run>`: re-checks `history.jsonl` with the options of the run's `test.json`,
+/// rewrites `results.json`, prints the verdict; returns 0 valid, 1 invalid, 2 unknown.
+pub fn check_run(run: &Path) -> Result<u8> {
+    let history = run.join("history.jsonl");
+    if !history.exists() {
+        bail!(
+            "{} has no history.jsonl; give a run folder such as store/<test>/latest",
+            run.display()
+        );
+    }
+    let spec: Option<TestSpec> = std::fs::read_to_string(run.join("test.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| serde_json::from_value(v["spec"].clone()).ok());
+    let options = match &spec {
+        Some(s) => checkers::CheckOptions {
+            subscribe: s.client.consumer_mode == crate::spec::ConsumerMode::Subscribe,
+            idempotent: s.client.idempotence,
+            final_phase: true,
+        },
+        None => {
+            eprintln!(
+                "harness: warning: no readable test.json in {}; checking with assign, \
+                 non-idempotent, final-phase options",
+                run.display()
+            );
+            checkers::CheckOptions {
+                subscribe: false,
+                idempotent: false,
+                final_phase: true,
+            }
+        }
+    };
+    let result = checkers::check_file(&history, &options)
+        .with_context(|| format!("checking {}", history.display()))?;
+    let value = serde_json::to_value(&result).context("serialising results")?;
+    let tmp = run.join("results.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&value)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, run.join("results.json")).context("replacing results.json")?;
+    for w in &result.warnings {
+        eprintln!("harness: warning: {w}");
+    }
+    for (kind, f) in &result.anomalies {
+        let marker = if result.invalidating.contains(kind) {
+            "INVALID"
+        } else {
+            "info"
+        };
+        println!("{kind}: {} ({marker}) — {}", f.count, f.explanation);
+    }
+    let verdict = results::verdict::Verdict::from_valid(&result.valid);
+    println!("valid: {}", result.valid);
+    Ok(results::verdict::exit_code(&[verdict]))
+}
