@@ -99,3 +99,22 @@ async fn librdkafka_idempotent_producer_writes_each_record_once() {
         "each record once, in order"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_admin_creates_topics() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = BrokerProc::start(dir.path(), &[]);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", b.addr())
+        .create()
+        .expect("admin");
+    let t =
+        NewTopic::new("made-by-admin", 3, TopicReplication::Fixed(1)).set("retention.ms", "60000");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let r = admin.create_topics([&t], &opts).await.expect("answered");
+    assert!(r[0].is_ok(), "{r:?}");
+    let parts = b.connect().topic_metadata("made-by-admin").expect("exists");
+    assert_eq!(parts.len(), 3);
+}

@@ -6,3 +6,4 @@ pub mod deploy;
 pub mod node;
 pub mod run;
 pub mod spec;
+pub mod workload;

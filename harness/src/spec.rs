@@ -190,7 +190,7 @@ impl Default for ClientSpec {
             transactions: false,
             isolation_level: "read_uncommitted".into(),
             consumer_mode: ConsumerMode::Assign,
-            client: ClientKind::Native,
+            client: ClientKind::Rdkafka,
             retries: 0,
             request_timeout_ms: 5_000,
         }

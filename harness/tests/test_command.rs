@@ -1,6 +1,7 @@
 //! `harness test` as users run it, on the default netns backend: the run folder and test.json
-//! are written, three real brokers are deployed and become ready, the phases not built yet are
-//! reported with exit code 2, and the teardown keeps the broker logs and leaves no namespace.
+//! are written, three real brokers are deployed, the queue workload runs through librdkafka and
+//! the final reads follow, the history is checked (a fault-free run is valid: exit 0), and the
+//! teardown keeps the broker logs and leaves no namespace.
 
 use std::process::Command;
 
@@ -23,14 +24,28 @@ fn harness_test_deploys_stores_and_tears_down() {
         .output()
         .expect("harness runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("3 brokers ready"), "{stderr}");
-    assert!(stderr.contains("not built yet"), "{stderr}");
     let run = std::fs::read_link(store.path().join("smoke/latest")).expect("latest link");
     let test_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("test.json")).expect("test.json"))
             .expect("json");
     assert_eq!(test_json["spec"]["nodes"], 3);
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("results.json")).expect("results.json"),
+    )
+    .expect("json");
+    assert_eq!(results["valid"], true, "{results:#}");
+    assert!(
+        results["stats"]["sends"]["ok"].as_u64().unwrap_or(0) >= 5,
+        "{results:#}"
+    );
+    assert!(
+        results["stats"]["reads"].as_u64().unwrap_or(0) >= 5,
+        "{results:#}"
+    );
+    let history = std::fs::read_to_string(run.join("history.jsonl")).expect("history");
+    assert!(history.lines().count() > 20);
     for n in ["n1", "n2", "n3"] {
         let log = std::fs::read_to_string(run.join("nodes").join(n).join("broker.log"))
             .expect("broker log kept");
@@ -39,6 +54,18 @@ fn harness_test_deploys_stores_and_tears_down() {
     }
     let after: Vec<String> = harness::node::netns::list_netns();
     assert_eq!(before, after, "no namespace left behind");
+}
+
+#[test]
+fn faults_not_wired_yet_are_refused_before_anything_starts() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["test", "--nodes", "3", "--nemesis", "partition", "--store"])
+        .arg(store.path())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not wired"));
 }
 
 #[test]

@@ -188,7 +188,38 @@ impl Broker {
                 host,
                 adv.port,
             )?;
-            MetadataSource::Quorum(MetadataNode::start(mc, clock.clone()).await?)
+            let node = MetadataNode::start(mc, clock.clone()).await?;
+            // Like a KRaft broker, serve clients only once registered with the active controller
+            // and holding its image: a client's first Metadata then names every live broker and
+            // the controller (librdkafka's admin client waits forever for an unknown one).
+            let wait_ms: u64 = config
+                .raw
+                .get("broker.startup.timeout.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(120_000);
+            let mut rx = node.subscribe();
+            let me = config.node_id;
+            let registered = tokio::time::timeout(Duration::from_millis(wait_ms), async {
+                loop {
+                    if rx.borrow_and_update().is_live(me) {
+                        return;
+                    }
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await;
+            if registered.is_err() {
+                return Err(OpenError::Dir {
+                    what: "registering with the controller quorum".into(),
+                    path: dir.clone(),
+                    message: format!(
+                        "no active controller registered this broker within {wait_ms} ms; check controller.quorum.voters and that a majority of controllers runs"
+                    ),
+                });
+            }
+            MetadataSource::Quorum(node)
         } else {
             let path = dir.join("metadata-image.json");
             let mut image = load_image(&path)?;

@@ -22,6 +22,7 @@ pub fn free_port() -> u16 {
 
 /// A running broker process.
 pub struct BrokerProc {
+    launching: bool,
     pub node_id: i32,
     pub port: u16,
     pub metrics_port: u16,
@@ -34,6 +35,7 @@ impl BrokerProc {
     /// Starts a broker with `props` added to a minimal config, waiting until it accepts.
     pub fn start(dir: &Path, props: &[(&str, &str)]) -> BrokerProc {
         let mut b = BrokerProc {
+            launching: false,
             node_id: 1,
             port: free_port(),
             metrics_port: free_port(),
@@ -82,7 +84,22 @@ impl BrokerProc {
         }
         let child = cmd.spawn().expect("spawn broker");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_port();
+    }
+
+    /// Launches without waiting (cluster nodes wait for each other's quorum before listening).
+    fn launch(&mut self) {
+        self.launching = true;
+        self.spawn();
+        self.launching = false;
+    }
+
+    /// Waits until the Kafka port accepts connections.
+    fn wait_port(&self) {
+        if self.launching {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
@@ -127,6 +144,7 @@ impl BrokerProc {
             let ndir = dir.join(format!("n{}", i + 1));
             std::fs::create_dir_all(&ndir).expect("node dir");
             let mut b = BrokerProc {
+                launching: false,
                 node_id: i + 1,
                 port: free_port(),
                 metrics_port: free_port(),
@@ -134,8 +152,11 @@ impl BrokerProc {
                 props: all,
                 child: None,
             };
-            b.spawn();
+            b.launch();
             nodes.push(b);
+        }
+        for b in &nodes {
+            b.wait_port();
         }
         nodes
     }
