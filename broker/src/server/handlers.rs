@@ -847,6 +847,14 @@ pub const ERROR_CAPABLE: &[ApiKey] = &[
 /// API's response can carry it; `None` means the connection must be closed instead.
 pub fn unsupported(req: &RequestKind, version: i16) -> Option<ResponseKind> {
     let code = codes::UNSUPPORTED_VERSION;
+    // A response whose only content is its top-level error code.
+    macro_rules! error_only {
+        ($variant:ident, $resp:ty) => {{
+            let mut resp = <$resp>::default();
+            resp.error_code = code;
+            ResponseKind::$variant(resp)
+        }};
+    }
     Some(match req {
         RequestKind::FindCoordinator(r) => {
             let mut resp = FindCoordinatorResponse::default();
@@ -866,31 +874,11 @@ pub fn unsupported(req: &RequestKind, version: i16) -> Option<ResponseKind> {
             }
             ResponseKind::FindCoordinator(resp)
         }
-        RequestKind::InitProducerId(_) => {
-            let mut resp = InitProducerIdResponse::default();
-            resp.error_code = code;
-            ResponseKind::InitProducerId(resp)
-        }
-        RequestKind::Heartbeat(_) => {
-            let mut resp = HeartbeatResponse::default();
-            resp.error_code = code;
-            ResponseKind::Heartbeat(resp)
-        }
-        RequestKind::JoinGroup(_) => {
-            let mut resp = JoinGroupResponse::default();
-            resp.error_code = code;
-            ResponseKind::JoinGroup(resp)
-        }
-        RequestKind::SyncGroup(_) => {
-            let mut resp = SyncGroupResponse::default();
-            resp.error_code = code;
-            ResponseKind::SyncGroup(resp)
-        }
-        RequestKind::LeaveGroup(_) => {
-            let mut resp = LeaveGroupResponse::default();
-            resp.error_code = code;
-            ResponseKind::LeaveGroup(resp)
-        }
+        RequestKind::InitProducerId(_) => error_only!(InitProducerId, InitProducerIdResponse),
+        RequestKind::Heartbeat(_) => error_only!(Heartbeat, HeartbeatResponse),
+        RequestKind::JoinGroup(_) => error_only!(JoinGroup, JoinGroupResponse),
+        RequestKind::SyncGroup(_) => error_only!(SyncGroup, SyncGroupResponse),
+        RequestKind::LeaveGroup(_) => error_only!(LeaveGroup, LeaveGroupResponse),
         _ => return None,
     })
 }
