@@ -79,13 +79,24 @@ impl Segment {
         index_interval_bytes: u32,
         now_ms: i64,
     ) -> Result<Segment, LogError> {
+        Self::empty(dir, base_offset, index_interval_bytes, true, now_ms)
+    }
+
+    /// A segment with its three files open (truncated when `truncate`) and nothing scanned yet.
+    fn empty(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+        truncate: bool,
+        now_ms: i64,
+    ) -> Result<Segment, LogError> {
         let (log_p, idx_p, tidx_p) = Self::paths(dir, base_offset);
         Ok(Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            log: Self::open_rw(&log_p, true)?,
-            index_file: Self::open_rw(&idx_p, true)?,
-            time_index_file: Self::open_rw(&tidx_p, true)?,
+            log: Self::open_rw(&log_p, truncate)?,
+            index_file: Self::open_rw(&idx_p, truncate)?,
+            time_index_file: Self::open_rw(&tidx_p, truncate)?,
             size: 0,
             next_offset: base_offset,
             index: Vec::new(),
@@ -108,24 +119,9 @@ impl Segment {
         validate: bool,
         now_ms: i64,
     ) -> Result<(Segment, ScanReport, bool), LogError> {
-        let (log_p, idx_p, tidx_p) = Self::paths(dir, base_offset);
-        let log = Self::open_rw(&log_p, false)?;
-        let file_len = log.metadata().map_err(io_err(&log_p, "stat"))?.len();
-        let mut seg = Segment {
-            base_offset,
-            dir: dir.to_path_buf(),
-            log,
-            index_file: Self::open_rw(&idx_p, false)?,
-            time_index_file: Self::open_rw(&tidx_p, false)?,
-            size: 0,
-            next_offset: base_offset,
-            index: Vec::new(),
-            time_index: Vec::new(),
-            bytes_since_index: 0,
-            max_timestamp: -1,
-            created_ms: now_ms,
-            index_interval_bytes,
-        };
+        let log_p = Self::paths(dir, base_offset).0;
+        let mut seg = Self::empty(dir, base_offset, index_interval_bytes, false, now_ms)?;
+        let file_len = seg.log.metadata().map_err(io_err(&log_p, "stat"))?.len();
         let mut report = ScanReport::default();
         let mut pos = 0u64;
         let mut header = [0u8; HEADER_SIZE];
