@@ -293,6 +293,15 @@ impl BrokerConfig {
         Self::from_pairs(pairs)
     }
 
+    /// A property read as given (`raw`) and parsed, or `default` when it is absent or does not
+    /// parse: for the settings the broker's parts read beyond the validated ones.
+    pub fn raw_or<T: std::str::FromStr>(&self, key: &str, default: T) -> T {
+        self.raw
+            .get(key)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    }
+
     /// Builds the config from key/value pairs (later pairs win).
     pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<BrokerConfig, ConfigError> {
         let raw: BTreeMap<String, String> = pairs.into_iter().collect();

@@ -323,10 +323,12 @@ fn unsupported_apis_and_versions_get_kafka_errors_and_keep_the_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let b = BrokerProc::start(dir.path(), &[]);
     let mut c = b.connect();
+    // FindCoordinator v5 is past our range (0-4): each key gets UNSUPPORTED_VERSION.
     let mut fc = FindCoordinatorRequest::default();
-    fc.key = kafka_protocol::protocol::StrBytes::from_static_str("g");
-    let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 2, &fc).expect("answered");
-    assert_eq!(r.error_code, 35);
+    fc.coordinator_keys = vec![kafka_protocol::protocol::StrBytes::from_static_str("g")];
+    let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 5, &fc).expect("answered");
+    assert_eq!(r.coordinators.len(), 1);
+    assert_eq!(r.coordinators[0].error_code, 35);
     // ApiVersions v99 (KIP-511): a v0 answer with UNSUPPORTED_VERSION and our ranges.
     let mut frame = Vec::new();
     let body: Vec<u8> = [18i16.to_be_bytes(), 99i16.to_be_bytes()]

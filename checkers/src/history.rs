@@ -29,6 +29,9 @@ impl Process {
     }
 }
 
+/// The process id of the workload's final reader (the reads after the nemesis healed).
+pub const FINAL_PROCESS: u64 = 1_000_000;
+
 /// The type of an op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,7 +58,8 @@ pub struct Op {
     /// Invoke or completion type.
     #[serde(rename = "type")]
     pub op_type: OpType,
-    /// The function (`send`, `poll`, `txn`, `assign`, `subscribe`, `crash`, nemesis names).
+    /// The function (`send`, `poll`, `txn`, `assign`, `subscribe`, `crash`, `commit`,
+    /// `committed`, nemesis names).
     pub f: String,
     /// The micro-ops (clients) or details (nemesis).
     #[serde(default)]
@@ -157,19 +161,45 @@ impl HistoryWriter {
     }
 }
 
-/// Reads a history, checking every line; a truncated last line (a crash mid-write) is dropped
-/// with a warning, anything else malformed is an error naming the line.
-pub fn read_history(path: &Path) -> Result<History, HistoryError> {
+/// One history line as read, its micro-ops left as raw JSON for the caller to parse.
+#[derive(Debug, Deserialize)]
+pub struct RawOp<'a> {
+    /// Position in the history.
+    pub index: u64,
+    /// Nanoseconds since the test started.
+    pub time_ns: u64,
+    /// Who.
+    pub process: Process,
+    /// Invoke or completion type.
+    #[serde(rename = "type")]
+    pub op_type: OpType,
+    /// The function.
+    #[serde(borrow)]
+    pub f: std::borrow::Cow<'a, str>,
+    /// The micro-ops or details, unparsed (absent or `null` when the op carries none).
+    #[serde(borrow, default)]
+    pub value: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Reads a history line by line, checking each (JSON shape, an invoke per completion, no
+/// second invoke while one is open) and handing it to `each`; returns the warnings. A
+/// truncated last line (a crash mid-write) is dropped with a warning; anything else malformed,
+/// or an error from `each`, is an error naming the line.
+pub fn scan(
+    path: &Path,
+    mut each: impl FnMut(RawOp<'_>) -> Result<(), String>,
+) -> Result<Vec<String>, HistoryError> {
     let io = |source| HistoryError::Io {
         path: path.to_path_buf(),
         source,
     };
     let file = File::open(path).map_err(io)?;
-    let mut reader = BufReader::new(file);
-    let mut history = History::default();
-    let mut open: std::collections::HashMap<Process, usize> = Default::default();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut warnings = Vec::new();
+    let mut open: std::collections::HashMap<Process, u64> = Default::default();
     let mut line = String::new();
     let mut n = 0;
+    let nemesis = Process::nemesis();
     loop {
         line.clear();
         let read = reader.read_line(&mut line).map_err(io)?;
@@ -187,25 +217,26 @@ pub fn read_history(path: &Path) -> Result<History, HistoryError> {
             line: n,
             message,
         };
-        let op: Op = match serde_json::from_str(text) {
+        let op: RawOp = match serde_json::from_str(text) {
             Ok(op) => op,
             Err(e) if !complete_line => {
-                history.warnings.push(format!(
+                warnings.push(format!(
                     "line {n} is truncated ({e}); dropped it (the harness probably stopped mid-write)"
                 ));
                 break;
             }
             Err(e) => return Err(malformed(format!("not a history op: {e}"))),
         };
-        if op.process != Process::nemesis() {
+        if op.process != nemesis {
             match op.op_type {
                 OpType::Invoke => {
-                    if let Some(prev) = open.insert(op.process.clone(), history.ops.len()) {
+                    if let Some(prev) = open.get(&op.process) {
                         return Err(malformed(format!(
-                            "process {:?} invokes again while its op at index {} is still open",
-                            op.process, history.ops[prev].index
+                            "process {:?} invokes again while its op at index {prev} is still open",
+                            op.process
                         )));
                     }
+                    open.insert(op.process.clone(), op.index);
                 }
                 _ => {
                     if open.remove(&op.process).is_none() {
@@ -217,9 +248,30 @@ pub fn read_history(path: &Path) -> Result<History, HistoryError> {
                 }
             }
         }
-        history.ops.push(op);
+        each(op).map_err(malformed)?;
     }
-    Ok(history)
+    Ok(warnings)
+}
+
+/// Reads a whole history into memory (see [`scan`] for what is checked).
+pub fn read_history(path: &Path) -> Result<History, HistoryError> {
+    let mut ops = Vec::new();
+    let warnings = scan(path, |raw| {
+        let value = match raw.value {
+            Some(v) => serde_json::from_str(v.get()).map_err(|e| format!("bad value: {e}"))?,
+            None => Value::Null,
+        };
+        ops.push(Op {
+            index: raw.index,
+            time_ns: raw.time_ns,
+            process: raw.process,
+            op_type: raw.op_type,
+            f: raw.f.into_owned(),
+            value,
+        });
+        Ok(())
+    })?;
+    Ok(History { ops, warnings })
 }
 
 #[cfg(test)]

@@ -1,17 +1,61 @@
-//! The history model (`history`: ops, JSON Lines writer and reader) and the checkers (`queue`:
-//! Jepsen's Kafka queue anomalies). Pure over a history: nothing here knows brokers, nodes or
-//! networks. Dependency-cycle search (G0, G1c), statistics and the synthetic history generator
-//! are still to come (issue "Checkers").
+//! The history model (`history`: ops, JSON Lines writer and reader) and the checkers: `txns`
+//! pairs and parses client ops, `queue` finds Jepsen's Kafka queue anomalies, `cycles` the
+//! Elle-style dependency cycles (G0, G1c and variants) on petgraph, `commits` the consumer
+//! group's committed offsets (`lost-commit`); `synth` generates seeded
+//! synthetic histories with anomalies injected on demand (tests, benchmarks). Pure over a
+//! history: nothing here knows brokers, nodes or networks.
 
+pub mod commits;
+pub mod cycles;
 pub mod history;
 pub mod queue;
+pub mod stats;
+pub mod synth;
+pub mod txns;
 
 use std::path::Path;
 
 pub use history::{read_history, History, HistoryError, HistoryWriter, Op, OpType, Process};
 pub use queue::{check, CheckOptions, CheckResult, Finding};
 
-/// Reads a history file and checks it.
+/// Reads a history file and checks it, streaming: each line's micro-ops are parsed straight
+/// into the checker's compact form, so memory holds no JSON of the history.
 pub fn check_file(path: &Path, options: &CheckOptions) -> Result<CheckResult, HistoryError> {
-    Ok(check(&read_history(path)?, options))
+    let mut b = txns::Builder::new();
+    let mut commits = commits::Commits::new();
+    let mut lines = 0usize;
+    let nemesis = Process::nemesis();
+    let warnings = history::scan(path, |raw| {
+        lines += 1;
+        if raw.process == nemesis {
+            return Ok(());
+        }
+        commits.op_raw(
+            raw.index,
+            &raw.process,
+            raw.op_type,
+            &raw.f,
+            raw.value.map(|v| v.get()),
+        );
+        if raw.op_type == OpType::Invoke {
+            b.invoke(raw.index, raw.time_ns, &raw.process, &raw.f);
+        } else {
+            b.complete(
+                raw.index,
+                raw.time_ns,
+                &raw.process,
+                raw.op_type,
+                &raw.f,
+                raw.value.is_none(),
+            );
+        }
+        if let Some(v) = raw.value {
+            txns::feed_raw(&mut b, v.get())
+                .map_err(|e| format!("bad micro-ops in `value`: {e}"))?;
+        }
+        b.end();
+        Ok(())
+    })?;
+    let t = b.finish();
+    Ok(queue::check_txns(&t, &commits, lines, &warnings, options))
 }

@@ -1,19 +1,27 @@
 //! The queue checker, after Jepsen's Kafka analysis: from every send acknowledgement and every
 //! poll it builds, per key, the version order (offset → values), then finds `lost-write`,
-//! `unseen`, `duplicate`, `inconsistent-offsets`, `G1a` (aborted read), `poll-skip`,
-//! `nonmonotonic-poll`, `int-poll-skip`, `int-nonmonotonic-poll` and `nonmonotonic-send`, each
-//! with examples and an explanation. Which kinds invalidate a run depends on [`CheckOptions`]
-//! and is stated in the result.
+//! `unseen`, `duplicate`, `inconsistent-offsets`, `G1a` (aborted read), `precommitted-read`,
+//! `poll-skip`, `nonmonotonic-poll`, `int-poll-skip`, `int-nonmonotonic-poll`,
+//! `nonmonotonic-send`, `int-send-skip` and `int-nonmonotonic-send`, and with [`crate::cycles`]
+//! the dependency cycles G0 and G1c (plain, process and realtime), each with examples and an
+//! explanation. Which kinds invalidate a run depends on [`CheckOptions`] and is stated in the
+//! result.
+//!
+//! Invariants: a send counts as committed when its op is ok, or when it is indeterminate and a
+//! read proves it visible; a failed send is never committed. Only ok polls are evidence of what
+//! was read. Everything is linear or n log n in the history's size.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::history::{History, Op, OpType, Process};
+use crate::commits::{Commits, LOST_COMMIT};
+use crate::history::{History, Process};
+use crate::txns::{self, Kind, Status, Txns};
 
 /// Run settings that decide which anomalies invalidate the run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckOptions {
     /// Consumers subscribed (rebalances make skips and rewinds legitimate).
     pub subscribe: bool,
@@ -21,6 +29,31 @@ pub struct CheckOptions {
     pub idempotent: bool,
     /// The final phase read every partition from the start (unseen writes are then lost).
     pub final_phase: bool,
+    /// The run used transactions (sends and polls in one op).
+    #[serde(default)]
+    pub transactions: bool,
+    /// Infer write-write dependencies from each key's log order. Kafka does not promise that
+    /// concurrent transactions' writes are ordered alike on every partition, so cycles through
+    /// ww edges are reported but, as in Jepsen, do not invalidate; without ww edges a G1c
+    /// cycle is certain and invalidates.
+    #[serde(default = "yes")]
+    pub ww_deps: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            subscribe: false,
+            idempotent: false,
+            final_phase: true,
+            transactions: false,
+            ww_deps: true,
+        }
+    }
 }
 
 /// One anomaly kind's findings.
@@ -68,6 +101,16 @@ pub const KINDS: &[&str] = &[
     "int-poll-skip",
     "int-nonmonotonic-poll",
     "nonmonotonic-send",
+    "int-send-skip",
+    "int-nonmonotonic-send",
+    "precommitted-read",
+    "G0",
+    "G0-process",
+    "G0-realtime",
+    "G1c",
+    "G1c-process",
+    "G1c-realtime",
+    "lost-commit",
 ];
 
 fn explanation(kind: &str) -> &'static str {
@@ -82,13 +125,44 @@ fn explanation(kind: &str) -> &'static str {
         "int-poll-skip" => "Within one poll, consecutive records of a key skipped offsets that exist.",
         "int-nonmonotonic-poll" => "Within one poll, offsets of a key went backwards or repeated.",
         "nonmonotonic-send" => "A process's successive acknowledged sends to a key got decreasing offsets.",
+        "int-send-skip" => "Within one op, another write landed between two sends to one key (expected for non-transactional ops; a transaction's sends need not be contiguous either).",
+        "int-nonmonotonic-send" => "Within one op, a later send to a key was acknowledged at a lower or equal offset.",
+        "precommitted-read" => "A transaction polled a value it sent itself, before it committed.",
+        "G0" => "Write cycle: ops whose writes are ordered one way on one key and the other way on another (ww edges only).",
+        "G1c" => "Circular information flow: a cycle of write-write and write-read dependencies, each op seeing or following the other's effects.",
+        "G0-process" => "A write cycle that also uses the order of ops within one process.",
+        "G1c-process" => "A cycle of ww/wr dependencies that also uses the order of ops within one process.",
+        "G0-realtime" => "A write cycle that also uses realtime order: an op completed before another was invoked, yet its write is ordered after the other's.",
+        "G1c-realtime" => "A cycle of ww/wr dependencies that also uses realtime order (an op completed before another began).",
+        "lost-commit" => "A read of the group's committed offsets returned, for a partition, less than (or nothing after) an offset commit acknowledged before the read began: an acknowledged commit was lost.",
         _ => "",
     }
 }
 
+/// Whether a finding example's field names op indices (`op`, `ops`, `*_op`).
+pub fn is_op_field(name: &str) -> bool {
+    name == "op" || name == "ops" || name.ends_with("_op")
+}
+
+/// The op indices (history positions) a finding example names, in field order.
+pub fn example_ops(example: &Value) -> Vec<u64> {
+    let mut out = Vec::new();
+    if let Some(obj) = example.as_object() {
+        for (_, v) in obj.iter().filter(|(k, _)| is_op_field(k)) {
+            match v {
+                Value::Number(n) => out.extend(n.as_u64()),
+                Value::Array(a) => out.extend(a.iter().filter_map(Value::as_u64)),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// The kinds that invalidate a run with these options.
 pub fn invalidating(options: &CheckOptions) -> Vec<String> {
-    let mut v = vec!["lost-write", "inconsistent-offsets", "G1a"];
+    // lost-commit needs commit and committed ops, which only subscribed consumers record.
+    let mut v = vec!["lost-write", "inconsistent-offsets", "G1a", "lost-commit"];
     if options.idempotent {
         v.extend(["duplicate", "nonmonotonic-send"]);
     }
@@ -103,36 +177,67 @@ pub fn invalidating(options: &CheckOptions) -> Vec<String> {
     if options.final_phase {
         v.push("unseen");
     }
+    if options.transactions {
+        v.extend(["precommitted-read", "int-nonmonotonic-send"]);
+    }
+    if !options.ww_deps {
+        v.extend(["G1c", "G1c-process", "G1c-realtime"]);
+    }
     v.into_iter().map(String::from).collect()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SendStatus {
-    Ok,
-    Info,
-    Fail,
-}
+/// A send's status, acknowledged offset and the position of its op in [`Txns::txns`].
+pub(crate) type SendRecord = (Status, Option<i64>, u32);
 
-/// A send's status, acknowledged offset (if any) and op index.
-type SendRecord = (SendStatus, Option<i64>, u64);
-
+/// Per key: what was sent and what was seen where, in sorted arrays (compact, n log n).
 #[derive(Debug, Default)]
-struct KeyData {
+pub(crate) struct KeyData {
     /// value → its send
-    sends: HashMap<i64, SendRecord>,
-    /// offset → values seen there (acks and reads)
-    offsets: BTreeMap<i64, BTreeSet<i64>>,
-    /// value → offsets it was seen at
-    value_offsets: HashMap<i64, BTreeSet<i64>>,
-    /// values read, with the first op that read each
-    read: HashMap<i64, u64>,
-    max_read_offset: Option<i64>,
+    pub sends: HashMap<i64, SendRecord>,
+    /// (offset, value) seen by acks and ok reads, sorted, distinct
+    pub by_offset: Vec<(i64, i64)>,
+    /// the same pairs as (value, offset), sorted
+    pub by_value: Vec<(i64, i64)>,
+    /// (value, op position) of ok reads, sorted; the first per value is its first reader
+    pub reads: Vec<(i64, u32)>,
+    /// distinct offsets known to exist, sorted
+    pub known: Vec<i64>,
+    /// highest offset an ok poll read
+    pub max_read_offset: Option<i64>,
 }
 
-struct Findings(BTreeMap<String, Finding>);
+impl KeyData {
+    /// The lowest offset `v` was seen at.
+    pub fn first_offset(&self, v: i64) -> Option<i64> {
+        let i = self.by_value.partition_point(|(x, _)| *x < v);
+        self.by_value
+            .get(i)
+            .filter(|(x, _)| *x == v)
+            .map(|(_, o)| *o)
+    }
+
+    /// The first op (position) that read `v`, if any did.
+    pub fn first_reader(&self, v: i64) -> Option<u32> {
+        let i = self.reads.partition_point(|(x, _)| *x < v);
+        self.reads.get(i).filter(|(x, _)| *x == v).map(|(_, t)| *t)
+    }
+
+    /// Was `v` read by an ok poll?
+    pub fn was_read(&self, v: i64) -> bool {
+        self.first_reader(v).is_some()
+    }
+
+    /// An offset strictly between `lo` and `hi` that exists.
+    fn exists_between(&self, lo: i64, hi: i64) -> Option<i64> {
+        let i = self.known.partition_point(|o| *o <= lo);
+        self.known.get(i).copied().filter(|o| *o < hi)
+    }
+}
+
+pub(crate) struct Findings(pub BTreeMap<String, Finding>);
 
 impl Findings {
-    fn add(&mut self, kind: &str, example: Value) {
+    pub(crate) fn add(&mut self, kind: &str, example: Value) {
         let f = self.0.entry(kind.to_string()).or_insert_with(|| Finding {
             explanation: explanation(kind).to_string(),
             ..Finding::default()
@@ -144,226 +249,302 @@ impl Findings {
     }
 }
 
-/// A completed client op with the micro-ops it carries.
-struct Completed<'a> {
-    op: &'a Op,
-    mops: &'a Value,
-}
-
-fn sends(mops: &Value) -> impl Iterator<Item = (String, i64, Option<i64>)> + '_ {
-    mops.as_array().into_iter().flatten().filter_map(|m| {
-        let a = m.as_array()?;
-        if a.first()?.as_str()? != "send" {
-            return None;
-        }
-        let key = a.get(1)?.as_str()?.to_string();
-        match a.get(2)? {
-            Value::Array(ov) => Some((key, ov.get(1)?.as_i64()?, ov.first()?.as_i64())),
-            v => Some((key, v.as_i64()?, None)),
-        }
-    })
-}
-
-fn polls(mops: &Value) -> impl Iterator<Item = (String, Vec<(i64, i64)>)> + '_ {
-    mops.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| {
-            let a = m.as_array()?;
-            if a.first()?.as_str()? != "poll" {
-                return None;
-            }
-            a.get(1)?.as_object()
-        })
-        .flat_map(|obj| {
-            obj.iter().map(|(k, pairs)| {
-                let pairs = pairs
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| Some((p.get(0)?.as_i64()?, p.get(1)?.as_i64()?)))
-                    .collect();
-                (k.clone(), pairs)
-            })
-        })
-}
-
-/// Checks a history.
-pub fn check(history: &History, options: &CheckOptions) -> CheckResult {
-    // Pair completions with invocations (per process, in order).
-    let mut open: HashMap<&Process, &Op> = HashMap::new();
-    let mut completed: Vec<Completed> = Vec::new();
-    for op in &history.ops {
-        if op.process == Process::nemesis() {
-            continue;
-        }
-        match op.op_type {
-            OpType::Invoke => {
-                open.insert(&op.process, op);
-            }
-            _ => {
-                let inv = open.remove(&op.process);
-                let mops = if op.value.is_null() {
-                    inv.map_or(&op.value, |i| &i.value)
-                } else {
-                    &op.value
-                };
-                completed.push(Completed { op, mops });
+/// The value the final phase's reader first read at each (key, offset) of `inconsistent` (key,
+/// offset, ...): one pass over that reader's ops, only when there are inconsistent offsets.
+fn final_values(
+    t: &Txns,
+    inconsistent: &[(u32, i64, Vec<i64>, Vec<i64>)],
+) -> HashMap<(u32, i64), i64> {
+    let mut found = HashMap::new();
+    let final_reader = t
+        .processes
+        .iter()
+        .position(|p| *p == Process::Client(crate::history::FINAL_PROCESS));
+    let Some(final_reader) = final_reader.filter(|_| !inconsistent.is_empty()) else {
+        return found;
+    };
+    let wanted: std::collections::HashSet<(u32, i64)> =
+        inconsistent.iter().map(|(k, o, _, _)| (*k, *o)).collect();
+    for tx in t
+        .txns
+        .iter()
+        .filter(|tx| tx.process as usize == final_reader)
+    {
+        for r in t.reads(tx) {
+            if wanted.contains(&(r.key, r.offset)) {
+                found.entry((r.key, r.offset)).or_insert(r.value);
             }
         }
     }
-    // Still-open invocations are indeterminate.
-    let mut dangling: Vec<&Op> = open.into_values().collect();
-    dangling.sort_by_key(|o| o.index);
+    found
+}
 
-    let mut keys: BTreeMap<String, KeyData> = BTreeMap::new();
-    let (mut n_ok, mut n_info, mut n_fail, mut n_polls, mut n_reads) = (0, 0, 0, 0, 0);
-    let record_send = |keys: &mut BTreeMap<String, KeyData>,
-                       key: String,
-                       v: i64,
-                       off: Option<i64>,
-                       st: SendStatus,
-                       idx: u64| {
-        let kd = keys.entry(key).or_default();
-        let e = kd.sends.entry(v).or_insert((st, off, idx));
-        if st == SendStatus::Ok {
-            *e = (st, off.or(e.1), idx);
-        }
-        if let (Some(o), SendStatus::Ok) = (off, st) {
-            kd.offsets.entry(o).or_default().insert(v);
-            kd.value_offsets.entry(v).or_default().insert(o);
+/// Names, in each inconsistent-offsets example kept, the first op that observed each of its
+/// values at its offset (`ops`, in the order of `values`): an acknowledging send or a poll. The
+/// example is proven once the last of them completed. One pass over the ops, only when there
+/// are such examples.
+fn observers(t: &Txns, examples: &mut [(bool, u32, Value)]) {
+    if examples.is_empty() {
+        return;
+    }
+    let wanted: HashMap<(u32, i64), usize> = examples
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, k, ex))| Some(((*k, ex["offset"].as_i64()?), i)))
+        .collect();
+    // (example, value) -> history index of the first op observing it there.
+    let mut first: HashMap<(usize, i64), u64> = HashMap::new();
+    let mut note = |k: u32, offset: i64, value: i64, index: u64| {
+        if let Some(&i) = wanted.get(&(k, offset)) {
+            let e = first.entry((i, value)).or_insert(index);
+            *e = (*e).min(index);
         }
     };
-    for c in &completed {
-        let st = match c.op.op_type {
-            OpType::Ok => SendStatus::Ok,
-            OpType::Info => SendStatus::Info,
-            _ => SendStatus::Fail,
-        };
-        for (key, v, off) in sends(c.mops) {
-            match st {
-                SendStatus::Ok => n_ok += 1,
-                SendStatus::Info => n_info += 1,
-                SendStatus::Fail => n_fail += 1,
+    for tx in &t.txns {
+        if tx.status == Status::Ok {
+            for &(k, v, off) in t.sends(tx) {
+                if let Some(o) = off {
+                    note(k, o, v, tx.index);
+                }
             }
-            record_send(&mut keys, key, v, off, st, c.op.index);
+        }
+        for r in t.reads(tx) {
+            note(r.key, r.offset, r.value, tx.index);
         }
     }
-    for inv in &dangling {
-        for (key, v, _) in sends(&inv.value) {
-            n_info += 1;
-            record_send(&mut keys, key, v, None, SendStatus::Info, inv.index);
-        }
+    for (i, (_, _, ex)) in examples.iter_mut().enumerate() {
+        let ops: Vec<u64> = ex["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| first.get(&(i, v.as_i64()?)).copied())
+            .collect();
+        ex["ops"] = json!(ops);
     }
-    for c in completed.iter().filter(|c| c.op.op_type == OpType::Ok) {
-        for (key, pairs) in polls(c.mops) {
+}
+
+/// Checks a history held in memory.
+pub fn check(history: &History, options: &CheckOptions) -> CheckResult {
+    let t = txns::build(history);
+    let mut commits = Commits::new();
+    for op in &history.ops {
+        commits.op(op.index, &op.process, op.op_type, &op.f, &op.value);
+    }
+    check_txns(&t, &commits, history.ops.len(), &history.warnings, options)
+}
+
+/// Checks parsed operations and the group's commits (`ops`: history lines, for the stats).
+pub fn check_txns(
+    t: &Txns,
+    commits: &Commits,
+    ops: usize,
+    warnings: &[String],
+    options: &CheckOptions,
+) -> CheckResult {
+    let mut keys: Vec<KeyData> = (0..t.keys.len()).map(|_| KeyData::default()).collect();
+    let (mut n_ok, mut n_info, mut n_fail, mut n_polls, mut n_reads) = (0, 0, 0, 0, 0);
+    for (i, tx) in t.txns.iter().enumerate() {
+        for &(key, v, off) in t.sends(tx) {
+            match tx.status {
+                Status::Ok => n_ok += 1,
+                Status::Info => n_info += 1,
+                Status::Fail => n_fail += 1,
+            }
+            let kd = &mut keys[key as usize];
+            let e = kd.sends.entry(v).or_insert((tx.status, off, i as u32));
+            if tx.status == Status::Ok {
+                *e = (Status::Ok, off.or(e.1), i as u32);
+                if let Some(o) = off {
+                    kd.by_offset.push((o, v));
+                }
+            }
+        }
+        if tx.polled {
             n_polls += 1;
-            let kd = keys.entry(key).or_default();
-            for (o, v) in pairs {
-                n_reads += 1;
-                kd.offsets.entry(o).or_default().insert(v);
-                kd.value_offsets.entry(v).or_default().insert(o);
-                kd.read.entry(v).or_insert(c.op.index);
-                kd.max_read_offset = Some(kd.max_read_offset.map_or(o, |m| m.max(o)));
-            }
+        }
+        for r in t.reads(tx) {
+            n_reads += 1;
+            let kd = &mut keys[r.key as usize];
+            kd.by_offset.push((r.offset, r.value));
+            kd.reads.push((r.value, i as u32));
+            kd.max_read_offset = Some(kd.max_read_offset.map_or(r.offset, |m| m.max(r.offset)));
         }
     }
+    for kd in &mut keys {
+        kd.by_offset.sort_unstable();
+        kd.by_offset.dedup();
+        kd.by_value = kd.by_offset.iter().map(|(o, v)| (*v, *o)).collect();
+        kd.by_value.sort_unstable();
+        kd.reads.sort_unstable();
+        kd.known = kd.by_offset.iter().map(|(o, _)| *o).collect();
+        kd.known.dedup();
+    }
+    let idx = |i: u32| t.txns[i as usize].index;
+    let proc_of = |i: u32| &t.processes[t.txns[i as usize].process as usize];
 
     let mut f = Findings(BTreeMap::new());
-    for (key, kd) in &keys {
-        for (o, vs) in &kd.offsets {
-            if vs.len() > 1 {
+    // Inconsistent offsets whose acknowledged value the final reads did not find are listed
+    // first, so the examples kept show an overwritten acknowledged write whenever there is one.
+    let mut inconsistent = Vec::new();
+    for (k, kd) in keys.iter().enumerate() {
+        let key = &t.keys[k];
+        for run in kd.by_offset.chunk_by(|a, b| a.0 == b.0) {
+            if run.len() > 1 {
+                let offset = run[0].0;
+                let values: Vec<i64> = run.iter().map(|(_, v)| *v).collect();
+                // Which of them an acknowledged send placed at this offset: an acknowledged
+                // write overwritten, not only a read of a record that was never acknowledged.
+                let acked: Vec<i64> = values
+                    .iter()
+                    .copied()
+                    .filter(|v| {
+                        kd.sends
+                            .get(v)
+                            .is_some_and(|s| s.0 == Status::Ok && s.1 == Some(offset))
+                    })
+                    .collect();
+                inconsistent.push((k as u32, offset, values, acked));
+            }
+        }
+        for run in kd.by_value.chunk_by(|a, b| a.0 == b.0) {
+            if run.len() > 1 {
+                let v = run[0].0;
+                let offsets: Vec<i64> = run.iter().map(|(_, o)| *o).collect();
+                let writer = kd.sends.get(&v).map(|s| idx(s.2));
                 f.add(
-                    "inconsistent-offsets",
-                    json!({"key": key, "offset": o, "values": vs}),
+                    "duplicate",
+                    json!({"key": key, "value": v, "offsets": offsets, "send_op": writer}),
                 );
             }
         }
-        for (v, os) in &kd.value_offsets {
-            if os.len() > 1 {
-                f.add("duplicate", json!({"key": key, "value": v, "offsets": os}));
-            }
-        }
-        for (v, first_read) in &kd.read {
-            if let Some((SendStatus::Fail, _, idx)) = kd.sends.get(v) {
+        for run in kd.reads.chunk_by(|a, b| a.0 == b.0) {
+            let (v, first_read) = run[0];
+            if let Some((Status::Fail, _, w)) = kd.sends.get(&v) {
                 f.add(
                     "G1a",
-                    json!({"key": key, "value": v, "failed_send_op": idx, "read_by_op": first_read}),
+                    json!({"key": key, "value": v, "failed_send_op": idx(*w), "read_by_op": idx(first_read)}),
                 );
             }
         }
         let mut acked: Vec<(&i64, &SendRecord)> = kd
             .sends
             .iter()
-            .filter(|(v, (st, _, _))| *st == SendStatus::Ok && !kd.read.contains_key(v))
+            .filter(|(v, (st, _, _))| *st == Status::Ok && !kd.was_read(**v))
             .collect();
         acked.sort_by_key(|(v, _)| **v);
-        for (v, (_, off, idx)) in acked {
+        for (v, (_, off, w)) in acked {
             let later_read = match (off, kd.max_read_offset) {
                 (Some(o), Some(m)) => m > *o,
                 _ => false,
             };
-            let ex = json!({"key": key, "value": v, "offset": off, "send_op": idx, "max_read_offset": kd.max_read_offset});
+            let ex = json!({"key": key, "value": v, "offset": off, "send_op": idx(*w), "max_read_offset": kd.max_read_offset});
             f.add(if later_read { "lost-write" } else { "unseen" }, ex);
         }
     }
-
-    // Per-process order checks.
-    let known: BTreeMap<&str, Vec<i64>> = keys
-        .iter()
-        .map(|(k, kd)| (k.as_str(), kd.offsets.keys().copied().collect()))
+    // What the final reads found at each such offset: an acknowledged value they did not find
+    // was overwritten (lost), not merely contradicted by a stale read.
+    let finals = final_values(t, &inconsistent);
+    let mut inconsistent: Vec<(bool, u32, Value)> = inconsistent
+        .into_iter()
+        .map(|(k, offset, values, acked)| {
+            let final_value = finals.get(&(k, offset)).copied();
+            let overwritten = final_value.is_some_and(|fv| acked.iter().any(|a| *a != fv));
+            let ex = json!({"key": &t.keys[k as usize], "offset": offset, "values": values,
+                            "acked": acked, "final": final_value, "acked_overwritten": overwritten});
+            (!overwritten, k, ex)
+        })
         .collect();
-    let exists_between = |key: &str, lo: i64, hi: i64| -> Option<i64> {
-        let offs = known.get(key)?;
-        let i = offs.partition_point(|o| *o <= lo);
-        offs.get(i).copied().filter(|o| *o < hi)
-    };
-    let mut last_poll: HashMap<(&Process, String), (i64, u64)> = HashMap::new();
-    let mut last_send: HashMap<(&Process, String), (i64, u64)> = HashMap::new();
-    for c in &completed {
-        let p = &c.op.process;
-        if matches!(c.op.f.as_str(), "assign" | "subscribe" | "crash") {
+    inconsistent.sort_by_key(|(kept, _, _)| *kept);
+    let kept = inconsistent.len().min(MAX_EXAMPLES);
+    observers(t, &mut inconsistent[..kept]);
+    for (_, _, ex) in inconsistent {
+        f.add("inconsistent-offsets", ex);
+    }
+
+    let mut last_poll: HashMap<(u32, u32), (i64, u32)> = HashMap::new();
+    let mut last_send: HashMap<(u32, u32), (i64, u32)> = HashMap::new();
+    for (i, tx) in t.txns.iter().enumerate() {
+        let i = i as u32;
+        let p = tx.process;
+        if tx.kind == Kind::Reposition {
             last_poll.retain(|(q, _), _| *q != p);
             continue;
         }
-        if c.op.op_type != OpType::Ok {
+        if tx.status != Status::Ok {
             continue;
         }
-        for (key, v, off) in sends(c.mops) {
-            if let Some(o) = off {
-                if let Some((prev, pidx)) = last_send.insert((p, key.clone()), (o, c.op.index)) {
-                    if o <= prev {
-                        f.add("nonmonotonic-send", json!({"key": key, "process": p, "value": v, "offset": o, "previous_offset": prev, "ops": [pidx, c.op.index]}));
+        let sends = t.sends(tx);
+        let mut first_in_op: Vec<(u32, i64, i64)> = Vec::new();
+        let mut prev_in_op: Vec<(u32, i64, i64)> = Vec::new();
+        for &(key, v, off) in sends {
+            let Some(o) = off else { continue };
+            let kname = &t.keys[key as usize];
+            match prev_in_op.iter_mut().find(|e| e.0 == key) {
+                Some(e) => {
+                    let (pv, po) = (e.1, e.2);
+                    *e = (key, v, o);
+                    if o <= po {
+                        f.add("int-nonmonotonic-send", json!({"key": kname, "process": proc_of(i), "values": [pv, v], "offsets": [po, o], "op": tx.index}));
+                    } else if let Some(skipped) = keys[key as usize].exists_between(po, o) {
+                        f.add("int-send-skip", json!({"key": kname, "process": proc_of(i), "values": [pv, v], "offsets": [po, o], "skipped": skipped, "op": tx.index}));
                     }
+                }
+                None => {
+                    prev_in_op.push((key, v, o));
+                    first_in_op.push((key, v, o));
                 }
             }
         }
-        for (key, pairs) in polls(c.mops) {
-            if pairs.is_empty() {
-                continue;
-            }
-            if let Some((prev, pidx)) = last_poll.get(&(p, key.clone())) {
-                let first = pairs[0].0;
-                if first <= *prev {
-                    f.add("nonmonotonic-poll", json!({"key": key, "process": p, "previous_offset": prev, "offset": first, "ops": [pidx, c.op.index]}));
-                } else if let Some(skipped) = exists_between(&key, *prev, first) {
-                    f.add("poll-skip", json!({"key": key, "process": p, "previous_offset": prev, "offset": first, "skipped": skipped, "ops": [pidx, c.op.index]}));
+        for (key, v, o) in first_in_op {
+            if let Some((prev, pidx)) = last_send.get(&(p, key)) {
+                if o <= *prev {
+                    f.add("nonmonotonic-send", json!({"key": t.keys[key as usize], "process": proc_of(i), "value": v, "offset": o, "previous_offset": prev, "ops": [idx(*pidx), tx.index]}));
                 }
             }
-            for w in pairs.windows(2) {
-                let (a, b) = (w[0].0, w[1].0);
+        }
+        for (key, _, o) in prev_in_op {
+            last_send.insert((p, key), (o, i));
+        }
+        for group in t.read_groups(tx) {
+            let key = group[0].key;
+            let kd = &keys[key as usize];
+            let kname = &t.keys[key as usize];
+            if let Some((prev, pidx)) = last_poll.get(&(p, key)) {
+                let first = group[0].offset;
+                if first <= *prev {
+                    f.add("nonmonotonic-poll", json!({"key": kname, "process": proc_of(i), "previous_offset": prev, "offset": first, "ops": [idx(*pidx), tx.index]}));
+                } else if let Some(skipped) = kd.exists_between(*prev, first) {
+                    f.add("poll-skip", json!({"key": kname, "process": proc_of(i), "previous_offset": prev, "offset": first, "skipped": skipped, "ops": [idx(*pidx), tx.index]}));
+                }
+            }
+            for w in group.windows(2) {
+                let (a, b) = (w[0].offset, w[1].offset);
                 if b <= a {
                     f.add(
                         "int-nonmonotonic-poll",
-                        json!({"key": key, "process": p, "offsets": [a, b], "op": c.op.index}),
+                        json!({"key": kname, "process": proc_of(i), "offsets": [a, b], "op": tx.index}),
                     );
-                } else if let Some(skipped) = exists_between(&key, a, b) {
-                    f.add("int-poll-skip", json!({"key": key, "process": p, "offsets": [a, b], "skipped": skipped, "op": c.op.index}));
+                } else if let Some(skipped) = kd.exists_between(a, b) {
+                    f.add("int-poll-skip", json!({"key": kname, "process": proc_of(i), "offsets": [a, b], "skipped": skipped, "op": tx.index}));
                 }
             }
-            let last = pairs[pairs.len() - 1].0;
-            last_poll.insert((p, key), (last, c.op.index));
+            // A transaction reading what it sent itself.
+            if !sends.is_empty() {
+                for r in group {
+                    if sends.iter().any(|s| s.0 == key && s.1 == r.value) {
+                        f.add("precommitted-read", json!({"key": kname, "process": proc_of(i), "value": r.value, "offset": r.offset, "op": tx.index}));
+                    }
+                }
+            }
+            let last = group[group.len() - 1].offset;
+            last_poll.insert((p, key), (last, i));
         }
+    }
+
+    let graph = crate::cycles::DependencyGraph::build(t, &keys, options.ww_deps);
+    graph.report(&mut f);
+    for example in commits.lost_commits() {
+        f.add(LOST_COMMIT, example);
     }
 
     let invalid_kinds = invalidating(options);
@@ -382,12 +563,14 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckResult {
         checked: KINDS.iter().map(|s| s.to_string()).collect(),
         options: *options,
         stats: json!({
-            "ops": history.ops.len(),
+            "ops": ops,
             "sends": {"ok": n_ok, "info": n_info, "fail": n_fail},
             "polls": n_polls,
             "reads": n_reads,
-            "keys": keys.len(),
+            "keys": t.keys.len(),
+            "graph": graph.stats(),
+            "commits": commits.stats(),
         }),
-        warnings: history.warnings.clone(),
+        warnings: warnings.to_vec(),
     }
 }

@@ -26,12 +26,51 @@ pub enum Command {
         /// The run directory (holding history.jsonl).
         run: PathBuf,
     },
-    /// Remove what a killed harness left behind (namespaces, links, mounts, processes).
+    /// Remove what a killed harness left behind: namespaces, links, mounts, nft rules and
+    /// processes on this host, the run's Docker containers, network and image, and brokers and
+    /// rules on the ssh hosts of runs whose harness died.
     Clean,
+    /// Reproduce a historical bug mode: run its recipe (configuration and faults) with
+    /// successive seeds until the checker flags the anomaly it leaves, and report the time to
+    /// detect. Exit 0 when the bug was found (with --control: when the run stayed clean), 1
+    /// otherwise, 2 when the harness could not run.
+    Reproduce(Box<ReproduceArgs>),
+    /// Re-render a stored run's report.html from its history, results.json and test.json.
+    Report {
+        /// The run directory (holding history.jsonl).
+        run: PathBuf,
+    },
+    /// Run the config-safety matrix: the same workload and nemesis across acks ×
+    /// min.insync.replicas (and optionally unclean election, idempotence), N runs per cell;
+    /// writes matrix.html and matrix.md. Exit 0 all runs valid, 1 a finding invalidated a
+    /// run, 2 a run could not run.
+    Matrix(Box<crate::matrix::MatrixArgs>),
+    /// Serve the run store over HTTP: runs with verdicts, each report and its files.
+    Serve(crate::serve::ServeArgs),
+}
+
+/// Flags of `harness reproduce`.
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// The bug mode (docs/BUGS.md lists them with the symptom each leaves).
+    pub bug: String,
+    /// Seconds of test time to spend before giving up.
+    #[arg(long, default_value_t = 180)]
+    pub budget: u64,
+    /// Run the recipe without the bug mode (Kafka's fixed behaviour): it must stay clean.
+    #[arg(long)]
+    pub control: bool,
+    /// Repeat the reproduction from this many base seeds (seed, seed+1000, ...) and print the
+    /// median and worst time to detect.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u32,
+    /// Cluster and run settings, as for `harness test` (defaults here: 3 nodes, 30 s runs).
+    #[command(flatten)]
+    pub test: TestArgs,
 }
 
 /// Flags of `harness test`; each overrides the same field of `--spec`.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args, Default, Clone)]
 pub struct TestArgs {
     /// A TOML spec file; flags given here override its fields.
     #[arg(long)]
@@ -69,7 +108,7 @@ pub struct TestArgs {
     /// Consumers assign partitions or subscribe to the topic.
     #[arg(long, value_parser = parse_mode)]
     pub consumer_mode: Option<ConsumerMode>,
-    /// Client library: native or rdkafka.
+    /// Client library: native (our async client) or rdkafka (librdkafka) [default: native].
     #[arg(long, value_parser = parse_client)]
     pub client: Option<ClientKind>,
     /// Target client operations per second over all workers [default: 100].
@@ -84,7 +123,9 @@ pub struct TestArgs {
     /// Seconds the final reads may take [default: 30].
     #[arg(long)]
     pub final_time_limit: Option<u64>,
-    /// Fault kinds, comma-separated: partition,kill,pause,clock,disk [default: none].
+    /// Fault kinds, comma-separated: partition, packet-loss, latency, kill, pause, clock, disk,
+    /// file-corruption, and the scripted follower-restart-failover, replication-cut-failover,
+    /// coordinator-cut-failover [default: none].
     #[arg(long, value_delimiter = ',')]
     pub nemesis: Option<Vec<FaultKind>>,
     /// Mean seconds between faults [default: 10].
@@ -96,6 +137,12 @@ pub struct TestArgs {
     /// Root of the run store [default: store].
     #[arg(long)]
     pub store: Option<PathBuf>,
+    /// Switch on a historical bug mode in every broker (repeatable; docs/BUGS.md lists them).
+    #[arg(long = "bug", value_name = "NAME")]
+    pub bugs: Vec<String>,
+    /// Write JUnit XML here (a test case per run, or per matrix cell) for CI systems.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 fn parse_mode(s: &str) -> Result<ConsumerMode, String> {
@@ -150,6 +197,9 @@ impl TestArgs {
             consumer_mode,
             client
         );
+        if !self.bugs.is_empty() {
+            spec.bugs = self.bugs.clone();
+        }
         for prop in &self.broker_props {
             let (k, v) = prop.split_once('=').ok_or_else(|| SpecError::Invalid {
                 field: "--broker-prop".into(),

@@ -117,6 +117,26 @@ pub fn broker_log(node: &dyn Node) -> PathBuf {
     node.data_dir().join("broker.log")
 }
 
+/// Where deploy writes the files a node's service reads (its `server.properties`).
+pub trait NodeFiles {
+    /// Writes `contents` to `path` as `node`'s service sees it, creating the directory.
+    fn write(&self, node: &dyn Node, path: &Path, contents: &[u8]) -> std::io::Result<()>;
+}
+
+/// Node dirs on the harness's own filesystem (netns, local, and docker, whose node dirs are
+/// bind-mounted at the same path).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostFiles;
+
+impl NodeFiles for HostFiles {
+    fn write(&self, _node: &dyn Node, path: &Path, contents: &[u8]) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, contents)
+    }
+}
+
 /// Writes every node's `server.properties` and starts its broker (`fake_clock` when the run
 /// includes clock faults).
 pub fn start_brokers(
@@ -125,12 +145,27 @@ pub fn start_brokers(
     broker_bin: &Path,
     fake_clock: bool,
 ) -> Result<(), DeployError> {
+    start_brokers_with(nodes, spec, broker_bin, fake_clock, &HostFiles)
+}
+
+/// [`start_brokers`] writing each node's files through `files` (the ssh backend uploads them).
+pub fn start_brokers_with(
+    nodes: &[Arc<dyn Node>],
+    spec: &TestSpec,
+    broker_bin: &Path,
+    fake_clock: bool,
+    files: &dyn NodeFiles,
+) -> Result<(), DeployError> {
     let addrs: Vec<IpAddr> = nodes.iter().map(|n| n.address()).collect();
     for (i, node) in nodes.iter().enumerate() {
         let dir = node.data_dir();
         let path = dir.join("server.properties");
-        std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::write(&path, broker_properties(spec, i, &addrs, &dir)))
+        files
+            .write(
+                node.as_ref(),
+                &path,
+                broker_properties(spec, i, &addrs, &dir).as_bytes(),
+            )
             .map_err(|source| DeployError::Config {
                 node: node.name().to_string(),
                 path: path.clone(),
@@ -138,7 +173,14 @@ pub fn start_brokers(
             })?;
         node.set_service(ServiceSpec {
             program: broker_bin.to_path_buf(),
-            args: vec!["--config".into(), path.display().to_string()],
+            args: ["--config".to_string(), path.display().to_string()]
+                .into_iter()
+                .chain(
+                    spec.bugs
+                        .iter()
+                        .flat_map(|b| ["--bug".to_string(), b.clone()]),
+                )
+                .collect(),
             env: vec![("RUST_LOG".into(), "info".into())],
             log_file: broker_log(node.as_ref()),
             fake_clock,

@@ -3,7 +3,14 @@
 
 pub mod cli;
 pub mod deploy;
+pub mod faults;
+pub mod matrix;
+pub mod metadata;
 pub mod node;
+pub mod progress;
+pub mod report;
+pub mod reproduce;
 pub mod run;
+pub mod serve;
 pub mod spec;
 pub mod workload;

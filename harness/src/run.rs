@@ -1,7 +1,9 @@
-//! One `harness test` run, wired end to end as far as the pieces exist: the run's store folder
-//! and `test.json`, nodes on the chosen backend, the broker deployed and ready, then (when the
-//! workload, nemesis and checker land) the run itself; and always the teardown: brokers stopped,
-//! their logs copied into `nodes/<node>/`, nodes removed — on success, error, or Ctrl-C/SIGTERM.
+//! One `harness test` run, wired end to end: the run's store folder and `test.json` (with the
+//! nemesis schedule), nodes on the chosen backend, faults the backend cannot do refused before
+//! anything starts, the broker deployed and ready, the topic created, the workload's main phase
+//! with the nemesis replaying its schedule, the final heal, recovery, the final reads, the
+//! check; and always the teardown: faults healed (the `Nemesis` guard), brokers stopped, their
+//! logs copied into `nodes/<node>/`, nodes removed — on success, error, or Ctrl-C/SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,12 +11,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use nemesis::Node;
+use nemesis::{Nemesis, Node, Schedule};
 use results::store::RunDir;
 
 use crate::deploy;
-use crate::node::{LocalCluster, NetnsCluster, NetnsOptions};
-use crate::spec::{Backend, FaultKind, TestSpec};
+use crate::faults::{self, FaultDriver, Roles};
+use crate::node::ssh::{HostKeyCheck, SshOptions};
+use crate::node::{
+    DockerCluster, DockerOptions, LocalCluster, NetnsCluster, NetnsOptions, SshCluster,
+};
+use crate::spec::{Backend, FaultKind, SshSpec, TestSpec};
 
 /// Set by SIGINT/SIGTERM; every waiting step checks it and unwinds through the teardown.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -51,6 +57,8 @@ pub fn find_broker_bin() -> Result<PathBuf> {
 enum Cluster {
     Netns(NetnsCluster),
     Local(LocalCluster),
+    Docker(DockerCluster),
+    Ssh(SshCluster),
 }
 
 impl Cluster {
@@ -58,6 +66,8 @@ impl Cluster {
         match self {
             Cluster::Netns(c) => c.nodes(),
             Cluster::Local(c) => c.nodes(),
+            Cluster::Docker(c) => c.nodes(),
+            Cluster::Ssh(c) => c.nodes(),
         }
     }
 
@@ -68,18 +78,73 @@ impl Cluster {
                 c.teardown();
                 Ok(())
             }
+            Cluster::Docker(c) => c
+                .teardown()
+                .context("removing the run's containers, network and image"),
+            Cluster::Ssh(c) => c
+                .teardown()
+                .context("stopping the brokers on the ssh hosts"),
+        }
+    }
+
+    /// How deploy writes a node's files: uploads for ssh, the host filesystem otherwise.
+    fn files(&self) -> &dyn deploy::NodeFiles {
+        match self {
+            Cluster::Ssh(c) => c,
+            _ => &deploy::HostFiles,
         }
     }
 }
 
+/// The ssh backend's options from the spec's `[ssh]` table, with OpenSSH's defaults for what
+/// it leaves out (`~/.ssh/known_hosts`, the first of `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`).
+pub fn ssh_options(ssh: &SshSpec) -> Result<SshOptions> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let dot_ssh = |f: &str| home.as_ref().map(|h| h.join(".ssh").join(f));
+    let private_key = match &ssh.private_key {
+        Some(k) => k.clone(),
+        None => ["id_ed25519", "id_ecdsa", "id_rsa"]
+            .iter()
+            .filter_map(|f| dot_ssh(f))
+            .find(|p| p.is_file())
+            .context("no ssh.private-key given and no ~/.ssh/id_ed25519, id_ecdsa or id_rsa")?,
+    };
+    let host_keys = if ssh.fingerprints.is_empty() {
+        HostKeyCheck::KnownHosts(match &ssh.known_hosts {
+            Some(f) => f.clone(),
+            None => dot_ssh("known_hosts")
+                .context("no ssh.known-hosts or ssh.fingerprints given and no HOME")?,
+        })
+    } else {
+        HostKeyCheck::Fingerprints(ssh.fingerprints.clone())
+    };
+    Ok(SshOptions {
+        hosts: ssh.hosts.clone(),
+        user: ssh.user.clone(),
+        private_key,
+        host_keys,
+        remote_dir: ssh
+            .remote_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::spec::DEFAULT_REMOTE_DIR)),
+        connect_timeout: Duration::from_secs(5),
+    })
+}
+
 /// Runs one test; returns the process exit code (0 valid, 1 invalid, 2 could not run).
 pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
-    if !spec.nemesis.is_empty() {
-        bail!("faults (--nemesis) are not wired into `harness test` yet; run without --nemesis");
-    }
-    if spec.client.client == crate::spec::ClientKind::Native {
-        bail!("the native client is not built yet; use --client rdkafka (the default)");
-    }
+    let node_names: Vec<String> = (1..=spec.nodes).map(|i| format!("n{i}")).collect();
+    let schedule = Schedule::generate_with(
+        spec.seed,
+        &node_names,
+        &spec.nemesis,
+        Duration::from_secs(spec.time_limit),
+        Duration::from_secs_f64(spec.nemesis_interval),
+        nemesis::schedule::ScheduleOptions {
+            data_port: crate::deploy::KAFKA_PORT,
+        },
+    )
+    .context("generating the nemesis schedule")?;
     let run = RunDir::create(&spec.store, &spec.name, SystemTime::now())
         .context("creating the run's store folder")?;
     eprintln!("harness: run folder {}", run.path.display());
@@ -88,6 +153,7 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
         "seed": spec.seed,
         "command_line": command_line,
         "versions": { "harness": env!("CARGO_PKG_VERSION") },
+        "nemesis_schedule": schedule,
     });
     run.write_json(&run.test_json(), &test_json)
         .context("writing test.json")?;
@@ -106,13 +172,65 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
         Backend::Local => {
             Cluster::Local(LocalCluster::create(spec.nodes, &work).context("creating local nodes")?)
         }
-        other => bail!("backend `{other}` is not built yet; use netns or local"),
+        Backend::Docker => Cluster::Docker(
+            DockerCluster::create(
+                spec.nodes,
+                &work,
+                DockerOptions {
+                    broker_bin: find_broker_bin()?,
+                    disk_faults: spec.nemesis.contains(&FaultKind::Disk),
+                },
+            )
+            .context("creating docker nodes (`harness clean` removes leftovers)")?,
+        ),
+        Backend::Ssh => {
+            let ssh = spec
+                .ssh
+                .as_ref()
+                .context("backend ssh needs an [ssh] table in the spec")?;
+            Cluster::Ssh(
+                SshCluster::connect(ssh_options(ssh)?, &work)
+                    .context("connecting to the ssh nodes")?,
+            )
+        }
     };
-    let outcome = deploy_and_run(spec, &cluster.nodes(), &run);
+    let nodes = cluster.nodes();
+    let names: Vec<&str> = nodes.iter().map(|n| n.name()).collect();
+    let outcome = if names != node_names.iter().map(String::as_str).collect::<Vec<_>>() {
+        Err(anyhow::anyhow!(
+            "the backend named its nodes {names:?}, the schedule expects {node_names:?}"
+        ))
+    } else {
+        let nemesis = Arc::new(Nemesis::new(nodes.clone(), spec.seed));
+        match nemesis.check_supported(&spec.nemesis) {
+            Ok(()) => deploy_and_run(spec, &nodes, cluster.files(), &run, &nemesis, &schedule),
+            Err(e) => Err(anyhow::Error::new(e).context(format!(
+                "the {} backend cannot do a requested fault; drop it from --nemesis",
+                spec.backend
+            ))),
+        }
+        // The nemesis guard is dropped here: anything still active is healed before teardown.
+    };
     // Teardown always runs: stop brokers, keep their logs, remove the nodes.
     let nodes = cluster.nodes();
     deploy::stop_brokers(&nodes, Duration::from_secs(5));
-    for n in &nodes {
+    if let Cluster::Ssh(c) = &cluster {
+        // Remote nodes: bring each log, config and data dir back over SSH.
+        for n in &nodes {
+            let collected = run
+                .node_dir(n.name())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|dir| c.collect(n.name(), &dir).map_err(anyhow::Error::new));
+            if let Err(e) = collected {
+                eprintln!(
+                    "harness: warning: collecting {}'s logs and data: {e:#}",
+                    n.name()
+                );
+            }
+        }
+    }
+    let host_fs = !matches!(cluster, Cluster::Ssh(_));
+    for n in nodes.iter().filter(|_| host_fs) {
         if let Ok(dir) = run.node_dir(n.name()) {
             let _ = std::fs::copy(deploy::broker_log(n.as_ref()), dir.join("broker.log"));
             let _ = std::fs::copy(
@@ -121,23 +239,63 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
             );
         }
     }
+    let data_dirs: Vec<(String, PathBuf)> = nodes
+        .iter()
+        .filter(|_| host_fs)
+        .map(|n| (n.name().to_string(), n.data_dir()))
+        .collect();
     let teardown = cluster.teardown();
+    // Keep each node's data (segments, indexes, checkpoints, the metadata log) beside its log:
+    // the fault FS's backing dir when disk faults were on (the mount is gone now), else the
+    // data dir itself. A rename within the store's filesystem costs nothing.
+    for (name, data) in &data_dirs {
+        let backing = data.with_file_name("backing");
+        let src = if backing.is_dir() {
+            backing
+        } else {
+            data.clone()
+        };
+        if let Ok(dir) = run.node_dir(name) {
+            if let Err(e) = std::fs::rename(&src, dir.join("data-dir")) {
+                eprintln!(
+                    "harness: warning: keeping {}'s data dir {} failed: {e}",
+                    name,
+                    src.display()
+                );
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&work);
+    // A run that stopped before its check still gets a report of what it recorded.
+    if !run.report().exists() {
+        crate::report::render_after_run(&run.path);
+    }
     let code = outcome?;
     teardown?;
     Ok(code)
 }
 
-fn deploy_and_run(spec: &TestSpec, nodes: &[Arc<dyn Node>], run: &RunDir) -> Result<u8> {
+fn deploy_and_run(
+    spec: &TestSpec,
+    nodes: &[Arc<dyn Node>],
+    files: &dyn deploy::NodeFiles,
+    run: &RunDir,
+    nemesis: &Arc<Nemesis>,
+    schedule: &Schedule,
+) -> Result<u8> {
+    let progress = crate::progress::Progress::new();
+    progress.phase("deploying brokers");
     let broker = find_broker_bin()?;
-    deploy::start_brokers(
+    deploy::start_brokers_with(
         nodes,
         spec,
         &broker,
         spec.nemesis.contains(&FaultKind::Clock),
+        files,
     )?;
     deploy::wait_ready(nodes, Duration::from_secs(90))?;
-    eprintln!("harness: {} brokers ready", nodes.len());
+    progress.line(&format!("harness: {} brokers ready", nodes.len()));
+    progress.phase("creating the topic");
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted; the cluster was torn down");
     }
@@ -151,15 +309,87 @@ fn deploy_and_run(spec: &TestSpec, nodes: &[Arc<dyn Node>], run: &RunDir) -> Res
         checkers::HistoryWriter::create(&run.history())
             .with_context(|| format!("creating {}", run.history().display()))?,
     );
-    let ops = crate::workload::run(spec, &bootstrap, history, &INTERRUPTED)?;
-    eprintln!("harness: {ops} operations, final reads done; checking");
+    let mut roles = Roles::new(
+        nodes.to_vec(),
+        crate::workload::TOPIC,
+        spec.partitions,
+        spec.seed,
+    );
+    let last_fault = Arc::new(std::sync::Mutex::new(String::new()));
+    let driver = (!schedule.actions.is_empty()).then(|| {
+        progress.line(&format!(
+            "harness: nemesis {} actions over {} s",
+            schedule.actions.len(),
+            spec.time_limit
+        ));
+        FaultDriver::start(
+            nemesis.clone(),
+            Roles::new(
+                nodes.to_vec(),
+                crate::workload::TOPIC,
+                spec.partitions,
+                spec.seed.wrapping_add(1),
+            ),
+            schedule.clone(),
+            history.clone(),
+            &INTERRUPTED,
+            last_fault.clone(),
+        )
+    });
+    let ops_done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watch = progress.watch_run(
+        Duration::from_secs(spec.time_limit),
+        ops_done.clone(),
+        last_fault,
+    );
+    let main = crate::workload::run_main(spec, &bootstrap, history.clone(), &INTERRUPTED, ops_done);
+    drop(watch);
+    if let Some(driver) = driver {
+        let applied = driver.finish()?;
+        progress.line(&format!(
+            "harness: {applied} nemesis actions applied; healing"
+        ));
+    }
+    if !spec.nemesis.is_empty() {
+        progress.phase("final heal and recovery");
+        faults::final_heal(nemesis, &mut roles, schedule, &history)?;
+        deploy::wait_ready(nodes, Duration::from_secs(90))
+            .context("recovery after the final heal")?;
+        // A deposed leader that was cut off answers (and serves reads) as leader until it
+        // learns of the election; final reads from it would miss the new leader's records.
+        match crate::metadata::wait_agreement(
+            nodes,
+            crate::workload::TOPIC,
+            Duration::from_secs(30),
+        ) {
+            Some(took) => tracing::debug!(?took, "every broker agrees on the partition leaders"),
+            None => progress.line(
+                "harness: brokers still disagree about partition leaders after 30 s; reading anyway",
+            ),
+        }
+    }
+    let ops = main?;
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!(
             "interrupted; the history so far is in {}",
             run.history().display()
         );
     }
-    check_run(&run.path)
+    progress.phase("final reads");
+    crate::workload::final_reads(spec, &bootstrap, &history, &INTERRUPTED)?;
+    progress.line(&format!(
+        "harness: {ops} operations, final reads done; checking"
+    ));
+    progress.phase("checking");
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!(
+            "interrupted; the history so far is in {}",
+            run.history().display()
+        );
+    }
+    let code = check_run(&run.path);
+    progress.finish();
+    code
 }
 
 /// `harness check <run>`: re-checks `history.jsonl` with the options of the run's `test.json`,
@@ -181,6 +411,8 @@ pub fn check_run(run: &Path) -> Result<u8> {
             subscribe: s.client.consumer_mode == crate::spec::ConsumerMode::Subscribe,
             idempotent: s.client.idempotence,
             final_phase: true,
+            transactions: s.client.transactions,
+            ..Default::default()
         },
         None => {
             eprintln!(
@@ -188,11 +420,7 @@ pub fn check_run(run: &Path) -> Result<u8> {
                  non-idempotent, final-phase options",
                 run.display()
             );
-            checkers::CheckOptions {
-                subscribe: false,
-                idempotent: false,
-                final_phase: true,
-            }
+            checkers::CheckOptions::default()
         }
     };
     let result = checkers::check_file(&history, &options)
@@ -215,5 +443,6 @@ pub fn check_run(run: &Path) -> Result<u8> {
     }
     let verdict = results::verdict::Verdict::from_valid(&result.valid);
     println!("valid: {}", result.valid);
+    crate::report::render_after_run(run);
     Ok(results::verdict::exit_code(&[verdict]))
 }

@@ -110,38 +110,11 @@ pub enum ClientKind {
     Rdkafka,
 }
 
-/// Fault kinds the nemesis can schedule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FaultKind {
-    /// Network partitions.
-    Partition,
-    /// `kill -9` and restart.
-    Kill,
-    /// SIGSTOP and SIGCONT.
-    Pause,
-    /// Clock bumps and strobes.
-    Clock,
-    /// Disk stalls, errors and lost unfsynced writes.
-    Disk,
-}
-
-impl FromStr for FaultKind {
-    type Err = SpecError;
-    fn from_str(s: &str) -> Result<Self, SpecError> {
-        match s {
-            "partition" => Ok(FaultKind::Partition),
-            "kill" => Ok(FaultKind::Kill),
-            "pause" => Ok(FaultKind::Pause),
-            "clock" => Ok(FaultKind::Clock),
-            "disk" => Ok(FaultKind::Disk),
-            other => Err(SpecError::Invalid {
-                field: "nemesis".into(),
-                reason: format!("`{other}` is not one of partition, kill, pause, clock, disk"),
-            }),
-        }
-    }
-}
+/// Fault kinds the nemesis can schedule (`partition`, `packet-loss`, `latency`, `kill`, `pause`,
+/// `clock`, `disk`, `file-corruption`, and the scripted `follower-restart-failover`,
+/// `replication-cut-failover`, `coordinator-cut-failover`): the nemesis crate's own list, so
+/// the two never differ.
+pub use nemesis::FaultKind;
 
 /// SSH settings for the `ssh` backend.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -155,10 +128,18 @@ pub struct SshSpec {
     pub private_key: Option<PathBuf>,
     /// known_hosts file used to verify host keys.
     pub known_hosts: Option<PathBuf>,
-    /// Pinned host key fingerprints (`SHA256:...`), instead of known_hosts.
+    /// Pinned host key fingerprints (`SHA256:...`, as `ssh-keygen -lf` prints them), instead of
+    /// known_hosts: a host is accepted when its key's fingerprint is one of these.
     #[serde(default)]
     pub fingerprints: Vec<String>,
+    /// Remote directory for the broker binary, its config, log and data (`<node>/` per node)
+    /// [default: /var/tmp/jepsen-harness].
+    #[serde(default)]
+    pub remote_dir: Option<PathBuf>,
 }
+
+/// The remote directory when the spec gives none.
+pub const DEFAULT_REMOTE_DIR: &str = "/var/tmp/jepsen-harness";
 
 /// Client-side settings of the workload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -190,7 +171,7 @@ impl Default for ClientSpec {
             transactions: false,
             isolation_level: "read_uncommitted".into(),
             consumer_mode: ConsumerMode::Assign,
-            client: ClientKind::Rdkafka,
+            client: ClientKind::Native,
             retries: 0,
             request_timeout_ms: 5_000,
         }
@@ -234,6 +215,9 @@ pub struct TestSpec {
     pub seed: u64,
     /// Root of the run store.
     pub store: PathBuf,
+    /// Historical bug modes switched on in every broker (`broker --bug NAME`; see
+    /// docs/BUGS.md). Empty: Kafka's fixed behaviour.
+    pub bugs: Vec<String>,
 }
 
 impl Default for TestSpec {
@@ -255,6 +239,7 @@ impl Default for TestSpec {
             nemesis_interval: 10.0,
             seed: 0,
             store: PathBuf::from("store"),
+            bugs: Vec::new(),
         }
     }
 }
@@ -335,6 +320,11 @@ impl TestSpec {
                 reason,
             })
         };
+        for bug in &self.bugs {
+            if let Err(e) = broker::replication::ReplicationBugs::none().enable(bug) {
+                return invalid("bugs", e.to_string());
+            }
+        }
         if self.name.is_empty()
             || !self
                 .name
@@ -403,6 +393,14 @@ impl TestSpec {
                 "transactions need client.idempotence = true (as in Kafka)".into(),
             );
         }
+        if self.client.transactions && self.client.isolation_level != "read_committed" {
+            return invalid(
+                "client.isolation-level",
+                "with transactions, a read_uncommitted consumer reads aborted writes by design; \
+                 use --isolation-level read_committed"
+                    .into(),
+            );
+        }
         if let Some(v) = self.broker.get("min.insync.replicas") {
             match v.parse::<u16>() {
                 Ok(n) if n >= 1 => {}
@@ -430,6 +428,33 @@ impl TestSpec {
                         self.nodes
                     ),
                 )
+            }
+            (Backend::Ssh, Some(ssh)) => {
+                if ssh.user.trim().is_empty() {
+                    return invalid("ssh.user", "must name the remote user".into());
+                }
+                if ssh.known_hosts.is_some() && !ssh.fingerprints.is_empty() {
+                    return invalid(
+                        "ssh.fingerprints",
+                        "give either ssh.known-hosts or ssh.fingerprints, not both".into(),
+                    );
+                }
+                if let Some(bad) = ssh.fingerprints.iter().find(|f| !f.starts_with("SHA256:")) {
+                    return invalid(
+                        "ssh.fingerprints",
+                        format!(
+                            "`{bad}` is not a SHA256:... fingerprint (see `ssh-keygen -lf KEY`)"
+                        ),
+                    );
+                }
+                if let Some(dir) = &ssh.remote_dir {
+                    if !dir.is_absolute() || dir == Path::new("/") {
+                        return invalid(
+                            "ssh.remote-dir",
+                            format!("`{}` must be an absolute path other than /", dir.display()),
+                        );
+                    }
+                }
             }
             _ => {}
         }
@@ -493,5 +518,41 @@ mod tests {
         };
         let err = spec.validate().expect_err("too few hosts").to_string();
         assert!(err.contains("ssh.hosts"), "{err}");
+    }
+
+    #[test]
+    fn ssh_settings_are_checked() {
+        let spec = TestSpec::from_toml(
+            r#"
+            nodes = 1
+            replication-factor = 1
+            backend = "ssh"
+            [ssh]
+            hosts = ["10.0.0.1:2222"]
+            user = "root"
+            fingerprints = ["SHA256:abc"]
+            remote-dir = "/srv/jh"
+            "#,
+        )
+        .expect("valid spec");
+        spec.validate().expect("valid");
+        let with = |f: &dyn Fn(&mut SshSpec)| {
+            let mut s = spec.clone();
+            if let Some(ssh) = s.ssh.as_mut() {
+                f(ssh);
+            }
+            s.validate().map_err(|e| e.to_string())
+        };
+        let err = with(&|s| s.known_hosts = Some("/k".into())).expect_err("both");
+        assert!(err.contains("either"), "{err}");
+        let err = with(&|s| s.fingerprints = vec!["MD5:aa".into()]).expect_err("not sha256");
+        assert!(err.contains("SHA256"), "{err}");
+        let err = with(&|s| s.remote_dir = Some("rel/dir".into())).expect_err("relative");
+        assert!(err.contains("ssh.remote-dir"), "{err}");
+        let err = with(&|s| s.user = String::new()).expect_err("no user");
+        assert!(err.contains("ssh.user"), "{err}");
+        let err = TestSpec::from_toml("[ssh]\nhosts = []\nuser = \"u\"\nknwon-hosts = \"/k\"")
+            .expect_err("typo");
+        assert!(err.contains("knwon-hosts"), "{err}");
     }
 }

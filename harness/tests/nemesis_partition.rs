@@ -10,12 +10,13 @@ use nemesis::net::{grudge_for_seed, Topology};
 use nemesis::{Action, Nemesis, Node};
 
 const PROBE: &str = r#"
-import socket, sys, threading
+import os, socket, sys, threading
 res = {}
+port = int(os.environ.get("PROBE_PORT", "9"))
 def probe(ip):
     s = socket.socket(); s.settimeout(1.0)
     try:
-        s.connect((ip, 9)); res[ip] = "ok"
+        s.connect((ip, port)); res[ip] = "ok"
     except ConnectionRefusedError:
         res[ip] = "ok"
     except Exception:
@@ -27,8 +28,13 @@ ts = [threading.Thread(target=probe, args=(ip,)) for ip in sys.argv[1:]]
 for ip in sys.argv[1:]: print(ip, res[ip])
 "#;
 
-/// (a, b) -> reachable, for every ordered pair.
+/// (a, b) -> reachable on port 9, for every ordered pair.
 fn matrix(nodes: &[Arc<dyn Node>]) -> BTreeMap<(String, String), bool> {
+    matrix_on(nodes, 9)
+}
+
+/// (a, b) -> reachable on TCP `port` (refused counts as reachable), for every ordered pair.
+fn matrix_on(nodes: &[Arc<dyn Node>], port: u16) -> BTreeMap<(String, String), bool> {
     let mut m = BTreeMap::new();
     let handles: Vec<_> = nodes
         .iter()
@@ -40,7 +46,8 @@ fn matrix(nodes: &[Arc<dyn Node>]) -> BTreeMap<(String, String), bool> {
                 .map(|b| (b.name().to_string(), b.address().to_string()))
                 .collect();
             std::thread::spawn(move || {
-                let mut argv = vec!["python3", "-c", PROBE];
+                let env_port = format!("PROBE_PORT={port}");
+                let mut argv = vec!["env", env_port.as_str(), "python3", "-c", PROBE];
                 argv.extend(others.iter().map(|(_, ip)| ip.as_str()));
                 let out = a.exec(&argv).expect("probe runs");
                 assert!(out.success(), "probe failed: {}", out.stderr);
@@ -156,6 +163,40 @@ fn every_topology_cuts_exactly_its_grudge_and_heals() {
         );
         assert!(nodes.iter().all(|n| host_reaches(n.as_ref())));
     }
+    cluster.teardown().expect("teardown");
+    assert_clean(&id);
+}
+
+#[test]
+fn a_port_cut_isolates_one_node_on_that_port_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster =
+        NetnsCluster::create(3, dir.path(), NetnsOptions::default()).expect("cluster");
+    let id = cluster.id().to_string();
+    let nodes = cluster.nodes();
+    let nemesis = Nemesis::new(nodes.clone(), 1);
+    let op = nemesis
+        .apply(&Action::StartPartition {
+            topology: Topology::CutPort {
+                node: "n1".into(),
+                port: 9,
+            },
+        })
+        .expect("port cut");
+    assert_eq!(op.value["port"], 9);
+    for ((a, b), ok) in &matrix_on(&nodes, 9) {
+        let touches_n1 = a == "n1" || b == "n1";
+        assert_eq!(*ok, !touches_n1, "port 9: {a}->{b} reachable={ok}");
+    }
+    assert!(
+        matrix_on(&nodes, 10).values().all(|ok| *ok),
+        "other ports flow"
+    );
+    // Clients (the host) still reach the cut node on that port.
+    assert!(host_reaches(nodes[0].as_ref()));
+    nemesis.apply(&Action::StopPartition).expect("heal");
+    assert!(matrix_on(&nodes, 9).values().all(|ok| *ok));
+    drop(nemesis);
     cluster.teardown().expect("teardown");
     assert_clean(&id);
 }

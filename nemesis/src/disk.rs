@@ -120,6 +120,12 @@ impl DiskControl {
         self.resumed.notify_all();
     }
 
+    /// The backing directory the FUSE mount passes through to (readable while the mount is
+    /// stalled).
+    pub fn backing(&self) -> &Path {
+        &self.backing
+    }
+
     /// True when any fault is active.
     pub fn active(&self) -> bool {
         self.latency_ms.load(Ordering::SeqCst) > 0

@@ -298,7 +298,19 @@ impl Nemesis {
                     disk::FileFault::TruncateTail { seed, .. }
                     | disk::FileFault::BitFlip { seed, .. } => *seed,
                 };
-                let detail = match disk::pick_file(&n.data_dir(), seed) {
+                // Through the backing dir when the data dir is a fault FS (a stalled mount would
+                // block the scan), and within the broker's log dirs (`data/`) when they exist,
+                // so the fault hits segments rather than the service's own log file.
+                let root = n
+                    .disk()
+                    .map(|d| d.backing().to_path_buf())
+                    .unwrap_or_else(|| n.data_dir());
+                let dir = if root.join("data").is_dir() {
+                    root.join("data")
+                } else {
+                    root
+                };
+                let detail = match disk::pick_file(&dir, seed) {
                     Some(file) => disk::corrupt_file(&file, fault)?,
                     None => json!({"file": null, "note": "no non-empty file in the data dir"}),
                 };
@@ -377,7 +389,7 @@ impl Nemesis {
                 addrs.push(client);
             }
             lock(&self.active).partitioned.insert(name.clone());
-            net::install_drops(node.as_ref(), PARTITION_TABLE, &addrs, None)?;
+            net::install_port_drops(node.as_ref(), PARTITION_TABLE, &addrs, None, grudge.port)?;
         }
         Ok(())
     }

@@ -40,6 +40,15 @@ pub enum Topology {
         /// The node to cut clients from.
         node: Option<String>,
     },
+    /// Cut one node from its peers on one TCP port only (either end), the rest of their
+    /// traffic flowing: Jepsen 2013's cut of the followers' replication traffic to a leader that
+    /// keeps its control-plane session.
+    CutPort {
+        /// The node cut off.
+        node: String,
+        /// The TCP port whose traffic is dropped.
+        port: u16,
+    },
 }
 
 impl Topology {
@@ -52,6 +61,7 @@ impl Topology {
             Topology::MajoritiesRing => "majorities-ring",
             Topology::Bridge => "bridge",
             Topology::CutClients { .. } => "cut-clients",
+            Topology::CutPort { .. } => "cut-port",
         }
     }
 }
@@ -65,6 +75,9 @@ pub struct Grudge {
     pub drops: BTreeMap<String, BTreeSet<String>>,
     /// Nodes that drop the harness's client traffic.
     pub clients_cut: BTreeSet<String>,
+    /// Only traffic to or from this TCP port is dropped (None: all traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 impl Grudge {
@@ -99,6 +112,7 @@ impl Grudge {
             "isolated": isolated,
             "components": components,
             "clients-cut": self.clients_cut,
+            "port": self.port,
         })
     }
 
@@ -159,10 +173,17 @@ pub fn grudge<R: Rng>(
     let mut shuffled = nodes.to_vec();
     shuffled.shuffle(rng);
     let mut clients_cut = BTreeSet::new();
+    let mut port = None;
     let drops = match topology {
-        Topology::IsolateOne | Topology::IsolateNode { .. } => {
+        Topology::IsolateOne | Topology::IsolateNode { .. } | Topology::CutPort { .. } => {
             let target = match topology {
                 Topology::IsolateNode { node } => {
+                    check(node)?;
+                    node.clone()
+                }
+                Topology::CutPort { node, port: p } => {
+                    check(node)?;
+                    port = Some(*p);
                     check(node)?;
                     node.clone()
                 }
@@ -217,6 +238,7 @@ pub fn grudge<R: Rng>(
         topology: topology.name().to_string(),
         drops,
         clients_cut,
+        port,
     })
 }
 
@@ -235,25 +257,38 @@ fn family(addrs: &[IpAddr]) -> &'static str {
 
 /// The nft script that makes a node drop traffic to and from `addrs` in table `table`.
 pub fn drop_script(table: &str, addrs: &[IpAddr], loss_percent: Option<u8>) -> String {
+    port_drop_script(table, addrs, loss_percent, None)
+}
+
+/// [`drop_script`] restricted to TCP traffic to or from `port` when it is given.
+pub fn port_drop_script(
+    table: &str,
+    addrs: &[IpAddr],
+    loss_percent: Option<u8>,
+    port: Option<u16>,
+) -> String {
     let fam = family(addrs);
     let set = addr_set(addrs);
-    let (in_rule, out_rule) = match loss_percent.filter(|p| *p < 100) {
-        None => (
-            format!("{fam} saddr {set} drop"),
-            format!("{fam} daddr {set} drop"),
-        ),
-        Some(p) => (
-            format!("{fam} saddr {set} numgen random mod 100 < {p} drop"),
-            format!("{fam} daddr {set} numgen random mod 100 < {p} drop"),
-        ),
+    let loss = match loss_percent.filter(|p| *p < 100) {
+        None => String::new(),
+        Some(p) => format!(" numgen random mod 100 < {p}"),
     };
-    format!(
+    let matches: Vec<String> = match port {
+        None => vec![String::new()],
+        Some(p) => vec![format!(" tcp dport {p}"), format!(" tcp sport {p}")],
+    };
+    let mut script = format!(
         "add table inet {table}; \
          add chain inet {table} input {{ type filter hook input priority -10; policy accept; }}; \
-         add chain inet {table} output {{ type filter hook output priority -10; policy accept; }}; \
-         add rule inet {table} input {in_rule}; \
-         add rule inet {table} output {out_rule}"
-    )
+         add chain inet {table} output {{ type filter hook output priority -10; policy accept; }}"
+    );
+    for m in &matches {
+        script.push_str(&format!(
+            "; add rule inet {table} input {fam} saddr {set}{m}{loss} drop\
+             ; add rule inet {table} output {fam} daddr {set}{m}{loss} drop"
+        ));
+    }
+    script
 }
 
 fn run_ok(node: &dyn Node, argv: &[&str]) -> Result<(), NodeError> {
@@ -277,11 +312,25 @@ pub fn install_drops(
     addrs: &[IpAddr],
     loss_percent: Option<u8>,
 ) -> Result<(), NodeError> {
+    install_port_drops(node, table, addrs, loss_percent, None)
+}
+
+/// [`install_drops`] restricted to TCP traffic to or from `port` when it is given.
+pub fn install_port_drops(
+    node: &dyn Node,
+    table: &str,
+    addrs: &[IpAddr],
+    loss_percent: Option<u8>,
+    port: Option<u16>,
+) -> Result<(), NodeError> {
     delete_table(node, table)?;
     if addrs.is_empty() {
         return Ok(());
     }
-    run_ok(node, &["nft", &drop_script(table, addrs, loss_percent)])
+    run_ok(
+        node,
+        &["nft", &port_drop_script(table, addrs, loss_percent, port)],
+    )
 }
 
 /// Deletes `table` on `node`; a missing table is fine.

@@ -32,11 +32,26 @@ pub enum FaultKind {
     Disk,
     /// Offline file faults (truncate, bit flips).
     FileCorruption,
+    /// A scripted failover: kill -9 the followers of one partition's leader, isolate that
+    /// leader, restart the followers (they can only elect among themselves), heal later. A
+    /// restarted follower that trusts a stale state (KIP-101's scenario) becomes leader before
+    /// it could fetch again from the old one. Built from kills and partitions.
+    FollowerRestartFailover,
+    /// A scripted failover: cut one partition leader's peers from its data port (replication
+    /// stops while its control-plane traffic flows, so the leader can shrink the ISR to
+    /// itself), then isolate it entirely so the others elect a new leader, heal later. Jepsen
+    /// 2013's Kafka scenario. Built from partitions.
+    ReplicationCutFailover,
+    /// [`FaultKind::ReplicationCutFailover`] aimed at the group coordinator (the leader of the
+    /// run's group's offsets partition): its replication is cut until its ISR is itself, then it
+    /// is isolated (its clients still reaching it) and another replica takes over the group.
+    /// Built from partitions.
+    CoordinatorCutFailover,
 }
 
 impl FaultKind {
     /// Every fault kind, in a fixed order.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Partition,
         FaultKind::PacketLoss,
         FaultKind::Latency,
@@ -45,6 +60,9 @@ impl FaultKind {
         FaultKind::Clock,
         FaultKind::Disk,
         FaultKind::FileCorruption,
+        FaultKind::FollowerRestartFailover,
+        FaultKind::ReplicationCutFailover,
+        FaultKind::CoordinatorCutFailover,
     ];
 
     /// The name used on the command line (`--nemesis partition,kill`).
@@ -58,6 +76,21 @@ impl FaultKind {
             FaultKind::Clock => "clock",
             FaultKind::Disk => "disk",
             FaultKind::FileCorruption => "file-corruption",
+            FaultKind::FollowerRestartFailover => "follower-restart-failover",
+            FaultKind::ReplicationCutFailover => "replication-cut-failover",
+            FaultKind::CoordinatorCutFailover => "coordinator-cut-failover",
+        }
+    }
+
+    /// The primitive kinds a node must support for this one (a scripted fault is built from
+    /// kills and partitions).
+    pub fn components(self) -> Vec<FaultKind> {
+        match self {
+            FaultKind::FollowerRestartFailover => vec![FaultKind::Kill, FaultKind::Partition],
+            FaultKind::ReplicationCutFailover | FaultKind::CoordinatorCutFailover => {
+                vec![FaultKind::Partition]
+            }
+            k => vec![k],
         }
     }
 
@@ -73,6 +106,13 @@ impl FaultKind {
                     names.join(", ")
                 ))
             })
+    }
+}
+
+impl std::str::FromStr for FaultKind {
+    type Err = NemesisError;
+    fn from_str(s: &str) -> Result<FaultKind, NemesisError> {
+        FaultKind::parse(s)
     }
 }
 
@@ -103,10 +143,12 @@ impl Capabilities {
 
     /// `Ok` when `kind` is supported, else the reason it is not.
     pub fn check(&self, kind: FaultKind) -> Result<(), String> {
-        match self.refused.get(&kind) {
-            Some(reason) => Err(reason.clone()),
-            None => Ok(()),
+        for k in kind.components() {
+            if let Some(reason) = self.refused.get(&k) {
+                return Err(reason.clone());
+            }
         }
+        Ok(())
     }
 }
 

@@ -14,6 +14,38 @@ use crate::error::NemesisError;
 use crate::net::Topology;
 use crate::node::FaultKind;
 
+/// The placeholder for "the current leader of a workload partition" in an action's node list
+/// or an `IsolateNode` topology; the harness resolves it from cluster metadata when the action
+/// is due ([`Action::resolve_roles`]).
+pub const LEADER: &str = "@leader";
+/// The placeholder for "the active controller", resolved like [`LEADER`].
+pub const CONTROLLER: &str = "@controller";
+/// The placeholder for "the other replicas of a workload partition's leader" (several nodes).
+pub const FOLLOWERS: &str = "@followers";
+/// The placeholder for "the coordinator of the run's consumer group".
+pub const COORDINATOR: &str = "@coordinator";
+
+/// Whether a node name is a role placeholder ([`LEADER`], [`CONTROLLER`], [`FOLLOWERS`], or
+/// one pinned to a partition with [`pinned`]).
+pub fn is_role(name: &str) -> bool {
+    name.starts_with('@')
+}
+
+/// `role` pinned to one workload partition (`@leader/2`): the actions of one scripted fault
+/// name the same partition's leader and followers. The index is taken modulo the partition
+/// count when resolved.
+pub fn pinned(role: &str, partition: u32) -> String {
+    format!("{role}/{partition}")
+}
+
+/// Splits a role into its base (`@leader`) and pinned partition, if any.
+pub fn split_role(role: &str) -> (&str, Option<u32>) {
+    match role.split_once('/') {
+        Some((base, p)) => (base, p.parse().ok()),
+        None => (role, None),
+    }
+}
+
 /// Which nodes a process/clock/disk fault targets, before resolution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -161,6 +193,66 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The action with every role placeholder replaced by the nodes `resolve` names for it
+    /// (one for a leader or the controller, several for followers); an unresolvable role, or a
+    /// role that must name one node and names several, is an error naming it.
+    pub fn resolve_roles(
+        &self,
+        mut resolve: impl FnMut(&str) -> Option<Vec<String>>,
+    ) -> Result<Action, NemesisError> {
+        let mut many = |name: &String| -> Result<Vec<String>, NemesisError> {
+            if !is_role(name) {
+                return Ok(vec![name.clone()]);
+            }
+            match resolve(name) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(NemesisError::Invalid(format!(
+                    "could not find which node is {name} (no broker answered metadata, or the role is vacant)"
+                ))),
+            }
+        };
+        let single = |name: &str, v: Vec<String>| -> Result<String, NemesisError> {
+            match v.as_slice() {
+                [n] => Ok(n.clone()),
+                _ => Err(NemesisError::Invalid(format!(
+                    "{name} names {} nodes where one is needed",
+                    v.len()
+                ))),
+            }
+        };
+        let mut a = self.clone();
+        match &mut a {
+            Action::StartPartition {
+                topology: Topology::IsolateNode { node } | Topology::CutPort { node, .. },
+            }
+            | Action::CorruptFile { node, .. } => *node = single(node, many(node)?)?,
+            Action::StartPacketLoss { nodes, .. }
+            | Action::StartLatency { nodes, .. }
+            | Action::Kill { nodes, .. }
+            | Action::Stop { nodes }
+            | Action::Start { nodes }
+            | Action::Pause { nodes }
+            | Action::Resume { nodes }
+            | Action::BumpClock { nodes, .. }
+            | Action::StrobeClock { nodes, .. }
+            | Action::ResetClock { nodes }
+            | Action::StartDisk { nodes, .. }
+            | Action::StopDisk { nodes } => {
+                let mut resolved = Vec::new();
+                for n in nodes.iter() {
+                    resolved.extend(many(n)?);
+                }
+                resolved.sort();
+                resolved.dedup();
+                *nodes = resolved;
+            }
+            _ => {}
+        }
+        Ok(a)
+    }
+}
+
 /// An action at an offset from the start of the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduledAction {
@@ -194,15 +286,48 @@ pub fn final_heal(nodes: &[String]) -> Vec<Action> {
     ]
 }
 
+/// Facts about the deployment a schedule needs beyond its node names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleOptions {
+    /// The services' data port (Kafka's listener), which a replication cut drops.
+    pub data_port: u16,
+}
+
+impl Default for ScheduleOptions {
+    fn default() -> Self {
+        ScheduleOptions { data_port: 9092 }
+    }
+}
+
 impl Schedule {
     /// Generates a schedule over `nodes` for `kinds` lasting `duration`, with fault start/stop
-    /// events separated by random gaps around `interval` (between half and 1.5 times it).
+    /// events separated by random gaps around `interval` (between half and 1.5 times it),
+    /// with the default [`ScheduleOptions`].
     pub fn generate(
         seed: u64,
         nodes: &[String],
         kinds: &[FaultKind],
         duration: Duration,
         interval: Duration,
+    ) -> Result<Schedule, NemesisError> {
+        Schedule::generate_with(
+            seed,
+            nodes,
+            kinds,
+            duration,
+            interval,
+            ScheduleOptions::default(),
+        )
+    }
+
+    /// [`Schedule::generate`] with explicit deployment facts.
+    pub fn generate_with(
+        seed: u64,
+        nodes: &[String],
+        kinds: &[FaultKind],
+        duration: Duration,
+        interval: Duration,
+        options: ScheduleOptions,
     ) -> Result<Schedule, NemesisError> {
         if nodes.is_empty() {
             return Err(NemesisError::Invalid(
@@ -224,12 +349,16 @@ impl Schedule {
             let Some(kind) = kinds.choose(&mut rng).copied() else {
                 break;
             };
-            let (start, stop) = pair(kind, nodes, &mut rng)?;
-            actions.push(ScheduledAction {
-                at_ms: t,
-                action: start,
-            });
-            t += gap(&mut rng);
+            let (starts, stop) = steps(kind, nodes, iv, options, &mut rng)?;
+            let mut last = t;
+            for (after_ms, action) in starts {
+                last = t + after_ms;
+                actions.push(ScheduledAction {
+                    at_ms: last,
+                    action,
+                });
+            }
+            t = last + gap(&mut rng);
             if let Some(stop) = stop {
                 actions.push(ScheduledAction {
                     at_ms: t.min(total),
@@ -246,7 +375,15 @@ impl Schedule {
     }
 }
 
+/// Random targets for a process, clock or disk fault: one, a minority, a majority, all, or
+/// (as role placeholders resolved when the action is due) the partition leader or the
+/// controller.
 fn random_targets(nodes: &[String], rng: &mut ChaCha8Rng) -> Result<Vec<String>, NemesisError> {
+    match rng.random_range(0..6) {
+        4 => return Ok(vec![LEADER.to_string()]),
+        5 => return Ok(vec![CONTROLLER.to_string()]),
+        _ => {}
+    }
     let choice = [
         Targets::One,
         Targets::Minority,
@@ -257,6 +394,97 @@ fn random_targets(nodes: &[String], rng: &mut ChaCha8Rng) -> Result<Vec<String>,
     t.resolve(nodes, rng)
 }
 
+/// The nodes a stop action undoes: the start's own targets, or every node when the start named
+/// a role (the node it resolved to is only known when it ran; undoing on all is harmless).
+fn undo_targets(targets: &[String], nodes: &[String]) -> Vec<String> {
+    if targets.iter().any(|t| is_role(t)) {
+        nodes.to_vec()
+    } else {
+        targets.to_vec()
+    }
+}
+
+/// Pause between the steps of a scripted fault.
+const STEP_MS: u64 = 300;
+
+/// The start actions of a fault (each with its delay in ms from the first) and its stop action.
+type Steps = (Vec<(u64, Action)>, Option<Action>);
+
+/// The [`Steps`] of one fault of `kind`.
+fn steps(
+    kind: FaultKind,
+    nodes: &[String],
+    interval_ms: u64,
+    options: ScheduleOptions,
+    rng: &mut ChaCha8Rng,
+) -> Result<Steps, NemesisError> {
+    match kind {
+        FaultKind::ReplicationCutFailover | FaultKind::CoordinatorCutFailover => {
+            // The cut lasts one interval: long enough for the leader to shrink its ISR (with
+            // `replica.lag.time.max.ms` below it) and to take writes alone if it wrongly may.
+            let target = if kind == FaultKind::CoordinatorCutFailover {
+                COORDINATOR.to_string()
+            } else {
+                pinned(LEADER, rng.random_range(0..1024u32))
+            };
+            Ok((
+                vec![
+                    (
+                        0,
+                        Action::StartPartition {
+                            topology: Topology::CutPort {
+                                node: target.clone(),
+                                port: options.data_port,
+                            },
+                        },
+                    ),
+                    (
+                        interval_ms,
+                        Action::StartPartition {
+                            topology: Topology::IsolateNode { node: target },
+                        },
+                    ),
+                ],
+                Some(Action::StopPartition),
+            ))
+        }
+        FaultKind::FollowerRestartFailover => {
+            // One partition for every step, so the followers killed are the isolated leader's.
+            let p = rng.random_range(0..1024u32);
+            Ok((
+                vec![
+                    (
+                        0,
+                        Action::Kill {
+                            nodes: vec![pinned(FOLLOWERS, p)],
+                            lose_unfsynced: false,
+                        },
+                    ),
+                    (
+                        STEP_MS,
+                        Action::StartPartition {
+                            topology: Topology::IsolateNode {
+                                node: pinned(LEADER, p),
+                            },
+                        },
+                    ),
+                    (
+                        2 * STEP_MS,
+                        Action::Start {
+                            nodes: nodes.to_vec(),
+                        },
+                    ),
+                ],
+                Some(Action::StopPartition),
+            ))
+        }
+        _ => {
+            let (start, stop) = pair(kind, nodes, rng)?;
+            Ok((vec![(0, start)], stop))
+        }
+    }
+}
+
 /// A start action and its stop action (None when the start undoes itself).
 fn pair(
     kind: FaultKind,
@@ -264,6 +492,7 @@ fn pair(
     rng: &mut ChaCha8Rng,
 ) -> Result<(Action, Option<Action>), NemesisError> {
     let targets = random_targets(nodes, rng)?;
+    let undo = undo_targets(&targets, nodes);
     Ok(match kind {
         FaultKind::Partition => {
             let topologies = [
@@ -272,6 +501,12 @@ fn pair(
                 Topology::MajoritiesRing,
                 Topology::Bridge,
                 Topology::CutClients { node: None },
+                Topology::IsolateNode {
+                    node: LEADER.to_string(),
+                },
+                Topology::IsolateNode {
+                    node: CONTROLLER.to_string(),
+                },
             ];
             let topology = topologies
                 .choose(rng)
@@ -304,14 +539,18 @@ fn pair(
                         nodes: targets.clone(),
                         lose_unfsynced: lose,
                     },
-                    Some(Action::Start { nodes: targets }),
+                    Some(Action::Start {
+                        nodes: undo.clone(),
+                    }),
                 )
             } else {
                 (
                     Action::Stop {
                         nodes: targets.clone(),
                     },
-                    Some(Action::Start { nodes: targets }),
+                    Some(Action::Start {
+                        nodes: undo.clone(),
+                    }),
                 )
             }
         }
@@ -319,7 +558,7 @@ fn pair(
             Action::Pause {
                 nodes: targets.clone(),
             },
-            Some(Action::Resume { nodes: targets }),
+            Some(Action::Resume { nodes: undo }),
         ),
         FaultKind::Clock => {
             // Jepsen-like magnitudes: 2^(4..18) ms, either sign (16 ms to ~4.4 min).
@@ -331,7 +570,9 @@ fn pair(
                         nodes: targets.clone(),
                         offset_ms: sign * mag,
                     },
-                    Some(Action::ResetClock { nodes: targets }),
+                    Some(Action::ResetClock {
+                        nodes: undo.clone(),
+                    }),
                 )
             } else {
                 (
@@ -341,7 +582,9 @@ fn pair(
                         period_ms: 1 << rng.random_range(2..10),
                         duration_ms: rng.random_range(1_000..=10_000),
                     },
-                    Some(Action::ResetClock { nodes: targets }),
+                    Some(Action::ResetClock {
+                        nodes: undo.clone(),
+                    }),
                 )
             }
         }
@@ -359,7 +602,9 @@ fn pair(
                             nodes: targets.clone(),
                             lose_unfsynced: true,
                         },
-                        Some(Action::Start { nodes: targets }),
+                        Some(Action::Start {
+                            nodes: undo.clone(),
+                        }),
                     ))
                 }
             };
@@ -368,11 +613,22 @@ fn pair(
                     nodes: targets.clone(),
                     fault,
                 },
-                Some(Action::StopDisk { nodes: targets }),
+                Some(Action::StopDisk { nodes: undo }),
             )
         }
+        FaultKind::FollowerRestartFailover
+        | FaultKind::ReplicationCutFailover
+        | FaultKind::CoordinatorCutFailover => {
+            return Err(NemesisError::Invalid(
+                "a scripted fault has no single start/stop pair".into(),
+            ))
+        }
         FaultKind::FileCorruption => {
-            let node = targets.first().cloned().unwrap_or_else(|| nodes[0].clone());
+            let node = targets
+                .first()
+                .cloned()
+                .or_else(|| nodes.first().cloned())
+                .unwrap_or_default();
             let fault = if rng.random_bool(0.5) {
                 FileFault::TruncateTail {
                     bytes: rng.random_range(1..=4096),

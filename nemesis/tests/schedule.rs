@@ -54,3 +54,87 @@ fn only_requested_kinds_appear() {
         .all(|a| matches!(a.action, Action::Pause { .. } | Action::Resume { .. })));
     assert!(FaultKind::parse("bogus").is_err());
 }
+
+#[test]
+fn scripted_failovers_name_one_partitions_leader_and_followers() {
+    use nemesis::net::Topology;
+    use nemesis::schedule::{split_role, ScheduleOptions, FOLLOWERS, LEADER};
+    let s = gen(7, &[FaultKind::FollowerRestartFailover]);
+    // kill @followers/P, isolate @leader/P, start every node, then heal: in that order.
+    let steps: Vec<&Action> = s.actions.iter().take(4).map(|a| &a.action).collect();
+    let (Action::Kill { nodes: killed, .. }, Action::StartPartition { topology }) =
+        (steps[0], steps[1])
+    else {
+        panic!("{steps:?}");
+    };
+    let Topology::IsolateNode { node: isolated } = topology else {
+        panic!("{topology:?}");
+    };
+    let (f, fp) = split_role(&killed[0]);
+    let (l, lp) = split_role(isolated);
+    assert_eq!((f, l), (FOLLOWERS, LEADER));
+    assert!(
+        fp.is_some() && fp == lp,
+        "one partition: {killed:?} {isolated}"
+    );
+    assert!(matches!(steps[2], Action::Start { nodes } if nodes.len() == 5));
+    assert!(matches!(steps[3], Action::StopPartition));
+    assert!(s.actions[1].at_ms > s.actions[0].at_ms);
+
+    let s = Schedule::generate_with(
+        7,
+        &nodes(),
+        &[FaultKind::ReplicationCutFailover],
+        Duration::from_secs(120),
+        Duration::from_secs(5),
+        ScheduleOptions { data_port: 19092 },
+    )
+    .expect("schedule");
+    let Action::StartPartition {
+        topology: Topology::CutPort { node, port },
+    } = &s.actions[0].action
+    else {
+        panic!("{:?}", s.actions[0]);
+    };
+    assert_eq!(*port, 19092);
+    assert!(matches!(
+        &s.actions[1].action,
+        Action::StartPartition { topology: Topology::IsolateNode { node: n } } if n == node
+    ));
+    // The full isolation follows the replication cut by one interval.
+    assert_eq!(s.actions[1].at_ms - s.actions[0].at_ms, 5_000);
+    // Roles resolve to several nodes where a list is expected, and exactly one otherwise.
+    let killed = Action::Kill {
+        nodes: vec![format!("{FOLLOWERS}/3")],
+        lose_unfsynced: false,
+    }
+    .resolve_roles(|_| Some(vec!["n2".into(), "n3".into()]))
+    .expect("resolves");
+    assert!(matches!(killed, Action::Kill { nodes, .. } if nodes == ["n2", "n3"]));
+    let isolate = Action::StartPartition {
+        topology: Topology::IsolateNode {
+            node: format!("{LEADER}/3"),
+        },
+    };
+    assert!(isolate
+        .resolve_roles(|_| Some(vec!["n2".into(), "n3".into()]))
+        .is_err());
+    assert!(isolate.resolve_roles(|_| None).is_err());
+}
+
+#[test]
+fn a_port_cut_drops_only_that_ports_traffic() {
+    use std::net::IpAddr;
+    let peers: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()];
+    let all = nemesis::net::drop_script("t", &peers, None);
+    assert!(!all.contains("dport"), "{all}");
+    let cut = nemesis::net::port_drop_script("t", &peers, None, Some(9092));
+    for rule in [
+        "input ip saddr { 10.0.0.2, 10.0.0.3 } tcp dport 9092 drop",
+        "input ip saddr { 10.0.0.2, 10.0.0.3 } tcp sport 9092 drop",
+        "output ip daddr { 10.0.0.2, 10.0.0.3 } tcp dport 9092 drop",
+        "output ip daddr { 10.0.0.2, 10.0.0.3 } tcp sport 9092 drop",
+    ] {
+        assert!(cut.contains(rule), "{rule} in {cut}");
+    }
+}

@@ -1,6 +1,10 @@
-//! Results of runs: the run store (`store`), nightly exit codes and JUnit XML (`verdict`,
-//! `junit`). Reports and the matrix come next (issue "Results").
+//! Results of runs: the run store (`store`), a run's HTML report (`report`, with its SVG plots
+//! in `plots`), the config-safety matrix report (`matrix`), nightly exit codes (`verdict`) and
+//! JUnit XML (`junit`).
 
 pub mod junit;
+pub mod matrix;
+pub mod plots;
+pub mod report;
 pub mod store;
 pub mod verdict;

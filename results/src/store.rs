@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use serde::Serialize;
+
 /// Store errors, naming the path.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -113,6 +115,154 @@ impl RunDir {
     }
 }
 
+/// A matrix's directory: `root/<name>/<timestamp>/`, holding `matrix.html`, `matrix.md`,
+/// `matrix.json` and one run store per cell (`<cell>/<timestamp>/`). `root/<name>/latest`
+/// points at the newest; `root/latest` is left to runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatrixDir {
+    /// The directory.
+    pub path: PathBuf,
+}
+
+impl MatrixDir {
+    /// Creates `root/<name>/<timestamp>/` and points `root/<name>/latest` at it.
+    pub fn create(root: &Path, name: &str, at: SystemTime) -> Result<MatrixDir, StoreError> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(StoreError::BadName(name.to_string()));
+        }
+        let dir = root.join(name);
+        let mut path = dir.join(timestamp_name(at));
+        let mut n = 1;
+        while path.exists() {
+            path = dir.join(format!("{}-{n}", timestamp_name(at)));
+            n += 1;
+        }
+        std::fs::create_dir_all(&path).map_err(io("creating", &path))?;
+        let m = MatrixDir { path };
+        RunDir {
+            path: m.path.clone(),
+        }
+        .link(&dir.join("latest"))?;
+        Ok(m)
+    }
+
+    /// `matrix.html`.
+    pub fn html(&self) -> PathBuf {
+        self.path.join("matrix.html")
+    }
+
+    /// `matrix.md`.
+    pub fn markdown(&self) -> PathBuf {
+        self.path.join("matrix.md")
+    }
+
+    /// `matrix.json` (the cells' figures, for scripts).
+    pub fn json(&self) -> PathBuf {
+        self.path.join("matrix.json")
+    }
+}
+
+/// What a store listing says of one run or matrix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listed {
+    /// Path relative to the store root (`<test>/<timestamp>`, or deeper for a matrix's runs).
+    pub rel: String,
+    /// `run` or `matrix`.
+    pub kind: &'static str,
+    /// `valid`, `invalid`, `unknown`, or `unchecked` (no results.json yet); for a matrix,
+    /// `matrix`.
+    pub verdict: String,
+    /// Invalidating anomaly kinds found, with counts (`lost-write: 3`).
+    pub findings: Vec<String>,
+    /// Whether a report (`report.html` or `matrix.html`) exists.
+    pub has_report: bool,
+}
+
+/// Lists every run (a folder holding `test.json`, `history.jsonl` or `results.json`) and every matrix (a folder
+/// holding `matrix.html` or `matrix.json`) under `root`, at most `depth` levels down, newest
+/// first by path; symlinks (`latest`) are not followed.
+pub fn list(root: &Path, depth: usize) -> Vec<Listed> {
+    let mut out = Vec::new();
+    walk(root, root, depth, &mut out);
+    out.sort_by(|a, b| b.rel.cmp(&a.rel));
+    out
+}
+
+fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<Listed>) {
+    let rel = dir
+        .strip_prefix(root)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if dir.join("matrix.html").is_file() || dir.join("matrix.json").is_file() {
+        out.push(Listed {
+            rel: rel.clone(),
+            kind: "matrix",
+            verdict: "matrix".into(),
+            findings: Vec::new(),
+            has_report: dir.join("matrix.html").is_file(),
+        });
+    } else if ["test.json", "history.jsonl", "results.json"]
+        .iter()
+        .any(|f| dir.join(f).is_file())
+    {
+        let (verdict, findings) = run_verdict(dir);
+        out.push(Listed {
+            rel,
+            kind: "run",
+            verdict,
+            findings,
+            has_report: dir.join("report.html").is_file(),
+        });
+        return;
+    }
+    if depth == 0 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let name = e.file_name();
+        if is_dir && name != "nodes" && name != "work" {
+            walk(root, &e.path(), depth - 1, out);
+        }
+    }
+}
+
+/// The verdict word and the invalidating findings of a run folder, from its results.json.
+pub fn run_verdict(dir: &Path) -> (String, Vec<String>) {
+    let Some(results) = std::fs::read_to_string(dir.join("results.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return ("unchecked".into(), Vec::new());
+    };
+    let verdict = match crate::verdict::Verdict::from_valid(&results["valid"]) {
+        crate::verdict::Verdict::Valid => "valid",
+        crate::verdict::Verdict::Invalid => "invalid",
+        _ => "unknown",
+    };
+    let invalidating: Vec<&str> = results["invalidating"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let findings = results["anomalies"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| invalidating.contains(&k.as_str()))
+                .map(|(k, v)| format!("{k}: {}", v["count"].as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    (verdict.into(), findings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +295,19 @@ mod tests {
             RunDir::create(root.path(), "../escape", t1),
             Err(StoreError::BadName(_))
         ));
+        a.write_json(&a.test_json(), &serde_json::json!({}))
+            .expect("write");
+        let listed = list(root.path(), 4);
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert_eq!(listed[0].verdict, "valid");
+        assert_eq!(listed[1].verdict, "unchecked");
+        let m = MatrixDir::create(root.path(), "matrix", t1).expect("matrix dir");
+        std::fs::write(m.json(), "{}").expect("write");
+        assert!(list(root.path(), 4).iter().any(|l| l.kind == "matrix"));
+        assert_eq!(
+            std::fs::read_link(root.path().join("latest")).expect("link"),
+            b.path.canonicalize().expect("exists"),
+            "a matrix leaves store/latest to runs"
+        );
     }
 }

@@ -206,6 +206,19 @@ impl<'a> Iterator for SplitBatches<'a> {
     }
 }
 
+/// Iterates `(header, bytes)` of concatenated batches that were already validated (appended
+/// to a log): headers only, no CRC work; stops at the first batch that does not parse.
+pub fn batches_unchecked(buf: &[u8]) -> impl Iterator<Item = (BatchHeader, &[u8])> {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let rest = buf.get(pos..)?;
+        let h = BatchHeader::parse(rest).ok()?;
+        let bytes = rest.get(..h.total_size())?;
+        pos += h.total_size();
+        Some((h, bytes))
+    })
+}
+
 /// Overwrites the base offset (bytes 0..8; not covered by the CRC).
 pub fn set_base_offset(batch: &mut [u8], offset: i64) {
     batch[0..8].copy_from_slice(&offset.to_be_bytes());
@@ -273,23 +286,104 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     Some(out)
 }
 
+/// Kafka's control record types (the key of the single record of a control batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    /// An abort marker (type 0).
+    Abort,
+    /// A commit marker (type 1).
+    Commit,
+}
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        if z < 0x80 {
+            out.push(z as u8);
+            break;
+        }
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+}
+
+/// Attributes of a transaction marker batch: transactional (0x10) and control (0x20).
+pub const CONTROL_ATTRIBUTES: i16 = 0x30;
+
+/// Builds a transaction marker: a control batch (attributes 0x30) of one record whose key is
+/// Kafka's `EndTransactionMarker` key (version 0, type 0 abort / 1 commit) and whose value is
+/// version 0 plus the coordinator epoch, stamped with the producer id and epoch and no sequence.
+pub fn build_control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    kind: ControlType,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    let key: [u8; 4] = [0, 0, 0, if kind == ControlType::Commit { 1 } else { 0 }];
+    let mut value = vec![0u8, 0];
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut rec = vec![0u8]; // attributes
+    put_varint(&mut rec, 0); // timestamp delta
+    put_varint(&mut rec, 0); // offset delta
+    put_varint(&mut rec, key.len() as i64);
+    rec.extend_from_slice(&key);
+    put_varint(&mut rec, value.len() as i64);
+    rec.extend_from_slice(&value);
+    put_varint(&mut rec, 0); // headers
+    let mut body = Vec::new();
+    put_varint(&mut body, rec.len() as i64);
+    body.extend_from_slice(&rec);
+    let mut b = Vec::with_capacity(HEADER_SIZE + body.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_SIZE - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc placeholder
+    b.extend_from_slice(&CONTROL_ATTRIBUTES.to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&1i32.to_be_bytes()); // records
+    b.extend_from_slice(&body);
+    let crc = compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// The marker type of a control batch (its first record's key); `None` when the batch is not
+/// an uncompressed control batch or its key is not an `EndTransactionMarker` key.
+pub fn control_type(batch: &[u8]) -> Option<ControlType> {
+    let h = BatchHeader::parse(batch).ok()?;
+    if !h.is_control() || h.compression() != 0 || h.records_count < 1 {
+        return None;
+    }
+    let mut pos = HEADER_SIZE;
+    let _len = read_varint(batch, &mut pos)?;
+    pos += 1; // attributes
+    read_varint(batch, &mut pos)?; // timestamp delta
+    read_varint(batch, &mut pos)?; // offset delta
+    let key_len = usize::try_from(read_varint(batch, &mut pos)?).ok()?;
+    let key = batch.get(pos..pos.checked_add(key_len)?)?;
+    if key.len() < 4 {
+        return None;
+    }
+    match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(ControlType::Abort),
+        1 => Some(ControlType::Commit),
+        _ => None,
+    }
+}
+
 /// A record's optional key and optional value.
 pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// Builds a valid uncompressed RecordBatch v2 (used by tests, benches and tools): records are
 /// `(key, value)` pairs, all with timestamp `timestamp`.
 pub fn build_batch(base_offset: i64, timestamp: i64, records: &[KeyValue<'_>]) -> Vec<u8> {
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            if z < 0x80 {
-                out.push(z as u8);
-                break;
-            }
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
-    }
     let mut body = Vec::new();
     for (i, (key, value)) in records.iter().enumerate() {
         let mut rec = vec![0u8]; // attributes
@@ -355,6 +449,31 @@ mod tests {
             record_timestamps(&b).expect("uncompressed"),
             vec![(42, 5555), (43, 5555)]
         );
+    }
+
+    #[test]
+    fn control_batches_round_trip_their_marker_type() {
+        for kind in [ControlType::Abort, ControlType::Commit] {
+            let b = build_control_batch(42, 3, kind, 7, 1000);
+            let h = validate(&b).expect("valid control batch");
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (42, 3, -1)
+            );
+            assert_eq!(control_type(&b), Some(kind));
+        }
+        // A data batch is not a marker; a truncated one does not parse.
+        let data = build_batch(0, 1, &[(Some(b"k"), Some(b"v"))]);
+        assert_eq!(control_type(&data), None);
+        let b = build_control_batch(1, 0, ControlType::Commit, 0, 0);
+        assert_eq!(control_type(&b[..HEADER_SIZE + 3]), None);
+        // Header-only iteration over appended batches stops at a torn tail.
+        let two = [data.clone(), b.clone(), b[..10].to_vec()].concat();
+        let kinds: Vec<bool> = batches_unchecked(&two)
+            .map(|(h, _)| h.is_control())
+            .collect();
+        assert_eq!(kinds, vec![false, true]);
     }
 
     #[test]

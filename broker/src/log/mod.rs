@@ -652,6 +652,26 @@ impl Log {
         Ok(out)
     }
 
+    /// Batch headers from the batch starting at `start` (a batch boundary; an offset inside a
+    /// batch starts at that batch) to the log end.
+    pub fn batch_headers_from(&self, start: i64) -> Result<Vec<BatchHeader>, LogError> {
+        let mut out = Vec::new();
+        let idx = self
+            .segments
+            .partition_point(|s| s.base_offset() <= start)
+            .saturating_sub(1);
+        for seg in &self.segments[idx..] {
+            let Some((mut pos, _)) = seg.position_of(start.max(seg.base_offset()))? else {
+                continue;
+            };
+            while let Some(h) = seg.header_at(pos)? {
+                pos += h.total_size() as u64;
+                out.push(h);
+            }
+        }
+        Ok(out)
+    }
+
     /// Flushes and fsyncs, persisting the recovery point.
     pub fn close(mut self) -> Result<(), LogError> {
         self.flush()?;

@@ -29,6 +29,40 @@ pub struct ReplicationBugs {
     /// upstream JIRA; it models the class of "ack before replication" bugs a Jepsen test must
     /// catch (lost acknowledged writes after a leader failover).
     pub ack_before_isr: bool,
+    /// Consumer fetches served up to the log end instead of the high watermark, so consumers
+    /// read records the ISR does not have yet; a leader failover then truncates them and the
+    /// same offsets are reassigned to other records. It models the class of KAFKA-14704
+    /// (kafka-bugs.md scenario 8: an uncommitted suffix exposed to readers before truncation),
+    /// broadened to every consumer fetch. Shows as `inconsistent-offsets` (one offset, two values
+    /// across readers) and reads of values later lost.
+    pub read_above_hw: bool,
+    /// The idempotent producer's sequence dedupe skipped: a retried batch the leader already
+    /// has is appended again instead of being answered with its first offset. Models
+    /// Redpanda#3039 (no dedup window: a client re-sending after a kill -9 or an isolation
+    /// wrote duplicates, jepsen.io/analyses/redpanda-21.10.1) and the producer-retry duplicates
+    /// of kafka-bugs.md scenario 12 that KIP-98 idempotence exists to prevent. Shows as
+    /// `duplicate` (invalidating with idempotence on).
+    pub dedupe_missing: bool,
+    /// Unclean leader election regardless of `unclean.leader.election.enable`: when no ISR
+    /// replica is alive the controller elects any live replica, as Kafka did by default before
+    /// 0.11 (KAFKA-1028 made it configurable; kafka-bugs.md scenario 2). A lagging replica
+    /// becomes leader and the acknowledged suffix it lacks is truncated away everywhere:
+    /// `lost-write`, and `inconsistent-offsets` when later writes reuse those offsets.
+    pub unclean_regardless: bool,
+    /// Transaction abort markers not honoured by read_committed fetches: the fetch response
+    /// lists no aborted transactions, so consumers keep records of aborted transactions. Models
+    /// AutoMQ#754 (aborted transaction data read as committed) and the aborted reads of
+    /// kafka-bugs.md scenarios 13 and 15. Shows as `G1a` (aborted read).
+    pub ignore_abort_markers: bool,
+    /// Offset commits acknowledged once the group coordinator has appended them to its own
+    /// `__consumer_offsets` partition, without waiting for the ISR (acks=1), and served from
+    /// its committed-offset cache from then on. Kafka's broker setting
+    /// `offsets.commit.required.acks` ("The required acks before the commit can be accepted. In
+    /// general, the default (-1) should not be overridden"; deprecated in 3.8 by KIP-1041,
+    /// KAFKA-16735, removed in 4.0, KAFKA-16736) allowed exactly this. An isolated coordinator
+    /// keeps acknowledging commits its followers never get; the replica elected in its place
+    /// loads its own log, so the group's committed offsets go back: `lost-commit`.
+    pub offset_commit_before_isr: bool,
 }
 
 impl ReplicationBugs {
@@ -44,6 +78,11 @@ impl ReplicationBugs {
             || self.isr_join_below_epoch_start
             || self.ignore_min_insync
             || self.ack_before_isr
+            || self.read_above_hw
+            || self.dedupe_missing
+            || self.unclean_regardless
+            || self.ignore_abort_markers
+            || self.offset_commit_before_isr
     }
 }
 
@@ -69,11 +108,31 @@ pub const BUG_NAMES: &[(&str, &str)] = &[
         "ack-before-isr",
         "acks=all acknowledged before the ISR has the record",
     ),
+    (
+        "read-above-hw",
+        "consumer fetches served above the high watermark",
+    ),
+    (
+        "dedupe-missing",
+        "idempotent producer retries appended again (Redpanda#3039 class)",
+    ),
+    (
+        "unclean-regardless",
+        "unclean leader election whatever the setting (pre-0.11 default, KAFKA-1028)",
+    ),
+    (
+        "ignore-abort-markers",
+        "read_committed fetches list no aborted transactions (AutoMQ#754 class)",
+    ),
+    (
+        "offset-commit-before-isr",
+        "offset commits acknowledged before the ISR has them (offsets.commit.required.acks=1)",
+    ),
 ];
 
 /// Why a bug-mode name was refused.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown bug mode `{0}`; known: hw-truncation, epoch-lookup-next-epoch, isr-join-below-epoch-start, ignore-min-insync, ack-before-isr")]
+#[error("unknown bug mode `{0}`; known: hw-truncation, epoch-lookup-next-epoch, isr-join-below-epoch-start, ignore-min-insync, ack-before-isr, read-above-hw, dedupe-missing, unclean-regardless, ignore-abort-markers, offset-commit-before-isr")]
 pub struct UnknownBug(pub String);
 
 impl ReplicationBugs {
@@ -85,6 +144,11 @@ impl ReplicationBugs {
             "isr-join-below-epoch-start" => self.isr_join_below_epoch_start = true,
             "ignore-min-insync" => self.ignore_min_insync = true,
             "ack-before-isr" => self.ack_before_isr = true,
+            "read-above-hw" => self.read_above_hw = true,
+            "dedupe-missing" => self.dedupe_missing = true,
+            "unclean-regardless" => self.unclean_regardless = true,
+            "ignore-abort-markers" => self.ignore_abort_markers = true,
+            "offset-commit-before-isr" => self.offset_commit_before_isr = true,
             other => return Err(UnknownBug(other.to_string())),
         }
         Ok(())
@@ -106,5 +170,20 @@ mod tests {
             .enable("lose-everything")
             .expect_err("unknown");
         assert!(err.to_string().contains("lose-everything"));
+        for (name, _) in BUG_NAMES {
+            assert!(
+                err.to_string().contains(name),
+                "{name} missing from the message"
+            );
+        }
+        let mut b = ReplicationBugs::none();
+        b.enable("offset-commit-before-isr").expect("known");
+        assert_eq!(
+            b,
+            ReplicationBugs {
+                offset_commit_before_isr: true,
+                ..ReplicationBugs::none()
+            }
+        );
     }
 }

@@ -105,7 +105,7 @@ impl<L: ReplicaLog> Partition<L> {
         }
         FetchDecision::Read {
             fetch_offset: req.fetch_offset,
-            max_offset_exclusive: if is_replica {
+            max_offset_exclusive: if is_replica || self.bugs().read_above_hw {
                 offsets.log_end_offset
             } else {
                 offsets.high_watermark

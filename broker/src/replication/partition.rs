@@ -334,6 +334,9 @@ pub struct Partition<L: ReplicaLog> {
     waiters: Vec<AckWaiter>,
     /// On a follower: truncation by epoch still to do before fetching.
     needs_truncation: bool,
+    /// Bumped whenever records are removed from the log's end (or the log restarts), so state
+    /// derived incrementally from the log (the transaction index) knows to rebuild.
+    log_generation: u64,
 }
 
 impl<L: ReplicaLog> Partition<L> {
@@ -371,10 +374,17 @@ impl<L: ReplicaLog> Partition<L> {
             ineligible: BTreeSet::new(),
             waiters: Vec::new(),
             needs_truncation: false,
+            log_generation: 0,
         })
     }
 
     // ----- accessors -----
+
+    /// Bumped whenever the log loses records at its end or restarts empty (truncation), so
+    /// state derived from the log incrementally can tell it must be rebuilt.
+    pub fn log_generation(&self) -> u64 {
+        self.log_generation
+    }
 
     /// This broker's id.
     pub fn local_broker(&self) -> BrokerId {
@@ -1127,6 +1137,7 @@ impl<L: ReplicaLog> Partition<L> {
             self.log
                 .truncate_fully_and_start_at(leader_log_start_offset)
                 .map_err(log_err)?;
+            self.log_generation += 1;
             self.epochs.clear()?;
             self.high_watermark = leader_log_start_offset;
         }
@@ -1150,6 +1161,7 @@ impl<L: ReplicaLog> Partition<L> {
             return Ok(());
         }
         self.log.truncate_to(offset).map_err(log_err)?;
+        self.log_generation += 1;
         let leo = self.log.log_end_offset();
         self.epochs.truncate_from_end(leo)?;
         self.high_watermark = self.high_watermark.min(leo);

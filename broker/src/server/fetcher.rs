@@ -156,10 +156,18 @@ async fn one_round(
         records: pd.records.clone().filter(|r| !r.is_empty()),
     };
     let now = broker.clock.now_ms();
-    let applied = hosted
-        .state()
-        .apply_fetch_response(response, now)
-        .map_err(std::io::Error::other)?;
+    let copied = response.records.clone();
+    let applied = {
+        let mut st = hosted.state();
+        let applied = st
+            .apply_fetch_response(response, now)
+            .map_err(std::io::Error::other)?;
+        if let (FetchApplied::Appended { .. }, Some(bytes)) = (&applied, &copied) {
+            // Followers derive the same transaction state from the same batches.
+            hosted.after_follower_append(bytes);
+        }
+        applied
+    };
     match applied {
         FetchApplied::Appended { .. } | FetchApplied::Truncated { .. } => {
             broker.appended.send_modify(|v| *v += 1);

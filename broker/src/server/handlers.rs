@@ -1,5 +1,8 @@
-//! Kafka API handlers: ApiVersions, Metadata, CreateTopics, DeleteTopics, Produce, Fetch and
-//! ListOffsets, plus error responses for known APIs this broker does not implement yet.
+//! Kafka API handlers: ApiVersions, Metadata, CreateTopics, DeleteTopics, Produce, Fetch,
+//! ListOffsets, OffsetForLeaderEpoch and InitProducerId, dispatch to the group (`groups::api`)
+//! and transaction (`txn::api`, `txn::markers`) APIs, plus error responses for known APIs this
+//! broker does not implement. Fetch and ListOffsets honour `isolation_level`: read_committed
+//! reads stop at the last stable offset and carry the aborted transactions they overlap.
 //!
 //! Responses are encoded strictly by `kafka-protocol`: a field set to a non-default value at a
 //! version that lacks it is an encoding error, so version-specific fields are set only where the
@@ -15,7 +18,9 @@ use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -88,6 +93,20 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::TxnOffsetCommit, 0, 3),
 ];
 
 /// The version range this broker implements for `key`, if any.
@@ -388,18 +407,19 @@ enum Refused {
     Replication(ReplicationError),
 }
 
-/// InitProducerId for idempotent producers: a cluster-unique id from the metadata log; a
-/// producer re-initialising with its id gets the epoch bumped (KIP-360). Transactional ids are
-/// not served yet (UNSUPPORTED_VERSION).
+/// InitProducerId. Idempotent producers get a cluster-unique id from the metadata log, and a
+/// producer re-initialising with its id gets the epoch bumped (KIP-360); a `transactional.id`
+/// goes to its transaction coordinator ([`super::txn::api::init_producer_id`]).
 pub async fn init_producer_id(
     broker: &Arc<Broker>,
     req: InitProducerIdRequest,
+    version: i16,
 ) -> InitProducerIdResponse {
-    let mut resp = InitProducerIdResponse::default();
-    if req.transactional_id.is_some() {
-        resp.error_code = codes::UNSUPPORTED_VERSION;
-        return resp;
+    if let Some(id) = req.transactional_id.as_ref().filter(|id| !id.0.is_empty()) {
+        let id = id.0.to_string();
+        return super::txn::api::init_producer_id(broker, &req, &id, version).await;
     }
+    let mut resp = InitProducerIdResponse::default();
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 {
         resp.producer_id = req.producer_id;
         resp.producer_epoch = req.producer_epoch.saturating_add(1);
@@ -466,10 +486,15 @@ pub async fn produce(
                             part.producers.lock().unwrap_or_else(|p| p.into_inner());
                         let mut dup = None;
                         let mut reject = None;
-                        if st.is_leader() {
+                        if headers.iter().any(|h| h.is_control()) {
+                            // Only transaction coordinators write control batches.
+                            reject = Some(codes::INVALID_RECORD);
+                        } else if st.is_leader() {
                             for h in &headers {
                                 match producers.check(h) {
                                     Check::Append => {}
+                                    // Bug mode dedupe-missing: the retry is appended again.
+                                    Check::Duplicate(_) if b.bugs.dedupe_missing => {}
                                     Check::Duplicate(off) => dup = Some(off),
                                     Check::Reject(code) => reject = Some(code),
                                 }
@@ -489,9 +514,12 @@ pub async fn produce(
                                 })
                             }
                             (None, None) => st
-                                .append_as_leader(records, mode, now)
+                                .append_as_leader(records.clone(), mode, now)
                                 .map_err(Refused::Replication),
                         };
+                        if let (Ok(a), None) = (&r, dup) {
+                            part.after_leader_append(&st, &records, a.first_offset);
+                        }
                         if let (Ok(a), None) = (&r, dup) {
                             let mut base = a.first_offset;
                             for h in &headers {
@@ -612,6 +640,7 @@ fn fetch_once(
         req.replica_id.0
     };
     let now = broker.clock.now_ms();
+    let read_committed = version >= 4 && req.isolation_level == 1 && replica_id < 0;
     let mut total = 0usize;
     let mut any_error = false;
     let mut hw_advanced = false;
@@ -676,9 +705,24 @@ fn fetch_once(
                     offsets,
                 } => {
                     pd.high_watermark = offsets.high_watermark;
-                    pd.last_stable_offset = offsets.high_watermark;
+                    // Replicas read to the log end and need no LSO; clients get it (KIP-98).
+                    let lso = if replica_id < 0 {
+                        part.txns_synced(&st)
+                            .last_stable_offset(offsets.high_watermark)
+                    } else {
+                        offsets.high_watermark
+                    };
+                    pd.last_stable_offset = lso;
                     if version >= 5 {
                         pd.log_start_offset = offsets.log_start_offset;
+                    }
+                    let max_offset_exclusive = if read_committed {
+                        max_offset_exclusive.min(lso)
+                    } else {
+                        max_offset_exclusive
+                    };
+                    if version >= 4 && !read_committed {
+                        pd.aborted_transactions = None;
                     }
                     let budget = (fp.partition_max_bytes.max(0) as usize)
                         .min(max_bytes.saturating_sub(total));
@@ -688,6 +732,30 @@ fn fetch_once(
                     {
                         Ok(r) => {
                             total += r.bytes.len();
+                            // Bug mode ignore-abort-markers: no aborted transactions listed.
+                            if read_committed
+                                && !r.bytes.is_empty()
+                                && !broker.bugs.ignore_abort_markers
+                            {
+                                // Aborted transactions overlapping the batches returned.
+                                let end = split_batches(&r.bytes)
+                                    .filter_map(|b| b.ok().map(|(h, _)| h.next_offset()))
+                                    .last()
+                                    .unwrap_or(fetch_offset);
+                                let from = r.first_batch_offset.unwrap_or(fetch_offset);
+                                pd.aborted_transactions = Some(
+                                    part.txns_synced(&st)
+                                        .aborted_between(from, end)
+                                        .into_iter()
+                                        .map(|a| {
+                                            let mut t = AbortedTransaction::default();
+                                            t.producer_id = ProducerId(a.producer_id);
+                                            t.first_offset = a.first_offset;
+                                            t
+                                        })
+                                        .collect(),
+                                );
+                            }
                             pd.records = Some(r.bytes);
                         }
                         Err(e) => {
@@ -743,6 +811,7 @@ fn fetch_once(
 pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
     let replica = req.replica_id.0 >= 0;
+    let read_committed = version >= 2 && req.isolation_level == 1 && !replica;
     for t in req.topics {
         let name = t.name.0.to_string();
         let mut tr = ListOffsetsTopicResponse::default();
@@ -769,13 +838,21 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
                     if let Err(e) = st.check_leader(current) {
                         pr.error_code = e.code();
                     } else {
+                        // read_committed sees up to the last stable offset, others the HW.
+                        let visible = if read_committed {
+                            part.txns_synced(&st)
+                                .last_stable_offset(st.high_watermark())
+                        } else {
+                            st.high_watermark()
+                        };
                         let found = match p.timestamp {
                             -1 if replica => Ok(Some((st.log_end_offset(), -1))),
-                            -1 => Ok(Some((st.high_watermark(), -1))),
+                            -1 => Ok(Some((visible, -1))),
                             -2 => Ok(Some((st.log_start_offset(), -1))),
-                            ts if ts >= 0 => st.log().offset_for_timestamp(ts).map(|o| {
-                                o.filter(|(off, _)| replica || *off < st.high_watermark())
-                            }),
+                            ts if ts >= 0 => st
+                                .log()
+                                .offset_for_timestamp(ts)
+                                .map(|o| o.filter(|(off, _)| replica || *off < visible)),
                             _ => Ok(None),
                         };
                         match found {
@@ -905,8 +982,23 @@ pub async fn handle(broker: &Arc<Broker>, req: RequestKind, version: i16) -> Opt
             )
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id(broker, r).await)
+            ResponseKind::InitProducerId(init_producer_id(broker, r, version).await)
         }
+        RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
+            super::txn::api::add_partitions_to_txn(broker, r, version).await,
+        ),
+        RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(
+            super::txn::api::add_offsets_to_txn(broker, r, version).await,
+        ),
+        RequestKind::EndTxn(r) => {
+            ResponseKind::EndTxn(super::txn::api::end_txn(broker, r, version).await)
+        }
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(super::txn::markers::write_txn_markers(broker, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(
+            super::groups::api::txn_offset_commit(broker, r, version).await,
+        ),
         RequestKind::OffsetForLeaderEpoch(r) => {
             let b = broker.clone();
             ResponseKind::OffsetForLeaderEpoch(
@@ -914,6 +1006,33 @@ pub async fn handle(broker: &Arc<Broker>, req: RequestKind, version: i16) -> Opt
                     .await
                     .ok()?,
             )
+        }
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
+            super::groups::api::find_coordinator(broker, r, version).await,
+        ),
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(super::groups::api::join_group(broker, r, version).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(super::groups::api::sync_group(broker, r, version).await)
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(super::groups::api::heartbeat(broker, r).await)
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(super::groups::api::leave_group(broker, r, version).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(super::groups::api::offset_commit(broker, r, version).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(super::groups::api::offset_fetch(broker, r, version).await)
+        }
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(
+            super::groups::api::describe_groups(broker, r, version).await,
+        ),
+        RequestKind::ListGroups(_) => {
+            ResponseKind::ListGroups(super::groups::api::list_groups(broker, version))
         }
         other => return unsupported(&other, version),
     })

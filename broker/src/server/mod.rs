@@ -10,10 +10,13 @@
 //! metadata image is reconciled into roles (leader, follower) the same way.
 
 pub mod fetcher;
+pub mod groups;
 pub mod handlers;
+pub mod internal;
 pub mod net;
 pub mod peer;
 pub mod producers;
+pub mod txn;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -46,6 +49,9 @@ pub struct Hosted {
     state: Mutex<ReplicaState<Log>>,
     /// Idempotent-producer state (lock after `state`).
     pub producers: Mutex<producers::ProducerTable>,
+    /// Ongoing and aborted transactions, derived from the log (lock after `state`; never hold
+    /// `producers` while taking it).
+    txns: Mutex<txn::index::TxnIndex>,
     /// The follower fetcher, when this broker follows.
     fetcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -54,6 +60,50 @@ impl Hosted {
     /// Locks the replica state.
     pub fn state(&self) -> MutexGuard<'_, ReplicaState<Log>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locks the transaction index brought up to the log end of `st` (this partition's locked
+    /// state): the LSO and aborted transactions are then current.
+    pub fn txns_synced(&self, st: &ReplicaState<Log>) -> MutexGuard<'_, txn::index::TxnIndex> {
+        let mut ix = self.txns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = ix.sync(st) {
+            tracing::error!(topic = %self.topic, partition = self.index, error = %e,
+                "reading the log for the transaction index failed");
+        }
+        ix
+    }
+
+    /// Applies batches just appended to this partition (`bytes` as handed to the log, their
+    /// first offset `first_offset`) to the transaction index; called under the state lock
+    /// `_st`. Batches it cannot place are read back from the log at the next sync.
+    pub fn after_leader_append(&self, _st: &ReplicaState<Log>, bytes: &[u8], first_offset: i64) {
+        let mut ix = self.txns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut base = first_offset;
+        for (h, raw) in crate::log::batch::batches_unchecked(bytes) {
+            let mut h = h;
+            h.base_offset = base;
+            base = h.next_offset();
+            let marker = if h.is_control() {
+                crate::log::batch::control_type(raw)
+            } else {
+                None
+            };
+            ix.apply(&h, marker);
+        }
+    }
+
+    /// Applies batches a follower just copied (with the leader's offsets) to the transaction
+    /// index.
+    pub fn after_follower_append(&self, bytes: &[u8]) {
+        let mut ix = self.txns.lock().unwrap_or_else(|p| p.into_inner());
+        for (h, raw) in crate::log::batch::batches_unchecked(bytes) {
+            let marker = if h.is_control() {
+                crate::log::batch::control_type(raw)
+            } else {
+                None
+            };
+            ix.apply(&h, marker);
+        }
     }
 
     fn stop_fetcher(&self) {
@@ -114,6 +164,10 @@ pub struct Broker {
     pub bugs: ReplicationBugs,
     /// Serialises reconciliations (the watch task and a single node's synchronous one).
     reconcile_lock: Mutex<u64>,
+    /// The group coordinator (consumer groups, committed offsets).
+    pub groups: groups::Coordinator,
+    /// The transaction coordinator.
+    pub txns: txn::TxnCoordinator,
 }
 
 /// Errors opening the broker.
@@ -181,22 +235,21 @@ impl Broker {
             adv.host.clone()
         };
         let metadata = if config.raw.contains_key("controller.quorum.voters") {
-            let mc = MetadataConfig::from_properties(
+            let mut mc = MetadataConfig::from_properties(
                 config.node_id,
                 &config.raw,
                 dir.join("__cluster_metadata"),
                 host,
                 adv.port,
             )?;
+            // Bug mode unclean-regardless: this controller elects out of the ISR whatever the
+            // setting says.
+            mc.unclean |= bugs.unclean_regardless;
             let node = MetadataNode::start(mc, clock.clone()).await?;
             // Like a KRaft broker, serve clients only once registered with the active controller
             // and holding its image: a client's first Metadata then names every live broker and
             // the controller (librdkafka's admin client waits forever for an unknown one).
-            let wait_ms: u64 = config
-                .raw
-                .get("broker.startup.timeout.ms")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(120_000);
+            let wait_ms: u64 = config.raw_or("broker.startup.timeout.ms", 120_000);
             let mut rx = node.subscribe();
             let me = config.node_id;
             let registered = tokio::time::timeout(Duration::from_millis(wait_ms), async {
@@ -246,7 +299,11 @@ impl Broker {
             }
         };
         let (appended, _) = watch::channel(0);
+        let groups = groups::Coordinator::new(&config, clock.now_ms());
+        let txns = txn::TxnCoordinator::new(&config);
         let broker = Arc::new(Broker {
+            groups,
+            txns,
             config,
             clock,
             metadata,
@@ -322,11 +379,7 @@ impl Broker {
     }
 
     fn request_timeout_ms(&self) -> u64 {
-        self.config
-            .raw
-            .get("controller.request.timeout.ms")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10_000)
+        self.config.raw_or("controller.request.timeout.ms", 10_000)
     }
 
     /// Whether this broker runs with the Raft quorum.
@@ -528,6 +581,7 @@ impl Broker {
             index,
             state: Mutex::new(state),
             producers: Mutex::new(producers::ProducerTable::default()),
+            txns: Mutex::new(txn::index::TxnIndex::default()),
             fetcher: Mutex::new(None),
         });
         self.partitions
@@ -644,7 +698,8 @@ impl Broker {
         }
     }
 
-    /// Spawns the background loops: metadata reconciliation and housekeeping.
+    /// Spawns the background loops: metadata reconciliation, housekeeping (with the group
+    /// coordinator's tick) and the transaction coordinator's timeout tick.
     pub fn spawn_background(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
         let b = self.clone();
@@ -661,10 +716,7 @@ impl Broker {
             let check = b.config.retention_check_interval_ms.max(1);
             let hw_every: i64 = b
                 .config
-                .raw
-                .get("replica.high.watermark.checkpoint.interval.ms")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(5000);
+                .raw_or("replica.high.watermark.checkpoint.interval.ms", 5000);
             let mut last_hw_checkpoint = b.clock.now_ms();
             let mut last_retention = b.clock.now_ms();
             let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -681,12 +733,23 @@ impl Broker {
                 }
                 let b2 = b.clone();
                 let _ = tokio::task::spawn_blocking(move || {
+                    b2.groups.tick(&b2, now);
                     b2.housekeeping(retention);
                     if hw_checkpoint {
                         b2.checkpoint_high_watermarks();
                     }
                 })
                 .await;
+            }
+        }));
+        let b = self.clone();
+        tasks.push(tokio::spawn(async move {
+            let every = b.txns.config.abort_check_interval_ms.max(10) as u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(every));
+            loop {
+                tick.tick().await;
+                let now = b.clock.now_ms();
+                b.txns.tick(&b, now).await;
             }
         }));
         tasks

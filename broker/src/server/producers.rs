@@ -2,7 +2,9 @@
 //! producer id the current epoch and the last five appended batches (first and last sequence,
 //! base offset). A retried batch is recognised and answered with its original offset instead of
 //! being appended twice; a gap in sequences is OUT_OF_ORDER_SEQUENCE_NUMBER; an older epoch is
-//! INVALID_PRODUCER_EPOCH. The state is rebuilt from the log's batch headers whenever this broker
+//! INVALID_PRODUCER_EPOCH. Transaction markers carry the producer's epoch too: a marker with a
+//! bumped epoch (a fenced or timed-out transaction) fences the old epoch's produces here. The
+//! state is rebuilt from the log's batch headers whenever this broker
 //! becomes leader, so it survives failover as Kafka's does (there from snapshots plus the log).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -57,11 +59,32 @@ impl ProducerTable {
     pub fn rebuild(headers: &[BatchHeader]) -> ProducerTable {
         let mut t = ProducerTable::default();
         for h in headers {
-            if h.producer_id >= 0 && h.base_sequence >= 0 && !h.is_control() {
+            if h.producer_id >= 0 && h.is_control() {
+                t.record_epoch(h.producer_id, h.producer_epoch);
+            } else if h.producer_id >= 0 && h.base_sequence >= 0 {
                 t.record(h);
             }
         }
         t
+    }
+
+    /// Records an epoch of `producer_id` seen in a transaction marker (or a coordinator's
+    /// transactional write): a newer epoch becomes the producer's current one (its sequences
+    /// restart at 0), fencing older epochs.
+    pub fn record_epoch(&mut self, producer_id: i64, epoch: i16) {
+        if producer_id < 0 {
+            return;
+        }
+        let e = self.producers.entry(producer_id).or_default();
+        if epoch > e.epoch {
+            e.epoch = epoch;
+            e.batches.clear();
+        }
+    }
+
+    /// The current epoch of a producer known here.
+    pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
     }
 
     /// Checks a batch header against the table.
@@ -162,6 +185,15 @@ mod tests {
         );
         // Non-idempotent batches are always appended.
         assert_eq!(t.check(&header(-1, -1, -1, 1, -1)), Check::Append);
+        // A marker with a bumped epoch fences the current one; the new epoch starts at 0.
+        t.record_epoch(7, 2);
+        assert_eq!(t.epoch_of(7), Some(2));
+        assert_eq!(
+            t.check(&header(7, 1, 1, 1, -1)),
+            Check::Reject(INVALID_PRODUCER_EPOCH)
+        );
+        assert_eq!(t.check(&header(7, 3, 0, 1, -1)), Check::Append);
+        assert_eq!(t.check(&header(7, 2, 0, 1, -1)), Check::Append);
     }
 
     #[test]

@@ -315,6 +315,11 @@ impl NetnsCluster {
         self.torn_down = true;
         for n in &self.nodes {
             let _ = n.supervisor.stop(StopMode::Kill);
+        }
+        // Anything else still running in the namespaces (a service the supervisor lost track
+        // of, a command's stray child) would keep a fault FS busy and block its unmount.
+        kill_namespace_processes(&self.id);
+        for n in &self.nodes {
             if let Ok(mut d) = n.disk.lock() {
                 if let Some(mut m) = d.take() {
                     m.unmount();
@@ -338,19 +343,10 @@ impl Drop for NetnsCluster {
 fn remove_run(id: &str) -> Result<(), NodeError> {
     let mut errors = Vec::new();
     let ns_prefix = format!("{PREFIX}{id}-");
+    kill_namespace_processes(id);
     for ns in list_netns() {
         if !ns.starts_with(&ns_prefix) {
             continue;
-        }
-        if let Ok(out) = run(&["ip", "netns", "pids", &ns]) {
-            for pid in out
-                .stdout
-                .split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok())
-            {
-                let _ = signal_group(pid, Signal::Kill);
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
         }
         if let Err(e) = run_ok(&["ip", "netns", "del", &ns]) {
             errors.push(e.to_string());
@@ -382,6 +378,26 @@ fn remove_run(id: &str) -> Result<(), NodeError> {
         Ok(())
     } else {
         Err(NodeError::Setup(errors.join("; ")))
+    }
+}
+
+/// SIGKILLs every process (and its group) inside run `id`'s namespaces.
+fn kill_namespace_processes(id: &str) {
+    let ns_prefix = format!("{PREFIX}{id}-");
+    for ns in list_netns() {
+        if !ns.starts_with(&ns_prefix) {
+            continue;
+        }
+        if let Ok(out) = run(&["ip", "netns", "pids", &ns]) {
+            for pid in out
+                .stdout
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+            {
+                let _ = signal_group(pid, Signal::Kill);
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
     }
 }
 

@@ -1,0 +1,430 @@
+//! Elle-style dependency cycles over a queue history, on a petgraph graph.
+//!
+//! Nodes are the committed operations: ok sends, polls and transactions, and indeterminate
+//! ones whose writes a read proved visible. Edges:
+//! - `ww`: for each key, successive committed values in the log's offset order (offsets holding
+//!   several values break the chain; a duplicate counts at its first offset);
+//! - `wr`: the op that sent a value → each op that read it;
+//! - `process`: successive committed ops of one process;
+//! - `realtime`: an ok op completed before another was invoked. Rather than an edge per pair
+//!   (quadratic) or per frontier member (Elle's reduction, still ~concurrency edges per op),
+//!   realtime goes through a chain of barrier nodes, one per ok completion
+//!   ([`crate::txns`]): `a → barrier(a) → … → barrier_before(b) → b`, three edges per op, with
+//!   the same reachability. A cycle's run of barrier nodes is shown as one realtime step.
+//!
+//! Strongly connected components (Kosaraju: iterative, so million-node chains cannot overflow
+//! the stack as a recursive Tarjan does) bound the search; in each component the shortest
+//! cycle is looked for with growing edge sets (ww; ww+wr; +process; +realtime), so the first
+//! cycle found is the least suspect explanation, and is named by the edges it uses: `G0`
+//! (ww only), `G1c` (with wr), and their `-process` and `-realtime` variants. Each finding
+//! lists the ops of the cycle and explains every step.
+
+use std::collections::{HashMap, VecDeque};
+
+use petgraph::algo::kosaraju_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+use serde_json::{json, Value};
+
+use crate::queue::{Findings, KeyData};
+use crate::txns::{Kind, Status, Txns};
+
+/// Edge type bits.
+const WW: u8 = 1;
+const WR: u8 = 2;
+const PROCESS: u8 = 4;
+const REALTIME: u8 = 8;
+
+/// Edge sets tried in order, least suspect first.
+const SEARCH: [u8; 6] = [
+    WW,
+    WW | WR,
+    WW | PROCESS,
+    WW | WR | PROCESS,
+    WW | PROCESS | REALTIME,
+    WW | WR | PROCESS | REALTIME,
+];
+
+/// Components larger than this are searched from a bounded number of start nodes.
+const MAX_BFS_STARTS: usize = 32;
+
+/// The dependency graph of one history.
+pub struct DependencyGraph<'a> {
+    graph: DiGraph<u32, u8>,
+    txns: &'a Txns,
+    keys: &'a [KeyData],
+}
+
+/// No node.
+const NONE: u32 = u32::MAX;
+
+/// Node weights at or above this are barrier nodes (`BARRIER + k`), below it txn positions.
+const BARRIER: u32 = 1 << 31;
+
+/// One step of a cycle: from txn, to txn, edge bit.
+type Step = (u32, u32, u8);
+
+fn edge_name(bit: u8) -> &'static str {
+    match bit {
+        WW => "ww",
+        WR => "wr",
+        PROCESS => "process",
+        _ => "realtime",
+    }
+}
+
+impl<'a> DependencyGraph<'a> {
+    /// Builds the graph; `ww_deps` false leaves out ww edges.
+    pub(crate) fn build(txns: &'a Txns, keys: &'a [KeyData], ww_deps: bool) -> Self {
+        let t = &txns.txns;
+        // Which txns are committed nodes.
+        let mut graph: DiGraph<u32, u8> = DiGraph::new();
+        let mut node_of: Vec<u32> = vec![NONE; t.len()];
+        for (i, tx) in t.iter().enumerate() {
+            let committed = tx.kind == Kind::Data
+                && match tx.status {
+                    Status::Ok => true,
+                    Status::Fail => false,
+                    Status::Info => txns
+                        .sends(tx)
+                        .iter()
+                        .any(|(k, v, _)| keys[*k as usize].was_read(*v)),
+                };
+            if committed {
+                node_of[i] = graph.add_node(i as u32).index() as u32;
+            }
+        }
+        let node = |i: u32| -> Option<NodeIndex> {
+            let n = node_of[i as usize];
+            (n != NONE).then(|| NodeIndex::new(n as usize))
+        };
+        let writer = |key: u32, v: i64| -> Option<NodeIndex> {
+            let (st, _, w) = keys[key as usize].sends.get(&v)?;
+            if *st == Status::Fail {
+                return None;
+            }
+            node(*w)
+        };
+        // ww
+        if ww_deps {
+            for (k, kd) in keys.iter().enumerate() {
+                let mut prev: Option<NodeIndex> = None;
+                for run in kd.by_offset.chunk_by(|a, b| a.0 == b.0) {
+                    if run.len() != 1 {
+                        prev = None;
+                        continue;
+                    }
+                    let (o, v) = run[0];
+                    if kd.first_offset(v) != Some(o) {
+                        continue;
+                    }
+                    let Some(w) = writer(k as u32, v) else {
+                        continue;
+                    };
+                    if let Some(pw) = prev {
+                        if pw != w {
+                            graph.add_edge(pw, w, WW);
+                        }
+                    }
+                    prev = Some(w);
+                }
+            }
+        }
+        // wr, process, realtime
+        let mut last_of_process: HashMap<u32, NodeIndex> = HashMap::new();
+        let mut writers: Vec<NodeIndex> = Vec::new();
+        for (i, tx) in t.iter().enumerate() {
+            let Some(me) = node(i as u32) else {
+                continue;
+            };
+            writers.clear();
+            for r in txns.reads(tx) {
+                if let Some(w) = writer(r.key, r.value) {
+                    if w != me && !writers.contains(&w) {
+                        writers.push(w);
+                    }
+                }
+            }
+            for w in &writers {
+                graph.add_edge(*w, me, WR);
+            }
+            if let Some(prev) = last_of_process.insert(tx.process, me) {
+                graph.add_edge(prev, me, PROCESS);
+            }
+        }
+        // realtime, through the barrier chain
+        let first_barrier = graph.node_count();
+        let barrier_node = |k: u32| NodeIndex::new(first_barrier + k as usize - 1);
+        for k in 1..=txns.barriers {
+            let b = graph.add_node(BARRIER + k);
+            if k > 1 {
+                graph.add_edge(barrier_node(k - 1), b, REALTIME);
+            }
+        }
+        for (i, tx) in t.iter().enumerate() {
+            let Some(me) = node(i as u32) else {
+                continue;
+            };
+            if tx.barrier > 0 {
+                graph.add_edge(me, barrier_node(tx.barrier), REALTIME);
+            }
+            if tx.barrier_before > 0 {
+                graph.add_edge(barrier_node(tx.barrier_before), me, REALTIME);
+            }
+        }
+        DependencyGraph { graph, txns, keys }
+    }
+
+    /// Sizes, for the result's stats.
+    pub fn stats(&self) -> Value {
+        let mut counts = [0usize; 4];
+        for e in self.graph.edge_weights() {
+            counts[e.trailing_zeros() as usize] += 1;
+        }
+        json!({
+            "nodes": self.graph.node_count(),
+            "edges": {"ww": counts[0], "wr": counts[1], "process": counts[2], "realtime": counts[3]},
+        })
+    }
+
+    /// Finds one cycle per strongly connected component and adds it to the findings.
+    pub(crate) fn report(&self, findings: &mut Findings) {
+        let mut sccs: Vec<Vec<NodeIndex>> = kosaraju_scc(&self.graph)
+            .into_iter()
+            .filter(|c| c.len() > 1)
+            .collect();
+        sccs.sort_by_key(|c| {
+            c.iter()
+                .map(|n| self.graph[*n])
+                .filter(|w| *w < BARRIER)
+                .min()
+        });
+        for scc in sccs {
+            if let Some((kind, cycle)) = self.shortest_cycle(&scc) {
+                findings.add(kind, self.explain(kind, &cycle));
+            }
+        }
+    }
+
+    /// The shortest cycle in a component, with the least suspect edge set that has one:
+    /// its kind and its steps (from, to, edge bit).
+    fn shortest_cycle(&self, scc: &[NodeIndex]) -> Option<(&'static str, Vec<Step>)> {
+        let local: HashMap<NodeIndex, usize> =
+            scc.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        for mask in SEARCH {
+            let mut sub: DiGraph<(), u8> = DiGraph::with_capacity(scc.len(), scc.len() * 2);
+            for _ in scc {
+                sub.add_node(());
+            }
+            for (i, n) in scc.iter().enumerate() {
+                for e in self.graph.edges(*n) {
+                    if e.weight() & mask == 0 {
+                        continue;
+                    }
+                    if let Some(&j) = local.get(&e.target()) {
+                        sub.add_edge(NodeIndex::new(i), NodeIndex::new(j), *e.weight());
+                    }
+                }
+            }
+            let Some(part) = kosaraju_scc(&sub).into_iter().find(|c| c.len() > 1) else {
+                continue;
+            };
+            let inside: std::collections::HashSet<NodeIndex> = part.iter().copied().collect();
+            let mut best: Option<Vec<NodeIndex>> = None;
+            let mut starts: Vec<NodeIndex> = part
+                .iter()
+                .copied()
+                .filter(|n| self.graph[scc[n.index()]] < BARRIER)
+                .collect();
+            starts.sort();
+            for s in starts.into_iter().take(MAX_BFS_STARTS) {
+                if let Some(c) = bfs_cycle(&sub, s, &inside) {
+                    if best.as_ref().is_none_or(|b| c.len() < b.len()) {
+                        best = Some(c);
+                    }
+                }
+            }
+            let path = best?;
+            let mut steps = Vec::new();
+            let mut used = 0u8;
+            // Walk the path from txn to txn; a run of barrier nodes is one realtime step.
+            let mut from = self.graph[scc[path[0].index()]];
+            let mut via_barrier = false;
+            for w in path.windows(2) {
+                let to = self.graph[scc[w[1].index()]];
+                if to >= BARRIER {
+                    via_barrier = true;
+                    continue;
+                }
+                // The least suspect edge between these two nodes.
+                let bit = if via_barrier {
+                    REALTIME
+                } else {
+                    sub.edges_connecting(w[0], w[1])
+                        .map(|e| *e.weight())
+                        .min()
+                        .unwrap_or(mask)
+                };
+                used |= bit;
+                steps.push((from, to, bit));
+                from = to;
+                via_barrier = false;
+            }
+            // Tell the cycle from its earliest op.
+            if let Some(first) =
+                (0..steps.len()).min_by_key(|i| self.txns.txns[steps[*i].0 as usize].index)
+            {
+                steps.rotate_left(first);
+            }
+            let base = if used & WR != 0 { "G1c" } else { "G0" };
+            let kind = match (base, used & REALTIME != 0, used & PROCESS != 0) {
+                ("G0", true, _) => "G0-realtime",
+                ("G0", false, true) => "G0-process",
+                ("G0", false, false) => "G0",
+                (_, true, _) => "G1c-realtime",
+                (_, false, true) => "G1c-process",
+                _ => "G1c",
+            };
+            return Some((kind, steps));
+        }
+        None
+    }
+
+    /// The finding's example: the ops of the cycle and a sentence per step.
+    fn explain(&self, kind: &str, steps: &[Step]) -> Value {
+        let t = &self.txns.txns;
+        let names: HashMap<u32, String> = steps
+            .iter()
+            .enumerate()
+            .map(|(n, (from, _, _))| (*from, format!("T{}", n + 1)))
+            .collect();
+        let name = |i: u32| names.get(&i).cloned().unwrap_or_else(|| format!("op {i}"));
+        let mut out_steps = Vec::new();
+        let mut sentences = Vec::new();
+        for &(from, to, bit) in steps {
+            let (a, b) = (&t[from as usize], &t[to as usize]);
+            let mut step = json!({"type": edge_name(bit), "from": a.index, "to": b.index});
+            let text = match bit {
+                WW => match self.ww_detail(from, to) {
+                    Some((key, va, oa, vb, ob)) => {
+                        step["key"] = json!(key);
+                        step["value"] = json!(va);
+                        step["value'"] = json!(vb);
+                        format!(
+                            "{} (op {}) sent {va} to {key} (offset {oa}) before {} (op {}) sent {vb} to it (offset {ob})",
+                            name(from), a.index, name(to), b.index
+                        )
+                    }
+                    None => format!("{} wrote before {}", name(from), name(to)),
+                },
+                WR => match self.wr_detail(from, to) {
+                    Some((key, v, o)) => {
+                        step["key"] = json!(key);
+                        step["value"] = json!(v);
+                        format!(
+                            "{} (op {}) sent {v} to {key}, which {} (op {}) read at offset {o}",
+                            name(from),
+                            a.index,
+                            name(to),
+                            b.index
+                        )
+                    }
+                    None => format!("{} read what {} wrote", name(to), name(from)),
+                },
+                PROCESS => format!(
+                    "{} (op {}) and then {} (op {}) ran in process {}",
+                    name(from),
+                    a.index,
+                    name(to),
+                    b.index,
+                    serde_json::to_string(&self.txns.processes[a.process as usize])
+                        .unwrap_or_default()
+                ),
+                _ => format!(
+                    "{} (op {}) completed at {:.3} s, before {} (op {}) was invoked at {:.3} s",
+                    name(from),
+                    a.index,
+                    a.complete_ns.unwrap_or(0) as f64 / 1e9,
+                    name(to),
+                    b.index,
+                    b.invoke_ns as f64 / 1e9
+                ),
+            };
+            step["text"] = json!(text);
+            sentences.push(text);
+            out_steps.push(step);
+        }
+        let ops: Vec<u64> = steps.iter().map(|(f, _, _)| t[*f as usize].index).collect();
+        let first = steps.first().map(|s| name(s.0)).unwrap_or_default();
+        json!({
+            "type": kind,
+            "ops": ops,
+            "steps": out_steps,
+            "explanation": format!("{}; so {first} precedes itself: a {kind} cycle.", sentences.join("; ")),
+        })
+    }
+
+    fn ww_detail(&self, from: u32, to: u32) -> Option<(&str, i64, i64, i64, i64)> {
+        let t = &self.txns.txns;
+        let mut best: Option<(&str, i64, i64, i64, i64)> = None;
+        for &(k, va, _) in self.txns.sends(&t[from as usize]) {
+            let kd = &self.keys[k as usize];
+            let Some(oa) = kd.first_offset(va) else {
+                continue;
+            };
+            for &(k2, vb, _) in self.txns.sends(&t[to as usize]) {
+                if k2 != k {
+                    continue;
+                }
+                let Some(ob) = kd.first_offset(vb) else {
+                    continue;
+                };
+                if oa < ob && best.is_none_or(|b| ob - oa < b.4 - b.2) {
+                    best = Some((self.txns.keys[k as usize].as_str(), va, oa, vb, ob));
+                }
+            }
+        }
+        best
+    }
+
+    fn wr_detail(&self, from: u32, to: u32) -> Option<(&str, i64, i64)> {
+        self.txns
+            .reads(&self.txns.txns[to as usize])
+            .iter()
+            .find(|r| self.keys[r.key as usize].sends.get(&r.value).map(|s| s.2) == Some(from))
+            .map(|r| (self.txns.keys[r.key as usize].as_str(), r.value, r.offset))
+    }
+}
+
+/// The shortest cycle through `s` inside `inside`, as nodes from `s` back to `s`.
+fn bfs_cycle(
+    g: &DiGraph<(), u8>,
+    s: NodeIndex,
+    inside: &std::collections::HashSet<NodeIndex>,
+) -> Option<Vec<NodeIndex>> {
+    let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = VecDeque::new();
+    queue.push_back(s);
+    while let Some(n) = queue.pop_front() {
+        for m in g.neighbors(n) {
+            if !inside.contains(&m) {
+                continue;
+            }
+            if m == s {
+                let mut path = vec![s, n];
+                let mut cur = n;
+                while cur != s {
+                    cur = *parent.get(&cur)?;
+                    path.push(cur);
+                }
+                path.reverse();
+                return Some(path);
+            }
+            if m != s && !parent.contains_key(&m) {
+                parent.insert(m, n);
+                queue.push_back(m);
+            }
+        }
+    }
+    None
+}

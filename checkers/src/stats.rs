@@ -1,0 +1,712 @@
+//! Statistics over a history, for reports and the config-safety matrix: each client op's
+//! latency (invoke to completion), latency quantiles by function and outcome, throughput over
+//! time in fixed buckets, and the fault intervals the nemesis ops describe.
+//!
+//! Everything here is one pass over the history plus a sort of each latency group, so it is
+//! O(n log n) in the number of ops and fine for histories of millions of ops. Like the rest of
+//! the crate it is pure: it reads ops and knows nothing of brokers or nodes.
+//!
+//! Fault intervals follow the names the nemesis writes (`nemesis/src/nemesis.rs`):
+//! `start-<kind>` opens a `<kind>` interval and `stop-<kind>` closes it (partition,
+//! packet-loss, disk); `kill` and `stop` open a node-down interval that `start` closes; `pause`
+//! opens one that `resume` closes; `bump-clock` opens a `clock` interval that `reset-clock`
+//! closes, and `strobe-clock` is a `clock` interval of its own `duration-ms`. Node-targeted
+//! faults get one interval per node; a closing op naming nodes closes only theirs. Anything
+//! else (`corrupt-file`, an action that failed and carries an `error`) is an instantaneous
+//! [`FaultEvent`]. An interval still open at the end of the history has no end.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::history::{History, Op, OpType, Process};
+
+/// One completed client op: when it was invoked and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyPoint {
+    /// Invocation time, nanoseconds since the test started.
+    pub invoke_ns: u64,
+    /// Completion time minus invocation time, nanoseconds.
+    pub latency_ns: u64,
+    /// The op's function (`send`, `poll`, ...).
+    pub f: String,
+    /// The completion type (`ok`, `fail` or `info`).
+    #[serde(rename = "type")]
+    pub op_type: OpType,
+    /// Who ran it.
+    pub process: Process,
+    /// Index of the invocation.
+    pub invoke_index: u64,
+    /// Index of the completion.
+    pub complete_index: u64,
+}
+
+/// Latency quantiles of one (function, completion type) group, nearest-rank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quantiles {
+    /// Function.
+    pub f: String,
+    /// Completion type.
+    #[serde(rename = "type")]
+    pub op_type: OpType,
+    /// Ops in the group.
+    pub count: usize,
+    /// Median, nanoseconds.
+    pub p50_ns: u64,
+    /// 90th percentile, nanoseconds.
+    pub p90_ns: u64,
+    /// 99th percentile, nanoseconds.
+    pub p99_ns: u64,
+    /// Maximum, nanoseconds.
+    pub max_ns: u64,
+}
+
+/// Completions per time bucket, by completion type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Bucket width, nanoseconds (1 s by default).
+    pub bucket_ns: u64,
+    /// Per completion type, the number of completions in each bucket (bucket `i` covers
+    /// `[i * bucket_ns, (i + 1) * bucket_ns)`); every series has the same length.
+    pub series: BTreeMap<String, Vec<u64>>,
+}
+
+impl Throughput {
+    /// Number of buckets.
+    pub fn buckets(&self) -> usize {
+        self.series.values().map(Vec::len).max().unwrap_or(0)
+    }
+}
+
+/// A fault that lasted a while.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultInterval {
+    /// The fault kind: `partition`, `packet-loss`, `kill`, `stop`, `pause`, `clock`, `disk`, ...
+    pub kind: String,
+    /// The node it hit, for node-targeted faults.
+    pub node: Option<String>,
+    /// The nemesis op that started it.
+    pub start_f: String,
+    /// Start, nanoseconds since the test started.
+    pub start_ns: u64,
+    /// End, or None when the history ends with it still active.
+    pub end_ns: Option<u64>,
+    /// Index of the starting op.
+    pub start_index: u64,
+    /// Index of the op that ended it (None for strobes, which end by themselves, and for
+    /// faults still active at the end).
+    pub end_index: Option<u64>,
+}
+
+/// A nemesis op that is not part of an interval: a file corruption, or an action that failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultEvent {
+    /// The op's `f`.
+    pub f: String,
+    /// When, nanoseconds since the test started.
+    pub time_ns: u64,
+    /// Its index.
+    pub index: u64,
+    /// The error, when the action failed.
+    pub error: Option<String>,
+}
+
+/// Everything this module computes for one history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Time of the last op, nanoseconds since the test started.
+    pub duration_ns: u64,
+    /// Every completed client op, in completion order.
+    pub points: Vec<LatencyPoint>,
+    /// Quantiles per (function, completion type), sorted by function then type.
+    pub quantiles: Vec<Quantiles>,
+    /// Completions per second.
+    pub throughput: Throughput,
+    /// Fault intervals, in start order.
+    pub faults: Vec<FaultInterval>,
+    /// Instantaneous nemesis events and failed nemesis actions.
+    pub fault_events: Vec<FaultEvent>,
+    /// Acknowledged values not yet read, over time.
+    #[serde(default)]
+    pub unseen: Unseen,
+}
+
+/// Acknowledged-but-unread values over time (Jepsen's unseen plot): a value counts from its
+/// send's acknowledgement until an ok poll that read it completes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Unseen {
+    /// Bucket width.
+    pub bucket_ns: u64,
+    /// Unseen count at the end of each bucket.
+    pub counts: Vec<u64>,
+    /// When the final reads began (the first op of [`crate::history::FINAL_PROCESS`]).
+    pub final_start_ns: Option<u64>,
+}
+
+/// The unseen series of a history, in `bucket_ns` buckets up to `duration_ns` (n log n).
+pub fn unseen(history: &History, bucket_ns: u64, duration_ns: u64) -> Unseen {
+    let t = crate::txns::build(history);
+    let bucket_ns = bucket_ns.max(1);
+    // (key, value) → (ack time, first read time)
+    let mut acked: HashMap<(u32, i64), u64> = HashMap::new();
+    let mut first_read: HashMap<(u32, i64), u64> = HashMap::new();
+    for tx in &t.txns {
+        let Some(done) = tx.complete_ns else { continue };
+        if tx.status != crate::txns::Status::Ok {
+            continue;
+        }
+        for (k, v, _) in t.sends(tx) {
+            acked.entry((*k, *v)).or_insert(done);
+        }
+        for r in t.reads(tx) {
+            first_read.entry((r.key, r.value)).or_insert(done);
+        }
+    }
+    let n = (duration_ns / bucket_ns + 1) as usize;
+    let mut delta = vec![0i64; n + 1];
+    let slot = |ns: u64| ((ns / bucket_ns) as usize).min(n);
+    for (kv, a) in &acked {
+        let end = first_read.get(kv).copied();
+        if end.is_some_and(|r| r <= *a) {
+            continue;
+        }
+        delta[slot(*a)] += 1;
+        if let Some(r) = end {
+            delta[slot(r)] -= 1;
+        }
+    }
+    let mut counts = Vec::with_capacity(n);
+    let mut cur = 0i64;
+    for d in delta.iter().take(n) {
+        cur += d;
+        counts.push(cur.max(0) as u64);
+    }
+    let final_start_ns = history
+        .ops
+        .iter()
+        .find(|o| o.process == Process::Client(crate::history::FINAL_PROCESS))
+        .map(|o| o.time_ns);
+    Unseen {
+        bucket_ns,
+        counts,
+        final_start_ns,
+    }
+}
+
+/// One second, the default throughput bucket.
+pub const SECOND_NS: u64 = 1_000_000_000;
+
+/// Computes every statistic with 1-second throughput buckets.
+pub fn analyze(history: &History) -> Stats {
+    let points = latency_points(history);
+    let quantiles = quantiles(&points);
+    let duration_ns = history.ops.iter().map(|o| o.time_ns).max().unwrap_or(0);
+    let throughput = throughput(&points, SECOND_NS, duration_ns);
+    let (faults, fault_events) = fault_intervals(history);
+    let unseen = unseen(history, SECOND_NS / 4, duration_ns);
+    Stats {
+        duration_ns,
+        points,
+        quantiles,
+        throughput,
+        faults,
+        fault_events,
+        unseen,
+    }
+}
+
+/// Pairs each client completion with its process's open invocation (O(n)); completions without
+/// an invocation and invocations never completed are left out.
+pub fn latency_points(history: &History) -> Vec<LatencyPoint> {
+    let nemesis = Process::nemesis();
+    let mut open: HashMap<&Process, &Op> = HashMap::new();
+    let mut points = Vec::with_capacity(history.ops.len() / 2);
+    for op in &history.ops {
+        if op.process == nemesis {
+            continue;
+        }
+        if op.op_type == OpType::Invoke {
+            open.insert(&op.process, op);
+        } else if let Some(inv) = open.remove(&op.process) {
+            points.push(LatencyPoint {
+                invoke_ns: inv.time_ns,
+                latency_ns: op.time_ns.saturating_sub(inv.time_ns),
+                f: inv.f.clone(),
+                op_type: op.op_type,
+                process: op.process.clone(),
+                invoke_index: inv.index,
+                complete_index: op.index,
+            });
+        }
+    }
+    points
+}
+
+fn type_order(t: OpType) -> u8 {
+    match t {
+        OpType::Ok => 0,
+        OpType::Info => 1,
+        OpType::Fail => 2,
+        OpType::Invoke => 3,
+    }
+}
+
+/// The name of a completion type as the history writes it.
+pub fn type_name(t: OpType) -> &'static str {
+    match t {
+        OpType::Invoke => "invoke",
+        OpType::Ok => "ok",
+        OpType::Fail => "fail",
+        OpType::Info => "info",
+    }
+}
+
+/// Nearest-rank quantile `q` (0..=1) of sorted, non-empty `v`.
+fn rank(v: &[u64], q: f64) -> u64 {
+    let n = v.len();
+    let i = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+    v[i]
+}
+
+/// Latency quantiles (p50, p90, p99, max) per (function, completion type); O(n log n).
+pub fn quantiles(points: &[LatencyPoint]) -> Vec<Quantiles> {
+    let mut groups: BTreeMap<(&str, u8), (OpType, Vec<u64>)> = BTreeMap::new();
+    for p in points {
+        groups
+            .entry((p.f.as_str(), type_order(p.op_type)))
+            .or_insert_with(|| (p.op_type, Vec::new()))
+            .1
+            .push(p.latency_ns);
+    }
+    groups
+        .into_iter()
+        .map(|((f, _), (op_type, mut v))| {
+            v.sort_unstable();
+            Quantiles {
+                f: f.to_string(),
+                op_type,
+                count: v.len(),
+                p50_ns: rank(&v, 0.50),
+                p90_ns: rank(&v, 0.90),
+                p99_ns: rank(&v, 0.99),
+                max_ns: v[v.len() - 1],
+            }
+        })
+        .collect()
+}
+
+/// The quantiles of `f` completing with `op_type`, if any op did.
+pub fn quantile_of<'a>(qs: &'a [Quantiles], f: &str, op_type: OpType) -> Option<&'a Quantiles> {
+    qs.iter().find(|q| q.f == f && q.op_type == op_type)
+}
+
+/// Completions per bucket of `bucket_ns` (by completion time), per completion type, over
+/// `[0, duration_ns]`; O(n).
+pub fn throughput(points: &[LatencyPoint], bucket_ns: u64, duration_ns: u64) -> Throughput {
+    let bucket_ns = bucket_ns.max(1);
+    let end = points
+        .iter()
+        .map(|p| p.invoke_ns + p.latency_ns)
+        .max()
+        .unwrap_or(0)
+        .max(duration_ns);
+    let n = (end / bucket_ns + 1) as usize;
+    let mut series: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for p in points {
+        let b = ((p.invoke_ns + p.latency_ns) / bucket_ns) as usize;
+        let s = series
+            .entry(type_name(p.op_type).to_string())
+            .or_insert_with(|| vec![0; n]);
+        if let Some(slot) = s.get_mut(b) {
+            *slot += 1;
+        }
+    }
+    Throughput { bucket_ns, series }
+}
+
+/// The nodes an op's value names (`nodes`, or `node`).
+fn nodes_of(value: &Value) -> Vec<String> {
+    if let Some(a) = value.get("nodes").and_then(Value::as_array) {
+        return a
+            .iter()
+            .filter_map(|n| n.as_str().map(String::from))
+            .collect();
+    }
+    value
+        .get("node")
+        .and_then(Value::as_str)
+        .map(|n| vec![n.to_string()])
+        .unwrap_or_default()
+}
+
+/// What a nemesis op does to intervals.
+enum Effect {
+    /// Opens intervals of this kind.
+    Open(String),
+    /// Opens an interval of this kind that lasts this long.
+    For(String, u64),
+    /// Closes open intervals of these kinds.
+    Close(&'static [&'static str], Option<String>),
+    /// Not an interval.
+    Event,
+}
+
+fn effect(op: &Op) -> Effect {
+    if op.value.get("error").is_some() {
+        return Effect::Event;
+    }
+    match op.f.as_str() {
+        "kill" => Effect::Open("kill".into()),
+        "stop" => Effect::Open("stop".into()),
+        "start" => Effect::Close(&["kill", "stop"], None),
+        "pause" => Effect::Open("pause".into()),
+        "resume" => Effect::Close(&["pause"], None),
+        "bump-clock" => Effect::Open("clock".into()),
+        "reset-clock" => Effect::Close(&["clock"], None),
+        "strobe-clock" => {
+            let ms = op
+                .value
+                .get("duration-ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            Effect::For("clock".into(), ms.saturating_mul(1_000_000))
+        }
+        f => {
+            if let Some(kind) = f.strip_prefix("start-").filter(|k| !k.is_empty()) {
+                Effect::Open(kind.to_string())
+            } else if let Some(kind) = f.strip_prefix("stop-").filter(|k| !k.is_empty()) {
+                Effect::Close(&[], Some(kind.to_string()))
+            } else {
+                Effect::Event
+            }
+        }
+    }
+}
+
+/// Fault intervals and instantaneous nemesis events, from the nemesis ops; O(n · open faults).
+pub fn fault_intervals(history: &History) -> (Vec<FaultInterval>, Vec<FaultEvent>) {
+    let nemesis = Process::nemesis();
+    let mut intervals: Vec<FaultInterval> = Vec::new();
+    let mut events = Vec::new();
+    // Indices into `intervals` of those still open.
+    let mut open: Vec<usize> = Vec::new();
+    for op in history.ops.iter().filter(|o| o.process == nemesis) {
+        let nodes = nodes_of(&op.value);
+        let mut start = |kind: &str, end: Option<u64>| {
+            let targets: Vec<Option<String>> = if nodes.is_empty() {
+                vec![None]
+            } else {
+                nodes.iter().cloned().map(Some).collect()
+            };
+            for node in targets {
+                if end.is_none() {
+                    open.push(intervals.len());
+                }
+                intervals.push(FaultInterval {
+                    kind: kind.to_string(),
+                    node,
+                    start_f: op.f.clone(),
+                    start_ns: op.time_ns,
+                    end_ns: end,
+                    start_index: op.index,
+                    end_index: None,
+                });
+            }
+        };
+        match effect(op) {
+            Effect::Open(kind) => start(&kind, None),
+            Effect::For(kind, ns) => start(&kind, Some(op.time_ns.saturating_add(ns))),
+            Effect::Close(kinds, extra) => {
+                open.retain(|&i| {
+                    let iv = &mut intervals[i];
+                    let kind_matches =
+                        kinds.contains(&iv.kind.as_str()) || extra.as_deref() == Some(&iv.kind);
+                    let node_matches = nodes.is_empty()
+                        || iv.node.is_none()
+                        || iv.node.as_ref().is_some_and(|n| nodes.contains(n));
+                    if kind_matches && node_matches {
+                        iv.end_ns = Some(op.time_ns);
+                        iv.end_index = Some(op.index);
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            Effect::Event => events.push(FaultEvent {
+                f: op.f.clone(),
+                time_ns: op.time_ns,
+                index: op.index,
+                error: op
+                    .value
+                    .get("error")
+                    .map(|e| e.as_str().map_or_else(|| e.to_string(), String::from)),
+            }),
+        }
+    }
+    (intervals, events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unseen_counts_values_from_ack_until_first_read() {
+        let h = History {
+            ops: vec![
+                op(
+                    0,
+                    0,
+                    Process::Client(1),
+                    OpType::Invoke,
+                    "send",
+                    json!([["send", "k", 1]]),
+                ),
+                op(
+                    1,
+                    100,
+                    Process::Client(1),
+                    OpType::Ok,
+                    "send",
+                    json!([["send", "k", [0, 1]]]),
+                ),
+                op(
+                    2,
+                    200,
+                    Process::Client(1),
+                    OpType::Invoke,
+                    "send",
+                    json!([["send", "k", 2]]),
+                ),
+                op(
+                    3,
+                    300,
+                    Process::Client(1),
+                    OpType::Ok,
+                    "send",
+                    json!([["send", "k", [1, 2]]]),
+                ),
+                op(
+                    4,
+                    1100,
+                    Process::Client(crate::history::FINAL_PROCESS),
+                    OpType::Invoke,
+                    "poll",
+                    json!([["poll"]]),
+                ),
+                op(
+                    5,
+                    1200,
+                    Process::Client(crate::history::FINAL_PROCESS),
+                    OpType::Ok,
+                    "poll",
+                    json!([["poll", {"k": [[0, 1]]}]]),
+                ),
+            ],
+            warnings: vec![],
+        };
+        let u = unseen(&h, 250 * 1_000_000, 1_200 * 1_000_000);
+        // 0-250 ms: value 1 acked (100 ms); 250-500: both; ... 1000-1250: value 2 only.
+        assert_eq!(u.counts, vec![1, 2, 2, 2, 1]);
+        assert_eq!(u.final_start_ns, Some(1_100_000_000));
+    }
+
+    fn op(index: u64, time_ms: u64, process: Process, t: OpType, f: &str, value: Value) -> Op {
+        Op {
+            index,
+            time_ns: time_ms * 1_000_000,
+            process,
+            op_type: t,
+            f: f.into(),
+            value,
+        }
+    }
+
+    fn c(p: u64) -> Process {
+        Process::Client(p)
+    }
+
+    #[test]
+    fn latencies_pair_invocations_with_completions_per_process() {
+        let n = Process::nemesis();
+        let h = History {
+            ops: vec![
+                op(0, 0, c(1), OpType::Invoke, "send", json!(null)),
+                op(1, 5, c(2), OpType::Invoke, "poll", json!(null)),
+                op(2, 10, c(1), OpType::Ok, "send", json!(null)),
+                op(3, 11, n.clone(), OpType::Info, "start-partition", json!({})),
+                op(4, 1500, c(2), OpType::Info, "poll", json!(null)),
+                op(5, 1600, c(1), OpType::Invoke, "send", json!(null)),
+                op(6, 1630, c(1), OpType::Fail, "send", json!(null)),
+                op(7, 1700, c(3), OpType::Invoke, "send", json!(null)),
+            ],
+            warnings: vec![],
+        };
+        let s = analyze(&h);
+        assert_eq!(
+            s.points.len(),
+            3,
+            "the open invocation of process 3 is left out"
+        );
+        assert_eq!(s.points[0].latency_ns, 10_000_000);
+        assert_eq!(s.points[0].invoke_index, 0);
+        assert_eq!(s.points[0].complete_index, 2);
+        assert_eq!(s.points[1].f, "poll");
+        assert_eq!(s.points[1].op_type, OpType::Info);
+        assert_eq!(s.points[1].latency_ns, 1_495_000_000);
+        assert_eq!(s.duration_ns, 1_700_000_000);
+        assert_eq!(s.throughput.series["ok"], vec![1, 0]);
+        assert_eq!(s.throughput.series["info"], vec![0, 1]);
+        assert_eq!(s.throughput.series["fail"], vec![0, 1]);
+        let q: Vec<(&str, OpType)> = s
+            .quantiles
+            .iter()
+            .map(|q| (q.f.as_str(), q.op_type))
+            .collect();
+        assert_eq!(
+            q,
+            vec![
+                ("poll", OpType::Info),
+                ("send", OpType::Ok),
+                ("send", OpType::Fail)
+            ]
+        );
+    }
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let points: Vec<LatencyPoint> = (1..=100)
+            .map(|i| LatencyPoint {
+                invoke_ns: i,
+                latency_ns: i * 10,
+                f: "send".into(),
+                op_type: OpType::Ok,
+                process: c(0),
+                invoke_index: i,
+                complete_index: i,
+            })
+            .rev()
+            .collect();
+        let q = quantiles(&points);
+        assert_eq!(q.len(), 1);
+        assert_eq!(
+            (
+                q[0].count,
+                q[0].p50_ns,
+                q[0].p90_ns,
+                q[0].p99_ns,
+                q[0].max_ns
+            ),
+            (100, 500, 900, 990, 1000)
+        );
+        assert!(quantile_of(&q, "send", OpType::Ok).is_some());
+        assert!(quantile_of(&q, "send", OpType::Fail).is_none());
+        let one = quantiles(&points[..1]);
+        assert_eq!((one[0].p50_ns, one[0].p99_ns), (1000, 1000));
+    }
+
+    #[test]
+    fn fault_intervals_pair_starts_with_heals() {
+        let n = Process::nemesis();
+        let i = OpType::Info;
+        let h = History {
+            ops: vec![
+                op(
+                    0,
+                    100,
+                    n.clone(),
+                    i,
+                    "start-partition",
+                    json!({"n1": ["n2"]}),
+                ),
+                op(1, 200, n.clone(), i, "kill", json!({"nodes": ["n1", "n2"]})),
+                op(
+                    2,
+                    300,
+                    n.clone(),
+                    i,
+                    "stop-partition",
+                    json!({"healed": ["n1"]}),
+                ),
+                op(3, 400, n.clone(), i, "start", json!({"nodes": ["n1"]})),
+                op(
+                    4,
+                    450,
+                    n.clone(),
+                    i,
+                    "pause",
+                    json!({"action": {}, "error": "boom"}),
+                ),
+                op(
+                    5,
+                    500,
+                    n.clone(),
+                    i,
+                    "strobe-clock",
+                    json!({"nodes": ["n3"], "duration-ms": 250}),
+                ),
+                op(6, 600, n.clone(), i, "corrupt-file", json!({"node": "n3"})),
+                op(7, 700, n.clone(), i, "start-disk", json!({"nodes": ["n3"]})),
+                op(8, 800, n.clone(), i, "start", json!({"nodes": ["n2"]})),
+                op(9, 900, n.clone(), i, "bump-clock", json!({"nodes": ["n1"]})),
+                op(
+                    10,
+                    950,
+                    n.clone(),
+                    i,
+                    "reset-clock",
+                    json!({"nodes": ["n1", "n2", "n3"]}),
+                ),
+            ],
+            warnings: vec![],
+        };
+        let (iv, ev) = fault_intervals(&h);
+        let got: Vec<(&str, Option<&str>, u64, Option<u64>)> = iv
+            .iter()
+            .map(|f| {
+                (
+                    f.kind.as_str(),
+                    f.node.as_deref(),
+                    f.start_ns / 1_000_000,
+                    f.end_ns.map(|e| e / 1_000_000),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("partition", None, 100, Some(300)),
+                ("kill", Some("n1"), 200, Some(400)),
+                ("kill", Some("n2"), 200, Some(800)),
+                ("clock", Some("n3"), 500, Some(750)),
+                ("disk", Some("n3"), 700, None),
+                ("clock", Some("n1"), 900, Some(950)),
+            ]
+        );
+        assert_eq!(iv[1].end_index, Some(3));
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0].error.as_deref(), Some("boom"));
+        assert_eq!(ev[1].f, "corrupt-file");
+    }
+
+    #[test]
+    fn a_large_history_is_analyzed_in_one_pass() {
+        // 200k client ops over 8 processes: fast enough that a quadratic step would show.
+        let mut ops = Vec::new();
+        for i in 0..100_000u64 {
+            let p = c(i % 8);
+            ops.push(op(2 * i, i, p.clone(), OpType::Invoke, "send", json!(null)));
+            ops.push(op(2 * i + 1, i + 1, p, OpType::Ok, "send", json!(null)));
+        }
+        let s = analyze(&History {
+            ops,
+            warnings: vec![],
+        });
+        assert_eq!(s.points.len(), 100_000);
+        assert_eq!(s.quantiles[0].p99_ns, 1_000_000);
+        assert_eq!(s.throughput.series["ok"].iter().sum::<u64>(), 100_000);
+    }
+}

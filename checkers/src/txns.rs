@@ -1,0 +1,620 @@
+//! The history turned into what the checkers reason about: one [`Txn`] per client operation
+//! (invocation paired with its completion), its micro-ops parsed once into flat arrays of
+//! sends and reads with interned keys and processes, in completion order; ops never completed
+//! become indeterminate transactions at the end. Also the realtime order, in linear space:
+//! every ok data op (send, poll, transaction) raises a *barrier* when it completes (barriers are
+//! numbered 1, 2, ... in completion order), and every op remembers the last barrier raised
+//! before it was invoked; so `a` completed before `b` was invoked exactly when
+//! `barrier(a) <= barrier_before(b)`. Only ok data ops raise barriers: an indeterminate op may
+//! take effect after its completion was recorded.
+//!
+//! A [`Builder`] takes ops one at a time, so a history file can be checked while it is read
+//! without holding its JSON in memory ([`crate::check_file`]); [`build`] feeds it an in-memory
+//! [`History`].
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use serde_json::Value;
+
+use crate::history::{History, OpType, Process};
+
+/// How a client operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// It happened.
+    Ok,
+    /// Unknown (timeout, lost connection, or never completed).
+    Info,
+    /// It certainly did not happen.
+    Fail,
+}
+
+/// What an operation did, by its `f`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Sends, polls or both.
+    Data,
+    /// `assign`, `subscribe` or `crash`: the process's consumer position may change.
+    Reposition,
+    /// Anything else.
+    Other,
+}
+
+/// A send micro-op: key id, value, acknowledged offset.
+pub type Send = (u32, i64, Option<i64>);
+
+/// One record a poll returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadRec {
+    /// Key id.
+    pub key: u32,
+    /// Offset.
+    pub offset: i64,
+    /// Value.
+    pub value: i64,
+}
+
+/// One client operation.
+#[derive(Debug, Clone)]
+pub struct Txn {
+    /// History index of its completion (of its invocation if it never completed).
+    pub index: u64,
+    /// Process id (index into [`Txns::processes`]).
+    pub process: u32,
+    /// Invocation time, ns.
+    pub invoke_ns: u64,
+    /// Completion time, ns (None if it never completed).
+    pub complete_ns: Option<u64>,
+    /// Outcome.
+    pub status: Status,
+    /// What it did.
+    pub kind: Kind,
+    /// It carried a poll micro-op (ok completions only).
+    pub polled: bool,
+    /// The barrier this op raised when it completed (ok data ops; 0 for none).
+    pub barrier: u32,
+    /// The last barrier raised before this op was invoked (0 for none).
+    pub barrier_before: u32,
+    sends: Range<u32>,
+    reads: Range<u32>,
+}
+
+/// Every client operation of a history.
+#[derive(Debug, Default)]
+pub struct Txns {
+    /// Operations in completion order (never-completed ones last).
+    pub txns: Vec<Txn>,
+    /// Interned key names.
+    pub keys: Vec<String>,
+    /// Interned processes.
+    pub processes: Vec<Process>,
+    send_store: Vec<Send>,
+    read_store: Vec<ReadRec>,
+    /// Barriers raised (the highest barrier number).
+    pub barriers: u32,
+}
+
+fn slice<'s, T>(store: &'s [T], r: &Range<u32>) -> &'s [T] {
+    &store[r.start as usize..r.end as usize]
+}
+
+impl Txns {
+    /// The op's sends, in op order.
+    pub fn sends(&self, t: &Txn) -> &[Send] {
+        slice(&self.send_store, &t.sends)
+    }
+
+    /// The records the op's polls returned, in read order (ok ops only).
+    pub fn reads(&self, t: &Txn) -> &[ReadRec] {
+        slice(&self.read_store, &t.reads)
+    }
+
+    /// The op's reads split into runs of one key, as the poll returned them.
+    pub fn read_groups<'s>(&'s self, t: &Txn) -> impl Iterator<Item = &'s [ReadRec]> + 's {
+        self.reads(t).chunk_by(|a, b| a.key == b.key)
+    }
+}
+
+#[derive(Debug)]
+struct OpenOp {
+    index: u64,
+    kind: Kind,
+    time_ns: u64,
+    sends: Vec<Send>,
+    barrier_before: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Current {
+    None,
+    Invoke(u32),
+    Complete { pid: u32, null_value: bool },
+}
+
+/// Builds [`Txns`] from ops fed one at a time: `invoke` or `complete`, then the op's micro-ops
+/// (`send`, `poll`, `read`), then `end`.
+#[derive(Debug)]
+pub struct Builder {
+    out: Txns,
+    key_ids: HashMap<String, u32>,
+    proc_ids: HashMap<Process, u32>,
+    open: HashMap<u32, OpenOp>,
+    current: Current,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// An empty builder.
+    pub fn new() -> Builder {
+        Builder {
+            out: Txns::default(),
+            key_ids: HashMap::new(),
+            proc_ids: HashMap::new(),
+            open: HashMap::new(),
+            current: Current::None,
+        }
+    }
+
+    fn key_id(&mut self, k: &str) -> u32 {
+        if let Some(id) = self.key_ids.get(k) {
+            return *id;
+        }
+        let id = self.out.keys.len() as u32;
+        self.out.keys.push(k.to_string());
+        self.key_ids.insert(k.to_string(), id);
+        id
+    }
+
+    fn proc_id(&mut self, p: &Process) -> u32 {
+        if let Some(id) = self.proc_ids.get(p) {
+            return *id;
+        }
+        let id = self.out.processes.len() as u32;
+        self.out.processes.push(p.clone());
+        self.proc_ids.insert(p.clone(), id);
+        id
+    }
+
+    /// A client process invokes an op.
+    pub fn invoke(&mut self, index: u64, time_ns: u64, process: &Process, f: &str) {
+        let pid = self.proc_id(process);
+        let barrier_before = self.out.barriers;
+        self.open.insert(
+            pid,
+            OpenOp {
+                index,
+                kind: kind_of(f),
+                time_ns,
+                sends: Vec::new(),
+                barrier_before,
+            },
+        );
+        self.current = Current::Invoke(pid);
+    }
+
+    /// A client process completes its op; `null_value` when the completion carries no
+    /// micro-ops (the invocation's are used).
+    pub fn complete(
+        &mut self,
+        index: u64,
+        time_ns: u64,
+        process: &Process,
+        op_type: OpType,
+        f: &str,
+        null_value: bool,
+    ) {
+        let pid = self.proc_id(process);
+        let (invoke_ns, barrier_before) = match self.open.get(&pid) {
+            Some(o) => (o.time_ns, o.barrier_before),
+            None => (time_ns, 0),
+        };
+        let status = match op_type {
+            OpType::Ok => Status::Ok,
+            OpType::Fail => Status::Fail,
+            _ => Status::Info,
+        };
+        let sends = self.out.send_store.len() as u32;
+        let reads = self.out.read_store.len() as u32;
+        self.out.txns.push(Txn {
+            index,
+            process: pid,
+            invoke_ns,
+            complete_ns: Some(time_ns),
+            status,
+            kind: kind_of(f),
+            polled: false,
+            sends: sends..sends,
+            reads: reads..reads,
+            barrier: 0,
+            barrier_before,
+        });
+        self.current = Current::Complete { pid, null_value };
+    }
+
+    /// A send micro-op of the current op.
+    pub fn send(&mut self, key: &str, value: i64, offset: Option<i64>) {
+        match self.current {
+            Current::Invoke(pid) => {
+                let k = self.key_id(key);
+                if let Some(o) = self.open.get_mut(&pid) {
+                    o.sends.push((k, value, offset));
+                }
+            }
+            Current::Complete { .. } => {
+                let k = self.key_id(key);
+                self.out.send_store.push((k, value, offset));
+            }
+            Current::None => {}
+        }
+    }
+
+    /// The current op carried a poll micro-op.
+    pub fn poll(&mut self) {
+        if let (Current::Complete { .. }, Some(t)) = (self.current, self.out.txns.last_mut()) {
+            t.polled = t.status == Status::Ok;
+        }
+    }
+
+    /// A record read by the current op's poll.
+    pub fn read(&mut self, key: &str, offset: i64, value: i64) {
+        if let (Current::Complete { .. }, Some(Status::Ok)) =
+            (self.current, self.out.txns.last().map(|t| t.status))
+        {
+            let key = self.key_id(key);
+            self.out.read_store.push(ReadRec { key, offset, value });
+        }
+    }
+
+    /// The current op's micro-ops are all in.
+    pub fn end(&mut self) {
+        if let Current::Complete { pid, null_value } = self.current {
+            let open = self.open.remove(&pid);
+            if null_value {
+                if let Some(o) = &open {
+                    self.out.send_store.extend_from_slice(&o.sends);
+                }
+            }
+            let sends_end = self.out.send_store.len() as u32;
+            let reads_end = self.out.read_store.len() as u32;
+            if let Some(t) = self.out.txns.last_mut() {
+                t.sends.end = sends_end;
+                t.reads.end = reads_end;
+                if t.status == Status::Ok && t.kind == Kind::Data {
+                    self.out.barriers += 1;
+                    t.barrier = self.out.barriers;
+                }
+            }
+        }
+        self.current = Current::None;
+    }
+
+    /// Feeds a micro-op list held as JSON (`[["send", k, v | [o, v]], ["poll", {k: [[o, v]]}]]`).
+    pub fn mops(&mut self, mops: &Value) {
+        for m in mops.as_array().into_iter().flatten() {
+            let Some(a) = m.as_array() else { continue };
+            match a.first().and_then(Value::as_str) {
+                Some("send") => {
+                    let Some(key) = a.get(1).and_then(Value::as_str) else {
+                        continue;
+                    };
+                    match a.get(2) {
+                        Some(Value::Array(ov)) => {
+                            if let Some(v) = ov.get(1).and_then(Value::as_i64) {
+                                self.send(key, v, ov.first().and_then(Value::as_i64));
+                            }
+                        }
+                        Some(v) => {
+                            if let Some(v) = v.as_i64() {
+                                self.send(key, v, None);
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                Some("poll") => {
+                    self.poll();
+                    let Some(obj) = a.get(1).and_then(Value::as_object) else {
+                        continue;
+                    };
+                    for (k, pairs) in obj {
+                        for p in pairs.as_array().into_iter().flatten() {
+                            if let (Some(o), Some(v)) = (
+                                p.get(0).and_then(Value::as_i64),
+                                p.get(1).and_then(Value::as_i64),
+                            ) {
+                                self.read(k, o, v);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Ops still open become indeterminate; the result.
+    pub fn finish(mut self) -> Txns {
+        let mut dangling: Vec<(u32, OpenOp)> = self.open.drain().collect();
+        dangling.sort_by_key(|(_, o)| o.index);
+        for (pid, o) in dangling {
+            let start = self.out.send_store.len() as u32;
+            self.out.send_store.extend_from_slice(&o.sends);
+            let end = self.out.send_store.len() as u32;
+            let r = self.out.read_store.len() as u32;
+            self.out.txns.push(Txn {
+                index: o.index,
+                process: pid,
+                invoke_ns: o.time_ns,
+                complete_ns: None,
+                status: Status::Info,
+                kind: o.kind,
+                polled: false,
+                sends: start..end,
+                reads: r..r,
+                barrier: 0,
+                barrier_before: o.barrier_before,
+            });
+        }
+        self.out
+    }
+}
+
+/// Pairs invocations with completions and parses every client op of an in-memory history.
+pub fn build(history: &History) -> Txns {
+    let mut b = Builder::new();
+    let nemesis = Process::nemesis();
+    for op in &history.ops {
+        if op.process == nemesis {
+            continue;
+        }
+        if op.op_type == OpType::Invoke {
+            b.invoke(op.index, op.time_ns, &op.process, &op.f);
+        } else {
+            b.complete(
+                op.index,
+                op.time_ns,
+                &op.process,
+                op.op_type,
+                &op.f,
+                op.value.is_null(),
+            );
+        }
+        b.mops(&op.value);
+        b.end();
+    }
+    b.finish()
+}
+
+/// The kind of an op by its `f`.
+pub fn kind_of(f: &str) -> Kind {
+    match f {
+        "send" | "poll" | "txn" => Kind::Data,
+        "assign" | "subscribe" | "crash" => Kind::Reposition,
+        _ => Kind::Other,
+    }
+}
+
+/// Feeds micro-ops given as raw JSON text straight into a [`Builder`], without building a
+/// `serde_json::Value` (the fast path of [`crate::check_file`]).
+pub fn feed_raw(b: &mut Builder, json: &str) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde::de::DeserializeSeed::deserialize(raw::Mops(b), &mut de)?;
+    de.end()
+}
+
+mod raw {
+    //! Serde seeds and visitors that parse micro-ops into a [`Builder`].
+
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    use super::Builder;
+
+    /// A string, borrowed from the input when it has no escapes.
+    pub struct Str<'de>(pub Cow<'de, str>);
+
+    impl<'de> de::Deserialize<'de> for Str<'de> {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Str<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                    Ok(Str(Cow::Borrowed(v)))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                    Ok(Str(Cow::Owned(v.to_string())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    /// Visitor methods that accept and skip every value other than a list (maps, scalars).
+    macro_rules! ignore_non_lists {
+        () => {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+                Ok(())
+            }
+        };
+    }
+
+    /// The micro-op list.
+    pub struct Mops<'b>(pub &'b mut Builder);
+
+    impl<'de> DeserializeSeed<'de> for Mops<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Mops<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of micro-ops")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Mop(&mut *self.0))?.is_some() {}
+            Ok(())
+        }
+        // Non-client values (details maps, numbers, strings) carry no micro-ops.
+        ignore_non_lists!();
+    }
+
+    /// One micro-op: `["send", k, v | [o, v]]`, `["poll", {k: [[o, v], ...]}]` or anything else
+    /// (ignored).
+    struct Mop<'b>(&'b mut Builder);
+
+    impl<'de> DeserializeSeed<'de> for Mop<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Mop<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a micro-op such as [\"send\", key, value]")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let b = self.0;
+            let tag: Option<Str> = seq.next_element()?;
+            match tag.as_ref().map(|t| t.0.as_ref()) {
+                Some("send") => {
+                    let key: Option<Str> = seq.next_element()?;
+                    let sent: Option<Sent> = seq.next_element()?;
+                    if let (Some(k), Some(Sent(off, v))) = (key, sent) {
+                        b.send(&k.0, v, off);
+                    }
+                }
+                Some("poll") => {
+                    b.poll();
+                    seq.next_element_seed(Polled(&mut *b))?;
+                }
+                _ => {}
+            }
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(())
+        }
+        // Values of other ops (an `assign`'s partition numbers, ...) carry no micro-ops.
+        ignore_non_lists!();
+    }
+
+    /// A send's value: `v` (not acknowledged) or `[offset, v]` (offset may be null).
+    struct Sent(Option<i64>, i64);
+
+    impl<'de> de::Deserialize<'de> for Sent {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Sent;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a value or [offset, value]")
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Sent, E> {
+                    Ok(Sent(None, v))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Sent, E> {
+                    i64::try_from(v)
+                        .map(|v| Sent(None, v))
+                        .map_err(|_| E::custom("value out of range"))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Sent, A::Error> {
+                    let off: Option<Option<i64>> = seq.next_element()?;
+                    let v: Option<i64> = seq.next_element()?;
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    match v {
+                        Some(v) => Ok(Sent(off.flatten(), v)),
+                        None => Err(de::Error::custom("[offset, value] without a value")),
+                    }
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    /// A poll's result: `{key: [[offset, value], ...]}` (or null).
+    struct Polled<'b>(&'b mut Builder);
+
+    impl<'de> DeserializeSeed<'de> for Polled<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Polled<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of key to [[offset, value], ...]")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<Str>()? {
+                map.next_value_seed(Records {
+                    b: &mut *self.0,
+                    key: &key.0,
+                })?;
+            }
+            Ok(())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+
+    struct Records<'b, 'k> {
+        b: &'b mut Builder,
+        key: &'k str,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Records<'_, '_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Records<'_, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of [offset, value]")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some((o, v)) = seq.next_element::<(i64, i64)>()? {
+                self.b.read(self.key, o, v);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! `harness reproduce <bug>`: the bug zoo's driver. Each broker bug mode has a recipe (the
+//! configuration and faults that expose it, and the anomaly kinds it leaves in a history);
+//! reproduce runs the recipe with successive seeds until the checker flags an expected anomaly
+//! or the time budget ends, and reports the time to detect in seconds of test time. `--control`
+//! runs the same recipe without the bug mode, which must come out clean.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::spec::{Acks, ClientKind, ConsumerMode, FaultKind, TestSpec};
+
+/// How to expose one bug mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    /// The broker's `--bug` name.
+    pub bug: &'static str,
+    /// Where the bug comes from (KIP / JIRA / report).
+    pub source: &'static str,
+    /// Fault kinds of the schedule.
+    pub nemesis: &'static [FaultKind],
+    /// Mean seconds between faults.
+    pub interval: f64,
+    /// Broker properties beyond the defaults.
+    pub broker: &'static [(&'static str, &'static str)],
+    /// Anomaly kinds that count as detection (any of them); [`ACKED_OVERWRITE`] is an
+    /// acknowledged write overwritten.
+    pub expect: &'static [&'static str],
+    /// Invalidating kinds the recipe's configuration allows without the bug (e.g. unclean
+    /// election exposes records never acknowledged, then reuses their offsets), which the
+    /// control tolerates; [`ACKED_OVERWRITE`] is never tolerated.
+    pub tolerate: &'static [&'static str],
+    /// Client settings the bug needs (idempotence, transactions, a client library).
+    pub client: ClientNeeds,
+}
+
+/// The client side of a recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientNeeds {
+    /// Whatever the base spec says.
+    #[default]
+    Any,
+    /// An idempotent producer (acks=all) that retries.
+    Idempotent,
+    /// librdkafka's transactional producer with read_committed consumers.
+    Transactional,
+    /// Consumers subscribed in the run's group (commit and committed ops in the history).
+    Group,
+}
+
+/// The evidence "an acknowledged write was overwritten": an `inconsistent-offsets` example
+/// whose acknowledged value the final reads did not find at its offset (the checker lists
+/// those first).
+pub const ACKED_OVERWRITE: &str = "inconsistent-offsets:acked";
+
+/// What unclean election itself does to a history: records never acknowledged are exposed
+/// (the high watermark passes them once the ISR is the leader alone), then truncated and their
+/// offsets reused, so readers see one offset with two values and skip or revisit offsets.
+const UNCLEAN_ELECTION: &[&str] = &[
+    "inconsistent-offsets",
+    "poll-skip",
+    "int-poll-skip",
+    "nonmonotonic-poll",
+    "int-nonmonotonic-poll",
+];
+
+/// Every bug mode's recipe.
+pub const RECIPES: &[Recipe] = &[
+    Recipe {
+        bug: "ack-before-isr",
+        source: "acks=all acknowledged before replication (the class Jepsen's Kafka tests target)",
+        nemesis: &[FaultKind::Partition],
+        interval: 5.0,
+        broker: &[("min.insync.replicas", "2")],
+        expect: &["lost-write", "unseen"],
+        tolerate: &[],
+        client: ClientNeeds::Any,
+    },
+    Recipe {
+        bug: "read-above-hw",
+        source: "KAFKA-14704 class: uncommitted records exposed to readers before truncation",
+        nemesis: &[FaultKind::Partition],
+        interval: 5.0,
+        broker: &[("min.insync.replicas", "2")],
+        expect: &["inconsistent-offsets", "nonmonotonic-poll", "poll-skip"],
+        tolerate: &[],
+        client: ClientNeeds::Any,
+    },
+    Recipe {
+        bug: "ignore-min-insync",
+        source: "pre-KAFKA-1555, Jepsen 2013: the ISR shrinks to the leader, which keeps acking",
+        // The leader's replication is cut (its controller session kept) until its ISR is
+        // itself, then it is isolated and an out-of-ISR replica is elected.
+        nemesis: &[FaultKind::ReplicationCutFailover],
+        interval: 8.0,
+        broker: &[
+            ("min.insync.replicas", "2"),
+            ("unclean.leader.election.enable", "true"),
+            ("replica.lag.time.max.ms", "2000"),
+            ("broker.session.timeout.ms", "3000"),
+        ],
+        expect: &["lost-write", "unseen", ACKED_OVERWRITE],
+        tolerate: UNCLEAN_ELECTION,
+        client: ClientNeeds::Any,
+    },
+    Recipe {
+        bug: "hw-truncation",
+        source: "KAFKA-1211, fixed by KIP-101: followers truncate to their high watermark",
+        // Restarted followers truncate to their (up to 5 s stale) checkpointed high watermark
+        // and, cut off from the old leader, elect one of themselves.
+        nemesis: &[FaultKind::FollowerRestartFailover],
+        interval: 8.0,
+        broker: &[
+            ("min.insync.replicas", "2"),
+            ("broker.session.timeout.ms", "3000"),
+        ],
+        expect: &["lost-write", "unseen", "inconsistent-offsets"],
+        tolerate: &[],
+        client: ClientNeeds::Any,
+    },
+    Recipe {
+        bug: "epoch-lookup-next-epoch",
+        source: "KAFKA-6361, fixed by KIP-279: divergence after fast leader fail-over",
+        nemesis: &[FaultKind::Kill, FaultKind::Partition],
+        interval: 3.0,
+        broker: &[("min.insync.replicas", "2")],
+        expect: &["lost-write", "unseen", "inconsistent-offsets"],
+        tolerate: &[],
+        client: ClientNeeds::Any,
+    },
+    Recipe {
+        bug: "isr-join-below-epoch-start",
+        source: "KAFKA-7128: ISR expansion with a lagging high watermark",
+        nemesis: &[FaultKind::Kill, FaultKind::Partition],
+        interval: 3.0,
+        broker: &[("min.insync.replicas", "2")],
+        expect: &["lost-write", "unseen"],
+        tolerate: &[],
+        client: ClientNeeds::Any,
+    },
+    Recipe {
+        bug: "dedupe-missing",
+        source: "Redpanda#3039 class: idempotent retries appended twice",
+        nemesis: &[FaultKind::Partition, FaultKind::Kill],
+        interval: 3.0,
+        broker: &[("min.insync.replicas", "2")],
+        expect: &["duplicate"],
+        tolerate: &[],
+        client: ClientNeeds::Idempotent,
+    },
+    Recipe {
+        bug: "unclean-regardless",
+        source: "pre-0.11 default (KAFKA-1028): a lagging replica elected when the ISR is gone",
+        // With min.insync.replicas=1 the leader whose replication is cut legitimately acks
+        // alone once its ISR is itself; isolated, it leaves no live ISR replica, and only the
+        // bug elects a replica lacking those writes (without it the partition waits offline).
+        nemesis: &[FaultKind::ReplicationCutFailover],
+        interval: 8.0,
+        broker: &[
+            ("min.insync.replicas", "1"),
+            ("replica.lag.time.max.ms", "2000"),
+            ("broker.session.timeout.ms", "3000"),
+        ],
+        expect: &["lost-write", "unseen", ACKED_OVERWRITE],
+        tolerate: &[],
+        client: ClientNeeds::Any,
+    },
+    Recipe {
+        bug: "ignore-abort-markers",
+        source: "AutoMQ#754 class: aborted transactions read as committed",
+        nemesis: &[FaultKind::Kill, FaultKind::Partition],
+        interval: 3.0,
+        broker: &[("min.insync.replicas", "2")],
+        expect: &["G1a"],
+        tolerate: &[],
+        client: ClientNeeds::Transactional,
+    },
+    Recipe {
+        bug: "offset-commit-before-isr",
+        source: "offsets.commit.required.acks below -1 (deprecated by KIP-1041, removed in 4.0)",
+        // The coordinator's replication is cut: it acknowledges commits its followers never
+        // get, then its ISR shrinks to itself (further appends of the group's state refused,
+        // so rebalances go on); isolated, it is replaced by a replica elected uncleanly, which
+        // serves the offsets its own log has.
+        nemesis: &[FaultKind::CoordinatorCutFailover],
+        interval: 8.0,
+        broker: &[
+            ("min.insync.replicas", "2"),
+            ("unclean.leader.election.enable", "true"),
+            ("replica.lag.time.max.ms", "2000"),
+            ("broker.session.timeout.ms", "3000"),
+        ],
+        expect: &["lost-commit"],
+        tolerate: UNCLEAN_ELECTION,
+        client: ClientNeeds::Group,
+    },
+];
+
+/// The recipe of `bug`, or an error listing the known ones.
+pub fn recipe(bug: &str) -> Result<&'static Recipe> {
+    RECIPES.iter().find(|r| r.bug == bug).ok_or_else(|| {
+        let names: Vec<&str> = RECIPES.iter().map(|r| r.bug).collect();
+        anyhow::anyhow!("no recipe for bug `{bug}`; known: {}", names.join(", "))
+    })
+}
+
+/// The spec of one attempt: `base` (nodes, time limit, store) with the recipe's settings.
+pub fn attempt_spec(base: &TestSpec, recipe: &Recipe, control: bool, seed: u64) -> TestSpec {
+    let mut spec = base.clone();
+    spec.name = format!(
+        "reproduce-{}{}",
+        recipe.bug,
+        if control { "-control" } else { "" }
+    );
+    spec.seed = seed;
+    spec.nemesis = recipe.nemesis.to_vec();
+    spec.nemesis_interval = recipe.interval;
+    spec.client.acks = Acks::All;
+    match recipe.client {
+        ClientNeeds::Any => {}
+        ClientNeeds::Idempotent => {
+            // Retries are what the broker's dedupe exists for: a short request timeout makes
+            // the client retry while an acks=all append still waits for a partitioned follower.
+            spec.client.idempotence = true;
+            spec.client.retries = spec.client.retries.max(10);
+            spec.client.request_timeout_ms = 2000;
+        }
+        ClientNeeds::Transactional => {
+            spec.client.idempotence = true;
+            spec.client.transactions = true;
+            spec.client.client = ClientKind::Rdkafka;
+            spec.client.isolation_level = "read_committed".into();
+        }
+        ClientNeeds::Group => {
+            spec.client.consumer_mode = ConsumerMode::Subscribe;
+            // A send waiting for a cut follower must give up before the member's 3 s session
+            // ends, or the whole group rebalances instead of committing.
+            spec.client.request_timeout_ms = 2000;
+        }
+    }
+    for (k, v) in recipe.broker {
+        spec.broker.insert(k.to_string(), v.to_string());
+    }
+    spec.bugs = if control {
+        Vec::new()
+    } else {
+        vec![recipe.bug.to_string()]
+    };
+    spec
+}
+
+/// What one reproduction found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The expected kind found first (None: not found within the budget).
+    pub found: Option<String>,
+    /// Every invalidating kind seen over all attempts.
+    pub invalid_kinds: Vec<String>,
+    /// Attempts run.
+    pub attempts: u32,
+    /// Seconds of test time until the first evidence of the found anomaly (prior attempts'
+    /// main phases plus the evidence's time in the detecting run).
+    pub time_to_detect: Option<f64>,
+    /// The detecting run's folder.
+    pub run: Option<std::path::PathBuf>,
+}
+
+/// Seconds from the run's start until the first example of `kind` was proven: for each
+/// example, the latest of the ops it names (fields `op`, `ops`, `send_op`, `read_by_op`, ...;
+/// an inconsistent offset is proven by its second observation), and the earliest over the
+/// examples. None for [`ACKED_OVERWRITE`], which only the final reads prove (the caller then
+/// counts the whole main phase).
+fn first_evidence(run: &Path, results: &Value, kind: &str) -> Option<f64> {
+    if kind == ACKED_OVERWRITE {
+        return None;
+    }
+    let history = checkers::read_history(&run.join("history.jsonl")).ok()?;
+    let time_of = |index: u64| {
+        history
+            .ops
+            .iter()
+            .find(|o| o.index == index)
+            .map(|o| o.time_ns)
+    };
+    results["anomalies"][kind]["examples"]
+        .as_array()?
+        .iter()
+        .filter_map(|ex| {
+            checkers::queue::example_ops(ex)
+                .into_iter()
+                .map(time_of)
+                .collect::<Option<Vec<u64>>>()?
+                .into_iter()
+                .max()
+        })
+        .min()
+        .map(|ns| ns as f64 / 1e9)
+}
+
+/// The anomaly kinds a run's results show, plus [`ACKED_OVERWRITE`] when an acknowledged
+/// write was overwritten.
+fn observed(results: &Value) -> Vec<String> {
+    let mut seen: Vec<String> = results["anomalies"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let acked = results["anomalies"]["inconsistent-offsets"]["examples"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|ex| ex["acked_overwritten"] == true));
+    if acked {
+        seen.push(ACKED_OVERWRITE.to_string());
+    }
+    seen
+}
+
+/// Runs attempts with seeds `seed`, `seed + 1`, ... until an expected anomaly is found or
+/// `budget_s` seconds of test time are spent; with `control`, without the bug mode (then any
+/// invalidating anomaly the recipe does not tolerate, or an acknowledged write overwritten, is
+/// a failure of the control and is reported).
+pub fn reproduce(
+    base: &TestSpec,
+    recipe: &Recipe,
+    control: bool,
+    budget_s: u64,
+    argv: &[String],
+) -> Result<Outcome> {
+    let mut spent = 0.0;
+    let mut outcome = Outcome {
+        found: None,
+        invalid_kinds: Vec::new(),
+        attempts: 0,
+        time_to_detect: None,
+        run: None,
+    };
+    let mut seed = base.seed;
+    while spent < budget_s as f64 {
+        if crate::run::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        let spec = attempt_spec(base, recipe, control, seed);
+        eprintln!(
+            "harness: reproduce {}{}: attempt {} (seed {seed})",
+            recipe.bug,
+            if control { " (control)" } else { "" },
+            outcome.attempts + 1
+        );
+        crate::run::run_test(&spec, argv)?;
+        outcome.attempts += 1;
+        let run = std::fs::read_link(spec.store.join(&spec.name).join("latest"))
+            .context("finding the attempt's run folder")?;
+        let results: Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("results.json")).context("reading results.json")?,
+        )
+        .context("parsing results.json")?;
+        let invalidating: Vec<String> = results["invalidating"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let seen = observed(&results);
+        for k in seen
+            .iter()
+            .filter(|k| *k == ACKED_OVERWRITE || invalidating.contains(k))
+            .filter(|k| !(control && recipe.tolerate.contains(&k.as_str())))
+        {
+            if !outcome.invalid_kinds.contains(k) {
+                outcome.invalid_kinds.push(k.clone());
+            }
+        }
+        if !control {
+            if let Some(kind) = recipe.expect.iter().find(|k| seen.iter().any(|s| s == *k)) {
+                let at = first_evidence(&run, &results, kind).unwrap_or(spec.time_limit as f64);
+                outcome.found = Some(kind.to_string());
+                outcome.time_to_detect = Some(spent + at.min(spec.time_limit as f64));
+                outcome.run = Some(run);
+                return Ok(outcome);
+            }
+        } else if !outcome.invalid_kinds.is_empty() {
+            outcome.run = Some(run);
+            return Ok(outcome);
+        }
+        spent += spec.time_limit as f64;
+        seed += 1;
+    }
+    Ok(outcome)
+}
+
+/// Median and worst of detection times (None when any seed missed).
+pub fn summarize(times: &[Option<f64>]) -> Option<(f64, f64)> {
+    let mut t: Vec<f64> = times.iter().copied().collect::<Option<Vec<f64>>>()?;
+    if t.is_empty() {
+        return None;
+    }
+    t.sort_by(f64::total_cmp);
+    let median = if t.len() % 2 == 1 {
+        t[t.len() / 2]
+    } else {
+        (t[t.len() / 2 - 1] + t[t.len() / 2]) / 2.0
+    };
+    Some((median, t[t.len() - 1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_broker_bug_mode_has_a_recipe_and_unknown_names_are_refused() {
+        for (name, _) in broker::replication::bugs::BUG_NAMES {
+            assert!(recipe(name).is_ok(), "{name} has no recipe");
+        }
+        let e = recipe("lose-everything").expect_err("unknown");
+        assert!(e.to_string().contains("ack-before-isr"), "{e}");
+    }
+
+    #[test]
+    fn attempts_switch_the_bug_on_except_in_the_control() {
+        let r = recipe("ack-before-isr").expect("recipe");
+        let base = TestSpec::default();
+        let s = attempt_spec(&base, r, false, 9);
+        assert_eq!(s.bugs, vec!["ack-before-isr".to_string()]);
+        assert_eq!(s.seed, 9);
+        assert_eq!(s.nemesis, vec![FaultKind::Partition]);
+        assert!(attempt_spec(&base, r, true, 9).bugs.is_empty());
+    }
+
+    #[test]
+    fn the_lost_commit_recipe_runs_subscribed_consumers() {
+        let r = recipe("offset-commit-before-isr").expect("recipe");
+        let s = attempt_spec(&TestSpec::default(), r, false, 1);
+        assert_eq!(s.client.consumer_mode, ConsumerMode::Subscribe);
+        assert_eq!(s.client.acks, Acks::All);
+        assert_eq!(r.expect, ["lost-commit"]);
+        assert_eq!(
+            RECIPES.last().map(|r| r.bug),
+            Some("offset-commit-before-isr")
+        );
+    }
+
+    #[test]
+    fn times_to_detect_summarize_as_median_and_worst() {
+        assert_eq!(
+            summarize(&[Some(3.0), Some(1.0), Some(2.0)]),
+            Some((2.0, 3.0))
+        );
+        assert_eq!(summarize(&[Some(3.0), None]), None);
+    }
+}

@@ -1,0 +1,425 @@
+//! The queue workload through the native async client (`client` crate): each worker owns a
+//! producer and a consumer (assign mode, or a [`GroupConsumer`] when subscribed, whose
+//! positions the runner commits after each poll) on a small Tokio runtime of its own, and the client's own outcome
+//! classification (`Ok` / `Definite` / `Indeterminate`) becomes `ok` / `fail` / `info`
+//! directly.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use client::{
+    Acks, Config, Consumer, GroupConsumer, GroupSettings, IsolationLevel, OffsetReset, Outcome,
+    PartitionRecords, Producer, Seek, TopicPartition, TransactionalProducer, TxnOutcome,
+};
+
+use crate::client::{
+    ClientError, ClientSettings, CommitResult, MopResult, Offsets, QueueClient, Record, SendResult,
+    TxnResult,
+};
+
+/// A worker's consumer: assigned, or in the run's group.
+enum Reader {
+    Assigned(Consumer),
+    Group(Box<GroupConsumer>),
+}
+
+/// A worker's native producer and consumer.
+pub struct NativeClient {
+    rt: tokio::runtime::Runtime,
+    settings: ClientSettings,
+    config: Config,
+    producer: Producer,
+    /// The transactional producer of a transactional run (its own `transactional.id`).
+    txn_producer: Option<TransactionalProducer>,
+    reader: Reader,
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError(format!("{what}: {e}"))
+}
+
+/// The client configuration for `settings`, named `client_id`.
+pub fn config(settings: &ClientSettings, client_id: &str) -> Result<Config, ClientError> {
+    let mut c = Config::new(settings.bootstrap.iter().cloned());
+    c.client_id = client_id.to_string();
+    c.acks = match settings.acks.as_str() {
+        "0" => Acks::None,
+        "1" => Acks::Leader,
+        "all" | "-1" => Acks::All,
+        other => return Err(ClientError(format!("acks `{other}` is not 0, 1 or all"))),
+    };
+    c.enable_idempotence = settings.idempotence;
+    c.retries = settings.retries;
+    c.request_timeout = settings.request_timeout;
+    c.delivery_timeout = settings.request_timeout + Duration::from_secs(1);
+    c.linger = Duration::ZERO;
+    c.auto_offset_reset = OffsetReset::Earliest;
+    c.isolation_level = match settings.isolation_level.as_str() {
+        "read_committed" => IsolationLevel::ReadCommitted,
+        "read_uncommitted" => IsolationLevel::ReadUncommitted,
+        other => {
+            return Err(ClientError(format!(
+                "isolation.level `{other}` is not read_committed or read_uncommitted"
+            )))
+        }
+    };
+    c.fetch_max_wait = Duration::from_millis(50);
+    Ok(c)
+}
+
+impl NativeClient {
+    /// Opens a producer and a consumer for `process`: assigned every partition from offset 0,
+    /// or subscribed to the topic in the run's group.
+    pub fn open(settings: &ClientSettings, process: u64) -> Result<NativeClient, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| err("tokio runtime", e))?;
+        let config = config(settings, &format!("jepsen-{process}"))?;
+        let producer = rt
+            .block_on(async { Producer::new(config.clone()) })
+            .map_err(|e| err("producer", e))?;
+        let reader =
+            Reader::Assigned(Consumer::new(config.clone()).map_err(|e| err("consumer", e))?);
+        let txn_producer = if settings.transactions {
+            // One transactional id per worker process, as on the librdkafka path.
+            let id = format!("{}-txn-{process}", settings.group_id);
+            let tp = rt
+                .block_on(TransactionalProducer::new(
+                    config.clone(),
+                    &id,
+                    Duration::from_secs(10),
+                ))
+                .map_err(|e| err("initialising transactions", e))?;
+            Some(tp)
+        } else {
+            None
+        };
+        let mut c = NativeClient {
+            rt,
+            settings: settings.clone(),
+            config,
+            producer,
+            txn_producer,
+            reader,
+        };
+        if settings.subscribe {
+            c.subscribe()?;
+        } else {
+            let all: Vec<u32> = (0..settings.partitions).collect();
+            c.assign(&all)?;
+        }
+        Ok(c)
+    }
+
+    fn group(&self) -> Result<GroupConsumer, ClientError> {
+        let mut g = GroupSettings::new(self.settings.group_id.clone());
+        // A crashed member stalls the group until its session ends: keep sessions short.
+        g.session_timeout = Duration::from_secs(3);
+        g.heartbeat_interval = Duration::from_millis(500);
+        g.rebalance_timeout = self.settings.request_timeout + Duration::from_secs(5);
+        let mut gc =
+            GroupConsumer::new(self.config.clone(), g).map_err(|e| err("group consumer", e))?;
+        gc.subscribe([self.settings.topic.clone()]);
+        Ok(gc)
+    }
+}
+
+impl NativeClient {
+    /// The assign-mode consumer's positions (to move back after an aborted transaction).
+    fn saved_positions(&self) -> Vec<(TopicPartition, i64)> {
+        match &self.reader {
+            Reader::Assigned(c) => c
+                .assignment()
+                .into_iter()
+                .filter_map(|tp| c.position(&tp).map(|o| (tp, o)))
+                .collect(),
+            Reader::Group(_) => Vec::new(),
+        }
+    }
+
+    /// Moves the assign-mode consumer back to `saved` (after a transaction that did not commit).
+    fn restore(&mut self, saved: &[(TopicPartition, i64)]) {
+        if let Reader::Assigned(c) = &mut self.reader {
+            self.rt.block_on(async {
+                for (t, o) in saved {
+                    let _ = c.seek(t, Seek::Offset(*o)).await;
+                }
+            });
+        }
+    }
+
+    /// Aborts the open transaction and moves the consumer back (the aborted transaction's reads
+    /// are not in the history, so they are read again).
+    fn abort(&mut self, saved: Vec<(TopicPartition, i64)>, why: String) -> TxnResult {
+        let Some(tp) = &self.txn_producer else {
+            return TxnResult::Aborted(why);
+        };
+        match self.rt.block_on(tp.abort()) {
+            TxnOutcome::Committed => {
+                TxnResult::Unknown(format!("{why}; the abort answered committed"))
+            }
+            TxnOutcome::NotCommitted(_) => {
+                self.restore(&saved);
+                TxnResult::Aborted(why)
+            }
+            TxnOutcome::Unknown(e) => TxnResult::Unknown(format!("{why}; abort: {e}")),
+        }
+    }
+}
+
+/// Whether an OffsetCommit error means the commit was certainly not stored: the coordinator
+/// refused it before appending (stale generation, unknown member, rebalance in progress, not
+/// the coordinator, still loading), or no request was sent at all. Anything after the request
+/// went out (timeouts, lost connections, COORDINATOR_NOT_AVAILABLE, which the coordinator also
+/// answers when its append timed out) may have been stored.
+fn commit_refused(e: &client::Error) -> bool {
+    // ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS, NOT_COORDINATOR,
+    // COORDINATOR_LOAD_IN_PROGRESS, INVALID_GROUP_ID, FENCED_INSTANCE_ID,
+    // GROUP_AUTHORIZATION_FAILED, NOT_ENOUGH_REPLICAS, OFFSET_METADATA_TOO_LARGE.
+    const REFUSED: &[i16] = &[22, 25, 27, 16, 14, 24, 82, 30, 19, 12];
+    match e {
+        client::Error::Broker { code, .. } => REFUSED.contains(&code.0),
+        client::Error::NoBroker(_)
+        | client::Error::UnsupportedVersion(_)
+        | client::Error::NotAssigned(_)
+        | client::Error::Config(_) => true,
+        _ => false,
+    }
+}
+
+fn records(parts: Vec<PartitionRecords>) -> Vec<Record> {
+    let mut out = Vec::new();
+    for part in parts {
+        for r in part.records {
+            out.push(Record {
+                partition: part.tp.partition as u32,
+                offset: r.offset,
+                key: r.key.map(|k| String::from_utf8_lossy(&k).to_string()),
+                value: r
+                    .value
+                    .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()),
+            });
+        }
+    }
+    out
+}
+
+impl QueueClient for NativeClient {
+    fn txn(&mut self, mops: &[Option<(String, u32, u64)>], poll_wait: Duration) -> TxnResult {
+        let Some(tp) = &self.txn_producer else {
+            return TxnResult::Aborted("transactions are off for this run".into());
+        };
+        if let Err(e) = self.rt.block_on(tp.begin()) {
+            return TxnResult::Aborted(format!("begin: {e}"));
+        }
+        let saved = self.saved_positions();
+        let mut results = Vec::with_capacity(mops.len());
+        for m in mops {
+            match m {
+                Some((key, partition, value)) => {
+                    let Some(tp) = &self.txn_producer else {
+                        return TxnResult::Aborted("no transactional producer".into());
+                    };
+                    let out = self.rt.block_on(tp.send(
+                        &self.settings.topic,
+                        *partition as i32,
+                        Some(Bytes::from(key.clone())),
+                        Some(Bytes::from(value.to_string())),
+                    ));
+                    match out {
+                        Outcome::Ok(offset) => results.push(MopResult::Sent(offset)),
+                        other => return self.abort(saved, format!("send: {other:?}")),
+                    }
+                }
+                None => match self.poll(poll_wait) {
+                    Ok(records) => results.push(MopResult::Polled(records)),
+                    Err(e) => return self.abort(saved, format!("poll: {e}")),
+                },
+            }
+        }
+        let Some(tp) = &self.txn_producer else {
+            return TxnResult::Aborted("no transactional producer".into());
+        };
+        match self.rt.block_on(tp.commit()) {
+            TxnOutcome::Committed => TxnResult::Committed(results),
+            TxnOutcome::NotCommitted(e) => {
+                self.restore(&saved);
+                TxnResult::Aborted(format!("commit: {e}"))
+            }
+            TxnOutcome::Unknown(e) => TxnResult::Unknown(format!("commit: {e}")),
+        }
+    }
+
+    fn send(&mut self, key: &str, partition: u32, value: u64) -> SendResult {
+        if self.txn_producer.is_some() {
+            return self
+                .txn(&[Some((key.to_string(), partition, value))], Duration::ZERO)
+                .as_send();
+        }
+        let outcome = self.rt.block_on(self.producer.send(
+            &self.settings.topic,
+            Some(partition as i32),
+            Some(Bytes::from(key.to_string())),
+            Some(Bytes::from(value.to_string())),
+        ));
+        match outcome {
+            Outcome::Ok(offset) => SendResult::Ok(offset),
+            Outcome::Definite(e) => SendResult::Fail(e.to_string()),
+            Outcome::Indeterminate(e) => SendResult::Info(e.to_string()),
+        }
+    }
+
+    fn poll(&mut self, wait: Duration) -> Result<Vec<Record>, ClientError> {
+        match &mut self.reader {
+            Reader::Assigned(c) => {
+                let parts = self.rt.block_on(c.poll(wait)).map_err(|e| err("poll", e))?;
+                Ok(records(parts))
+            }
+            // The runner commits the positions after the poll (and records it).
+            Reader::Group(g) => {
+                let parts = self.rt.block_on(g.poll(wait)).map_err(|e| err("poll", e))?;
+                Ok(records(parts))
+            }
+        }
+    }
+
+    fn to_commit(&mut self) -> Option<Offsets> {
+        let Reader::Group(g) = &self.reader else {
+            return None;
+        };
+        Some(
+            g.assignment()
+                .into_iter()
+                .filter(|tp| tp.topic == self.settings.topic)
+                .filter_map(|tp| Some((u32::try_from(tp.partition).ok()?, g.position(&tp)?)))
+                .collect(),
+        )
+    }
+
+    fn commit(&mut self, offsets: &Offsets) -> CommitResult {
+        let Reader::Group(g) = &mut self.reader else {
+            return CommitResult::Fail("not in the group (assign mode)".into());
+        };
+        let tps: Vec<(TopicPartition, i64)> = offsets
+            .iter()
+            .map(|(p, o)| {
+                (
+                    TopicPartition::new(self.settings.topic.clone(), *p as i32),
+                    *o,
+                )
+            })
+            .collect();
+        match self.rt.block_on(g.commit(&tps)) {
+            Ok(()) => CommitResult::Ok,
+            Err(e) if commit_refused(&e) => CommitResult::Fail(e.to_string()),
+            Err(e) => CommitResult::Info(e.to_string()),
+        }
+    }
+
+    fn committed(&mut self) -> Result<Offsets, ClientError> {
+        let Reader::Group(g) = &mut self.reader else {
+            return Err(ClientError("not in the group (assign mode)".into()));
+        };
+        let tps: Vec<TopicPartition> = (0..self.settings.partitions as i32)
+            .map(|p| TopicPartition::new(self.settings.topic.clone(), p))
+            .collect();
+        let got = self
+            .rt
+            .block_on(g.committed(&tps))
+            .map_err(|e| err("committed offsets", e))?;
+        Ok(got
+            .into_iter()
+            .filter_map(|(tp, o)| Some((u32::try_from(tp.partition).ok()?, o?)))
+            .collect())
+    }
+
+    fn joins(&self) -> u64 {
+        match &self.reader {
+            Reader::Group(g) => g.rebalances(),
+            Reader::Assigned(_) => 0,
+        }
+    }
+
+    fn positions(&mut self) -> Result<Vec<i64>, ClientError> {
+        let topic = self.settings.topic.clone();
+        Ok((0..self.settings.partitions as i32)
+            .map(|p| {
+                let tp = TopicPartition::new(topic.clone(), p);
+                match &self.reader {
+                    Reader::Assigned(c) => c.position(&tp),
+                    Reader::Group(g) => g.position(&tp),
+                }
+                .unwrap_or(-1)
+            })
+            .collect())
+    }
+
+    fn assign(&mut self, partitions: &[u32]) -> Result<(), ClientError> {
+        let topic = self.settings.topic.clone();
+        if let Reader::Group(_) = self.reader {
+            // Leaving the group: a fresh assign-mode consumer.
+            let old = std::mem::replace(
+                &mut self.reader,
+                Reader::Assigned(
+                    Consumer::new(self.config.clone()).map_err(|e| err("consumer", e))?,
+                ),
+            );
+            if let Reader::Group(g) = old {
+                let _ = self.rt.block_on(g.close());
+            }
+        }
+        let Reader::Assigned(c) = &mut self.reader else {
+            return Err(ClientError("consumer is not in assign mode".into()));
+        };
+        let tps: Vec<TopicPartition> = partitions
+            .iter()
+            .map(|p| TopicPartition::new(topic.clone(), *p as i32))
+            .collect();
+        let fresh: Vec<TopicPartition> = tps
+            .iter()
+            .filter(|tp| !c.assignment().contains(tp))
+            .cloned()
+            .collect();
+        c.assign(tps);
+        self.rt.block_on(async {
+            for tp in &fresh {
+                // Offset 0: the log start is found (and reset to) on the first fetch.
+                c.seek(tp, Seek::Offset(0))
+                    .await
+                    .map_err(|e| err("seek", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn subscribe(&mut self) -> Result<(), ClientError> {
+        if let Reader::Group(_) = self.reader {
+            return Ok(());
+        }
+        let g = self.group()?;
+        self.reader = Reader::Group(Box::new(g));
+        Ok(())
+    }
+
+    fn ends(&mut self) -> Result<Vec<i64>, ClientError> {
+        let topic = self.settings.topic.clone();
+        let partitions = self.settings.partitions;
+        // Any consumer of this client's cluster can list offsets.
+        let consumer = Consumer::new(self.config.clone()).map_err(|e| err("consumer", e))?;
+        let consumer = &consumer;
+        self.rt.block_on(async {
+            let mut ends = Vec::new();
+            for p in 0..partitions as i32 {
+                let tp = TopicPartition::new(topic.clone(), p);
+                ends.push(
+                    consumer
+                        .list_offset(&tp, Seek::Latest)
+                        .await
+                        .map_err(|e| err("list offsets", e))?,
+                );
+            }
+            Ok(ends)
+        })
+    }
+}

@@ -1,0 +1,581 @@
+//! Runs the queue workload over any [`QueueClient`]: worker threads draw seeded operations from
+//! one [`QueueGenerator`], pace themselves to the target rate, and record an invoke and a
+//! completion for every op in the history as it happens; a worker whose op ends `info` (or that
+//! crashes on purpose) continues as a new process with fresh clients, as Jepsen's do. Then the
+//! final phase: a fresh client assigned every partition reads from the start up to each
+//! partition's end, or until the final time limit.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use checkers::commits::{offsets_value, COMMIT, COMMITTED};
+use checkers::{HistoryWriter, OpType};
+use serde_json::{json, Value};
+
+use crate::client::{
+    ClientError, CommitResult, MopResult, OpenClient, QueueClient, Record, SendResult, TxnResult,
+};
+use crate::queue::{Invocation, Mop, QueueConfig, QueueGenerator};
+
+/// The process id of the final phase's reader (the checkers' convention).
+pub use checkers::history::FINAL_PROCESS;
+
+/// How long one poll op waits for records.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// A subscribed worker reads its group's committed offsets after a poll that (re)joined the
+/// group, and otherwise after every this many ok polls.
+const COMMITTED_EVERY: u32 = 5;
+
+/// A subscribed worker's group bookkeeping between polls.
+#[derive(Debug, Default)]
+struct GroupState {
+    /// The client's join count at the last committed read.
+    joins: u64,
+    /// Ok polls since the last committed read.
+    polls: u32,
+}
+
+/// After an ok poll of a subscribed consumer: a `committed` read when its membership changed
+/// (or every [`COMMITTED_EVERY`] polls), then a `commit` of its positions, each recorded as an
+/// invoke and a completion. A commit of unknown outcome ends `process`: the worker goes on as
+/// `next_process` with the same client (only the commit's outcome is unknown, nothing the
+/// client holds), and the process it continues as is returned. Outside a group nothing
+/// happens: assign-mode consumers never commit to the run's group.
+fn group_ops(
+    client: &mut dyn QueueClient,
+    history: &HistoryWriter,
+    process: u64,
+    next_process: u64,
+    state: &mut GroupState,
+    ops: &AtomicU64,
+) -> Result<u64, WorkloadError> {
+    let Some(offsets) = client.to_commit() else {
+        return Ok(process);
+    };
+    state.polls += 1;
+    let joins = client.joins();
+    if joins != state.joins || state.polls >= COMMITTED_EVERY {
+        state.joins = joins;
+        state.polls = 0;
+        history.invoke(process, COMMITTED, Value::Null)?;
+        let (t, v) = match client.committed() {
+            Ok(c) => (OpType::Ok, offsets_value(&c)),
+            // A read that failed changed nothing.
+            Err(e) => (OpType::Fail, json!({"error": e.to_string()})),
+        };
+        history.complete(process, t, COMMITTED, v)?;
+        ops.fetch_add(1, Ordering::Relaxed);
+    }
+    if offsets.is_empty() {
+        return Ok(process);
+    }
+    let value = offsets_value(&offsets);
+    history.invoke(process, COMMIT, value.clone())?;
+    let (t, next) = match client.commit(&offsets) {
+        CommitResult::Ok => (OpType::Ok, process),
+        CommitResult::Fail(why) => {
+            tracing::debug!(process, %why, "commit refused");
+            (OpType::Fail, process)
+        }
+        CommitResult::Info(why) => {
+            tracing::debug!(process, %why, "commit outcome unknown");
+            (OpType::Info, next_process)
+        }
+    };
+    history.complete(process, t, COMMIT, value)?;
+    ops.fetch_add(1, Ordering::Relaxed);
+    Ok(next)
+}
+
+/// Settings of one run of the workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    /// Worker processes.
+    pub concurrency: usize,
+    /// Target operations per second over all workers.
+    pub rate: f64,
+    /// Length of the main phase.
+    pub time_limit: Duration,
+    /// Longest the final reads may take.
+    pub final_time_limit: Duration,
+    /// The seed of the operation generator.
+    pub seed: u64,
+    /// The generator's settings.
+    pub queue: QueueConfig,
+}
+
+/// Why the workload could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// Writing the history failed: the run's evidence is incomplete, so it stops.
+    #[error("writing the history: {0}")]
+    History(#[from] std::io::Error),
+    /// A client could not be opened before the phase ended.
+    #[error("process {process}: {source}")]
+    Client {
+        /// The process.
+        process: u64,
+        /// Why.
+        source: ClientError,
+    },
+    /// A worker thread panicked.
+    #[error("a workload worker panicked")]
+    Panicked,
+}
+
+/// The history value of a completed send.
+fn send_value(key: &str, value: u64, result: &SendResult) -> (OpType, Value) {
+    match result {
+        SendResult::Ok(offset) => (OpType::Ok, json!([["send", key, [offset, value]]])),
+        SendResult::Fail(_) => (OpType::Fail, json!([["send", key, value]])),
+        SendResult::Info(_) => (OpType::Info, json!([["send", key, value]])),
+    }
+}
+
+/// A transaction's micro-ops as the client takes them.
+fn txn_mops(ms: &[Mop]) -> Vec<Option<(String, u32, u64)>> {
+    ms.iter()
+        .map(|m| match m {
+            Mop::Send {
+                key,
+                partition,
+                value,
+            } => Some((key.clone(), *partition, *value)),
+            Mop::Poll => None,
+        })
+        .collect()
+}
+
+/// The history value of a completed transaction: committed ones carry each send's offset and
+/// each poll's records; others repeat the invocation (with the reason).
+fn txn_value(ms: &[Mop], result: &TxnResult) -> (OpType, Value) {
+    let invoked = Invocation::Txn(ms.to_vec()).to_json();
+    match result {
+        TxnResult::Committed(results) => {
+            let mops: Option<Vec<Value>> = (results.len() == ms.len())
+                .then(|| {
+                    ms.iter()
+                        .zip(results)
+                        .map(|(m, r)| match (m, r) {
+                            (Mop::Send { key, value, .. }, MopResult::Sent(offset)) => {
+                                Some(json!(["send", key, [offset, value]]))
+                            }
+                            (Mop::Poll, MopResult::Polled(records)) => {
+                                Some(poll_value(records)[0].clone())
+                            }
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .flatten();
+            match mops {
+                Some(mops) => (OpType::Ok, Value::Array(mops)),
+                // Results that do not line up with the micro-ops are not evidence.
+                None => (OpType::Info, invoked),
+            }
+        }
+        TxnResult::Aborted(_) => (OpType::Fail, invoked),
+        TxnResult::Unknown(_) => (OpType::Info, invoked),
+    }
+}
+
+/// The history value of a completed poll: per key, the `[offset, value]` pairs in read order.
+fn poll_value(records: &[Record]) -> Value {
+    let mut reads: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for r in records {
+        if let (Some(k), Some(v)) = (r.key.as_deref(), r.value) {
+            reads.entry(k).or_default().push(json!([r.offset, v]));
+        }
+    }
+    json!([["poll", reads]])
+}
+
+/// Opens a client for `process`, retrying (a fault may make brokers unreachable) until
+/// `deadline` or `stop`.
+fn open_retrying(
+    open: &OpenClient,
+    process: u64,
+    deadline: Instant,
+    stop: &AtomicBool,
+) -> Result<Box<dyn QueueClient>, WorkloadError> {
+    loop {
+        match open(process) {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() >= deadline || stop.load(Ordering::SeqCst) => {
+                return Err(WorkloadError::Client { process, source: e })
+            }
+            Err(e) => {
+                tracing::warn!("process {process}: opening the client failed ({e}); retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// The main phase: `config.concurrency` workers for `config.time_limit` (or until `stop`).
+/// Counts completed operations in `ops` as they happen (for progress displays) and returns
+/// the final count.
+pub fn run_main(
+    open: Arc<OpenClient>,
+    config: &RunConfig,
+    history: Arc<HistoryWriter>,
+    stop: &'static AtomicBool,
+    ops: Arc<AtomicU64>,
+) -> Result<u64, WorkloadError> {
+    let generator = Arc::new(Mutex::new(QueueGenerator::new(
+        config.queue.clone(),
+        config.seed,
+    )));
+    let end = Instant::now() + config.time_limit;
+    let concurrency = config.concurrency.max(1) as u64;
+    let gap = Duration::from_secs_f64(concurrency as f64 / config.rate.max(0.001));
+    let mut handles = Vec::new();
+    for first in 0..concurrency {
+        let (open, history, generator, ops) = (
+            open.clone(),
+            history.clone(),
+            generator.clone(),
+            ops.clone(),
+        );
+        handles.push(std::thread::spawn(move || -> Result<(), WorkloadError> {
+            let mut process = first;
+            // A worker that cannot (re)open its client before the phase ends just stops: the
+            // faults may have kept the cluster down; its ops so far are all recorded.
+            let reopen = |process: u64| match open_retrying(&*open, process, end, stop) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("{e}; this worker stops for the rest of the phase");
+                    None
+                }
+            };
+            let Some(mut client) = reopen(process) else {
+                return Ok(());
+            };
+            let mut group = GroupState::default();
+            while Instant::now() < end && !stop.load(Ordering::SeqCst) {
+                let inv = generator
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .next_op();
+                history.invoke(process, inv.f(), inv.to_json())?;
+                let (t, v) = match &inv {
+                    Invocation::Send(Mop::Send {
+                        key,
+                        partition,
+                        value,
+                    }) => send_value(key, *value, &client.send(key, *partition, *value)),
+                    Invocation::Crash => (OpType::Info, Value::Null),
+                    Invocation::Assign(ps) => match client.assign(ps) {
+                        Ok(()) => (OpType::Ok, inv.to_json()),
+                        Err(e) => (OpType::Info, json!({"error": e.to_string()})),
+                    },
+                    Invocation::Subscribe => match client.subscribe() {
+                        Ok(()) => (OpType::Ok, inv.to_json()),
+                        Err(e) => (OpType::Info, json!({"error": e.to_string()})),
+                    },
+                    Invocation::Txn(ms) => txn_value(ms, &client.txn(&txn_mops(ms), POLL_WAIT)),
+                    Invocation::Poll | Invocation::Send(_) => match client.poll(POLL_WAIT) {
+                        Ok(records) => (OpType::Ok, poll_value(&records)),
+                        Err(_) => (OpType::Info, json!([["poll"]])),
+                    },
+                };
+                history.complete(process, t, inv.f(), v)?;
+                ops.fetch_add(1, Ordering::Relaxed);
+                let polled = match &inv {
+                    Invocation::Poll | Invocation::Send(Mop::Poll) => true,
+                    Invocation::Txn(ms) => ms.contains(&Mop::Poll),
+                    _ => false,
+                };
+                if polled && t == OpType::Ok {
+                    process = group_ops(
+                        &mut *client,
+                        &history,
+                        process,
+                        process + concurrency,
+                        &mut group,
+                        &ops,
+                    )?;
+                }
+                if t == OpType::Info {
+                    // Unknown outcome: this process is done; a new one takes its place with
+                    // fresh clients (its consumer starts again from the log's start).
+                    drop(client);
+                    process += concurrency;
+                    client = match reopen(process) {
+                        Some(c) => c,
+                        None => return Ok(()),
+                    };
+                    group = GroupState::default();
+                }
+                std::thread::sleep(gap);
+            }
+            Ok(())
+        }));
+    }
+    let mut first_error = None;
+    for h in handles {
+        let r = h
+            .join()
+            .map_err(|_| WorkloadError::Panicked)
+            .and_then(|r| r);
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(ops.load(Ordering::Relaxed)),
+    }
+}
+
+/// The final phase: a fresh client (process [`FINAL_PROCESS`]) reads every partition from its
+/// start until it has reached each partition's end, or `config.final_time_limit` passes.
+/// Returns whether every end was reached.
+pub fn final_reads(
+    open: &OpenClient,
+    config: &RunConfig,
+    history: &HistoryWriter,
+    stop: &AtomicBool,
+) -> Result<bool, WorkloadError> {
+    let deadline = Instant::now() + config.final_time_limit;
+    let process = FINAL_PROCESS;
+    let mut client = open_retrying(open, process, deadline, stop)?;
+    // Assigned every partition from its start, whatever mode the workers used.
+    let all: Vec<u32> = (0..config.queue.partitions.max(1)).collect();
+    client
+        .assign(&all)
+        .map_err(|source| WorkloadError::Client { process, source })?;
+    let ends = loop {
+        match client.ends() {
+            Ok(ends) => break ends,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(WorkloadError::Client { process, source: e })
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    let mut next: Vec<i64> = vec![0; ends.len()];
+    let done = |next: &[i64]| next.iter().zip(&ends).all(|(n, e)| n >= e);
+    while !done(&next) && Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+        history.invoke(process, "poll", json!([["poll"]]))?;
+        match client.poll(Duration::from_millis(200)) {
+            Ok(records) => {
+                for r in &records {
+                    if let Some(n) = next.get_mut(r.partition as usize) {
+                        *n = (*n).max(r.offset + 1);
+                    }
+                }
+                // Positions also move past transaction markers, which no poll returns.
+                if let Ok(pos) = client.positions() {
+                    for (n, p) in next.iter_mut().zip(pos) {
+                        *n = (*n).max(p);
+                    }
+                }
+                history.complete(process, OpType::Ok, "poll", poll_value(&records))?;
+            }
+            Err(e) => {
+                history.complete(process, OpType::Info, "poll", json!([["poll"]]))?;
+                tracing::warn!("final read failed ({e}); continuing");
+            }
+        }
+    }
+    Ok(done(&next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_values_group_by_key_in_read_order_and_skip_foreign_records() {
+        let r = |p, o, k: Option<&str>, v| Record {
+            partition: p,
+            offset: o,
+            key: k.map(str::to_string),
+            value: v,
+        };
+        let v = poll_value(&[
+            r(0, 4, Some("k1"), Some(7)),
+            r(1, 2, Some("k2"), Some(3)),
+            r(0, 5, Some("k1"), Some(8)),
+            r(0, 6, None, Some(9)),
+            r(0, 7, Some("k1"), None),
+        ]);
+        assert_eq!(
+            v,
+            json!([["poll", {"k1": [[4, 7], [5, 8]], "k2": [[2, 3]]}]])
+        );
+    }
+
+    #[test]
+    fn transactions_record_offsets_and_reads_only_when_committed() {
+        let ms = vec![
+            Mop::Send {
+                key: "k1".into(),
+                partition: 1,
+                value: 4,
+            },
+            Mop::Poll,
+        ];
+        let rec = Record {
+            partition: 0,
+            offset: 9,
+            key: Some("k0".into()),
+            value: Some(2),
+        };
+        let ok = TxnResult::Committed(vec![MopResult::Sent(17), MopResult::Polled(vec![rec])]);
+        assert_eq!(
+            txn_value(&ms, &ok),
+            (
+                OpType::Ok,
+                json!([["send", "k1", [17, 4]], ["poll", {"k0": [[9, 2]]}]])
+            )
+        );
+        let invoked = json!([["send", "k1", 4], ["poll"]]);
+        assert_eq!(
+            txn_value(&ms, &TxnResult::Aborted("x".into())),
+            (OpType::Fail, invoked.clone())
+        );
+        assert_eq!(
+            txn_value(&ms, &TxnResult::Unknown("x".into())),
+            (OpType::Info, invoked.clone())
+        );
+        let mismatched = TxnResult::Committed(vec![MopResult::Sent(1), MopResult::Sent(2)]);
+        assert_eq!(txn_value(&ms, &mismatched), (OpType::Info, invoked));
+    }
+
+    use crate::client::Offsets;
+
+    /// A subscribed consumer stand-in: fixed positions, scripted commit outcomes.
+    struct Member {
+        in_group: bool,
+        joins: u64,
+        outcomes: Vec<CommitResult>,
+        committed: Vec<Offsets>,
+    }
+
+    impl QueueClient for Member {
+        fn send(&mut self, _: &str, _: u32, _: u64) -> SendResult {
+            SendResult::Fail("unused".into())
+        }
+        fn poll(&mut self, _: Duration) -> Result<Vec<Record>, ClientError> {
+            Ok(Vec::new())
+        }
+        fn ends(&mut self) -> Result<Vec<i64>, ClientError> {
+            Ok(Vec::new())
+        }
+        fn positions(&mut self) -> Result<Vec<i64>, ClientError> {
+            Ok(Vec::new())
+        }
+        fn assign(&mut self, _: &[u32]) -> Result<(), ClientError> {
+            Ok(())
+        }
+        fn subscribe(&mut self) -> Result<(), ClientError> {
+            Ok(())
+        }
+        fn to_commit(&mut self) -> Option<Offsets> {
+            self.in_group.then(|| [(0, 4), (2, 7)].into())
+        }
+        fn commit(&mut self, _: &Offsets) -> CommitResult {
+            self.outcomes.remove(0)
+        }
+        fn committed(&mut self) -> Result<Offsets, ClientError> {
+            if self.committed.is_empty() {
+                Err(ClientError("down".into()))
+            } else {
+                Ok(self.committed.remove(0))
+            }
+        }
+        fn joins(&self) -> u64 {
+            self.joins
+        }
+    }
+
+    #[test]
+    fn group_members_record_reads_after_joins_and_commits_with_their_outcomes() {
+        let dir = std::env::temp_dir().join(format!("runner-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("history.jsonl");
+        let history = HistoryWriter::create(&path).expect("history");
+        let ops = AtomicU64::new(0);
+        let mut m = Member {
+            in_group: true,
+            joins: 1,
+            outcomes: vec![
+                CommitResult::Ok,
+                CommitResult::Fail("ILLEGAL_GENERATION".into()),
+                CommitResult::Info("timed out".into()),
+            ],
+            committed: vec![[(0, 3)].into()],
+        };
+        let mut st = GroupState::default();
+        // Joined: a committed read, then the commit.
+        assert_eq!(
+            group_ops(&mut m, &history, 5, 9, &mut st, &ops).expect("ok"),
+            5
+        );
+        // Same membership, fewer than COMMITTED_EVERY polls: the commit only (refused).
+        assert_eq!(
+            group_ops(&mut m, &history, 5, 9, &mut st, &ops).expect("ok"),
+            5
+        );
+        // Rejoined: a read (failing), then a commit of unknown outcome ends process 5.
+        m.joins = 2;
+        assert_eq!(
+            group_ops(&mut m, &history, 5, 9, &mut st, &ops).expect("ok"),
+            9
+        );
+        // Outside the group nothing is recorded.
+        m.in_group = false;
+        assert_eq!(
+            group_ops(&mut m, &history, 9, 13, &mut st, &ops).expect("ok"),
+            9
+        );
+        drop(history);
+        let h = checkers::read_history(&path).expect("read");
+        let got: Vec<(String, OpType, Value)> = h
+            .ops
+            .iter()
+            .map(|o| (o.f.clone(), o.op_type, o.value.clone()))
+            .collect();
+        let c = json!({"0": 4, "2": 7});
+        let expect = vec![
+            ("committed".to_string(), OpType::Invoke, Value::Null),
+            ("committed".to_string(), OpType::Ok, json!({"0": 3})),
+            ("commit".to_string(), OpType::Invoke, c.clone()),
+            ("commit".to_string(), OpType::Ok, c.clone()),
+            ("commit".to_string(), OpType::Invoke, c.clone()),
+            ("commit".to_string(), OpType::Fail, c.clone()),
+            ("committed".to_string(), OpType::Invoke, Value::Null),
+            (
+                "committed".to_string(),
+                OpType::Fail,
+                json!({"error": "down"}),
+            ),
+            ("commit".to_string(), OpType::Invoke, c.clone()),
+            ("commit".to_string(), OpType::Info, c),
+        ];
+        assert_eq!(got, expect);
+        assert_eq!(ops.load(Ordering::Relaxed), 5);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sends_become_ok_fail_or_info_with_the_offset_only_when_acknowledged() {
+        assert_eq!(
+            send_value("k1", 5, &SendResult::Ok(12)),
+            (OpType::Ok, json!([["send", "k1", [12, 5]]]))
+        );
+        assert_eq!(
+            send_value("k1", 5, &SendResult::Fail("x".into())).0,
+            OpType::Fail
+        );
+        assert_eq!(
+            send_value("k1", 5, &SendResult::Info("x".into())),
+            (OpType::Info, json!([["send", "k1", 5]]))
+        );
+    }
+}
