@@ -89,6 +89,15 @@ pub struct Consumer {
     config: Arc<Config>,
     /// Assigned partitions and their positions (`None`: to be reset by auto.offset.reset).
     positions: BTreeMap<TopicPartition, Option<i64>>,
+    /// Fetches sent and not yet applied, by leader (at most one per leader).
+    inflight: HashMap<i32, InFlight>,
+}
+
+/// A fetch sent to one leader and not yet applied: the offsets it asked for, and the task
+/// that sends it and waits for the response.
+struct InFlight {
+    offsets: HashMap<TopicPartition, i64>,
+    task: tokio::task::JoinHandle<Result<FetchResponse, Error>>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -124,6 +133,7 @@ impl Consumer {
             cluster: Cluster::new(config.clone()),
             config,
             positions: BTreeMap::new(),
+            inflight: HashMap::new(),
         })
     }
 
@@ -261,6 +271,13 @@ impl Consumer {
     /// partition, and advances the positions past it. An empty result means nothing new
     /// within the timeout. Errors: `auto.offset.reset=none` with an out-of-range position,
     /// and protocol failures that are not routing or connection problems.
+    ///
+    /// Each leader gets its own long-poll Fetch, and the poll returns as soon as any of them
+    /// brings records (with whatever the others have already brought), as Kafka's consumer
+    /// does: a leader with nothing new does not hold back records from another. Fetches still
+    /// waiting are kept for the next poll, which takes them over if they ask for exactly the
+    /// positions it would; a response is applied only to partitions still at the offset it was
+    /// fetched from, so a seek or reassignment in between never skips or repeats records.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<PartitionRecords>, Error> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -288,31 +305,77 @@ impl Consumer {
                     None => need_refresh = true,
                 }
             }
+            // A fetch for a leader this round does not ask anything of is left to finish on
+            // its own; its response is not wanted.
+            self.inflight.retain(|l, _| by_leader.contains_key(l));
             let remaining = deadline.saturating_duration_since(Instant::now());
             let wait = remaining.min(self.config.fetch_max_wait);
-            let fetches = by_leader.into_iter().map(|(leader, parts)| {
+            for (leader, parts) in by_leader {
+                let offsets: HashMap<TopicPartition, i64> = parts
+                    .iter()
+                    .map(|(tp, pos, _)| (tp.clone(), *pos))
+                    .collect();
+                if self
+                    .inflight
+                    .get(&leader)
+                    .is_some_and(|f| f.offsets == offsets)
+                {
+                    continue;
+                }
                 let cluster = self.cluster.clone();
                 let cfg = self.config.clone();
-                async move {
-                    let r = fetch_from(&cluster, &cfg, leader, &parts, wait).await;
-                    (leader, r)
-                }
-            });
-            let results = futures::future::join_all(fetches).await;
+                // A task, not a future of this poll: dropping a request half written would
+                // break the connection's framing, and a task is never dropped midway.
+                let task =
+                    tokio::spawn(
+                        async move { fetch_from(&cluster, &cfg, leader, &parts, wait).await },
+                    );
+                self.inflight.insert(leader, InFlight { offsets, task });
+            }
             let mut out = Vec::new();
-            for (leader, r) in results {
-                let resp = match r {
-                    Ok(resp) => resp,
-                    Err(e) => {
-                        tracing::debug!(leader, error = %e, "fetch failed");
-                        self.cluster.drop_conn(leader).await;
-                        need_refresh = true;
-                        continue;
-                    }
+            if !self.inflight.is_empty() {
+                let leaders: Vec<i32> = self.inflight.keys().copied().collect();
+                let first =
+                    futures::future::select_all(self.inflight.values_mut().map(|f| &mut f.task));
+                // At the deadline the fetches stay in flight for the next poll.
+                let Ok((first, i, _)) = tokio::time::timeout_at(deadline.into(), first).await
+                else {
+                    return Ok(out);
                 };
-                let (recs, refresh) = self.apply_fetch(resp)?;
-                need_refresh |= refresh;
-                out.extend(recs);
+                // That fetch (its task has given its output up), then any other that has
+                // finished meanwhile, are applied.
+                let mut first = Some(first);
+                let finished: Vec<i32> = leaders
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, l)| {
+                        j != i && self.inflight.get(l).is_some_and(|f| f.task.is_finished())
+                    })
+                    .map(|(_, l)| *l)
+                    .collect();
+                for leader in std::iter::once(leaders[i]).chain(finished) {
+                    let Some(f) = self.inflight.remove(&leader) else {
+                        continue;
+                    };
+                    let joined = match first.take() {
+                        Some(output) => output,
+                        None => f.task.await,
+                    };
+                    let r = joined
+                        .unwrap_or_else(|e| Err(Error::Records(format!("fetch task failed: {e}"))));
+                    let resp = match r {
+                        Ok(resp) => resp,
+                        Err(e) => {
+                            tracing::debug!(leader, error = %e, "fetch failed");
+                            self.cluster.drop_conn(leader).await;
+                            need_refresh = true;
+                            continue;
+                        }
+                    };
+                    let (recs, refresh) = self.apply_fetch(resp, &f.offsets)?;
+                    need_refresh |= refresh;
+                    out.extend(recs);
+                }
             }
             if !out.is_empty() {
                 out.sort_by(|a, b| a.tp.cmp(&b.tp));
@@ -332,8 +395,13 @@ impl Consumer {
     }
 
     /// Applies a Fetch response: records, new positions, resets. Returns the records and
-    /// whether metadata needs a refresh.
-    fn apply_fetch(&mut self, resp: FetchResponse) -> Result<(Vec<PartitionRecords>, bool), Error> {
+    /// whether metadata needs a refresh. `fetched` is each partition's fetch offset; a
+    /// partition whose position has moved since (a seek) is left alone.
+    fn apply_fetch(
+        &mut self,
+        resp: FetchResponse,
+        fetched: &HashMap<TopicPartition, i64>,
+    ) -> Result<(Vec<PartitionRecords>, bool), Error> {
         let mut out = Vec::new();
         let mut refresh = false;
         if resp.error_code != 0 {
@@ -347,6 +415,9 @@ impl Consumer {
                 let Some(Some(pos)) = self.positions.get(&tp).copied() else {
                     continue;
                 };
+                if fetched.get(&tp) != Some(&pos) {
+                    continue;
+                }
                 if p.error_code == ResponseError::OffsetOutOfRange.code() {
                     if self.config.auto_offset_reset == OffsetReset::None {
                         return Err(Error::OffsetOutOfRange(tp.to_string()));

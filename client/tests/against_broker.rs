@@ -858,3 +858,90 @@ async fn soak_repeated_leader_kills() {
         }
     }
 }
+
+/// A poll returns one leader's records without waiting out the long polls of leaders that
+/// have nothing new (as Kafka's consumer does), and a fetch left in flight by one poll is not
+/// applied after a seek moved the position it was sent from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_does_not_wait_for_idle_leaders_and_a_seek_discards_a_fetch_in_flight() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = support::cluster(dir.path(), 3);
+    let boot = support::bootstrap(&nodes);
+    let admin = Admin::new(config(boot.clone())).expect("admin");
+    let t = create(&admin, NewTopic::new("spread", 3, 1)).await;
+    let leaders: std::collections::BTreeSet<i32> = t.partitions.iter().map(|p| p.leader).collect();
+    assert_eq!(leaders.len(), 3, "one partition per broker: {t:?}");
+
+    let producer = Producer::new(config(boot.clone())).expect("producer");
+    let send = |p: i32, i: usize| {
+        let producer = producer.clone();
+        async move {
+            let o = producer
+                .send(
+                    "spread",
+                    Some(p),
+                    None,
+                    Some(Bytes::from(format!("p{p}-{i}"))),
+                )
+                .await;
+            assert!(matches!(o, Outcome::Ok(_)), "send to {p}: {o:?}");
+        }
+    };
+    for i in 0..10 {
+        send(0, i).await;
+    }
+
+    // Idle leaders hold their fetches for fetch.max.wait.ms = 5 s.
+    let mut c = config(boot.clone());
+    c.fetch_max_wait = Duration::from_secs(5);
+    let mut consumer = Consumer::new(c).expect("consumer");
+    let tps: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("spread", p)).collect();
+    consumer.assign(tps.clone());
+    for tp in &tps {
+        consumer.seek(tp, Seek::Earliest).await.expect("seek");
+    }
+    let started = Instant::now();
+    let got = consumer.poll(Duration::from_secs(10)).await.expect("poll");
+    let took = started.elapsed();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].tp, tps[0]);
+    let offsets: Vec<i64> = got[0].records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (0..10).collect::<Vec<i64>>());
+    assert!(
+        took < Duration::from_millis(2500),
+        "poll waited {took:?} for leaders with nothing to read"
+    );
+
+    // Read partition 1 up to offset 3; then one record on partition 2 ends the next poll
+    // early, leaving a fetch of partition 1 from offset 3 in flight. Two more records on
+    // partition 1 answer that fetch, and a seek back to offset 1 comes before the next poll:
+    // what the old fetch brought (from 3) must not be applied at position 1.
+    for i in 0..3 {
+        send(1, i).await;
+    }
+    let mut read: Vec<(i64, Option<Bytes>)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while consumer.position(&tps[1]) < Some(3) {
+        assert!(Instant::now() < deadline, "partition 1 stuck");
+        consumer.poll(Duration::from_secs(10)).await.expect("poll");
+    }
+    send(2, 0).await;
+    let got = consumer.poll(Duration::from_secs(10)).await.expect("poll");
+    assert!(got.iter().any(|pr| pr.tp == tps[2]), "{got:?}");
+    for i in 3..5 {
+        send(1, i).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    consumer.seek(&tps[1], Seek::Offset(1)).await.expect("seek");
+    while consumer.position(&tps[1]) < Some(5) {
+        assert!(Instant::now() < deadline, "partition 1 stuck: {read:?}");
+        for pr in consumer.poll(Duration::from_secs(1)).await.expect("poll") {
+            assert_eq!(pr.tp, tps[1], "{pr:?}");
+            read.extend(pr.records.iter().map(|r| (r.offset, r.value.clone())));
+        }
+    }
+    let want: Vec<(i64, Option<Bytes>)> = (1..5)
+        .map(|i| (i, Some(Bytes::from(format!("p1-{i}")))))
+        .collect();
+    assert_eq!(read, want);
+}
