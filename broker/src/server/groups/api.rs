@@ -37,6 +37,55 @@ fn sb(s: &str) -> StrBytes {
 /// Key type of a transactional id in FindCoordinator.
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
+/// An OffsetCommit-shaped response (`$resp` with topics of `$topic` with partitions of
+/// `$part`) answering every partition of `$req` with `$code`. OffsetCommit and TxnOffsetCommit
+/// share the shape but not the types.
+macro_rules! answer_each_partition {
+    ($req:expr, $code:expr, $resp:ty, $topic:ty, $part:ty) => {{
+        let mut resp = <$resp>::default();
+        for t in &$req.topics {
+            let mut tr = <$topic>::default();
+            tr.name = t.name.clone();
+            for p in &t.partitions {
+                let mut pr = <$part>::default();
+                pr.partition_index = p.partition_index;
+                pr.error_code = $code;
+                tr.partitions.push(pr);
+            }
+            resp.topics.push(tr);
+        }
+        resp
+    }};
+}
+
+/// The offsets an OffsetCommit-shaped request (`$req`) commits, as (topic, partition,
+/// committed); the leader epoch only when `$has_epoch` (the versions that carry it).
+macro_rules! requested_offsets {
+    ($req:expr, $has_epoch:expr) => {{
+        let has_epoch: bool = $has_epoch;
+        $req.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| {
+                    (
+                        t.name.0.to_string(),
+                        p.partition_index,
+                        Committed {
+                            offset: p.committed_offset,
+                            leader_epoch: if has_epoch {
+                                p.committed_leader_epoch
+                            } else {
+                                -1
+                            },
+                            metadata: p.committed_metadata.as_ref().map(|s| s.to_string()),
+                        },
+                    )
+                })
+            })
+            .collect::<Vec<(String, i32, Committed)>>()
+    }};
+}
+
 /// Finds the coordinator of one key: (error, node, host, port, message).
 async fn find_one(
     broker: &Arc<Broker>,
@@ -332,19 +381,13 @@ pub async fn offset_commit(
     let group = req.group_id.0.to_string();
     let coord = &broker.groups;
     let answer = |code: i16| -> OffsetCommitResponse {
-        let mut resp = OffsetCommitResponse::default();
-        for t in &req.topics {
-            let mut tr = OffsetCommitResponseTopic::default();
-            tr.name = t.name.clone();
-            for p in &t.partitions {
-                let mut pr = OffsetCommitResponsePartition::default();
-                pr.partition_index = p.partition_index;
-                pr.error_code = code;
-                tr.partitions.push(pr);
-            }
-            resp.topics.push(tr);
-        }
-        resp
+        answer_each_partition!(
+            req,
+            code,
+            OffsetCommitResponse,
+            OffsetCommitResponseTopic,
+            OffsetCommitResponsePartition
+        )
     };
     let owner = match coord.owner(broker, &group).await {
         Ok(o) => o,
@@ -376,27 +419,7 @@ pub async fn offset_commit(
     if let Err(code) = check {
         return answer(code);
     }
-    let offsets: Vec<(String, i32, Committed)> = req
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(move |p| {
-                (
-                    t.name.0.to_string(),
-                    p.partition_index,
-                    Committed {
-                        offset: p.committed_offset,
-                        leader_epoch: if version >= 6 {
-                            p.committed_leader_epoch
-                        } else {
-                            -1
-                        },
-                        metadata: p.committed_metadata.as_ref().map(|s| s.to_string()),
-                    },
-                )
-            })
-        })
-        .collect();
+    let offsets = requested_offsets!(req, version >= 6);
     match coord.store_offsets(broker, &owner, &group, offsets).await {
         Ok(()) => answer(0),
         Err(code) => {
@@ -423,19 +446,13 @@ pub async fn txn_offset_commit(
     let group = req.group_id.0.to_string();
     let coord = &broker.groups;
     let answer = |code: i16| -> TxnOffsetCommitResponse {
-        let mut resp = TxnOffsetCommitResponse::default();
-        for t in &req.topics {
-            let mut tr = TxnOffsetCommitResponseTopic::default();
-            tr.name = t.name.clone();
-            for p in &t.partitions {
-                let mut pr = TxnOffsetCommitResponsePartition::default();
-                pr.partition_index = p.partition_index;
-                pr.error_code = code;
-                tr.partitions.push(pr);
-            }
-            resp.topics.push(tr);
-        }
-        resp
+        answer_each_partition!(
+            req,
+            code,
+            TxnOffsetCommitResponse,
+            TxnOffsetCommitResponseTopic,
+            TxnOffsetCommitResponsePartition
+        )
     };
     let owner = match coord.owner(broker, &group).await {
         Ok(o) => o,
@@ -449,27 +466,7 @@ pub async fn txn_offset_commit(
             return answer(code);
         }
     }
-    let offsets: Vec<(String, i32, Committed)> = req
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(move |p| {
-                (
-                    t.name.0.to_string(),
-                    p.partition_index,
-                    Committed {
-                        offset: p.committed_offset,
-                        leader_epoch: if version >= 2 {
-                            p.committed_leader_epoch
-                        } else {
-                            -1
-                        },
-                        metadata: p.committed_metadata.as_ref().map(|s| s.to_string()),
-                    },
-                )
-            })
-        })
-        .collect();
+    let offsets = requested_offsets!(req, version >= 2);
     let producer = (req.producer_id.0, req.producer_epoch);
     match coord
         .store_txn_offsets(broker, &owner, &group, producer, offsets)
