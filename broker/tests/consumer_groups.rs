@@ -73,6 +73,11 @@ fn produce(nodes: &[BrokerProc], topic: &str, partitions: i32, per_partition: us
 }
 
 fn consumer(nodes: &[BrokerProc], group: &str) -> BaseConsumer {
+    consumer_with(nodes, group, "range")
+}
+
+/// A librdkafka group consumer offering the assignors `strategy` names.
+fn consumer_with(nodes: &[BrokerProc], group: &str, strategy: &str) -> BaseConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap(nodes))
         .set("group.id", group)
@@ -80,7 +85,7 @@ fn consumer(nodes: &[BrokerProc], group: &str) -> BaseConsumer {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", SESSION_MS.to_string())
         .set("heartbeat.interval.ms", "500")
-        .set("partition.assignment.strategy", "range")
+        .set("partition.assignment.strategy", strategy)
         .create()
         .expect("consumer")
 }
@@ -94,7 +99,11 @@ struct Member {
 
 impl Member {
     fn start(nodes: &[BrokerProc], group: &str, topic: &str) -> Member {
-        let c = consumer(nodes, group);
+        Member::start_with(nodes, group, topic, "range")
+    }
+
+    fn start_with(nodes: &[BrokerProc], group: &str, topic: &str, strategy: &str) -> Member {
+        let c = consumer_with(nodes, group, strategy);
         c.subscribe(&[topic]).expect("subscribe");
         let stop = Arc::new(AtomicBool::new(false));
         let owned = Arc::new(Mutex::new(BTreeSet::new()));
@@ -298,4 +307,37 @@ fn committed_offsets_resume_exactly_and_survive_a_coordinator_kill() {
         after, first,
         "offsets committed before the coordinator died are served by its successor"
     );
+}
+
+/// librdkafka's round-robin assignor through our coordinator: members offering
+/// `roundrobin,range` get interleaved partitions; a member offering only `range` makes the
+/// coordinator choose range for the whole group (contiguous ranges).
+#[test]
+fn librdkafka_members_assign_with_the_protocol_every_member_offers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = BrokerProc::start_cluster(dir.path(), 3, &[]);
+    wait_topic(&nodes, "rr", 6);
+    let split = |a: &Member, b: &Member| {
+        let mut both = [a.owned(), b.owned()];
+        both.sort();
+        both
+    };
+    let settle = |what: &str, a: &Member, b: &Member, want: [BTreeSet<i32>; 2]| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while split(a, b) != want {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} assignment: {:?}",
+                split(a, b)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let a = Member::start_with(&nodes, "g-rr", "rr", "roundrobin,range");
+    let b = Member::start_with(&nodes, "g-rr", "rr", "roundrobin,range");
+    settle("round-robin", &a, &b, [[0, 2, 4].into(), [1, 3, 5].into()]);
+    drop((a, b));
+    let a = Member::start_with(&nodes, "g-mixed", "rr", "roundrobin,range");
+    let b = Member::start_with(&nodes, "g-mixed", "rr", "range");
+    settle("range", &a, &b, [[0, 1, 2].into(), [3, 4, 5].into()]);
 }

@@ -1,6 +1,7 @@
 //! A subscribe-mode consumer: Kafka's classic group protocol on top of the assign-mode
-//! [`Consumer`]. It finds the group coordinator, joins (JoinGroup), computes the range
-//! assignment when it is the leader, takes its partitions (SyncGroup), starts each from the
+//! [`Consumer`]. It finds the group coordinator, joins (JoinGroup) offering its assignors
+//! (`range`, `roundrobin`) in preference order, computes the assignment with the one the
+//! coordinator chose when it is the leader, takes its partitions (SyncGroup), starts each from the
 //! group's committed offset (OffsetFetch) or `auto.offset.reset`, heartbeats from `poll`, and
 //! rejoins when the coordinator says the group is rebalancing or has forgotten it. Commits
 //! (OffsetCommit) carry the member id and generation, so a fenced member's commit is refused.
@@ -43,10 +44,53 @@ pub struct GroupSettings {
     pub heartbeat_interval: Duration,
     /// `group.instance.id` (static membership).
     pub instance_id: Option<String>,
+    /// `partition.assignment.strategy`: the assignors offered, most preferred first; the
+    /// coordinator picks the leader's most preferred one that every member offers.
+    pub assignors: Vec<Assignor>,
+}
+
+/// A client-side partition assignor of the classic protocol (the group leader runs it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignor {
+    /// Kafka's `RangeAssignor` ([`range_assign`]).
+    Range,
+    /// Kafka's `RoundRobinAssignor` ([`round_robin_assign`]).
+    RoundRobin,
+}
+
+impl Assignor {
+    /// The protocol name on the wire (`range`, `roundrobin`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Assignor::Range => "range",
+            Assignor::RoundRobin => "roundrobin",
+        }
+    }
+
+    /// The assignor with this protocol name.
+    pub fn from_name(name: &str) -> Option<Assignor> {
+        [Assignor::Range, Assignor::RoundRobin]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+
+    /// Assigns the partitions of the members' subscribed topics (member id, topics) given each
+    /// topic's partition count; every member appears in the result.
+    pub fn assign(
+        self,
+        members: &[(String, Vec<String>)],
+        partition_counts: &BTreeMap<String, i32>,
+    ) -> Assignment {
+        match self {
+            Assignor::Range => range_assign(members, partition_counts),
+            Assignor::RoundRobin => round_robin_assign(members, partition_counts),
+        }
+    }
 }
 
 impl GroupSettings {
-    /// Defaults for a group: 10 s session, 30 s rebalance timeout, 1 s heartbeats.
+    /// Defaults for a group: 10 s session, 30 s rebalance timeout, 1 s heartbeats, the range
+    /// assignor.
     pub fn new(group_id: impl Into<String>) -> GroupSettings {
         GroupSettings {
             group_id: group_id.into(),
@@ -54,8 +98,20 @@ impl GroupSettings {
             rebalance_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(1),
             instance_id: None,
+            assignors: vec![Assignor::Range],
         }
     }
+}
+
+/// Each member's partitions, (topic, partition), by member id.
+pub type Assignment = BTreeMap<String, Vec<(String, i32)>>;
+
+/// Every member with nothing assigned yet.
+fn empty_assignment(members: &[(String, Vec<String>)]) -> Assignment {
+    members
+        .iter()
+        .map(|(m, _)| (m.clone(), Vec::new()))
+        .collect()
 }
 
 /// The range assignor: per topic, partitions in order split into contiguous ranges over the
@@ -63,11 +119,8 @@ impl GroupSettings {
 pub fn range_assign(
     members: &[(String, Vec<String>)],
     partition_counts: &BTreeMap<String, i32>,
-) -> BTreeMap<String, Vec<(String, i32)>> {
-    let mut out: BTreeMap<String, Vec<(String, i32)>> = members
-        .iter()
-        .map(|(m, _)| (m.clone(), Vec::new()))
-        .collect();
+) -> Assignment {
+    let mut out = empty_assignment(members);
     for (topic, &n) in partition_counts {
         let mut subs: Vec<&String> = members
             .iter()
@@ -89,6 +142,38 @@ pub fn range_assign(
                 }
             }
             next += count;
+        }
+    }
+    out
+}
+
+/// The round-robin assignor: every subscribed topic's partitions, sorted by topic and
+/// partition, dealt to the members sorted by id in turn, skipping members not subscribed to the
+/// partition's topic.
+pub fn round_robin_assign(
+    members: &[(String, Vec<String>)],
+    partition_counts: &BTreeMap<String, i32>,
+) -> Assignment {
+    let mut out = empty_assignment(members);
+    let mut sorted: Vec<&(String, Vec<String>)> = members.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    if sorted.is_empty() {
+        return out;
+    }
+    let mut next = 0usize;
+    for (topic, &n) in partition_counts {
+        if !sorted.iter().any(|(_, topics)| topics.contains(topic)) {
+            continue;
+        }
+        for p in 0..n {
+            while !sorted[next % sorted.len()].1.contains(topic) {
+                next += 1;
+            }
+            let member = &sorted[next % sorted.len()].0;
+            if let Some(v) = out.get_mut(member) {
+                v.push((topic.clone(), p));
+            }
+            next += 1;
         }
     }
     out
@@ -312,9 +397,18 @@ impl GroupConsumer {
             .ok_or_else(|| Error::UnsupportedVersion("JoinGroup".into()))?;
         let mut sub = ConsumerProtocolSubscription::default();
         sub.topics = self.topics.iter().map(|t| sb(t)).collect();
-        let mut proto = JoinGroupRequestProtocol::default();
-        proto.name = sb("range");
-        proto.metadata = encode(&sub, 0)?;
+        let metadata = encode(&sub, 0)?;
+        let protocols: Vec<JoinGroupRequestProtocol> = self
+            .settings
+            .assignors
+            .iter()
+            .map(|a| {
+                let mut proto = JoinGroupRequestProtocol::default();
+                proto.name = sb(a.name());
+                proto.metadata = metadata.clone();
+                proto
+            })
+            .collect();
         let mut req = JoinGroupRequest::default();
         req.group_id = sb(&self.settings.group_id).into();
         req.session_timeout_ms = self.settings.session_timeout.as_millis() as i32;
@@ -324,7 +418,7 @@ impl GroupConsumer {
             req.group_instance_id = self.settings.instance_id.as_deref().map(sb);
         }
         req.protocol_type = sb("consumer");
-        req.protocols = vec![proto];
+        req.protocols = protocols;
         // A join waits for the whole group: allow the rebalance timeout.
         let wait = self.settings.rebalance_timeout + self.timeout();
         let r = conn.call(jv, &req, wait).await?;
@@ -358,7 +452,14 @@ impl GroupConsumer {
                     }
                 }
             }
-            for (member, parts) in range_assign(&members, &counts) {
+            // The coordinator's choice among the protocols every member offered.
+            let chosen = r.protocol_name.as_deref().unwrap_or_default();
+            let assignor = Assignor::from_name(chosen).ok_or_else(|| {
+                Error::Records(format!(
+                    "the coordinator chose an unknown assignor `{chosen}`"
+                ))
+            })?;
+            for (member, parts) in assignor.assign(&members, &counts) {
                 let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
                 for (t, p) in parts {
                     by_topic.entry(t).or_default().push(p);
@@ -648,6 +749,41 @@ mod tests {
         assert_eq!(parts("m-a"), vec![0, 1, 2]);
         assert_eq!(parts("m-b"), vec![3, 4]);
         assert_eq!(parts("m-c"), vec![5, 6]);
+    }
+
+    #[test]
+    fn round_robin_deals_all_topics_in_turn_and_skips_members_not_subscribed() {
+        let both = vec!["t0".to_string(), "t1".to_string()];
+        let members = vec![
+            ("m2".to_string(), both.clone()),
+            ("m1".to_string(), both),
+            ("m3".to_string(), vec!["t1".to_string()]),
+        ];
+        let counts: BTreeMap<String, i32> = [("t0".to_string(), 3), ("t1".to_string(), 4)].into();
+        let a = Assignor::RoundRobin.assign(&members, &counts);
+        let got = |m: &str| {
+            a[m].iter()
+                .map(|(t, p)| format!("{t}-{p}"))
+                .collect::<Vec<_>>()
+        };
+        // t0 (m3 not subscribed): m1, m2, m1; then t1 continues the turn: m2, m3, m1, m2.
+        assert_eq!(got("m1"), vec!["t0-0", "t0-2", "t1-2"]);
+        assert_eq!(got("m2"), vec!["t0-1", "t1-0", "t1-3"]);
+        assert_eq!(got("m3"), vec!["t1-1"]);
+        // Range on the same input: contiguous per topic.
+        let r = Assignor::Range.assign(&members, &counts);
+        let got = |m: &str| {
+            r[m].iter()
+                .map(|(t, p)| format!("{t}-{p}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(got("m1"), vec!["t0-0", "t0-1", "t1-0", "t1-1"]);
+        assert_eq!(got("m3"), vec!["t1-3"]);
+        assert_eq!(
+            Assignor::from_name("roundrobin"),
+            Some(Assignor::RoundRobin)
+        );
+        assert_eq!(Assignor::from_name("sticky"), None);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //!   [`Outcome`]: `Ok(offset)`, `Definite` (did not happen) or `Indeterminate` (may have
 //!   happened). The rules are in [`outcome`].
 //! - [`Consumer`]: assign-mode consumer with seek, poll, auto.offset.reset and isolation level.
-//! - [`GroupConsumer`]: subscribe-mode consumer (classic group protocol, range assignor,
-//!   committed offsets, heartbeats from `poll`).
+//! - [`GroupConsumer`]: subscribe-mode consumer (classic group protocol, range and
+//!   round-robin assignors, committed offsets, heartbeats from `poll`).
 //! - [`TransactionalProducer`]: Kafka transactions (`transactional.id`, begin, send, send
 //!   offsets, commit/abort); a transaction ends [`TxnOutcome::Committed`], `NotCommitted` or
 //!   `Unknown`. The rules are in [`transactions`].
@@ -69,7 +69,7 @@ pub use cluster::{ClusterInfo, PartitionInfo, TopicInfo};
 pub use config::{Acks, Config, IsolationLevel, OffsetReset};
 pub use consumer::{Consumer, PartitionRecords, Seek, TopicPartition};
 pub use error::{BrokerCode, ConnError, Error};
-pub use group::{GroupConsumer, GroupSettings};
+pub use group::{Assignor, GroupConsumer, GroupSettings};
 pub use outcome::{Outcome, SendError};
 pub use producer::Producer;
 pub use records::{ConsumerRecord, ProducerIdentity};

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use client::{
-    Admin, Config, GroupConsumer, GroupSettings, NewTopic, Outcome, Producer, TopicPartition,
+    Admin, Assignor, Config, GroupConsumer, GroupSettings, NewTopic, Outcome, Producer,
+    TopicPartition,
 };
 
 fn config(bootstrap: Vec<String>) -> Config {
@@ -145,4 +146,53 @@ async fn members_split_partitions_fence_stale_commits_and_resume_from_commits() 
         );
     }
     c.close().await.expect("leave");
+}
+
+/// The leader assigns with the protocol the coordinator chose among those every member offers:
+/// round-robin when both offer it (interleaved partitions), range when one offers only range
+/// (contiguous ranges).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_assigns_with_the_protocol_every_member_offers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = support::single(dir.path());
+    let boot = vec![b.addr()];
+    let admin = Admin::new(config(boot.clone())).expect("admin");
+    admin
+        .create_topic(NewTopic::new("rr", 6, 1), Duration::from_secs(10))
+        .await
+        .expect("topic");
+    let member = |group: &str, assignors: Vec<Assignor>| {
+        let mut s = settings(group);
+        s.assignors = assignors;
+        let mut c = GroupConsumer::new(config(boot.clone()), s).expect("member");
+        c.subscribe(["rr"]);
+        Running::start(c)
+    };
+    let split = |x: &BTreeSet<i32>, y: &BTreeSet<i32>| {
+        let mut both = [x.clone(), y.clone()];
+        both.sort();
+        both
+    };
+    let evens: BTreeSet<i32> = [0, 2, 4].into();
+    let odds: BTreeSet<i32> = [1, 3, 5].into();
+    let low: BTreeSet<i32> = [0, 1, 2].into();
+    let high: BTreeSet<i32> = [3, 4, 5].into();
+
+    let a = member("g-rr", vec![Assignor::RoundRobin, Assignor::Range]);
+    let c = member("g-rr", vec![Assignor::RoundRobin]);
+    wait_for("a round-robin split", || {
+        split(&a.owned(), &c.owned()) == [evens.clone(), odds.clone()]
+    })
+    .await;
+    a.stop().await.close().await.expect("leave");
+    c.stop().await.close().await.expect("leave");
+
+    let a = member("g-mixed", vec![Assignor::RoundRobin, Assignor::Range]);
+    let c = member("g-mixed", vec![Assignor::Range]);
+    wait_for("a range split", || {
+        split(&a.owned(), &c.owned()) == [low.clone(), high.clone()]
+    })
+    .await;
+    a.stop().await.close().await.expect("leave");
+    c.stop().await.close().await.expect("leave");
 }
