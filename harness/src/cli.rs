@@ -108,6 +108,10 @@ pub struct TestArgs {
     /// Consumers assign partitions or subscribe to the topic.
     #[arg(long, value_parser = parse_mode)]
     pub consumer_mode: Option<ConsumerMode>,
+    /// Subscribed consumers' partition assignors, most preferred first: range, roundrobin, or
+    /// both comma-separated [default: range].
+    #[arg(long)]
+    pub assignment_strategy: Option<String>,
     /// Client library: native (our async client) or rdkafka (librdkafka) [default: native].
     #[arg(long, value_parser = parse_client)]
     pub client: Option<ClientKind>,
@@ -195,6 +199,7 @@ impl TestArgs {
             transactions,
             isolation_level,
             consumer_mode,
+            assignment_strategy,
             client
         );
         if !self.bugs.is_empty() {

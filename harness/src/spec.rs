@@ -155,6 +155,9 @@ pub struct ClientSpec {
     pub isolation_level: String,
     /// Assign or subscribe.
     pub consumer_mode: ConsumerMode,
+    /// Subscribed consumers' `partition.assignment.strategy`: `range`, `roundrobin`, or both
+    /// comma-separated, most preferred first.
+    pub assignment_strategy: String,
     /// Which client library.
     pub client: ClientKind,
     /// Producer `retries`.
@@ -171,6 +174,7 @@ impl Default for ClientSpec {
             transactions: false,
             isolation_level: "read_uncommitted".into(),
             consumer_mode: ConsumerMode::Assign,
+            assignment_strategy: "range".into(),
             client: ClientKind::Native,
             retries: 0,
             request_timeout_ms: 5_000,
@@ -387,6 +391,16 @@ impl TestSpec {
                 ),
             );
         }
+        let strategies: Vec<&str> = self.client.assignment_strategy.split(',').collect();
+        if let Some(bad) = strategies
+            .iter()
+            .find(|s| client::Assignor::from_name(s.trim()).is_none())
+        {
+            return invalid(
+                "client.assignment-strategy",
+                format!("`{bad}` is not range or roundrobin (a comma-separated list of them)"),
+            );
+        }
         if self.client.transactions && !self.client.idempotence {
             return invalid(
                 "client.transactions",
@@ -502,6 +516,15 @@ mod tests {
         };
         let err = spec.validate().expect_err("rf > nodes").to_string();
         assert!(err.contains("replication-factor"), "{err}");
+        let mut spec = TestSpec::from_toml("[client]\nassignment-strategy = \"roundrobin,range\"")
+            .expect("spec");
+        spec.validate().expect("both assignors are known");
+        spec.client.assignment_strategy = "roundrobin,sticky".into();
+        let err = spec.validate().expect_err("unknown assignor").to_string();
+        assert!(
+            err.contains("assignment-strategy") && err.contains("sticky"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub fn settings(spec: &TestSpec, bootstrap: &str) -> ClientSettings {
         request_timeout: Duration::from_millis(spec.client.request_timeout_ms),
         isolation_level: spec.client.isolation_level.clone(),
         subscribe: spec.client.consumer_mode == ConsumerMode::Subscribe,
+        assignment_strategy: spec.client.assignment_strategy.clone(),
         group_id: GROUP.to_string(),
         transactions: spec.client.transactions,
     }

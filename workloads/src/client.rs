@@ -31,6 +31,9 @@ pub struct ClientSettings {
     /// Consumers start subscribed to the topic (group protocol) instead of assigned to every
     /// partition.
     pub subscribe: bool,
+    /// Subscribed consumers' `partition.assignment.strategy`: `range`, `roundrobin`, or both
+    /// comma-separated, most preferred first.
+    pub assignment_strategy: String,
     /// The consumer group of subscribed consumers (one per run).
     pub group_id: String,
     /// Producers are transactional (`txn` ops), each worker process with its own

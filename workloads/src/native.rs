@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use client::{
-    Acks, Config, Consumer, GroupConsumer, GroupSettings, IsolationLevel, OffsetReset, Outcome,
-    PartitionRecords, Producer, Seek, TopicPartition, TransactionalProducer, TxnOutcome,
+    Acks, Assignor, Config, Consumer, GroupConsumer, GroupSettings, IsolationLevel, OffsetReset,
+    Outcome, PartitionRecords, Producer, Seek, TopicPartition, TransactionalProducer, TxnOutcome,
 };
 
 use crate::client::{
@@ -118,6 +118,18 @@ impl NativeClient {
         g.session_timeout = Duration::from_secs(3);
         g.heartbeat_interval = Duration::from_millis(500);
         g.rebalance_timeout = self.settings.request_timeout + Duration::from_secs(5);
+        g.assignors = self
+            .settings
+            .assignment_strategy
+            .split(',')
+            .map(|name| {
+                Assignor::from_name(name.trim()).ok_or_else(|| {
+                    ClientError(format!(
+                        "partition.assignment.strategy: `{name}` is not range or roundrobin"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
         let mut gc =
             GroupConsumer::new(self.config.clone(), g).map_err(|e| err("group consumer", e))?;
         gc.subscribe([self.settings.topic.clone()]);

@@ -111,6 +111,10 @@ fn consumer(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", &settings.isolation_level)
+        .set(
+            "partition.assignment.strategy",
+            &settings.assignment_strategy,
+        )
         .set("session.timeout.ms", "3000")
         .set("heartbeat.interval.ms", "500")
         .create_with_context(Joins(joins.clone()))
