@@ -579,16 +579,25 @@ impl TransactionalProducer {
         }
     }
 
+    /// The producer identity to add something to the open transaction with, or `None` when
+    /// `has` says the transaction holds it already; an error when no transaction is open.
+    fn identity_to_add(
+        &self,
+        has: impl Fn(&Txn) -> bool,
+    ) -> Result<Option<ProducerIdentity>, TxnError> {
+        let st = self.lock();
+        match &st.phase {
+            Phase::InTxn(t) if has(t) => Ok(None),
+            Phase::InTxn(_) => Ok(Some(st.identity)),
+            _ => Err(TxnError::State("no transaction open".into())),
+        }
+    }
+
     /// AddPartitionsToTxn for `tp` unless it is in the open transaction already.
     async fn add_partition(&self, tp: &TopicPartition) -> Result<(), TxnError> {
         let _g = self.add_lock.lock().await;
-        let identity = {
-            let st = self.lock();
-            match &st.phase {
-                Phase::InTxn(t) if t.partitions.contains(tp) => return Ok(()),
-                Phase::InTxn(_) => st.identity,
-                _ => return Err(TxnError::State("no transaction open".into())),
-            }
+        let Some(identity) = self.identity_to_add(|t| t.partitions.contains(tp))? else {
+            return Ok(());
         };
         let tid = self.transactional_id.clone();
         let rt = self.config.request_timeout;
@@ -652,13 +661,8 @@ impl TransactionalProducer {
     /// AddOffsetsToTxn for `group` unless the open transaction has it already.
     async fn add_group(&self, group: &str) -> Result<(), TxnError> {
         let _g = self.add_lock.lock().await;
-        let identity = {
-            let st = self.lock();
-            match &st.phase {
-                Phase::InTxn(t) if t.groups.contains(group) => return Ok(()),
-                Phase::InTxn(_) => st.identity,
-                _ => return Err(TxnError::State("no transaction open".into())),
-            }
+        let Some(identity) = self.identity_to_add(|t| t.groups.contains(group))? else {
+            return Ok(());
         };
         let tid = self.transactional_id.clone();
         let rt = self.config.request_timeout;
