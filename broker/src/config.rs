@@ -208,6 +208,23 @@ const TOPIC_CONFIG_KEYS: &[&str] = &[
     "unclean.leader.election.enable",
 ];
 
+/// Broker keys read outside this module through [`BrokerConfig::raw_or`].
+const RAW_KEYS: &[&str] = &[
+    "broker.startup.timeout.ms",
+    "replica.high.watermark.checkpoint.interval.ms",
+];
+
+/// Every configuration key this broker knows: its broker keys and Kafka's topic-level config
+/// names (topic defaults may be given as broker properties). Test harnesses check a user's
+/// properties against it to refuse typos up front.
+pub fn known_keys() -> impl Iterator<Item = &'static str> {
+    KNOWN_KEYS
+        .iter()
+        .chain(TOPIC_CONFIG_KEYS)
+        .chain(RAW_KEYS)
+        .copied()
+}
+
 /// Kafka's smallest segment size (one legacy record's overhead).
 const MIN_SEGMENT_BYTES: u64 = 14;
 
