@@ -2,8 +2,8 @@
 //!
 //! Nodes are the committed operations: ok sends, polls and transactions, and indeterminate
 //! ones whose writes a read proved visible. Edges:
-//! - `ww`: for each key, successive committed values in the log's offset order (offsets holding
-//!   several values break the chain; a duplicate counts at its first offset);
+//! - `ww`: for each partition, successive committed records in the log's offset order (offsets
+//!   holding several records break the chain; a duplicate counts at its first offset);
 //! - `wr`: the op that sent a value → each op that read it;
 //! - `process`: successive committed ops of one process;
 //! - `realtime`: an ok op completed before another was invoked. Rather than an edge per pair
@@ -26,8 +26,9 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use serde_json::{json, Value};
 
-use crate::queue::{Findings, KeyData};
-use crate::txns::{Kind, Status, Txns};
+use crate::analysis::{Analysis, NONE as NO_REC};
+use crate::queue::Findings;
+use crate::txns::{Status, Txns};
 
 /// Edge type bits.
 const WW: u8 = 1;
@@ -52,7 +53,7 @@ const MAX_BFS_STARTS: usize = 32;
 pub struct DependencyGraph<'a> {
     graph: DiGraph<u32, u8>,
     txns: &'a Txns,
-    keys: &'a [KeyData],
+    a: &'a Analysis<'a>,
 }
 
 /// No node.
@@ -74,51 +75,43 @@ fn edge_name(bit: u8) -> &'static str {
 }
 
 impl<'a> DependencyGraph<'a> {
-    /// Builds the graph; `ww_deps` false leaves out ww edges.
-    pub(crate) fn build(txns: &'a Txns, keys: &'a [KeyData], ww_deps: bool) -> Self {
+    /// Builds the graph over the analysis; `ww_deps` false leaves out ww edges.
+    pub(crate) fn build(a: &'a Analysis<'a>, ww_deps: bool) -> Self {
+        let txns = a.t;
         let t = &txns.txns;
-        // Which txns are committed nodes.
+        // Committed ops are the nodes.
         let mut graph: DiGraph<u32, u8> = DiGraph::new();
         let mut node_of: Vec<u32> = vec![NONE; t.len()];
-        for (i, tx) in t.iter().enumerate() {
-            let committed = tx.kind == Kind::Data
-                && match tx.status {
-                    Status::Ok => true,
-                    Status::Fail => false,
-                    Status::Info => txns
-                        .sends(tx)
-                        .iter()
-                        .any(|(k, v, _)| keys[*k as usize].was_read(*v)),
-                };
-            if committed {
-                node_of[i] = graph.add_node(i as u32).index() as u32;
+        for (i, n) in node_of.iter_mut().enumerate() {
+            if a.committed[i] {
+                *n = graph.add_node(i as u32).index() as u32;
             }
         }
         let node = |i: u32| -> Option<NodeIndex> {
             let n = node_of[i as usize];
             (n != NONE).then(|| NodeIndex::new(n as usize))
         };
-        let writer = |key: u32, v: i64| -> Option<NodeIndex> {
-            let (st, _, w) = keys[key as usize].sends.get(&v)?;
-            if *st == Status::Fail {
+        let writer = |r: u32| -> Option<NodeIndex> {
+            let w = a.writer[r as usize];
+            if w == NO_REC || t[w as usize].status == Status::Fail {
                 return None;
             }
-            node(*w)
+            node(w)
         };
         // ww
         if ww_deps {
-            for (k, kd) in keys.iter().enumerate() {
+            for u in &a.units {
                 let mut prev: Option<NodeIndex> = None;
-                for run in kd.by_offset.chunk_by(|a, b| a.0 == b.0) {
+                for (index, run) in u.by_offset.chunk_by(|x, y| x.0 == y.0).enumerate() {
                     if run.len() != 1 {
                         prev = None;
                         continue;
                     }
-                    let (o, v) = run[0];
-                    if kd.first_offset(v) != Some(o) {
+                    let r = run[0].1;
+                    if a.first_index[r as usize] != index as u32 {
                         continue;
                     }
-                    let Some(w) = writer(k as u32, v) else {
+                    let Some(w) = writer(r) else {
                         continue;
                     };
                     if let Some(pw) = prev {
@@ -139,12 +132,14 @@ impl<'a> DependencyGraph<'a> {
             };
             writers.clear();
             for r in txns.reads(tx) {
-                if let Some(w) = writer(r.key, r.value) {
-                    if w != me && !writers.contains(&w) {
+                if let Some(w) = a.rec(r.key, r.value).and_then(writer) {
+                    if w != me {
                         writers.push(w);
                     }
                 }
             }
+            writers.sort_unstable();
+            writers.dedup();
             for w in &writers {
                 graph.add_edge(*w, me, WR);
             }
@@ -172,7 +167,7 @@ impl<'a> DependencyGraph<'a> {
                 graph.add_edge(barrier_node(tx.barrier_before), me, REALTIME);
             }
         }
-        DependencyGraph { graph, txns, keys }
+        DependencyGraph { graph, txns, a }
     }
 
     /// Sizes, for the result's stats.
@@ -364,23 +359,32 @@ impl<'a> DependencyGraph<'a> {
         })
     }
 
+    /// The first offset of a (key, value) in its partition's version order.
+    fn first_offset(&self, k: u32, v: i64) -> Option<i64> {
+        let r = self.a.rec(k, v)?;
+        let i = self.a.first_index[r as usize];
+        self.a.units[self.txns.unit_of(k) as usize]
+            .offsets
+            .get(i as usize)
+            .copied()
+    }
+
     fn ww_detail(&self, from: u32, to: u32) -> Option<(&str, i64, i64, i64, i64)> {
         let t = &self.txns.txns;
         let mut best: Option<(&str, i64, i64, i64, i64)> = None;
         for &(k, va, _) in self.txns.sends(&t[from as usize]) {
-            let kd = &self.keys[k as usize];
-            let Some(oa) = kd.first_offset(va) else {
+            let Some(oa) = self.first_offset(k, va) else {
                 continue;
             };
             for &(k2, vb, _) in self.txns.sends(&t[to as usize]) {
-                if k2 != k {
+                if self.txns.unit_of(k2) != self.txns.unit_of(k) {
                     continue;
                 }
-                let Some(ob) = kd.first_offset(vb) else {
+                let Some(ob) = self.first_offset(k2, vb) else {
                     continue;
                 };
                 if oa < ob && best.is_none_or(|b| ob - oa < b.4 - b.2) {
-                    best = Some((self.txns.keys[k as usize].as_str(), va, oa, vb, ob));
+                    best = Some((self.txns.keys[k2 as usize].as_str(), va, oa, vb, ob));
                 }
             }
         }
@@ -391,7 +395,11 @@ impl<'a> DependencyGraph<'a> {
         self.txns
             .reads(&self.txns.txns[to as usize])
             .iter()
-            .find(|r| self.keys[r.key as usize].sends.get(&r.value).map(|s| s.2) == Some(from))
+            .find(|r| {
+                self.a
+                    .rec(r.key, r.value)
+                    .is_some_and(|rec| self.a.writer[rec as usize] == from)
+            })
             .map(|r| (self.txns.keys[r.key as usize].as_str(), r.value, r.offset))
     }
 }

@@ -5,6 +5,7 @@
 //! synthetic histories with anomalies injected on demand (tests, benchmarks). Pure over a
 //! history: nothing here knows brokers, nodes or networks.
 
+pub mod analysis;
 pub mod commits;
 pub mod cycles;
 pub mod history;
@@ -16,7 +17,7 @@ pub mod txns;
 use std::path::Path;
 
 pub use history::{read_history, History, HistoryError, HistoryWriter, Op, OpType, Process};
-pub use queue::{check, CheckOptions, CheckResult, Finding};
+pub use queue::{check, CheckOptions, CheckResult, Finding, OptionsError, Rule, POLICY};
 
 /// Reads a history file and checks it, streaming: each line's micro-ops are parsed straight
 /// into the checker's compact form, so memory holds no JSON of the history.

@@ -1,43 +1,53 @@
-//! The queue checker, after Jepsen's Kafka analysis: from every send acknowledgement and every
-//! poll it builds, per key, the version order (offset → values), then finds `lost-write`,
-//! `unseen`, `duplicate`, `inconsistent-offsets`, `G1a` (aborted read), `precommitted-read`,
-//! `poll-skip`, `nonmonotonic-poll`, `int-poll-skip`, `int-nonmonotonic-poll`,
-//! `nonmonotonic-send`, `int-send-skip` and `int-nonmonotonic-send`, and with [`crate::cycles`]
-//! the dependency cycles G0 and G1c (plain, process and realtime), each with examples and an
-//! explanation. Which kinds invalidate a run depends on [`CheckOptions`] and is stated in the
-//! result.
+//! The queue checker, after Jepsen's Kafka analysis (`jepsen.tests.kafka`): over the one
+//! [`Analysis`] pass (records, writers, per-unit version orders, a unit being a
+//! topic-partition) it finds `lost-write`, `unseen`, `duplicate`, `inconsistent-offsets`,
+//! `no-writer-of-value`, `G1a` (aborted read), `precommitted-read`, `poll-skip`,
+//! `nonmonotonic-poll`, `int-poll-skip`, `int-nonmonotonic-poll`, `nonmonotonic-send`,
+//! `int-send-skip` and `int-nonmonotonic-send`, and with [`crate::cycles`] the dependency cycles
+//! G0 and G1c (plain, process and realtime), each with examples and an explanation. Which kinds
+//! invalidate a run is one table, [`POLICY`], read with the run's [`CheckOptions`], and is
+//! stated in the result.
 //!
-//! Invariants: a send counts as committed when its op is ok, or when it is indeterminate and a
-//! read proves it visible; a failed send is never committed. Only ok polls are evidence of what
-//! was read. Everything is linear or n log n in the history's size.
+//! Invariants (Jepsen's): a send counts as committed when its op is ok, or info with a send
+//! some ok op read; a failed send never is. Every poll, whatever its op's outcome, feeds the
+//! version orders and the skip checks; only ok polls count as reads for `lost-write`, `unseen`
+//! and `G1a`. Everything is linear or n log n in the history's size.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::analysis::{Analysis, IntMap, NONE};
 use crate::commits::{Commits, LOST_COMMIT};
 use crate::history::{History, Process};
-use crate::txns::{self, Kind, Status, Txns};
+use crate::txns::{self, Kind, ReadRec, Status, Txns};
 
-/// Run settings that decide which anomalies invalidate the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Run settings that decide which anomalies invalidate the run (see [`POLICY`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckOptions {
-    /// Consumers subscribed (rebalances make skips and rewinds legitimate).
+    /// Consumers subscribed (rebalances make skips and rewinds between ops legitimate).
     pub subscribe: bool,
-    /// The producer was idempotent (duplicates and send reordering are then bugs).
+    /// The producer was idempotent.
     pub idempotent: bool,
     /// The final phase read every partition from the start (unseen writes are then lost).
     pub final_phase: bool,
     /// The run used transactions (sends and polls in one op).
     #[serde(default)]
     pub transactions: bool,
-    /// Infer write-write dependencies from each key's log order. Kafka does not promise that
-    /// concurrent transactions' writes are ordered alike on every partition, so cycles through
-    /// ww edges are reported but, as in Jepsen, do not invalidate; without ww edges a G1c
-    /// cycle is certain and invalidates.
+    /// Infer write-write dependencies from each partition's log order. Kafka does not promise
+    /// that concurrent transactions' writes are ordered alike on every partition, so cycles
+    /// through ww edges are reported but, as in Jepsen, do not invalidate; without ww edges a
+    /// G1c cycle is certain and invalidates.
     #[serde(default = "yes")]
     pub ww_deps: bool,
+    /// The producer retried sends (`client.retries > 0`): without idempotence a retry may
+    /// write a record twice, so duplicates are then expected.
+    #[serde(default)]
+    pub retries: bool,
+    /// Kinds this run allows: found and reported, but not invalidating.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -52,9 +62,107 @@ impl Default for CheckOptions {
             final_phase: true,
             transactions: false,
             ww_deps: true,
+            retries: false,
+            allow: Vec::new(),
         }
     }
 }
+
+/// Why an option was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    /// `allow` names a kind this checker does not know.
+    #[error("unknown anomaly kind `{kind}` (known: {known})")]
+    UnknownKind {
+        /// The name given.
+        kind: String,
+        /// The kinds known.
+        known: String,
+    },
+}
+
+impl CheckOptions {
+    /// Allows `kind` in this run (for `--allow KIND`): found and reported, not invalidating.
+    pub fn allow(&mut self, kind: &str) -> Result<(), OptionsError> {
+        if !KINDS.contains(&kind) {
+            return Err(OptionsError::UnknownKind {
+                kind: kind.to_string(),
+                known: KINDS.join(", "),
+            });
+        }
+        if !self.allow.iter().any(|k| k == kind) {
+            self.allow.push(kind.to_string());
+        }
+        Ok(())
+    }
+
+    /// Without write-write dependencies (for `--no-ww-deps`): G1c then invalidates.
+    pub fn without_ww_deps(mut self) -> Self {
+        self.ww_deps = false;
+        self
+    }
+}
+
+/// When a kind invalidates a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    /// Always.
+    Always,
+    /// Never: reported for information (Jepsen's always-allowed kinds).
+    Never,
+    /// Unless consumers subscribed.
+    UnlessSubscribe,
+    /// Unless ww dependencies were inferred.
+    UnlessWwDeps,
+    /// Unless the producer retried without idempotence.
+    UnlessRetriesWithoutIdempotence,
+    /// Only when the final phase read everything.
+    WithFinalPhase,
+}
+
+impl Rule {
+    /// Does a kind under this rule invalidate a run with these options?
+    pub fn invalidates(self, o: &CheckOptions) -> bool {
+        match self {
+            Rule::Always => true,
+            Rule::Never => false,
+            Rule::UnlessSubscribe => !o.subscribe,
+            Rule::UnlessWwDeps => !o.ww_deps,
+            Rule::UnlessRetriesWithoutIdempotence => o.idempotent || !o.retries,
+            Rule::WithFinalPhase => o.final_phase,
+        }
+    }
+}
+
+/// Every kind this checker looks for, and when it invalidates a run: Jepsen's
+/// `allowed-error-types` (int-send-skip and G0 always allowed; poll-skip and nonmonotonic-poll
+/// under subscribe; G1c with ww-deps), refined by the client's settings (duplicates are
+/// expected when the producer retried without idempotence; unseen records are lost only when
+/// the final phase read every partition). `CheckOptions::allow` removes kinds per run.
+pub const POLICY: &[(&str, Rule)] = &[
+    ("lost-write", Rule::Always),
+    ("unseen", Rule::WithFinalPhase),
+    ("duplicate", Rule::UnlessRetriesWithoutIdempotence),
+    ("inconsistent-offsets", Rule::Always),
+    ("no-writer-of-value", Rule::Always),
+    ("G1a", Rule::Always),
+    ("poll-skip", Rule::UnlessSubscribe),
+    ("nonmonotonic-poll", Rule::UnlessSubscribe),
+    ("int-poll-skip", Rule::Always),
+    ("int-nonmonotonic-poll", Rule::Always),
+    ("nonmonotonic-send", Rule::Always),
+    ("int-send-skip", Rule::Never),
+    ("int-nonmonotonic-send", Rule::Always),
+    ("precommitted-read", Rule::Always),
+    ("G0", Rule::Never),
+    ("G0-process", Rule::Never),
+    ("G0-realtime", Rule::Never),
+    ("G1c", Rule::UnlessWwDeps),
+    ("G1c-process", Rule::UnlessWwDeps),
+    ("G1c-realtime", Rule::UnlessWwDeps),
+    ("lost-commit", Rule::Always),
+];
 
 /// One anomaly kind's findings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -115,19 +223,20 @@ pub const KINDS: &[&str] = &[
 
 fn explanation(kind: &str) -> &'static str {
     match kind {
-        "lost-write" => "An acknowledged send was never read, although later offsets of its key were read: the log lost an acknowledged write.",
-        "unseen" => "An acknowledged send was never read, and nothing after it was read either.",
-        "duplicate" => "One value appears at several offsets of its key: it was written more than once.",
-        "inconsistent-offsets" => "One offset of a key holds several different values, as seen by different observers.",
-        "G1a" => "A poll read a value whose send definitely failed (aborted read).",
-        "poll-skip" => "A process's successive polls of a key skipped offsets that exist, with no reassignment between them.",
-        "nonmonotonic-poll" => "A process's successive polls of a key went back (or repeated) offsets, with no reassignment between them.",
-        "int-poll-skip" => "Within one poll, consecutive records of a key skipped offsets that exist.",
-        "int-nonmonotonic-poll" => "Within one poll, offsets of a key went backwards or repeated.",
-        "nonmonotonic-send" => "A process's successive acknowledged sends to a key got decreasing offsets.",
-        "int-send-skip" => "Within one op, another write landed between two sends to one key (expected for non-transactional ops; a transaction's sends need not be contiguous either).",
-        "int-nonmonotonic-send" => "Within one op, a later send to a key was acknowledged at a lower or equal offset.",
-        "precommitted-read" => "A transaction polled a value it sent itself, before it committed.",
+        "lost-write" => "A committed send was never read by an ok poll, although a record its partition's log holds after it was: the log lost a committed write (bound: the highest first index of any value an ok poll read, as in Jepsen).",
+        "unseen" => "A send acknowledged ok was never read by an ok poll (lost writes included, as in Jepsen's count).",
+        "duplicate" => "One record (key, value) appears at several offsets of its partition: it was written more than once.",
+        "inconsistent-offsets" => "One offset of a partition holds several different records, as seen by different observers.",
+        "no-writer-of-value" => "A poll read a record (key, value) that no operation of the history ever sent: the log returned data nobody wrote (Jepsen stops with :no-writer-of-value).",
+        "G1a" => "An ok poll read a value whose send definitely failed (aborted read).",
+        "poll-skip" => "A process's successive polls of a partition skipped records that exist, with no reassignment away from it between them.",
+        "nonmonotonic-poll" => "A process's successive polls of a partition went back (or repeated) records, with no reassignment away from it between them.",
+        "int-poll-skip" => "Within one op, consecutive records of a partition skipped records that exist (partitions rebalanced during the op excepted).",
+        "int-nonmonotonic-poll" => "Within one op, records of a partition went backwards or repeated (partitions rebalanced during the op excepted).",
+        "nonmonotonic-send" => "A process's later op sent to a partition at or before the position of its earlier op's last send there.",
+        "int-send-skip" => "Within one op, another write landed between two sends to one partition (expected: writes are never isolated).",
+        "int-nonmonotonic-send" => "Within one op, a later send to a partition landed at or before an earlier one.",
+        "precommitted-read" => "An op polled a value it sent itself, before it committed.",
         "G0" => "Write cycle: ops whose writes are ordered one way on one key and the other way on another (ww edges only).",
         "G1c" => "Circular information flow: a cycle of write-write and write-read dependencies, each op seeing or following the other's effects.",
         "G0-process" => "A write cycle that also uses the order of ops within one process.",
@@ -159,79 +268,13 @@ pub fn example_ops(example: &Value) -> Vec<u64> {
     out
 }
 
-/// The kinds that invalidate a run with these options.
+/// The kinds that invalidate a run with these options ([`POLICY`] less `options.allow`).
 pub fn invalidating(options: &CheckOptions) -> Vec<String> {
-    // lost-commit needs commit and committed ops, which only subscribed consumers record.
-    let mut v = vec!["lost-write", "inconsistent-offsets", "G1a", "lost-commit"];
-    if options.idempotent {
-        v.extend(["duplicate", "nonmonotonic-send"]);
-    }
-    if !options.subscribe {
-        v.extend([
-            "poll-skip",
-            "nonmonotonic-poll",
-            "int-poll-skip",
-            "int-nonmonotonic-poll",
-        ]);
-    }
-    if options.final_phase {
-        v.push("unseen");
-    }
-    if options.transactions {
-        v.extend(["precommitted-read", "int-nonmonotonic-send"]);
-    }
-    if !options.ww_deps {
-        v.extend(["G1c", "G1c-process", "G1c-realtime"]);
-    }
-    v.into_iter().map(String::from).collect()
-}
-
-/// A send's status, acknowledged offset and the position of its op in [`Txns::txns`].
-pub(crate) type SendRecord = (Status, Option<i64>, u32);
-
-/// Per key: what was sent and what was seen where, in sorted arrays (compact, n log n).
-#[derive(Debug, Default)]
-pub(crate) struct KeyData {
-    /// value → its send
-    pub sends: HashMap<i64, SendRecord>,
-    /// (offset, value) seen by acks and ok reads, sorted, distinct
-    pub by_offset: Vec<(i64, i64)>,
-    /// the same pairs as (value, offset), sorted
-    pub by_value: Vec<(i64, i64)>,
-    /// (value, op position) of ok reads, sorted; the first per value is its first reader
-    pub reads: Vec<(i64, u32)>,
-    /// distinct offsets known to exist, sorted
-    pub known: Vec<i64>,
-    /// highest offset an ok poll read
-    pub max_read_offset: Option<i64>,
-}
-
-impl KeyData {
-    /// The lowest offset `v` was seen at.
-    pub fn first_offset(&self, v: i64) -> Option<i64> {
-        let i = self.by_value.partition_point(|(x, _)| *x < v);
-        self.by_value
-            .get(i)
-            .filter(|(x, _)| *x == v)
-            .map(|(_, o)| *o)
-    }
-
-    /// The first op (position) that read `v`, if any did.
-    pub fn first_reader(&self, v: i64) -> Option<u32> {
-        let i = self.reads.partition_point(|(x, _)| *x < v);
-        self.reads.get(i).filter(|(x, _)| *x == v).map(|(_, t)| *t)
-    }
-
-    /// Was `v` read by an ok poll?
-    pub fn was_read(&self, v: i64) -> bool {
-        self.first_reader(v).is_some()
-    }
-
-    /// An offset strictly between `lo` and `hi` that exists.
-    fn exists_between(&self, lo: i64, hi: i64) -> Option<i64> {
-        let i = self.known.partition_point(|o| *o <= lo);
-        self.known.get(i).copied().filter(|o| *o < hi)
-    }
+    POLICY
+        .iter()
+        .filter(|(k, rule)| rule.invalidates(options) && !options.allow.iter().any(|a| a == k))
+        .map(|(k, _)| k.to_string())
+        .collect()
 }
 
 pub(crate) struct Findings(pub BTreeMap<String, Finding>);
@@ -247,80 +290,106 @@ impl Findings {
             f.examples.push(example);
         }
     }
+
+    /// Whether another example of `kind` would be kept.
+    fn wants_example(&self, kind: &str) -> bool {
+        self.0
+            .get(kind)
+            .is_none_or(|f| f.examples.len() < MAX_EXAMPLES)
+    }
+
+    /// Counts a finding past the kept examples, without building its example.
+    fn count(&mut self, kind: &str) {
+        if let Some(f) = self.0.get_mut(kind) {
+            f.count += 1;
+        }
+    }
 }
 
-/// The value the final phase's reader first read at each (key, offset) of `inconsistent` (key,
-/// offset, ...): one pass over that reader's ops, only when there are inconsistent offsets.
-fn final_values(
-    t: &Txns,
-    inconsistent: &[(u32, i64, Vec<i64>, Vec<i64>)],
-) -> HashMap<(u32, i64), i64> {
-    let mut found = HashMap::new();
-    let final_reader = t
-        .processes
-        .iter()
-        .position(|p| *p == Process::Client(crate::history::FINAL_PROCESS));
-    let Some(final_reader) = final_reader.filter(|_| !inconsistent.is_empty()) else {
-        return found;
-    };
-    let wanted: std::collections::HashSet<(u32, i64)> =
-        inconsistent.iter().map(|(k, o, _, _)| (*k, *o)).collect();
-    for tx in t
-        .txns
-        .iter()
-        .filter(|tx| tx.process as usize == final_reader)
-    {
-        for r in t.reads(tx) {
-            if wanted.contains(&(r.key, r.offset)) {
-                found.entry((r.key, r.offset)).or_insert(r.value);
-            }
-        }
-    }
-    found
+/// Most skipped records named in one example.
+const MAX_SKIPPED: usize = 8;
+
+/// What the checks need to name things in examples.
+struct Names<'a, 't> {
+    a: &'a Analysis<'t>,
+    t: &'t Txns,
 }
 
-/// Names, in each inconsistent-offsets example kept, the first op that observed each of its
-/// values at its offset (`ops`, in the order of `values`): an acknowledging send or a poll. The
-/// example is proven once the last of them completed. One pass over the ops, only when there
-/// are such examples.
-fn observers(t: &Txns, examples: &mut [(bool, u32, Value)]) {
-    if examples.is_empty() {
-        return;
+impl Names<'_, '_> {
+    fn key(&self, k: u32) -> &str {
+        &self.t.keys[k as usize]
     }
-    let wanted: HashMap<(u32, i64), usize> = examples
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (_, k, ex))| Some(((*k, ex["offset"].as_i64()?), i)))
-        .collect();
-    // (example, value) -> history index of the first op observing it there.
-    let mut first: HashMap<(usize, i64), u64> = HashMap::new();
-    let mut note = |k: u32, offset: i64, value: i64, index: u64| {
-        if let Some(&i) = wanted.get(&(k, offset)) {
-            let e = first.entry((i, value)).or_insert(index);
-            *e = (*e).min(index);
+    fn rec_key(&self, r: u32) -> &str {
+        self.key(self.a.rec_key[r as usize])
+    }
+    fn partition(&self, unit: u32) -> Value {
+        json!(self.t.unit_partition[unit as usize])
+    }
+    fn op(&self, i: u32) -> Value {
+        if i == NONE {
+            Value::Null
+        } else {
+            json!(self.t.txns[i as usize].index)
         }
-    };
-    for tx in &t.txns {
-        if tx.status == Status::Ok {
-            for &(k, v, off) in t.sends(tx) {
-                if let Some(o) = off {
-                    note(k, o, v, tx.index);
-                }
+    }
+    fn process(&self, i: u32) -> &Process {
+        &self.t.processes[self.t.txns[i as usize].process as usize]
+    }
+    /// The records between two dense indices of a unit (exclusive), at most [`MAX_SKIPPED`]:
+    /// (values, keys).
+    fn skipped(&self, unit: u32, from: u32, to: u32) -> (Vec<i64>, Vec<&str>) {
+        let u = &self.a.units[unit as usize];
+        let mut values = Vec::new();
+        let mut keys = Vec::new();
+        for i in (from + 1..to).take(MAX_SKIPPED) {
+            if let Some(&(_, r)) = u.at_index(i).first() {
+                values.push(self.a.rec_value[r as usize]);
+                keys.push(self.rec_key(r));
             }
         }
-        for r in t.reads(tx) {
-            note(r.key, r.offset, r.value, tx.index);
+        (values, keys)
+    }
+}
+
+impl Names<'_, '_> {
+    /// Adds a skip (`kinds[0]`, delta > 1, naming the records skipped) or a rewind
+    /// (`kinds[1]`, delta < 1) between two dense indices of a unit.
+    fn step(
+        &self,
+        f: &mut Findings,
+        kinds: [&str; 2],
+        unit: u32,
+        d: i64,
+        between: (Option<u32>, Option<u32>),
+        mut ex: Value,
+    ) {
+        if let (true, Some(from), Some(to)) = (d > 1, between.0, between.1) {
+            let (values, keys) = self.skipped(unit, from, to);
+            ex["skipped"] = json!(values);
+            ex["skipped_keys"] = json!(keys);
         }
+        f.add(if d > 1 { kinds[0] } else { kinds[1] }, ex);
     }
-    for (i, (_, _, ex)) in examples.iter_mut().enumerate() {
-        let ops: Vec<u64> = ex["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| first.get(&(i, v.as_i64()?)).copied())
-            .collect();
-        ex["ops"] = json!(ops);
+}
+
+/// The difference of two dense indices, 1 (no finding) when either is unknown, as Jepsen does.
+fn delta(a: Option<u32>, b: Option<u32>) -> i64 {
+    match (a, b) {
+        (Some(a), Some(b)) => i64::from(b) - i64::from(a),
+        _ => 1,
     }
+}
+
+/// A send of an op: unit, key, value, dense index, acknowledged offset.
+type UnitSend = (u32, u32, i64, Option<u32>, Option<i64>);
+
+/// What a process last saw of a unit: its dense index (if known), key, value and op.
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    index: Option<u32>,
+    key: u32,
+    value: i64,
+    op: u32,
 }
 
 /// Checks a history held in memory.
@@ -333,6 +402,384 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckResult {
     check_txns(&t, &commits, history.ops.len(), &history.warnings, options)
 }
 
+/// Per-unit findings: inconsistent offsets, duplicates, lost writes.
+fn unit_checks(n: &Names, f: &mut Findings) {
+    let a = n.a;
+    let t = n.t;
+    let mut inconsistent: Vec<(bool, u32, Value)> = Vec::new();
+    for (u, uo) in a.units.iter().enumerate() {
+        let unit = u as u32;
+        // Inconsistent offsets.
+        for (index, run) in uo.by_offset.chunk_by(|x, y| x.0 == y.0).enumerate() {
+            if run.len() < 2 {
+                continue;
+            }
+            let offset = run[0].0;
+            let recs: Vec<u32> = run.iter().map(|(_, r)| *r).collect();
+            let values: Vec<i64> = recs.iter().map(|r| a.rec_value[*r as usize]).collect();
+            let keys: Vec<&str> = recs.iter().map(|r| n.rec_key(*r)).collect();
+            // Which of them an acknowledged send placed at this offset: an acknowledged write
+            // overwritten, not only a read of a record that was never acknowledged.
+            let acked: Vec<u32> = recs
+                .iter()
+                .copied()
+                .filter(|r| {
+                    a.writer_of(*r).is_some_and(|w| w.status == Status::Ok)
+                        && a.writer_offset[*r as usize] == Some(offset)
+                })
+                .collect();
+            let ex = json!({"key": keys[0], "partition": n.partition(unit), "offset": offset,
+                            "index": index, "values": values, "keys": keys,
+                            "acked": acked.iter().map(|r| a.rec_value[*r as usize]).collect::<Vec<_>>()});
+            inconsistent.push((true, unit, ex));
+        }
+        // Duplicates: a record at more than one offset.
+        let mut dups: Vec<(u32, i64)> = uo
+            .by_offset
+            .iter()
+            .filter(|(_, r)| a.first_index[*r as usize] != a.last_index[*r as usize])
+            .map(|(o, r)| (*r, *o))
+            .collect();
+        dups.sort_unstable();
+        for run in dups.chunk_by(|x, y| x.0 == y.0) {
+            let r = run[0].0;
+            if !f.wants_example("duplicate") {
+                f.count("duplicate");
+                continue;
+            }
+            let offsets: Vec<i64> = run.iter().map(|(_, o)| *o).collect();
+            f.add(
+                "duplicate",
+                json!({"key": n.rec_key(r), "partition": n.partition(unit),
+                       "value": a.rec_value[r as usize], "count": offsets.len(),
+                       "offsets": offsets, "send_op": n.op(a.writer[r as usize])}),
+            );
+        }
+        // Lost writes: below the highest first index of a value an ok poll read, every record
+        // whose last appearance is at or below it must have been read.
+        let mut bound: Option<(u32, u32)> = None;
+        for &(_, r) in &uo.by_offset {
+            if a.ok_read(r) {
+                let i = a.first_index[r as usize];
+                if bound.is_none_or(|(b, _)| i > b) {
+                    bound = Some((i, r));
+                }
+            }
+        }
+        let Some((bound, max_read)) = bound else {
+            continue;
+        };
+        let mut lost: Vec<u32> = uo
+            .by_offset
+            .iter()
+            .map(|(_, r)| *r)
+            .filter(|r| {
+                a.last_index[*r as usize] <= bound
+                    && !a.ok_read(*r)
+                    && a.writer[*r as usize] != NONE
+                    && a.committed[a.writer[*r as usize] as usize]
+            })
+            .collect();
+        lost.sort_unstable_by_key(|r| (a.first_index[*r as usize], *r));
+        lost.dedup();
+        for r in lost {
+            if !f.wants_example("lost-write") {
+                f.count("lost-write");
+                continue;
+            }
+            f.add(
+                "lost-write",
+                json!({"key": n.rec_key(r), "partition": n.partition(unit),
+                       "value": a.rec_value[r as usize], "index": a.first_index[r as usize],
+                       "offset": a.writer_offset[r as usize],
+                       "max_read_index": bound, "max_read_key": n.rec_key(max_read),
+                       "max_read_value": a.rec_value[max_read as usize],
+                       "send_op": n.op(a.writer[r as usize]),
+                       "max_read_op": n.op(a.first_ok_reader[max_read as usize])}),
+            );
+        }
+    }
+    // What the final reads found at each inconsistent offset: an acknowledged value they did
+    // not find was overwritten (lost), not merely contradicted by a stale read. Such examples
+    // are listed first.
+    if inconsistent.is_empty() {
+        return;
+    }
+    let wanted: HashMap<(u32, i64), usize> = inconsistent
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, u, ex))| Some(((*u, ex["offset"].as_i64()?), i)))
+        .collect();
+    let final_reader = t
+        .processes
+        .iter()
+        .position(|p| *p == Process::Client(crate::history::FINAL_PROCESS));
+    let mut finals: HashMap<usize, i64> = HashMap::new();
+    // (example, value) -> history index of the first op observing it there.
+    let mut first: HashMap<(usize, i64), u64> = HashMap::new();
+    for tx in &t.txns {
+        let mut note = |k: u32, o: i64, v: i64, is_final: bool| {
+            if let Some(&i) = wanted.get(&(t.unit_of(k), o)) {
+                first.entry((i, v)).or_insert(tx.index);
+                if is_final {
+                    finals.entry(i).or_insert(v);
+                }
+            }
+        };
+        if tx.status == Status::Ok {
+            for &(k, v, off) in t.sends(tx) {
+                if let Some(o) = off {
+                    note(k, o, v, false);
+                }
+            }
+        }
+        let is_final = final_reader == Some(tx.process as usize);
+        for r in t.reads(tx) {
+            if let Some(o) = r.offset() {
+                note(r.key, o, r.value, is_final);
+            }
+        }
+    }
+    for (i, (kept, _, ex)) in inconsistent.iter_mut().enumerate() {
+        let final_value = finals.get(&i).copied();
+        let acked: Vec<i64> = ex["acked"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_i64)
+            .collect();
+        let overwritten = final_value.is_some_and(|fv| acked.iter().any(|a| *a != fv));
+        let ops: Vec<u64> = ex["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| first.get(&(i, v.as_i64()?)).copied())
+            .collect();
+        ex["final"] = json!(final_value);
+        ex["acked_overwritten"] = json!(overwritten);
+        ex["ops"] = json!(ops);
+        *kept = !overwritten;
+    }
+    inconsistent.sort_by_key(|(kept, _, _)| *kept);
+    for (_, _, ex) in inconsistent {
+        f.add("inconsistent-offsets", ex);
+    }
+}
+
+/// Per-record findings: unseen, G1a, no-writer-of-value.
+fn record_checks(n: &Names, f: &mut Findings) {
+    let a = n.a;
+    let mut no_writer: IntMap<u32, usize> = IntMap::default();
+    for r in 0..a.rec_key.len() as u32 {
+        let unit = a.unit_of_rec(r);
+        match a.writer_of(r) {
+            None => {
+                no_writer.insert(r, no_writer.len());
+            }
+            Some(w) => {
+                if w.status == Status::Ok && !a.ok_read(r) {
+                    if !f.wants_example("unseen") {
+                        f.count("unseen");
+                        continue;
+                    }
+                    f.add(
+                        "unseen",
+                        json!({"key": n.rec_key(r), "partition": n.partition(unit),
+                               "value": a.rec_value[r as usize],
+                               "offset": a.writer_offset[r as usize],
+                               "send_op": n.op(a.writer[r as usize])}),
+                    );
+                } else if w.status == Status::Fail && a.ok_read(r) {
+                    f.add(
+                        "G1a",
+                        json!({"key": n.rec_key(r), "partition": n.partition(unit),
+                               "value": a.rec_value[r as usize],
+                               "failed_send_op": n.op(a.writer[r as usize]),
+                               "read_by_op": n.op(a.first_ok_reader[r as usize])}),
+                    );
+                }
+            }
+        }
+    }
+    if no_writer.is_empty() {
+        return;
+    }
+    // The first op (any outcome) that read each, and where.
+    let mut seen: Vec<Option<(u32, Option<i64>)>> = vec![None; no_writer.len()];
+    for (i, tx) in n.t.txns.iter().enumerate() {
+        for rd in n.t.reads(tx) {
+            if let Some(r) = a.rec(rd.key, rd.value) {
+                if let Some(&slot) = no_writer.get(&r) {
+                    seen[slot].get_or_insert((i as u32, rd.offset()));
+                }
+            }
+        }
+    }
+    let mut order: Vec<(u32, usize)> = no_writer.into_iter().collect();
+    order.sort_unstable_by_key(|(_, slot)| *slot);
+    for (r, slot) in order {
+        let (reader, offset) = seen[slot].unwrap_or((NONE, None));
+        f.add(
+            "no-writer-of-value",
+            json!({"key": n.rec_key(r), "partition": n.partition(a.unit_of_rec(r)),
+                   "value": a.rec_value[r as usize], "offset": offset,
+                   "read_by_op": n.op(reader)}),
+        );
+    }
+}
+
+/// Per-op and per-process findings: precommitted reads, internal and external skips and
+/// rewinds of sends and polls.
+fn op_checks(n: &Names, f: &mut Findings) {
+    let a = n.a;
+    let t = n.t;
+    let mut last_poll: IntMap<u32, IntMap<u32, Last>> = IntMap::default();
+    let mut last_send: IntMap<u32, IntMap<u32, Last>> = IntMap::default();
+    let mut unit_reads: Vec<(u32, Vec<ReadRec>)> = Vec::new();
+    let mut sends: Vec<UnitSend> = Vec::new();
+    for (i, tx) in t.txns.iter().enumerate() {
+        let i = i as u32;
+        let p = tx.process;
+        if tx.complete_ns.is_none() {
+            continue;
+        }
+        if tx.kind == Kind::Reposition {
+            if tx.status != Status::Fail {
+                let targets = t.targets(tx);
+                for map in [&mut last_poll, &mut last_send] {
+                    if let Some(m) = map.get_mut(&p) {
+                        m.retain(|u, _| targets.iter().any(|g| t.names_unit(*g, *u)));
+                    }
+                }
+            }
+            continue;
+        }
+        if tx.kind != Kind::Data {
+            continue;
+        }
+        // Sends, grouped by unit in op order.
+        sends.clear();
+        for &(k, v, off) in t.sends(tx) {
+            sends.push((t.unit_of(k), k, v, a.index(k, v, off), off));
+        }
+        sends.sort_by_key(|s| s.0);
+        for run in sends.chunk_by(|x, y| x.0 == y.0) {
+            let unit = run[0].0;
+            for w in run.windows(2) {
+                let (x, y) = (w[0], w[1]);
+                let d = delta(x.3, y.3);
+                if d == 1 {
+                    continue;
+                }
+                let ex = json!({"key": n.key(y.1), "partition": n.partition(unit),
+                                "keys": [n.key(x.1), n.key(y.1)], "values": [x.2, y.2],
+                                "offsets": [x.4, y.4], "delta": d,
+                                "process": n.process(i), "op": tx.index});
+                let kinds = ["int-send-skip", "int-nonmonotonic-send"];
+                n.step(f, kinds, unit, d, (x.3, y.3), ex);
+            }
+            if tx.status != Status::Fail {
+                let first = run[0];
+                let last = run[run.len() - 1];
+                let m = last_send.entry(p).or_default();
+                if let Some(prev) = m.get(&unit) {
+                    let d = delta(prev.index, first.3);
+                    if d < 1 {
+                        f.add(
+                            "nonmonotonic-send",
+                            json!({"key": n.key(first.1), "partition": n.partition(unit),
+                                   "keys": [n.key(prev.key), n.key(first.1)],
+                                   "values": [prev.value, first.2], "delta": d,
+                                   "offset": first.4, "process": n.process(i),
+                                   "ops": [n.op(prev.op), json!(tx.index)]}),
+                        );
+                    }
+                }
+                m.insert(
+                    unit,
+                    Last {
+                        index: last.3,
+                        key: last.1,
+                        value: last.2,
+                        op: i,
+                    },
+                );
+            }
+        }
+        // Polls.
+        a.unit_reads(tx, &mut unit_reads);
+        if unit_reads.is_empty() {
+            continue;
+        }
+        let rebalanced = t.rebalances(tx);
+        // A transaction reading what it sent itself: once per key, as Jepsen.
+        if !t.sends(tx).is_empty() {
+            let mut reported: Vec<u32> = Vec::new();
+            for r in t.reads(tx) {
+                let own = a
+                    .rec(r.key, r.value)
+                    .is_some_and(|rec| a.writer[rec as usize] == i);
+                if own && !reported.contains(&r.key) {
+                    reported.push(r.key);
+                    f.add(
+                        "precommitted-read",
+                        json!({"key": n.key(r.key), "partition": n.partition(t.unit_of(r.key)),
+                               "value": r.value, "offset": r.offset(),
+                               "process": n.process(i), "op": tx.index}),
+                    );
+                }
+            }
+        }
+        let m = last_poll.entry(p).or_default();
+        for (unit, seq) in &unit_reads {
+            let unit = *unit;
+            let idx = |r: &ReadRec| r.offset().and_then(|o| a.units[unit as usize].index_of(o));
+            let first = &seq[0];
+            if let Some(prev) = m.get(&unit) {
+                let d = delta(prev.index, idx(first));
+                if d != 1 {
+                    let ex = json!({"key": n.key(first.key), "partition": n.partition(unit),
+                                        "keys": [n.key(prev.key), n.key(first.key)],
+                                        "values": [prev.value, first.value], "delta": d,
+                                        "offset": first.offset(), "process": n.process(i),
+                                        "ops": [n.op(prev.op), json!(tx.index)]});
+                    let between = (prev.index, idx(first));
+                    n.step(f, ["poll-skip", "nonmonotonic-poll"], unit, d, between, ex);
+                }
+            }
+            if !rebalanced.iter().any(|g| t.names_unit(*g, unit)) {
+                for w in seq.windows(2) {
+                    let (x, y) = (&w[0], &w[1]);
+                    let (ix, iy) = (idx(x), idx(y));
+                    let d = delta(ix, iy);
+                    if d == 1 {
+                        continue;
+                    }
+                    let ex = json!({"key": n.key(y.key), "partition": n.partition(unit),
+                                        "keys": [n.key(x.key), n.key(y.key)],
+                                        "values": [x.value, y.value], "delta": d,
+                                        "offsets": [x.offset(), y.offset()],
+                                        "process": n.process(i), "op": tx.index});
+                    let kinds = ["int-poll-skip", "int-nonmonotonic-poll"];
+                    n.step(f, kinds, unit, d, (ix, iy), ex);
+                }
+            }
+            if tx.status == Status::Ok {
+                let last = &seq[seq.len() - 1];
+                m.insert(
+                    unit,
+                    Last {
+                        index: idx(last),
+                        key: last.key,
+                        value: last.value,
+                        op: i,
+                    },
+                );
+            }
+        }
+    }
+}
+
 /// Checks parsed operations and the group's commits (`ops`: history lines, for the stats).
 pub fn check_txns(
     t: &Txns,
@@ -341,207 +788,28 @@ pub fn check_txns(
     warnings: &[String],
     options: &CheckOptions,
 ) -> CheckResult {
-    let mut keys: Vec<KeyData> = (0..t.keys.len()).map(|_| KeyData::default()).collect();
+    let a = Analysis::build(t);
     let (mut n_ok, mut n_info, mut n_fail, mut n_polls, mut n_reads) = (0, 0, 0, 0, 0);
-    for (i, tx) in t.txns.iter().enumerate() {
-        for &(key, v, off) in t.sends(tx) {
-            match tx.status {
-                Status::Ok => n_ok += 1,
-                Status::Info => n_info += 1,
-                Status::Fail => n_fail += 1,
-            }
-            let kd = &mut keys[key as usize];
-            let e = kd.sends.entry(v).or_insert((tx.status, off, i as u32));
-            if tx.status == Status::Ok {
-                *e = (Status::Ok, off.or(e.1), i as u32);
-                if let Some(o) = off {
-                    kd.by_offset.push((o, v));
-                }
-            }
+    for tx in &t.txns {
+        let s = t.sends(tx).len();
+        match tx.status {
+            Status::Ok => n_ok += s,
+            Status::Info => n_info += s,
+            Status::Fail => n_fail += s,
         }
         if tx.polled {
             n_polls += 1;
         }
-        for r in t.reads(tx) {
-            n_reads += 1;
-            let kd = &mut keys[r.key as usize];
-            kd.by_offset.push((r.offset, r.value));
-            kd.reads.push((r.value, i as u32));
-            kd.max_read_offset = Some(kd.max_read_offset.map_or(r.offset, |m| m.max(r.offset)));
+        if tx.status == Status::Ok {
+            n_reads += t.reads(tx).len();
         }
     }
-    for kd in &mut keys {
-        kd.by_offset.sort_unstable();
-        kd.by_offset.dedup();
-        kd.by_value = kd.by_offset.iter().map(|(o, v)| (*v, *o)).collect();
-        kd.by_value.sort_unstable();
-        kd.reads.sort_unstable();
-        kd.known = kd.by_offset.iter().map(|(o, _)| *o).collect();
-        kd.known.dedup();
-    }
-    let idx = |i: u32| t.txns[i as usize].index;
-    let proc_of = |i: u32| &t.processes[t.txns[i as usize].process as usize];
-
+    let names = Names { a: &a, t };
     let mut f = Findings(BTreeMap::new());
-    // Inconsistent offsets whose acknowledged value the final reads did not find are listed
-    // first, so the examples kept show an overwritten acknowledged write whenever there is one.
-    let mut inconsistent = Vec::new();
-    for (k, kd) in keys.iter().enumerate() {
-        let key = &t.keys[k];
-        for run in kd.by_offset.chunk_by(|a, b| a.0 == b.0) {
-            if run.len() > 1 {
-                let offset = run[0].0;
-                let values: Vec<i64> = run.iter().map(|(_, v)| *v).collect();
-                // Which of them an acknowledged send placed at this offset: an acknowledged
-                // write overwritten, not only a read of a record that was never acknowledged.
-                let acked: Vec<i64> = values
-                    .iter()
-                    .copied()
-                    .filter(|v| {
-                        kd.sends
-                            .get(v)
-                            .is_some_and(|s| s.0 == Status::Ok && s.1 == Some(offset))
-                    })
-                    .collect();
-                inconsistent.push((k as u32, offset, values, acked));
-            }
-        }
-        for run in kd.by_value.chunk_by(|a, b| a.0 == b.0) {
-            if run.len() > 1 {
-                let v = run[0].0;
-                let offsets: Vec<i64> = run.iter().map(|(_, o)| *o).collect();
-                let writer = kd.sends.get(&v).map(|s| idx(s.2));
-                f.add(
-                    "duplicate",
-                    json!({"key": key, "value": v, "offsets": offsets, "send_op": writer}),
-                );
-            }
-        }
-        for run in kd.reads.chunk_by(|a, b| a.0 == b.0) {
-            let (v, first_read) = run[0];
-            if let Some((Status::Fail, _, w)) = kd.sends.get(&v) {
-                f.add(
-                    "G1a",
-                    json!({"key": key, "value": v, "failed_send_op": idx(*w), "read_by_op": idx(first_read)}),
-                );
-            }
-        }
-        let mut acked: Vec<(&i64, &SendRecord)> = kd
-            .sends
-            .iter()
-            .filter(|(v, (st, _, _))| *st == Status::Ok && !kd.was_read(**v))
-            .collect();
-        acked.sort_by_key(|(v, _)| **v);
-        for (v, (_, off, w)) in acked {
-            let later_read = match (off, kd.max_read_offset) {
-                (Some(o), Some(m)) => m > *o,
-                _ => false,
-            };
-            let ex = json!({"key": key, "value": v, "offset": off, "send_op": idx(*w), "max_read_offset": kd.max_read_offset});
-            f.add(if later_read { "lost-write" } else { "unseen" }, ex);
-        }
-    }
-    // What the final reads found at each such offset: an acknowledged value they did not find
-    // was overwritten (lost), not merely contradicted by a stale read.
-    let finals = final_values(t, &inconsistent);
-    let mut inconsistent: Vec<(bool, u32, Value)> = inconsistent
-        .into_iter()
-        .map(|(k, offset, values, acked)| {
-            let final_value = finals.get(&(k, offset)).copied();
-            let overwritten = final_value.is_some_and(|fv| acked.iter().any(|a| *a != fv));
-            let ex = json!({"key": &t.keys[k as usize], "offset": offset, "values": values,
-                            "acked": acked, "final": final_value, "acked_overwritten": overwritten});
-            (!overwritten, k, ex)
-        })
-        .collect();
-    inconsistent.sort_by_key(|(kept, _, _)| *kept);
-    let kept = inconsistent.len().min(MAX_EXAMPLES);
-    observers(t, &mut inconsistent[..kept]);
-    for (_, _, ex) in inconsistent {
-        f.add("inconsistent-offsets", ex);
-    }
-
-    let mut last_poll: HashMap<(u32, u32), (i64, u32)> = HashMap::new();
-    let mut last_send: HashMap<(u32, u32), (i64, u32)> = HashMap::new();
-    for (i, tx) in t.txns.iter().enumerate() {
-        let i = i as u32;
-        let p = tx.process;
-        if tx.kind == Kind::Reposition {
-            last_poll.retain(|(q, _), _| *q != p);
-            continue;
-        }
-        if tx.status != Status::Ok {
-            continue;
-        }
-        let sends = t.sends(tx);
-        let mut first_in_op: Vec<(u32, i64, i64)> = Vec::new();
-        let mut prev_in_op: Vec<(u32, i64, i64)> = Vec::new();
-        for &(key, v, off) in sends {
-            let Some(o) = off else { continue };
-            let kname = &t.keys[key as usize];
-            match prev_in_op.iter_mut().find(|e| e.0 == key) {
-                Some(e) => {
-                    let (pv, po) = (e.1, e.2);
-                    *e = (key, v, o);
-                    if o <= po {
-                        f.add("int-nonmonotonic-send", json!({"key": kname, "process": proc_of(i), "values": [pv, v], "offsets": [po, o], "op": tx.index}));
-                    } else if let Some(skipped) = keys[key as usize].exists_between(po, o) {
-                        f.add("int-send-skip", json!({"key": kname, "process": proc_of(i), "values": [pv, v], "offsets": [po, o], "skipped": skipped, "op": tx.index}));
-                    }
-                }
-                None => {
-                    prev_in_op.push((key, v, o));
-                    first_in_op.push((key, v, o));
-                }
-            }
-        }
-        for (key, v, o) in first_in_op {
-            if let Some((prev, pidx)) = last_send.get(&(p, key)) {
-                if o <= *prev {
-                    f.add("nonmonotonic-send", json!({"key": t.keys[key as usize], "process": proc_of(i), "value": v, "offset": o, "previous_offset": prev, "ops": [idx(*pidx), tx.index]}));
-                }
-            }
-        }
-        for (key, _, o) in prev_in_op {
-            last_send.insert((p, key), (o, i));
-        }
-        for group in t.read_groups(tx) {
-            let key = group[0].key;
-            let kd = &keys[key as usize];
-            let kname = &t.keys[key as usize];
-            if let Some((prev, pidx)) = last_poll.get(&(p, key)) {
-                let first = group[0].offset;
-                if first <= *prev {
-                    f.add("nonmonotonic-poll", json!({"key": kname, "process": proc_of(i), "previous_offset": prev, "offset": first, "ops": [idx(*pidx), tx.index]}));
-                } else if let Some(skipped) = kd.exists_between(*prev, first) {
-                    f.add("poll-skip", json!({"key": kname, "process": proc_of(i), "previous_offset": prev, "offset": first, "skipped": skipped, "ops": [idx(*pidx), tx.index]}));
-                }
-            }
-            for w in group.windows(2) {
-                let (a, b) = (w[0].offset, w[1].offset);
-                if b <= a {
-                    f.add(
-                        "int-nonmonotonic-poll",
-                        json!({"key": kname, "process": proc_of(i), "offsets": [a, b], "op": tx.index}),
-                    );
-                } else if let Some(skipped) = kd.exists_between(a, b) {
-                    f.add("int-poll-skip", json!({"key": kname, "process": proc_of(i), "offsets": [a, b], "skipped": skipped, "op": tx.index}));
-                }
-            }
-            // A transaction reading what it sent itself.
-            if !sends.is_empty() {
-                for r in group {
-                    if sends.iter().any(|s| s.0 == key && s.1 == r.value) {
-                        f.add("precommitted-read", json!({"key": kname, "process": proc_of(i), "value": r.value, "offset": r.offset, "op": tx.index}));
-                    }
-                }
-            }
-            let last = group[group.len() - 1].offset;
-            last_poll.insert((p, key), (last, i));
-        }
-    }
-
-    let graph = crate::cycles::DependencyGraph::build(t, &keys, options.ww_deps);
+    unit_checks(&names, &mut f);
+    record_checks(&names, &mut f);
+    op_checks(&names, &mut f);
+    let graph = crate::cycles::DependencyGraph::build(&a, options.ww_deps);
     graph.report(&mut f);
     for example in commits.lost_commits() {
         f.add(LOST_COMMIT, example);
@@ -561,13 +829,14 @@ pub fn check_txns(
         anomalies: f.0,
         invalidating: invalid_kinds,
         checked: KINDS.iter().map(|s| s.to_string()).collect(),
-        options: *options,
+        options: options.clone(),
         stats: json!({
             "ops": ops,
             "sends": {"ok": n_ok, "info": n_info, "fail": n_fail},
             "polls": n_polls,
             "reads": n_reads,
             "keys": t.keys.len(),
+            "partitions": t.unit_partition.iter().filter(|p| p.is_some()).count(),
             "graph": graph.stats(),
             "commits": commits.stats(),
         }),

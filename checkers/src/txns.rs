@@ -8,6 +8,15 @@
 //! `barrier(a) <= barrier_before(b)`. Only ok data ops raise barriers: an indeterminate op may
 //! take effect after its completion was recorded.
 //!
+//! Every completion's reads are kept, whatever its outcome (Jepsen uses failed and
+//! indeterminate polls for version orders and skip checks too); a record read without an offset
+//! (`[null, v]`) is kept with [`NO_OFFSET`]. Keys are grouped into *units*, the logs version
+//! orders are built over: a key whose partition the history records (the fourth element of a
+//! send, `["send", k, v, p]`, or the third of a poll, `["poll", {k: [...]}, {k: p}]`) belongs to
+//! the unit of that partition; a key whose partition is never recorded is a unit of its own
+//! (older histories, hand-written ones). `assign`/`subscribe` values (partition numbers or key
+//! names) and `["rebalance", [...]]` micro-ops are kept as each op's *targets*.
+//!
 //! A [`Builder`] takes ops one at a time, so a history file can be checked while it is read
 //! without holding its JSON in memory ([`crate::check_file`]); [`build`] feeds it an in-memory
 //! [`History`].
@@ -44,15 +53,38 @@ pub enum Kind {
 /// A send micro-op: key id, value, acknowledged offset.
 pub type Send = (u32, i64, Option<i64>);
 
+/// The offset of a record read without one (`[null, v]`).
+pub const NO_OFFSET: i64 = i64::MIN;
+
 /// One record a poll returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadRec {
     /// Key id.
     pub key: u32,
-    /// Offset.
+    /// Which poll micro-op of its op returned it (0, 1, ...).
+    pub poll: u32,
+    /// Offset ([`NO_OFFSET`] when the history has none).
     pub offset: i64,
     /// Value.
     pub value: i64,
+}
+
+impl ReadRec {
+    /// The offset, if the history has one.
+    pub fn offset(&self) -> Option<i64> {
+        (self.offset != NO_OFFSET).then_some(self.offset)
+    }
+}
+
+/// What an `assign`, `subscribe` or `rebalance` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A partition number.
+    Partition(u32),
+    /// A key id (a unit by its key's name).
+    Key(u32),
+    /// Everything (`"all"`: the whole topic).
+    All,
 }
 
 /// One client operation.
@@ -78,6 +110,8 @@ pub struct Txn {
     pub barrier_before: u32,
     sends: Range<u32>,
     reads: Range<u32>,
+    targets: Range<u32>,
+    rebalances: Range<u32>,
 }
 
 /// Every client operation of a history.
@@ -91,8 +125,19 @@ pub struct Txns {
     pub processes: Vec<Process>,
     send_store: Vec<Send>,
     read_store: Vec<ReadRec>,
+    target_store: Vec<Target>,
     /// Barriers raised (the highest barrier number).
     pub barriers: u32,
+    /// Each key's recorded partition, by key id.
+    pub key_partition: Vec<Option<u32>>,
+    /// Each key's unit (the log it belongs to), by key id.
+    pub key_unit: Vec<u32>,
+    /// Each unit's partition (`None`: a key of unknown partition, a unit of its own).
+    pub unit_partition: Vec<Option<u32>>,
+    /// Each unit's name: `"p<n>"` for a partition, the key's name otherwise.
+    pub unit_names: Vec<String>,
+    /// The unit of each partition number (u32::MAX for partitions never seen).
+    partition_unit: Vec<u32>,
 }
 
 fn slice<'s, T>(store: &'s [T], r: &Range<u32>) -> &'s [T] {
@@ -105,14 +150,78 @@ impl Txns {
         slice(&self.send_store, &t.sends)
     }
 
-    /// The records the op's polls returned, in read order (ok ops only).
+    /// The records the op's polls returned, in read order (every completion type).
     pub fn reads(&self, t: &Txn) -> &[ReadRec] {
         slice(&self.read_store, &t.reads)
     }
 
     /// The op's reads split into runs of one key, as the poll returned them.
     pub fn read_groups<'s>(&'s self, t: &Txn) -> impl Iterator<Item = &'s [ReadRec]> + 's {
-        self.reads(t).chunk_by(|a, b| a.key == b.key)
+        self.reads(t)
+            .chunk_by(|a, b| a.key == b.key && a.poll == b.poll)
+    }
+
+    /// The keys/partitions an `assign`/`subscribe` op names.
+    pub fn targets(&self, t: &Txn) -> &[Target] {
+        slice(&self.target_store, &t.targets)
+    }
+
+    /// The keys/partitions the op's `rebalance` micro-ops name.
+    pub fn rebalances(&self, t: &Txn) -> &[Target] {
+        slice(&self.target_store, &t.rebalances)
+    }
+
+    /// The unit a key belongs to.
+    pub fn unit_of(&self, key: u32) -> u32 {
+        self.key_unit[key as usize]
+    }
+
+    /// Whether `target` names `unit`.
+    pub fn names_unit(&self, target: Target, unit: u32) -> bool {
+        match target {
+            Target::All => true,
+            Target::Partition(p) => self.unit_partition[unit as usize] == Some(p),
+            Target::Key(k) => self.key_unit[k as usize] == unit,
+        }
+    }
+
+    /// The unit of a partition number, if the history has one.
+    pub fn partition_unit(&self, p: u32) -> Option<u32> {
+        self.partition_unit
+            .get(p as usize)
+            .copied()
+            .filter(|u| *u != u32::MAX)
+    }
+
+    /// Groups keys into units (after every op is in).
+    fn resolve_units(&mut self) {
+        self.key_partition.resize(self.keys.len(), None);
+        let mut by_partition: HashMap<u32, u32> = HashMap::new();
+        self.key_unit = Vec::with_capacity(self.keys.len());
+        for (k, p) in self.key_partition.iter().enumerate() {
+            let unit = match p {
+                Some(p) => *by_partition.entry(*p).or_insert_with(|| {
+                    self.unit_partition.push(Some(*p));
+                    self.unit_names.push(format!("p{p}"));
+                    (self.unit_partition.len() - 1) as u32
+                }),
+                None => {
+                    self.unit_partition.push(None);
+                    self.unit_names.push(self.keys[k].clone());
+                    (self.unit_partition.len() - 1) as u32
+                }
+            };
+            self.key_unit.push(unit);
+        }
+        for (p, u) in by_partition {
+            let p = p as usize;
+            if p < (1 << 20) {
+                if self.partition_unit.len() <= p {
+                    self.partition_unit.resize(p + 1, u32::MAX);
+                }
+                self.partition_unit[p] = u;
+            }
+        }
     }
 }
 
@@ -129,7 +238,11 @@ struct OpenOp {
 enum Current {
     None,
     Invoke(u32),
-    Complete { pid: u32, null_value: bool },
+    Complete {
+        pid: u32,
+        null_value: bool,
+        polls: u32,
+    },
 }
 
 /// Builds [`Txns`] from ops fed one at a time: `invoke` or `complete`, then the op's micro-ops
@@ -221,6 +334,7 @@ impl Builder {
         };
         let sends = self.out.send_store.len() as u32;
         let reads = self.out.read_store.len() as u32;
+        let targets = self.out.target_store.len() as u32;
         self.out.txns.push(Txn {
             index,
             process: pid,
@@ -231,10 +345,62 @@ impl Builder {
             polled: false,
             sends: sends..sends,
             reads: reads..reads,
+            targets: targets..targets,
+            rebalances: targets..targets,
             barrier: 0,
             barrier_before,
         });
-        self.current = Current::Complete { pid, null_value };
+        self.current = Current::Complete {
+            pid,
+            null_value,
+            polls: 0,
+        };
+    }
+
+    /// Records the partition of a key (the first one recorded wins).
+    pub fn partition(&mut self, key: &str, partition: u32) {
+        let k = self.key_id(key) as usize;
+        if self.out.key_partition.len() <= k {
+            self.out.key_partition.resize(k + 1, None);
+        }
+        self.out.key_partition[k].get_or_insert(partition);
+    }
+
+    /// A partition number or key name an `assign`/`subscribe` completion names.
+    pub fn target(&mut self, target: TargetRef<'_>) {
+        if let (Current::Complete { .. }, Some(Kind::Reposition)) =
+            (self.current, self.out.txns.last().map(|t| t.kind))
+        {
+            let t = self.resolve_target(target);
+            self.out.target_store.push(t);
+            if let Some(tx) = self.out.txns.last_mut() {
+                tx.targets.end = self.out.target_store.len() as u32;
+                tx.rebalances = tx.targets.end..tx.targets.end;
+            }
+        }
+    }
+
+    /// A partition number or key name a `rebalance` micro-op of the current completion names.
+    pub fn rebalance(&mut self, target: TargetRef<'_>) {
+        if let Current::Complete { .. } = self.current {
+            let t = self.resolve_target(target);
+            self.out.target_store.push(t);
+            if let Some(tx) = self.out.txns.last_mut() {
+                if tx.rebalances.end != self.out.target_store.len() as u32 - 1 {
+                    let at = self.out.target_store.len() as u32 - 1;
+                    tx.rebalances = at..at;
+                }
+                tx.rebalances.end = self.out.target_store.len() as u32;
+            }
+        }
+    }
+
+    fn resolve_target(&mut self, target: TargetRef<'_>) -> Target {
+        match target {
+            TargetRef::Partition(p) => Target::Partition(p),
+            TargetRef::Name("all") => Target::All,
+            TargetRef::Name(k) => Target::Key(self.key_id(k)),
+        }
     }
 
     /// A send micro-op of the current op.
@@ -256,24 +422,34 @@ impl Builder {
 
     /// The current op carried a poll micro-op.
     pub fn poll(&mut self) {
-        if let (Current::Complete { .. }, Some(t)) = (self.current, self.out.txns.last_mut()) {
-            t.polled = t.status == Status::Ok;
+        if let (Current::Complete { polls, .. }, Some(t)) =
+            (&mut self.current, self.out.txns.last_mut())
+        {
+            t.polled |= t.status == Status::Ok;
+            *polls += 1;
         }
     }
 
-    /// A record read by the current op's poll.
-    pub fn read(&mut self, key: &str, offset: i64, value: i64) {
-        if let (Current::Complete { .. }, Some(Status::Ok)) =
-            (self.current, self.out.txns.last().map(|t| t.status))
-        {
+    /// A record read by the current op's latest poll (`offset` None when the history has
+    /// none).
+    pub fn read(&mut self, key: &str, offset: Option<i64>, value: i64) {
+        if let Current::Complete { polls, .. } = self.current {
             let key = self.key_id(key);
-            self.out.read_store.push(ReadRec { key, offset, value });
+            self.out.read_store.push(ReadRec {
+                key,
+                poll: polls.saturating_sub(1),
+                offset: offset.unwrap_or(NO_OFFSET),
+                value,
+            });
         }
     }
 
     /// The current op's micro-ops are all in.
     pub fn end(&mut self) {
-        if let Current::Complete { pid, null_value } = self.current {
+        if let Current::Complete {
+            pid, null_value, ..
+        } = self.current
+        {
             let open = self.open.remove(&pid);
             if null_value {
                 if let Some(o) = &open {
@@ -294,15 +470,44 @@ impl Builder {
         self.current = Current::None;
     }
 
-    /// Feeds a micro-op list held as JSON (`[["send", k, v | [o, v]], ["poll", {k: [[o, v]]}]]`).
+    /// Feeds a micro-op list held as JSON (`[["send", k, v | [o, v], p?], ["poll", {k: [[o,
+    /// v]]}, {k: p}?], ["rebalance", [p | k, ...]]]`, or an `assign`'s list of partitions or
+    /// keys).
     pub fn mops(&mut self, mops: &Value) {
         for m in mops.as_array().into_iter().flatten() {
+            match m {
+                Value::Number(n) => {
+                    if let Some(p) = n.as_u64().and_then(|p| u32::try_from(p).ok()) {
+                        self.target(TargetRef::Partition(p));
+                    }
+                    continue;
+                }
+                Value::String(s) => {
+                    self.target(TargetRef::Name(s));
+                    continue;
+                }
+                _ => {}
+            }
             let Some(a) = m.as_array() else { continue };
             match a.first().and_then(Value::as_str) {
+                Some("rebalance") => {
+                    for t in a.get(1).and_then(Value::as_array).into_iter().flatten() {
+                        if let Some(p) = t.as_u64().and_then(|p| u32::try_from(p).ok()) {
+                            self.rebalance(TargetRef::Partition(p));
+                        } else if let Some(k) = t.as_str() {
+                            self.rebalance(TargetRef::Name(k));
+                        }
+                    }
+                }
                 Some("send") => {
                     let Some(key) = a.get(1).and_then(Value::as_str) else {
                         continue;
                     };
+                    if let Some(p) = a.get(3).and_then(Value::as_u64) {
+                        if let Ok(p) = u32::try_from(p) {
+                            self.partition(key, p);
+                        }
+                    }
                     match a.get(2) {
                         Some(Value::Array(ov)) => {
                             if let Some(v) = ov.get(1).and_then(Value::as_i64) {
@@ -319,16 +524,20 @@ impl Builder {
                 }
                 Some("poll") => {
                     self.poll();
+                    if let Some(parts) = a.get(2).and_then(Value::as_object) {
+                        for (k, p) in parts {
+                            if let Some(p) = p.as_u64().and_then(|p| u32::try_from(p).ok()) {
+                                self.partition(k, p);
+                            }
+                        }
+                    }
                     let Some(obj) = a.get(1).and_then(Value::as_object) else {
                         continue;
                     };
                     for (k, pairs) in obj {
                         for p in pairs.as_array().into_iter().flatten() {
-                            if let (Some(o), Some(v)) = (
-                                p.get(0).and_then(Value::as_i64),
-                                p.get(1).and_then(Value::as_i64),
-                            ) {
-                                self.read(k, o, v);
+                            if let Some(v) = p.get(1).and_then(Value::as_i64) {
+                                self.read(k, p.get(0).and_then(Value::as_i64), v);
                             }
                         }
                     }
@@ -347,6 +556,7 @@ impl Builder {
             self.out.send_store.extend_from_slice(&o.sends);
             let end = self.out.send_store.len() as u32;
             let r = self.out.read_store.len() as u32;
+            let g = self.out.target_store.len() as u32;
             self.out.txns.push(Txn {
                 index: o.index,
                 process: pid,
@@ -357,10 +567,13 @@ impl Builder {
                 polled: false,
                 sends: start..end,
                 reads: r..r,
+                targets: g..g,
+                rebalances: g..g,
                 barrier: 0,
                 barrier_before: o.barrier_before,
             });
         }
+        self.out.resolve_units();
         self.out
     }
 }
@@ -391,6 +604,15 @@ pub fn build(history: &History) -> Txns {
     b.finish()
 }
 
+/// A target as written in the history, before interning.
+#[derive(Debug, Clone, Copy)]
+pub enum TargetRef<'a> {
+    /// A partition number.
+    Partition(u32),
+    /// A key name (or `"all"`).
+    Name(&'a str),
+}
+
 /// The kind of an op by its `f`.
 pub fn kind_of(f: &str) -> Kind {
     match f {
@@ -416,7 +638,7 @@ mod raw {
 
     use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-    use super::Builder;
+    use super::{Builder, TargetRef};
 
     /// A string, borrowed from the input when it has no escapes.
     pub struct Str<'de>(pub Cow<'de, str>);
@@ -440,8 +662,8 @@ mod raw {
         }
     }
 
-    /// Visitor methods that accept and skip every value other than a list (maps, scalars).
-    macro_rules! ignore_non_lists {
+    /// Visitor methods that accept and skip maps, null and non-integer scalars.
+    macro_rules! ignore_maps_and_others {
         () => {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
@@ -450,13 +672,7 @@ mod raw {
             fn visit_unit<E: de::Error>(self) -> Result<(), E> {
                 Ok(())
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-                Ok(())
-            }
             fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-                Ok(())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
                 Ok(())
             }
             fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
@@ -488,11 +704,18 @@ mod raw {
             Ok(())
         }
         // Non-client values (details maps, numbers, strings) carry no micro-ops.
-        ignore_non_lists!();
+        ignore_maps_and_others!();
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
     }
 
-    /// One micro-op: `["send", k, v | [o, v]]`, `["poll", {k: [[o, v], ...]}]` or anything else
-    /// (ignored).
+    /// One micro-op: `["send", k, v | [o, v], p?]`, `["poll", {k: [[o, v], ...]}, {k: p}?]`,
+    /// `["rebalance", [p | k, ...]]`, an `assign`'s partition number or key name, or anything
+    /// else (ignored).
     struct Mop<'b>(&'b mut Builder);
 
     impl<'de> DeserializeSeed<'de> for Mop<'_> {
@@ -514,21 +737,106 @@ mod raw {
                 Some("send") => {
                     let key: Option<Str> = seq.next_element()?;
                     let sent: Option<Sent> = seq.next_element()?;
+                    let partition: Option<Option<u32>> = seq.next_element()?;
                     if let (Some(k), Some(Sent(off, v))) = (key, sent) {
                         b.send(&k.0, v, off);
+                        if let Some(Some(p)) = partition {
+                            b.partition(&k.0, p);
+                        }
                     }
                 }
                 Some("poll") => {
                     b.poll();
                     seq.next_element_seed(Polled(&mut *b))?;
+                    let parts: Option<Option<Vec<(Str, u32)>>> =
+                        seq.next_element_seed(PartitionMap)?;
+                    for (k, p) in parts.flatten().into_iter().flatten() {
+                        b.partition(&k.0, p);
+                    }
+                }
+                Some("rebalance") => {
+                    let named: Option<Option<Vec<Named>>> = seq.next_element()?;
+                    for n in named.flatten().into_iter().flatten() {
+                        match n {
+                            Named::Partition(p) => b.rebalance(TargetRef::Partition(p)),
+                            Named::Key(k) => b.rebalance(TargetRef::Name(&k.0)),
+                        }
+                    }
                 }
                 _ => {}
             }
             while seq.next_element::<IgnoredAny>()?.is_some() {}
             Ok(())
         }
-        // Values of other ops (an `assign`'s partition numbers, ...) carry no micro-ops.
-        ignore_non_lists!();
+        // An `assign`'s partition numbers and key names.
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+            if let Ok(p) = u32::try_from(v) {
+                self.0.target(TargetRef::Partition(p));
+            }
+            Ok(())
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+            self.0.target(TargetRef::Name(v));
+            Ok(())
+        }
+        ignore_maps_and_others!();
+    }
+
+    /// A partition number or a key name.
+    enum Named<'de> {
+        Partition(u32),
+        Key(Str<'de>),
+    }
+
+    impl<'de> de::Deserialize<'de> for Named<'de> {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Named<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a partition number or a key")
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Named<'de>, E> {
+                    u32::try_from(v)
+                        .map(Named::Partition)
+                        .map_err(|_| E::custom("partition out of range"))
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Named<'de>, E> {
+                    Ok(Named::Key(Str(Cow::Borrowed(v))))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Named<'de>, E> {
+                    Ok(Named::Key(Str(Cow::Owned(v.to_string()))))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    /// A poll's `{key: partition}` map (or null).
+    struct PartitionMap;
+
+    impl<'de> DeserializeSeed<'de> for PartitionMap {
+        type Value = Option<Vec<(Str<'de>, u32)>>;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for PartitionMap {
+        type Value = Option<Vec<(Str<'de>, u32)>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of key to partition")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some((k, p)) = map.next_entry::<Str, u32>()? {
+                out.push((k, p));
+            }
+            Ok(Some(out))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
     }
 
     /// A send's value: `v` (not acknowledged) or `[offset, v]` (offset may be null).
@@ -611,7 +919,7 @@ mod raw {
             f.write_str("a list of [offset, value]")
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while let Some((o, v)) = seq.next_element::<(i64, i64)>()? {
+            while let Some((o, v)) = seq.next_element::<(Option<i64>, i64)>()? {
                 self.b.read(self.key, o, v);
             }
             Ok(())

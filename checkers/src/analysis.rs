@@ -1,0 +1,281 @@
+//! The one analysis pass every queue check reads (Jepsen's `analysis`): each sent or read
+//! record interned as a *record* (key, value), its writer, the ops that must have committed, the
+//! first ok reader of each record, and per *unit* (a topic-partition, or a key of unknown
+//! partition, see [`crate::txns`]) the version order: the (offset, record) pairs acknowledged by
+//! committed sends or read by any poll (ok, info or fail), sorted, with the distinct offsets
+//! whose position is a record's dense *index* (gaps from transaction markers removed).
+//!
+//! Invariants: built once, read by the queue, cycle and commit checks; everything here is
+//! sorting and hashing, n log n in the history's size.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::txns::{Kind, ReadRec, Status, Txn, Txns};
+
+/// No op, record or index.
+pub const NONE: u32 = u32::MAX;
+
+/// A multiplicative hasher for small integer keys (interning millions of records).
+#[derive(Default)]
+pub struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// A hash map keyed by small integers.
+pub type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
+/// One unit's version order.
+#[derive(Debug, Default)]
+pub struct UnitOrder {
+    /// (offset, record) acknowledged by committed sends or read by any poll; sorted, distinct.
+    pub by_offset: Vec<(i64, u32)>,
+    /// The distinct offsets of `by_offset`; an offset's position here is its dense index.
+    pub offsets: Vec<i64>,
+}
+
+impl UnitOrder {
+    /// The dense index of an offset known to hold a record.
+    pub fn index_of(&self, offset: i64) -> Option<u32> {
+        self.offsets.binary_search(&offset).ok().map(|i| i as u32)
+    }
+
+    /// The records at a dense index.
+    pub fn at_index(&self, index: u32) -> &[(i64, u32)] {
+        let Some(&o) = self.offsets.get(index as usize) else {
+            return &[];
+        };
+        let lo = self.by_offset.partition_point(|(x, _)| *x < o);
+        let hi = self.by_offset.partition_point(|(x, _)| *x <= o);
+        &self.by_offset[lo..hi]
+    }
+}
+
+/// The analysis of one history.
+pub struct Analysis<'t> {
+    /// The parsed ops.
+    pub t: &'t Txns,
+    /// Each record's key id.
+    pub rec_key: Vec<u32>,
+    /// Each record's value.
+    pub rec_value: Vec<i64>,
+    /// Each record's writer: the position in [`Txns::txns`] of the op that sent it ([`NONE`]:
+    /// no op sent it).
+    pub writer: Vec<u32>,
+    /// The offset its writer's acknowledgement gave, if any.
+    pub writer_offset: Vec<Option<i64>>,
+    /// The first ok op that read each record ([`NONE`] if none).
+    pub first_ok_reader: Vec<u32>,
+    /// Each record's lowest and highest dense index in its unit's version order ([`NONE`]: not
+    /// in it).
+    pub first_index: Vec<u32>,
+    /// See `first_index`.
+    pub last_index: Vec<u32>,
+    /// Per op: it must have committed (ok, or info with a send some ok op read).
+    pub committed: Vec<bool>,
+    /// Per unit: its version order.
+    pub units: Vec<UnitOrder>,
+    ids: IntMap<(u32, i64), u32>,
+}
+
+impl<'t> Analysis<'t> {
+    /// Builds the analysis.
+    pub fn build(t: &'t Txns) -> Analysis<'t> {
+        let mut a = Analysis {
+            t,
+            rec_key: Vec::new(),
+            rec_value: Vec::new(),
+            writer: Vec::new(),
+            writer_offset: Vec::new(),
+            first_ok_reader: Vec::new(),
+            first_index: Vec::new(),
+            last_index: Vec::new(),
+            committed: vec![false; t.txns.len()],
+            units: (0..t.unit_names.len())
+                .map(|_| UnitOrder::default())
+                .collect(),
+            ids: IntMap::default(),
+        };
+        // Writers: an ok send wins over an earlier attempt of the same value.
+        for (i, tx) in t.txns.iter().enumerate() {
+            for &(k, v, off) in t.sends(tx) {
+                let r = a.intern(k, v);
+                let w = a.writer[r as usize];
+                if w == NONE || (tx.status == Status::Ok && t.txns[w as usize].status != Status::Ok)
+                {
+                    a.writer[r as usize] = i as u32;
+                    a.writer_offset[r as usize] = off;
+                }
+            }
+        }
+        for (i, tx) in t.txns.iter().enumerate() {
+            for r in t.reads(tx) {
+                let id = a.intern(r.key, r.value);
+                if tx.status == Status::Ok && a.first_ok_reader[id as usize] == NONE {
+                    a.first_ok_reader[id as usize] = i as u32;
+                }
+            }
+        }
+        for (i, tx) in t.txns.iter().enumerate() {
+            a.committed[i] = tx.kind == Kind::Data
+                && match tx.status {
+                    Status::Ok => true,
+                    Status::Fail => false,
+                    Status::Info => t.sends(tx).iter().any(|&(k, v, _)| {
+                        a.rec(k, v)
+                            .is_some_and(|r| a.first_ok_reader[r as usize] != NONE)
+                    }),
+                };
+        }
+        // Version orders: committed sends with an offset, every read with one.
+        for (i, tx) in t.txns.iter().enumerate() {
+            if a.committed[i] {
+                for &(k, v, off) in t.sends(tx) {
+                    if let (Some(o), Some(r)) = (off, a.rec(k, v)) {
+                        a.units[t.unit_of(k) as usize].by_offset.push((o, r));
+                    }
+                }
+            }
+            for r in t.reads(tx) {
+                if let (Some(o), Some(id)) = (r.offset(), a.rec(r.key, r.value)) {
+                    a.units[t.unit_of(r.key) as usize].by_offset.push((o, id));
+                }
+            }
+        }
+        let n = a.rec_key.len();
+        a.first_index = vec![NONE; n];
+        a.last_index = vec![NONE; n];
+        for u in &mut a.units {
+            u.by_offset.sort_unstable();
+            u.by_offset.dedup();
+            u.offsets = u.by_offset.iter().map(|(o, _)| *o).collect();
+            u.offsets.dedup();
+            for (index, run) in u.by_offset.chunk_by(|x, y| x.0 == y.0).enumerate() {
+                let index = index as u32;
+                for &(_, r) in run {
+                    let f = &mut a.first_index[r as usize];
+                    if *f == NONE {
+                        *f = index;
+                    }
+                    a.last_index[r as usize] = index;
+                }
+            }
+        }
+        a
+    }
+
+    fn intern(&mut self, key: u32, value: i64) -> u32 {
+        let next = self.rec_key.len() as u32;
+        let id = *self.ids.entry((key, value)).or_insert(next);
+        if id == next {
+            self.rec_key.push(key);
+            self.rec_value.push(value);
+            self.writer.push(NONE);
+            self.writer_offset.push(None);
+            self.first_ok_reader.push(NONE);
+        }
+        id
+    }
+
+    /// The record of (key, value), if the history mentions it.
+    pub fn rec(&self, key: u32, value: i64) -> Option<u32> {
+        self.ids.get(&(key, value)).copied()
+    }
+
+    /// The unit of a record.
+    pub fn unit_of_rec(&self, r: u32) -> u32 {
+        self.t.unit_of(self.rec_key[r as usize])
+    }
+
+    /// The writer op of a record, if any op sent it.
+    pub fn writer_of(&self, r: u32) -> Option<&'t Txn> {
+        let w = self.writer[r as usize];
+        (w != NONE).then(|| &self.t.txns[w as usize])
+    }
+
+    /// Was the record read by an ok op?
+    pub fn ok_read(&self, r: u32) -> bool {
+        self.first_ok_reader[r as usize] != NONE
+    }
+
+    /// The dense index of a record as an op saw it: its own offset's index, else (no offset)
+    /// the record's first index in the version order.
+    pub fn index(&self, key: u32, value: i64, offset: Option<i64>) -> Option<u32> {
+        let unit = &self.units[self.t.unit_of(key) as usize];
+        match offset {
+            Some(o) => unit.index_of(o),
+            None => self
+                .rec(key, value)
+                .map(|r| self.first_index[r as usize])
+                .filter(|i| *i != NONE),
+        }
+    }
+
+    /// An op's reads grouped by unit, as `(unit, reads in the order the op saw them)`. Records
+    /// of several keys of one unit returned by one poll are merged by offset, each key's own
+    /// order kept (the history keeps each key's records in read order, not their
+    /// interleaving); successive polls follow each other.
+    pub fn unit_reads(&self, tx: &Txn, out: &mut Vec<(u32, Vec<ReadRec>)>) {
+        out.clear();
+        let reads = self.t.reads(tx);
+        if reads.is_empty() {
+            return;
+        }
+        // (unit, poll, segment start, segment end) for each run of one key in one poll.
+        let mut segs: Vec<(u32, u32, usize, usize)> = Vec::new();
+        let mut start = 0;
+        for run in reads.chunk_by(|a, b| a.key == b.key && a.poll == b.poll) {
+            segs.push((
+                self.t.unit_of(run[0].key),
+                run[0].poll,
+                start,
+                start + run.len(),
+            ));
+            start += run.len();
+        }
+        segs.sort_by_key(|s| (s.0, s.1));
+        for unit_segs in segs.chunk_by(|a, b| a.0 == b.0) {
+            let mut seq: Vec<ReadRec> = Vec::new();
+            for poll_segs in unit_segs.chunk_by(|a, b| a.1 == b.1) {
+                if poll_segs.len() == 1 {
+                    seq.extend_from_slice(&reads[poll_segs[0].2..poll_segs[0].3]);
+                    continue;
+                }
+                // Merge the keys' runs by their heads' offsets.
+                let mut heads: Vec<(usize, usize)> = poll_segs.iter().map(|s| (s.2, s.3)).collect();
+                loop {
+                    let mut best: Option<usize> = None;
+                    for (h, (at, end)) in heads.iter().enumerate() {
+                        if at < end
+                            && best.is_none_or(|b| reads[*at].offset < reads[heads[b].0].offset)
+                        {
+                            best = Some(h);
+                        }
+                    }
+                    let Some(b) = best else { break };
+                    seq.push(reads[heads[b].0]);
+                    heads[b].0 += 1;
+                }
+            }
+            out.push((unit_segs[0].0, seq));
+        }
+    }
+}
