@@ -279,3 +279,50 @@ impl<'t> Analysis<'t> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{OpType, Process};
+    use crate::txns::Builder;
+
+    /// Jepsen's `log->value->first-index-test` and `log->last-index->values-test`: the log
+    /// `[nil #{a} #{a b c} nil #{c} #{c d} #{d}]` gives first indices a 0, b 1, c 1, d 3 and
+    /// last indices a 1, b 1, c 3, d 4 (gaps removed).
+    #[test]
+    fn first_and_last_dense_indices_follow_jepsen() {
+        let (a, b, c, d) = (1, 2, 3, 4);
+        let log: [(i64, &[i64]); 5] = [
+            (1, &[a]),
+            (2, &[a, b, c]),
+            (4, &[c]),
+            (5, &[c, d]),
+            (6, &[d]),
+        ];
+        let mut builder = Builder::new();
+        let p = Process::Client(0);
+        for (i, (offset, values)) in log.iter().enumerate() {
+            for v in *values {
+                builder.invoke(i as u64 * 2, 0, &p, "poll");
+                builder.end();
+                builder.complete(i as u64 * 2 + 1, 0, &p, OpType::Ok, "poll", false);
+                builder.poll();
+                builder.read("x", Some(*offset), *v);
+                builder.end();
+            }
+        }
+        let t = builder.finish();
+        let an = Analysis::build(&t);
+        let idx = |v: i64| {
+            let r = an.rec(0, v).expect("record") as usize;
+            (an.first_index[r], an.last_index[r])
+        };
+        assert_eq!(
+            [idx(a), idx(b), idx(c), idx(d)],
+            [(0, 1), (1, 1), (1, 3), (3, 4)]
+        );
+        assert_eq!(an.units[0].offsets, vec![1, 2, 4, 5, 6]);
+        assert_eq!(an.units[0].index_of(4), Some(2));
+        assert_eq!(an.units[0].index_of(3), None);
+    }
+}

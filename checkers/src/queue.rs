@@ -415,7 +415,8 @@ fn unit_checks(n: &Names, f: &mut Findings) {
                 continue;
             }
             let offset = run[0].0;
-            let recs: Vec<u32> = run.iter().map(|(_, r)| *r).collect();
+            let mut recs: Vec<u32> = run.iter().map(|(_, r)| *r).collect();
+            recs.sort_by_key(|r| (a.rec_value[*r as usize], n.rec_key(*r)));
             let values: Vec<i64> = recs.iter().map(|r| a.rec_value[*r as usize]).collect();
             let keys: Vec<&str> = recs.iter().map(|r| n.rec_key(*r)).collect();
             // Which of them an acknowledged send placed at this offset: an acknowledged write
