@@ -9,7 +9,15 @@ use crate::spec::{Acks, Backend, ClientKind, ConsumerMode, FaultKind, SpecError,
 
 /// A Jepsen-style correctness harness for Kafka-style replicated logs.
 #[derive(Debug, Parser)]
-#[command(name = "harness", version, about, long_about = None)]
+#[command(
+    name = "harness",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes (as Jepsen's): 0 valid, 1 invalid (a finding), 2 unknown (the \
+                  checker could not decide), 130 interrupted (Ctrl-C/SIGTERM; faults healed), \
+                  254 bad arguments or spec, 255 the harness failed (a run crashed)."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -90,7 +98,9 @@ pub struct TestArgs {
     /// Partitions of the workload topic [default: 4].
     #[arg(long)]
     pub partitions: Option<u32>,
-    /// A broker or topic property, `key=value` (repeatable), e.g. min.insync.replicas=2.
+    /// A broker or topic property, `key=value` (repeatable), e.g. min.insync.replicas=2;
+    /// unknown keys are refused. With a replication factor of 3 or more and no
+    /// min.insync.replicas given, runs use min.insync.replicas=2 (the safe configuration).
     #[arg(long = "broker-prop", value_name = "KEY=VALUE")]
     pub broker_props: Vec<String>,
     /// Producer acks: 0, 1 or all [default: all].
@@ -129,15 +139,20 @@ pub struct TestArgs {
     pub final_time_limit: Option<u64>,
     /// Fault kinds, comma-separated: partition, packet-loss, latency, kill, pause, clock, disk,
     /// file-corruption, and the scripted follower-restart-failover, replication-cut-failover,
-    /// coordinator-cut-failover [default: none].
-    #[arg(long, value_delimiter = ',')]
-    pub nemesis: Option<Vec<FaultKind>>,
+    /// coordinator-cut-failover; `none` for a fault-free run [default: partition,kill].
+    #[arg(long, value_name = "KINDS")]
+    pub nemesis: Option<String>,
     /// Mean seconds between faults [default: 10].
     #[arg(long)]
     pub nemesis_interval: Option<f64>,
-    /// Seed of every random choice; re-running with it replays the schedule [default: 0].
+    /// Root seed of every random choice (schedule, fault targets, roles, workload); re-running
+    /// with it replays the run [default: a fresh random seed, printed and kept in test.json].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Allow min.insync.replicas above the replication factor (a topic that refuses acks=all
+    /// writes), on purpose; refused otherwise.
+    #[arg(long)]
+    pub allow_unwritable: bool,
     /// Root of the run store [default: store].
     #[arg(long)]
     pub store: Option<PathBuf>,
@@ -147,6 +162,29 @@ pub struct TestArgs {
     /// Write JUnit XML here (a test case per run, or per matrix cell) for CI systems.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// `harness test` only: run the test N times with successive seeds (seed, seed+1, ...),
+    /// then print a summary across them and write summary.json beside the runs; the exit
+    /// code is the worst run's (Jepsen's order: 255 crashed, 2 unknown, 1 invalid, 0 valid).
+    #[arg(long, value_name = "N")]
+    pub test_count: Option<u32>,
+}
+
+/// `--nemesis`: comma-separated fault kinds, or `none`.
+pub fn parse_nemesis(list: &str) -> Result<Vec<FaultKind>, SpecError> {
+    let list = list.trim();
+    if list == "none" || list.is_empty() {
+        return Ok(Vec::new());
+    }
+    list.split(',')
+        .map(|k| {
+            k.trim()
+                .parse::<FaultKind>()
+                .map_err(|e| SpecError::Invalid {
+                    field: "--nemesis".into(),
+                    reason: format!("{e} (or `none` for a fault-free run)"),
+                })
+        })
+        .collect()
 }
 
 fn parse_mode(s: &str) -> Result<ConsumerMode, String> {
@@ -168,9 +206,12 @@ fn parse_client(s: &str) -> Result<ClientKind, String> {
 impl TestArgs {
     /// Builds the spec: defaults, then the spec file, then these flags; then validates it.
     pub fn to_spec(&self) -> Result<TestSpec, SpecError> {
-        let mut spec = match &self.spec {
-            Some(path) => TestSpec::from_file(path)?,
-            None => TestSpec::default(),
+        let (mut spec, seed_given) = match &self.spec {
+            Some(path) => {
+                let spec = TestSpec::from_file(path)?;
+                (spec, TestSpec::file_sets_seed(path))
+            }
+            None => (TestSpec::default(), false),
         };
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = &self.$field { spec.$field = v.clone(); } )* };
@@ -185,11 +226,19 @@ impl TestArgs {
             concurrency,
             time_limit,
             final_time_limit,
-            nemesis,
             nemesis_interval,
             seed,
             store
         );
+        if let Some(list) = &self.nemesis {
+            spec.nemesis = parse_nemesis(list)?;
+        }
+        if self.seed.is_none() && !seed_given {
+            spec.seed = crate::seeds::fresh();
+        }
+        if self.allow_unwritable {
+            spec.allow_unwritable = true;
+        }
         macro_rules! set_client {
             ($($field:ident),*) => { $( if let Some(v) = &self.$field { spec.client.$field = v.clone(); } )* };
         }
@@ -212,6 +261,11 @@ impl TestArgs {
             })?;
             spec.broker
                 .insert(k.trim().to_string(), v.trim().to_string());
+        }
+        // The safe configuration unless the run says otherwise: with three or more replicas,
+        // acks=all writes need two in-sync copies (Kafka's recommended min.insync.replicas).
+        if spec.replication_factor >= 3 && !spec.broker.contains_key("min.insync.replicas") {
+            spec.broker.insert("min.insync.replicas".into(), "2".into());
         }
         spec.validate()?;
         Ok(spec)

@@ -112,9 +112,15 @@ pub fn broker_properties(
     out
 }
 
-/// The broker's log file on a node.
+/// The broker's log file on a node: in its home dir, off the fault FS.
 pub fn broker_log(node: &dyn Node) -> PathBuf {
-    node.data_dir().join("broker.log")
+    node.home_dir().join("broker.log")
+}
+
+/// A node's `server.properties`: in its home dir, so a disk fault on the data dir (lost
+/// unfsynced writes, EIO) can never take the broker's configuration with it.
+pub fn broker_config(node: &dyn Node) -> PathBuf {
+    node.home_dir().join("server.properties")
 }
 
 /// Where deploy writes the files a node's service reads (its `server.properties`).
@@ -159,7 +165,7 @@ pub fn start_brokers_with(
     let addrs: Vec<IpAddr> = nodes.iter().map(|n| n.address()).collect();
     for (i, node) in nodes.iter().enumerate() {
         let dir = node.data_dir();
-        let path = dir.join("server.properties");
+        let path = broker_config(node.as_ref());
         files
             .write(
                 node.as_ref(),
@@ -240,6 +246,51 @@ pub fn wait_ready(nodes: &[Arc<dyn Node>], timeout: Duration) -> Result<(), Depl
         }
     }
     Ok(())
+}
+
+/// The last `lines` lines of a node's broker log (empty when it cannot be read).
+pub fn log_tail(node: &dyn Node, lines: usize) -> String {
+    let text = std::fs::read(broker_log(node))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// How a (re)started broker fared within a bounded wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartCheck {
+    /// Its Kafka port accepted a connection from the harness.
+    Answering,
+    /// Still running, but not answering yet (it may be cut off or still recovering).
+    Silent,
+    /// The process exited: the start failed.
+    Exited,
+}
+
+/// Watches a node's broker for up to `timeout` after a start: answering on its Kafka port,
+/// still running but silent, or exited.
+pub fn check_started(node: &dyn Node, timeout: Duration) -> StartCheck {
+    let start = Instant::now();
+    let addr = SocketAddr::new(node.address(), KAFKA_PORT);
+    loop {
+        if node.service_pid().is_none() {
+            return StartCheck::Exited;
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok() {
+            // Exiting right after binding (e.g. a failed log recovery) still counts as a failure.
+            std::thread::sleep(Duration::from_millis(200));
+            return if node.service_pid().is_none() {
+                StartCheck::Exited
+            } else {
+                StartCheck::Answering
+            };
+        }
+        if start.elapsed() > timeout {
+            return StartCheck::Silent;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Stops every broker gracefully (SIGTERM, then SIGKILL after `grace`).

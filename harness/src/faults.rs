@@ -38,6 +38,11 @@ impl Roles {
         }
     }
 
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&Arc<dyn Node>> {
+        self.nodes.iter().find(|n| n.name() == name)
+    }
+
     /// The node names playing `role`: [`LEADER`] of a partition (seeded, or pinned as
     /// `@leader/P`), [`CONTROLLER`], [`FOLLOWERS`] (the other replicas of a partition's
     /// leader), or [`COORDINATOR`] (the leader of the run group's offsets partition); None when
@@ -106,9 +111,13 @@ pub fn apply_and_record(
                     obj.insert("targeted".into(), json!(action));
                 }
             }
+            let restarted = restarted_nodes(&op.f, &op.value);
             history
                 .nemesis(&op.f, op.value)
                 .context("recording a nemesis op")?;
+            for name in restarted {
+                verify_start(roles, &name, history)?;
+            }
             Ok(true)
         }
         Err(e) => {
@@ -122,6 +131,126 @@ pub fn apply_and_record(
             Ok(false)
         }
     }
+}
+
+/// The nodes an applied op (re)started: `start`'s `started` list, `corrupt-file`'s node.
+fn restarted_nodes(f: &str, value: &serde_json::Value) -> Vec<String> {
+    match f {
+        "start" => value["started"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p[0].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        "corrupt-file" => value["node"]
+            .as_str()
+            .map(str::to_string)
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// How long a restart may take to answer before it is recorded as silent.
+const START_CHECK: Duration = Duration::from_secs(15);
+
+/// Lines of a broker's log kept with a failed start.
+const LOG_TAIL_LINES: usize = 20;
+
+/// Checks that a restarted broker came up; a process that exited is recorded as a
+/// `start-failed` nemesis op with the reason and its log tail, and the run goes on.
+fn verify_start(roles: &Roles, name: &str, history: &HistoryWriter) -> Result<()> {
+    let Some(node) = roles.node(name) else {
+        return Ok(());
+    };
+    match crate::deploy::check_started(node.as_ref(), START_CHECK) {
+        crate::deploy::StartCheck::Answering => {
+            tracing::debug!(node = name, "restarted broker answers");
+        }
+        crate::deploy::StartCheck::Silent => {
+            tracing::info!(
+                node = name,
+                "restarted broker runs but does not answer yet (cut off or recovering)"
+            );
+        }
+        crate::deploy::StartCheck::Exited => {
+            let tail = crate::deploy::log_tail(node.as_ref(), LOG_TAIL_LINES);
+            crate::runlog::say(&format!(
+                "harness: warning: {name}'s broker exited after its restart; the run goes on"
+            ));
+            history
+                .nemesis(
+                    "start-failed",
+                    json!({"node": name, "reason": "the broker process exited after its start",
+                           "log_tail": tail}),
+                )
+                .context("recording a failed start")?;
+        }
+    }
+    Ok(())
+}
+
+/// A broker the final heal could not bring back: a finding about the broker when the faults
+/// the harness injected (lost unfsynced writes, EIO, corruption) left it unable to start.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unrecoverable {
+    /// The node.
+    pub node: String,
+    /// What was seen.
+    pub reason: String,
+    /// The last lines of its broker log.
+    pub log_tail: String,
+}
+
+/// After the final heal: every broker must be running and answering. A broker that is not
+/// is restarted (up to `attempts` times, each watched for [`START_CHECK`]); one that still
+/// fails is recorded as a `broker-unrecoverable` nemesis op and returned.
+pub fn recover_brokers(
+    roles: &Roles,
+    history: &HistoryWriter,
+    attempts: u32,
+) -> Result<Vec<Unrecoverable>> {
+    let mut lost = Vec::new();
+    for node in &roles.nodes {
+        let name = node.name().to_string();
+        let mut outcome = crate::deploy::check_started(node.as_ref(), START_CHECK);
+        let mut tries = 0;
+        while outcome == crate::deploy::StartCheck::Exited && tries < attempts {
+            tries += 1;
+            crate::runlog::say(&format!(
+                "harness: {name}'s broker is down after the final heal; restart {tries} of {attempts}"
+            ));
+            if let Err(e) = node.start_service() {
+                tracing::warn!(node = %name, "restart failed: {e}");
+            }
+            outcome = crate::deploy::check_started(node.as_ref(), START_CHECK);
+        }
+        let reason = match outcome {
+            crate::deploy::StartCheck::Answering => continue,
+            crate::deploy::StartCheck::Silent => format!(
+                "running but not answering on its Kafka port {START_CHECK:?} after the final heal"
+            ),
+            crate::deploy::StartCheck::Exited => {
+                format!("the broker process exits at start ({tries} restarts after the final heal)")
+            }
+        };
+        let u = Unrecoverable {
+            node: name,
+            reason,
+            log_tail: crate::deploy::log_tail(node.as_ref(), LOG_TAIL_LINES),
+        };
+        crate::runlog::say(&format!(
+            "harness: FINDING: {}'s broker cannot be recovered: {}",
+            u.node, u.reason
+        ));
+        history
+            .nemesis("broker-unrecoverable", json!(u))
+            .context("recording an unrecoverable broker")?;
+        lost.push(u);
+    }
+    Ok(lost)
 }
 
 /// The schedule running on its own thread.

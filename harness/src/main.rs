@@ -4,26 +4,57 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use harness::cli::{Cli, Command};
+use results::verdict;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,librdkafka=off,rdkafka=off")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = Cli::parse();
+    harness::runlog::init_tracing();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors; anything else is a bad argument.
+            return if e.use_stderr() {
+                ExitCode::from(verdict::EXIT_BAD_ARGS)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
+            let code = error_code(&e);
             eprintln!("harness: error: {e:#}");
-            // 2: the harness could not run (1 is reserved for "a finding invalidated a run").
-            ExitCode::from(2)
+            ExitCode::from(code)
         }
     }
+}
+
+/// The exit code of a run that ended in an error: 130 interrupted, 254 a bad argument or spec,
+/// 255 the harness failed.
+fn error_code(e: &anyhow::Error) -> u8 {
+    if harness::run::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        verdict::EXIT_INTERRUPTED
+    } else if e
+        .chain()
+        .any(|c| c.is::<harness::spec::SpecError>() || c.is::<harness::spec::UsageError>())
+    {
+        verdict::EXIT_BAD_ARGS
+    } else {
+        verdict::EXIT_CRASHED
+    }
+}
+
+/// `--test-count` belongs to `harness test`; the matrix has `--runs`, reproduce `--seeds`.
+fn refuse_test_count(args: &harness::cli::TestArgs) -> anyhow::Result<()> {
+    if args.test_count.is_some() {
+        return Err(anyhow::Error::new(harness::spec::SpecError::Invalid {
+            field: "--test-count".into(),
+            reason: "only `harness test` runs series; use --runs (matrix) or --seeds (reproduce)"
+                .into(),
+        }));
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -48,6 +79,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             harness::run::install_signal_handlers();
             let argv: Vec<String> = std::env::args().collect();
+            if let Some(count) = args.test_count {
+                if count == 0 {
+                    return Err(anyhow::Error::new(harness::spec::SpecError::Invalid {
+                        field: "--test-count".into(),
+                        reason: "must be at least 1".into(),
+                    }));
+                }
+                let code = harness::series::run_series(&spec, count, &argv)?;
+                return Ok(ExitCode::from(code));
+            }
             let before = harness::report::latest_run(&spec.store, &spec.name);
             let started = std::time::Instant::now();
             let outcome = harness::run::run_test(&spec, &argv);
@@ -70,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Matrix(args) => {
+            refuse_test_count(&args.test)?;
             harness::run::install_signal_handlers();
             let argv: Vec<String> = std::env::args().collect();
             let outcome = match harness::matrix::run_matrix(&args, &argv) {
@@ -104,11 +146,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(code))
         }
         Command::Reproduce(args) => {
+            refuse_test_count(&args.test)?;
             let mut test = args.test;
             test.nodes = test.nodes.or(Some(3));
             test.time_limit = test.time_limit.or(Some(30));
             let base = test.to_spec()?;
-            let recipe = harness::reproduce::recipe(&args.bug)?;
+            let recipe = harness::reproduce::recipe(&args.bug)
+                .map_err(|e| harness::spec::UsageError(format!("{e:#}")))?;
             harness::run::install_signal_handlers();
             let argv: Vec<String> = std::env::args().collect();
             let mut times = Vec::new();

@@ -27,21 +27,19 @@ pub enum FailOn {
     Surprises,
 }
 
-/// The matrix's exit code: 0 fine, 1 what `fail_on` names happened, 2 something could not run.
+/// The matrix's exit code: with `findings`, Jepsen's order over every run (255 a run crashed,
+/// 2 unknown, 1 invalid, 0 valid); with `surprises`, 255 a run crashed, 1 a promise broken,
+/// 2 a run unknown, else 0.
 pub fn exit_code(fail_on: FailOn, verdicts: &[results::verdict::Verdict], surprised: bool) -> u8 {
-    use results::verdict::Verdict;
+    use results::verdict::{self, Verdict};
     match fail_on {
-        FailOn::Findings => results::verdict::exit_code(verdicts),
-        FailOn::Surprises if surprised => 1,
-        FailOn::Surprises
-            if verdicts.is_empty()
-                || verdicts
-                    .iter()
-                    .any(|v| matches!(v, Verdict::Crashed | Verdict::Unknown)) =>
-        {
-            2
+        FailOn::Findings => verdict::exit_code(verdicts),
+        FailOn::Surprises if verdicts.contains(&Verdict::Crashed) => verdict::EXIT_CRASHED,
+        FailOn::Surprises if surprised => verdict::EXIT_INVALID,
+        FailOn::Surprises if verdicts.is_empty() || verdicts.contains(&Verdict::Unknown) => {
+            verdict::EXIT_UNKNOWN
         }
-        FailOn::Surprises => 0,
+        FailOn::Surprises => verdict::EXIT_VALID,
     }
 }
 
@@ -133,6 +131,8 @@ pub fn cell_spec(base: &TestSpec, cell: &CellConfig, dir: &Path, run: u32) -> Te
     spec.client.idempotence = cell.idempotence;
     spec.broker
         .insert("min.insync.replicas".into(), cell.min_isr.to_string());
+    // A cell with min.insync above the replication factor is unwritable on purpose.
+    spec.allow_unwritable = true;
     spec.broker.insert(
         "unclean.leader.election.enable".into(),
         cell.unclean.to_string(),
@@ -161,12 +161,12 @@ pub fn run_matrix(args: &MatrixArgs, argv: &[String]) -> Result<Outcome> {
     }
     let dir = MatrixDir::create(&base.store, &base.name, SystemTime::now())
         .context("creating the matrix folder")?;
-    eprintln!(
+    crate::runlog::say(&format!(
         "harness: matrix of {} cells × {} runs in {}",
         cells.len(),
         args.runs.max(1),
         dir.path.display()
-    );
+    ));
     let nemesis: Vec<String> = base.nemesis.iter().map(|k| k.to_string()).collect();
     let mut matrix = Matrix {
         title: base.name.clone(),
@@ -218,12 +218,12 @@ pub fn run_matrix(args: &MatrixArgs, argv: &[String]) -> Result<Outcome> {
                 break;
             }
             let spec = cell_spec(&base, cell, &dir.path, i);
-            eprintln!(
+            crate::runlog::say(&format!(
                 "harness: matrix cell {} run {} (seed {})",
                 cell.label(),
                 i + 1,
                 spec.seed
-            );
+            ));
             let before = crate::report::latest_run(&spec.store, &spec.name);
             let started = Instant::now();
             let outcome = spec
@@ -248,16 +248,16 @@ pub fn run_matrix(args: &MatrixArgs, argv: &[String]) -> Result<Outcome> {
                 }
                 (Ok(_), None) => RunSummary::crashed(&rel, spec.seed, "no run folder".into(), took),
                 (Err(e), _) => {
-                    eprintln!("harness: matrix run failed: {e:#}");
+                    crate::runlog::say(&format!("harness: matrix run failed: {e:#}"));
                     RunSummary::crashed(&rel, spec.seed, format!("{e:#}"), took)
                 }
             };
-            eprintln!(
+            crate::runlog::say(&format!(
                 "harness: matrix cell {}: {} ({:.0} s)",
                 cell.label(),
                 results::matrix::behaviour(&summary).words(),
                 took
-            );
+            ));
             c.runs.push(summary);
         }
         matrix.cells.push(c);
@@ -285,12 +285,13 @@ mod tests {
 
     #[test]
     fn nightly_exit_codes_fail_on_findings_or_only_on_surprises() {
-        use results::verdict::Verdict::{Crashed, Invalid, Valid};
+        use results::verdict::Verdict::{Crashed, Invalid, Unknown, Valid};
         // acks=1 lost writes (invalid) but Kafka promised nothing there: no surprise.
         assert_eq!(exit_code(FailOn::Findings, &[Valid, Invalid], false), 1);
         assert_eq!(exit_code(FailOn::Surprises, &[Valid, Invalid], false), 0);
         assert_eq!(exit_code(FailOn::Surprises, &[Valid, Invalid], true), 1);
-        assert_eq!(exit_code(FailOn::Surprises, &[Valid, Crashed], false), 2);
+        assert_eq!(exit_code(FailOn::Surprises, &[Valid, Crashed], false), 255);
+        assert_eq!(exit_code(FailOn::Surprises, &[Valid, Unknown], false), 2);
         assert_eq!(exit_code(FailOn::Surprises, &[], false), 2);
         let parse = |v: &str| {
             crate::cli::Cli::try_parse_from(["harness", "matrix", "--fail-on", v]).map(|c| match c

@@ -44,8 +44,9 @@ impl Progress {
         self.bar.set_message(phase.to_string());
     }
 
-    /// Prints a line above the spinner (or plainly when hidden).
+    /// Prints a line above the spinner (or plainly when hidden), and into the run's log.
     pub fn line(&self, text: &str) {
+        crate::runlog::write_line(text);
         if self.bar.is_hidden() {
             eprintln!("{text}");
         } else {

@@ -12,10 +12,11 @@ use results::verdict::Verdict;
 /// Renders `run/report.html`; returns its path.
 pub fn render(run: &Path) -> Result<PathBuf> {
     if !run.join("history.jsonl").is_file() {
-        anyhow::bail!(
+        return Err(crate::spec::UsageError(format!(
             "{} has no history.jsonl; give a run folder such as store/<test>/latest",
             run.display()
-        );
+        ))
+        .into());
     }
     results::report::write(run).with_context(|| format!("rendering {}/report.html", run.display()))
 }
@@ -26,8 +27,8 @@ pub fn render_after_run(run: &Path) {
         return;
     }
     match render(run) {
-        Ok(p) => eprintln!("harness: report {}", p.display()),
-        Err(e) => eprintln!("harness: warning: no report: {e:#}"),
+        Ok(p) => crate::runlog::say(&format!("harness: report {}", p.display())),
+        Err(e) => crate::runlog::say(&format!("harness: warning: no report: {e:#}")),
     }
 }
 
@@ -86,5 +87,6 @@ pub fn write_junit(path: &Path, suite: &str, cases: &[Case]) -> Result<()> {
 
 /// The newest run of test `name` in `store` (its `latest` link).
 pub fn latest_run(store: &Path, name: &str) -> Option<PathBuf> {
-    std::fs::read_link(store.join(name).join("latest")).ok()
+    results::store::resolve_latest(&store.join(name).join("latest"))
+        .and_then(|p| p.canonicalize().ok())
 }

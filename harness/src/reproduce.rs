@@ -347,7 +347,7 @@ pub fn reproduce(
         );
         crate::run::run_test(&spec, argv)?;
         outcome.attempts += 1;
-        let run = std::fs::read_link(spec.store.join(&spec.name).join("latest"))
+        let run = results::store::resolve_latest(&spec.store.join(&spec.name).join("latest"))
             .context("finding the attempt's run folder")?;
         let results: Value = serde_json::from_str(
             &std::fs::read_to_string(run.join("results.json")).context("reading results.json")?,

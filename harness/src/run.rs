@@ -131,11 +131,13 @@ pub fn ssh_options(ssh: &SshSpec) -> Result<SshOptions> {
     })
 }
 
-/// Runs one test; returns the process exit code (0 valid, 1 invalid, 2 could not run).
+/// Runs one test; returns the process exit code (0 valid, 1 invalid, 2 unknown); an error is
+/// a run the harness could not finish (exit 255, or 130 when interrupted).
 pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
+    let seeds = crate::seeds::Seeds::new(spec.seed);
     let node_names: Vec<String> = (1..=spec.nodes).map(|i| format!("n{i}")).collect();
     let schedule = Schedule::generate_with(
-        spec.seed,
+        seeds.schedule,
         &node_names,
         &spec.nemesis,
         Duration::from_secs(spec.time_limit),
@@ -147,16 +149,56 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
     .context("generating the nemesis schedule")?;
     let run = RunDir::create(&spec.store, &spec.name, SystemTime::now())
         .context("creating the run's store folder")?;
-    eprintln!("harness: run folder {}", run.path.display());
+    if let Err(e) = crate::runlog::open(&run.path.join("harness.log")) {
+        eprintln!("harness: warning: no harness.log in the run folder: {e}");
+    }
+    crate::runlog::say(&format!(
+        "harness: test {} seed {} (replay with --seed {}); nemesis {}",
+        spec.name,
+        spec.seed,
+        spec.seed,
+        nemesis_names(&spec.nemesis)
+    ));
+    crate::runlog::say(&format!("harness: run folder {}", run.path.display()));
+    crate::runlog::write_line(&format!("harness: command line {}", command_line.join(" ")));
     let test_json = serde_json::json!({
         "spec": spec,
         "seed": spec.seed,
+        "seeds": seeds,
         "command_line": command_line,
         "versions": { "harness": env!("CARGO_PKG_VERSION") },
         "nemesis_schedule": schedule,
     });
     run.write_json(&run.test_json(), &test_json)
         .context("writing test.json")?;
+    let outcome = run_in(spec, &seeds, &schedule, &run);
+    let summary = crate::summary::Summary::of_run(&run.path, spec.seed);
+    crate::runlog::say(&summary.render(outcome.as_ref().err()));
+    crate::runlog::close();
+    outcome
+}
+
+/// The comma-separated fault kinds, or `none`.
+fn nemesis_names(kinds: &[FaultKind]) -> String {
+    if kinds.is_empty() {
+        "none".into()
+    } else {
+        kinds
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The run inside its folder: nodes, deploy, workload, check, and always the teardown.
+fn run_in(
+    spec: &TestSpec,
+    seeds: &crate::seeds::Seeds,
+    schedule: &Schedule,
+    run: &RunDir,
+) -> Result<u8> {
+    let node_names: Vec<String> = (1..=spec.nodes).map(|i| format!("n{i}")).collect();
     let work = run.path.join("work");
     let mut cluster = match spec.backend {
         Backend::Netns => Cluster::Netns(
@@ -201,13 +243,24 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
             "the backend named its nodes {names:?}, the schedule expects {node_names:?}"
         ))
     } else {
-        let nemesis = Arc::new(Nemesis::new(nodes.clone(), spec.seed));
+        let nemesis = Arc::new(Nemesis::new(nodes.clone(), seeds.nemesis));
         match nemesis.check_supported(&spec.nemesis) {
-            Ok(()) => deploy_and_run(spec, &nodes, cluster.files(), &run, &nemesis, &schedule),
-            Err(e) => Err(anyhow::Error::new(e).context(format!(
-                "the {} backend cannot do a requested fault; drop it from --nemesis",
-                spec.backend
-            ))),
+            Ok(()) => deploy_and_run(
+                spec,
+                seeds,
+                &nodes,
+                cluster.files(),
+                run,
+                &nemesis,
+                schedule,
+            ),
+            Err(e) => Err(anyhow::Error::new(crate::spec::SpecError::Invalid {
+                field: "nemesis".into(),
+                reason: format!(
+                    "the {} backend cannot do a requested fault ({e}); drop it from --nemesis",
+                    spec.backend
+                ),
+            })),
         }
         // The nemesis guard is dropped here: anything still active is healed before teardown.
     };
@@ -222,10 +275,10 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .and_then(|dir| c.collect(n.name(), &dir).map_err(anyhow::Error::new));
             if let Err(e) = collected {
-                eprintln!(
+                crate::runlog::say(&format!(
                     "harness: warning: collecting {}'s logs and data: {e:#}",
                     n.name()
-                );
+                ));
             }
         }
     }
@@ -234,7 +287,7 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
         if let Ok(dir) = run.node_dir(n.name()) {
             let _ = std::fs::copy(deploy::broker_log(n.as_ref()), dir.join("broker.log"));
             let _ = std::fs::copy(
-                n.data_dir().join("server.properties"),
+                deploy::broker_config(n.as_ref()),
                 dir.join("server.properties"),
             );
         }
@@ -257,11 +310,11 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
         };
         if let Ok(dir) = run.node_dir(name) {
             if let Err(e) = std::fs::rename(&src, dir.join("data-dir")) {
-                eprintln!(
+                crate::runlog::say(&format!(
                     "harness: warning: keeping {}'s data dir {} failed: {e}",
                     name,
                     src.display()
-                );
+                ));
             }
         }
     }
@@ -277,6 +330,7 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
 
 fn deploy_and_run(
     spec: &TestSpec,
+    seeds: &crate::seeds::Seeds,
     nodes: &[Arc<dyn Node>],
     files: &dyn deploy::NodeFiles,
     run: &RunDir,
@@ -313,7 +367,7 @@ fn deploy_and_run(
         nodes.to_vec(),
         crate::workload::TOPIC,
         spec.partitions,
-        spec.seed,
+        seeds.heal_roles,
     );
     let last_fault = Arc::new(std::sync::Mutex::new(String::new()));
     let driver = (!schedule.actions.is_empty()).then(|| {
@@ -328,7 +382,7 @@ fn deploy_and_run(
                 nodes.to_vec(),
                 crate::workload::TOPIC,
                 spec.partitions,
-                spec.seed.wrapping_add(1),
+                seeds.roles,
             ),
             schedule.clone(),
             history.clone(),
@@ -350,15 +404,24 @@ fn deploy_and_run(
             "harness: {applied} nemesis actions applied; healing"
         ));
     }
+    let mut live: Vec<Arc<dyn Node>> = nodes.to_vec();
     if !spec.nemesis.is_empty() {
         progress.phase("final heal and recovery");
+        // Each heal step is tried; a failed step is a harness failure (a fault left in place
+        // would make every verdict after it meaningless), but a broker that will not come back
+        // is a finding about the broker, recorded, and the run goes on without it.
         faults::final_heal(nemesis, &mut roles, schedule, &history)?;
-        deploy::wait_ready(nodes, Duration::from_secs(90))
+        let lost = faults::recover_brokers(&roles, &history, 3)?;
+        live.retain(|n| !lost.iter().any(|u| u.node == n.name()));
+        if live.is_empty() {
+            bail!("no broker could be recovered after the final heal; see each node's broker.log");
+        }
+        deploy::wait_ready(&live, Duration::from_secs(90))
             .context("recovery after the final heal")?;
         // A deposed leader that was cut off answers (and serves reads) as leader until it
         // learns of the election; final reads from it would miss the new leader's records.
         match crate::metadata::wait_agreement(
-            nodes,
+            &live,
             crate::workload::TOPIC,
             Duration::from_secs(30),
         ) {
@@ -376,6 +439,14 @@ fn deploy_and_run(
         );
     }
     progress.phase("final reads");
+    let bootstrap = if live.len() == nodes.len() {
+        bootstrap
+    } else {
+        live.iter()
+            .map(|n| format!("{}:{}", n.address(), deploy::KAFKA_PORT))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     crate::workload::final_reads(spec, &bootstrap, &history, &INTERRUPTED)?;
     progress.line(&format!(
         "harness: {ops} operations, final reads done; checking"
@@ -397,15 +468,13 @@ fn deploy_and_run(
 pub fn check_run(run: &Path) -> Result<u8> {
     let history = run.join("history.jsonl");
     if !history.exists() {
-        bail!(
+        return Err(crate::spec::UsageError(format!(
             "{} has no history.jsonl; give a run folder such as store/<test>/latest",
             run.display()
-        );
+        ))
+        .into());
     }
-    let spec: Option<TestSpec> = std::fs::read_to_string(run.join("test.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| serde_json::from_value(v["spec"].clone()).ok());
+    let spec = read_test_spec(run)?;
     let options = match &spec {
         Some(s) => checkers::CheckOptions {
             subscribe: s.client.consumer_mode == crate::spec::ConsumerMode::Subscribe,
@@ -415,34 +484,123 @@ pub fn check_run(run: &Path) -> Result<u8> {
             ..Default::default()
         },
         None => {
-            eprintln!(
-                "harness: warning: no readable test.json in {}; checking with assign, \
+            crate::runlog::say(&format!(
+                "harness: warning: no test.json in {}; checking with assign, \
                  non-idempotent, final-phase options",
                 run.display()
-            );
+            ));
             checkers::CheckOptions::default()
         }
     };
     let result = checkers::check_file(&history, &options)
         .with_context(|| format!("checking {}", history.display()))?;
-    let value = serde_json::to_value(&result).context("serialising results")?;
+    let mut value = serde_json::to_value(&result).context("serialising results")?;
+    add_unrecoverable_brokers(&history, &mut value)?;
     let tmp = run.join("results.json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&value)?)
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, run.join("results.json")).context("replacing results.json")?;
     for w in &result.warnings {
-        eprintln!("harness: warning: {w}");
+        crate::runlog::say(&format!("harness: warning: {w}"));
     }
-    for (kind, f) in &result.anomalies {
-        let marker = if result.invalidating.contains(kind) {
-            "INVALID"
-        } else {
-            "info"
-        };
-        println!("{kind}: {} ({marker}) — {}", f.count, f.explanation);
+    let invalidating: Vec<&str> = value["invalidating"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|k| k.as_str()).collect())
+        .unwrap_or_default();
+    if let Some(anomalies) = value["anomalies"].as_object() {
+        for (kind, f) in anomalies {
+            let marker = if invalidating.contains(&kind.as_str()) {
+                "INVALID"
+            } else {
+                "info"
+            };
+            let line = format!(
+                "{kind}: {} ({marker}) — {}",
+                f["count"],
+                f["explanation"].as_str().unwrap_or("")
+            );
+            println!("{line}");
+            crate::runlog::write_line(&line);
+        }
     }
-    let verdict = results::verdict::Verdict::from_valid(&result.valid);
-    println!("valid: {}", result.valid);
+    let verdict = results::verdict::Verdict::from_valid(&value["valid"]);
+    println!("valid: {}", value["valid"]);
+    crate::runlog::write_line(&format!("valid: {}", value["valid"]));
     crate::report::render_after_run(run);
     Ok(results::verdict::exit_code(&[verdict]))
+}
+
+/// The spec a run recorded in its `test.json`: None when the file is absent (a history from
+/// elsewhere); an error naming the file and the field when it is unreadable or has a field
+/// this harness does not know (never a silent default).
+pub fn read_test_spec(run: &Path) -> Result<Option<TestSpec>> {
+    let path = run.join("test.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON; fix or remove it", path.display()))?;
+    let spec = value
+        .get("spec")
+        .with_context(|| format!("{} has no \"spec\" field", path.display()))?;
+    let spec = serde_json::from_value(spec.clone()).with_context(|| {
+        format!(
+            "{}: its \"spec\" does not match this harness's spec (a field renamed, unknown or \
+             of the wrong type); fix the file or re-check with the harness that wrote it",
+            path.display()
+        )
+    })?;
+    Ok(Some(spec))
+}
+
+/// The anomaly kind of a broker the final heal could not bring back.
+pub const UNRECOVERABLE: &str = "broker-unrecoverable";
+
+/// Adds the `broker-unrecoverable` nemesis ops of the history to a checker result (as an
+/// invalidating anomaly: a fault the harness injected left a broker unable to start, which
+/// Kafka's recovery is meant to survive).
+fn add_unrecoverable_brokers(history: &Path, value: &mut serde_json::Value) -> Result<()> {
+    use std::io::BufRead;
+    let file =
+        std::fs::File::open(history).with_context(|| format!("opening {}", history.display()))?;
+    let mut examples = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let Ok(line) = line else { break };
+        if !line.contains(UNRECOVERABLE) {
+            continue;
+        }
+        if let Ok(op) = serde_json::from_str::<serde_json::Value>(&line) {
+            if op["f"] == UNRECOVERABLE && op["process"] == "nemesis" {
+                let mut ex = op["value"].clone();
+                ex["op"] = op["index"].clone();
+                examples.push(ex);
+            }
+        }
+    }
+    if examples.is_empty() {
+        return Ok(());
+    }
+    let nodes: Vec<String> = examples
+        .iter()
+        .filter_map(|e| e["node"].as_str().map(str::to_string))
+        .collect();
+    value["anomalies"][UNRECOVERABLE] = serde_json::json!({
+        "count": examples.len(),
+        "explanation": format!(
+            "{} could not be brought back after the final heal: the faults injected into \
+             {} (kills, lost unfsynced writes, disk errors) left the broker unable to start \
+             or to answer, which a Kafka broker's log recovery is meant to survive; the \
+             examples carry each broker's log tail",
+            nodes.join(", "),
+            if nodes.len() == 1 { "it" } else { "them" }
+        ),
+        "examples": examples,
+    });
+    if let Some(inv) = value["invalidating"].as_array_mut() {
+        inv.push(serde_json::json!(UNRECOVERABLE));
+    }
+    value["valid"] = serde_json::json!(false);
+    Ok(())
 }

@@ -222,6 +222,9 @@ pub struct TestSpec {
     /// Historical bug modes switched on in every broker (`broker --bug NAME`; see
     /// docs/BUGS.md). Empty: Kafka's fixed behaviour.
     pub bugs: Vec<String>,
+    /// Allow `min.insync.replicas` above the replication factor (a topic that refuses every
+    /// acks=all write), on purpose, as the matrix's unwritable cells do.
+    pub allow_unwritable: bool,
 }
 
 impl Default for TestSpec {
@@ -239,11 +242,13 @@ impl Default for TestSpec {
             concurrency: 4,
             time_limit: 60,
             final_time_limit: 30,
-            nemesis: Vec::new(),
+            // A fault-injection test by default; `--nemesis none` turns faults off.
+            nemesis: vec![FaultKind::Partition, FaultKind::Kill],
             nemesis_interval: 10.0,
             seed: 0,
             store: PathBuf::from("store"),
             bugs: Vec::new(),
+            allow_unwritable: false,
         }
     }
 }
@@ -298,6 +303,12 @@ pub enum SpecError {
     },
 }
 
+/// A command-line argument that names something unusable (a folder without a run, an unknown
+/// bug mode): the user's mistake, exit 254, like a bad spec.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 impl TestSpec {
     /// Reads a TOML spec file over the defaults.
     pub fn from_file(path: &Path) -> Result<TestSpec, SpecError> {
@@ -309,6 +320,21 @@ impl TestSpec {
             path: path.to_path_buf(),
             message,
         })
+    }
+
+    /// Whether the spec file at `path` sets `seed` itself (else a run draws a fresh one).
+    pub fn file_sets_seed(path: &Path) -> bool {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .is_some_and(|t| t.contains_key("seed"))
+    }
+
+    /// `min.insync.replicas` as the run sets it (the spec's broker properties), if it does.
+    pub fn min_insync(&self) -> Option<u16> {
+        self.broker
+            .get("min.insync.replicas")
+            .and_then(|v| v.trim().parse().ok())
     }
 
     /// Parses TOML text over the defaults.
@@ -417,7 +443,19 @@ impl TestSpec {
         }
         if let Some(v) = self.broker.get("min.insync.replicas") {
             match v.parse::<u16>() {
-                Ok(n) if n >= 1 => {}
+                Ok(n) if n >= 1 => {
+                    if n > self.replication_factor && !self.allow_unwritable {
+                        return invalid(
+                            "broker.\"min.insync.replicas\"",
+                            format!(
+                                "{n} is above the replication factor {}: every acks=all write \
+                                 would be refused; lower it, or pass --allow-unwritable \
+                                 (allow-unwritable = true) if that is what you want to test",
+                                self.replication_factor
+                            ),
+                        );
+                    }
+                }
                 _ => {
                     return invalid(
                         "broker.\"min.insync.replicas\"",
@@ -425,6 +463,18 @@ impl TestSpec {
                     )
                 }
             }
+        }
+        let known: Vec<&str> = broker::config::known_keys().collect();
+        if let Some(bad) = self.broker.keys().find(|k| !known.contains(&k.as_str())) {
+            let hint = nearest(bad, &known)
+                .map(|k| format!("did you mean `{k}`? "))
+                .unwrap_or_default();
+            return invalid(
+                &format!("broker.\"{bad}\""),
+                format!(
+                    "`{bad}` is not a property the broker knows; {hint}(docs/BROKER.md lists them)"
+                ),
+            );
         }
         match (self.backend, &self.ssh) {
             (Backend::Ssh, None) => {
@@ -476,9 +526,74 @@ impl TestSpec {
     }
 }
 
+/// Levenshtein distance between two strings (by chars).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The known name nearest `word`, if any is close (at most a third of its length away).
+pub fn nearest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(word, k), *k))
+        .filter(|(d, _)| *d <= (word.len() / 3).max(2))
+        .min()
+        .map(|(_, k)| k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn min_insync_above_rf_and_unknown_broker_keys_are_refused() {
+        let mut spec = TestSpec {
+            nodes: 3,
+            replication_factor: 3,
+            ..TestSpec::default()
+        };
+        spec.broker.insert("min.insync.replicas".into(), "9".into());
+        let err = spec.validate().expect_err("9 > 3").to_string();
+        assert!(
+            err.contains("min.insync.replicas") && err.contains("allow-unwritable"),
+            "{err}"
+        );
+        spec.allow_unwritable = true;
+        spec.validate().expect("on purpose");
+        spec.broker.insert("bogus.key".into(), "1".into());
+        let err = spec.validate().expect_err("unknown key").to_string();
+        assert!(err.contains("bogus.key"), "{err}");
+        spec.broker.remove("bogus.key");
+        spec.broker.insert("min.insync.replica".into(), "2".into());
+        let err = spec.validate().expect_err("typo").to_string();
+        assert!(err.contains("did you mean `min.insync.replicas`"), "{err}");
+        spec.broker.remove("min.insync.replica");
+        spec.broker
+            .insert("log.flush.interval.messages".into(), "1".into());
+        spec.broker.insert("flush.messages".into(), "1".into());
+        spec.validate().expect("broker and topic keys are known");
+    }
+
+    #[test]
+    fn the_default_test_injects_partitions_and_kills() {
+        let spec = TestSpec::default();
+        assert_eq!(spec.nemesis, vec![FaultKind::Partition, FaultKind::Kill]);
+    }
 
     #[test]
     fn toml_overrides_defaults_and_keeps_the_rest() {

@@ -51,7 +51,7 @@ pub fn run_config(spec: &TestSpec) -> RunConfig {
         rate: spec.rate,
         time_limit: Duration::from_secs(spec.time_limit),
         final_time_limit: Duration::from_secs(spec.final_time_limit),
-        seed: spec.seed,
+        seed: crate::seeds::Seeds::new(spec.seed).workload,
         queue: QueueConfig {
             partitions: spec.partitions,
             subscribe,
@@ -165,11 +165,11 @@ pub fn final_reads(
 ) -> Result<()> {
     let open = opener(spec, bootstrap)?;
     if !runner::final_reads(&*open, &run_config(spec), history, stop)? {
-        eprintln!(
+        crate::runlog::say(&format!(
             "harness: warning: the final reads did not reach every partition's end within \
              {} s",
             spec.final_time_limit
-        );
+        ));
     }
     Ok(())
 }

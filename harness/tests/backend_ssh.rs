@@ -138,6 +138,12 @@ impl SshdNodes {
     ) -> PathBuf {
         let list: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
         let path = self.path(&format!("{name}.toml"));
+        // Fault-free unless `extra` names faults (the default test injects some).
+        let extra = if extra.contains("nemesis") {
+            extra.to_string()
+        } else {
+            format!("nemesis = []\n{extra}")
+        };
         std::fs::write(
             &path,
             format!(
@@ -221,7 +227,7 @@ fn harness_test_over_ssh_deploys_runs_and_collects() {
                 return false;
             };
             let partitions = s.actions.iter().any(
-                |a| matches!(&a.action, Action::StartPartition { topology } if fixed(topology)),
+                |a| matches!(&a.action, Action::StartPartition { topology, .. } if fixed(topology)),
             );
             let process = s.actions.iter().any(|a| match &a.action {
                 Action::Kill { nodes, .. } | Action::Stop { nodes } | Action::Pause { nodes } => {
@@ -252,7 +258,7 @@ fn harness_test_over_ssh_deploys_runs_and_collects() {
     }
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("3 brokers ready"), "{stderr}");
-    let run = std::fs::read_link(nodes.path("store/ssh/latest")).expect("latest link");
+    let run = results::store::resolve_latest(&nodes.path("store/ssh/latest")).expect("latest link");
     let results: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(run.join("results.json")).expect("results.json"),
     )
@@ -345,7 +351,11 @@ fn unreachable_hosts_and_bad_host_keys_are_one_line_errors() {
         "",
     );
     let out = nodes.harness(&spec);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "an ssh failure is a harness error"
+    );
     let line = error_line(&out);
     assert!(
         line.contains(&format!("cannot reach {nobody}:22")),
@@ -370,7 +380,11 @@ fn unreachable_hosts_and_bad_host_keys_are_one_line_errors() {
     .expect("write");
     let spec = nodes.spec("wrongkey", std::slice::from_ref(&host), &wrong, 5, "");
     let out = nodes.harness(&spec);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "an ssh failure is a harness error"
+    );
     let line = error_line(&out);
     assert!(line.contains(&format!("host key of {host}:22")), "{line}");
     assert!(line.contains("does NOT match"), "{line}");
@@ -381,7 +395,11 @@ fn unreachable_hosts_and_bad_host_keys_are_one_line_errors() {
     std::fs::write(&empty, "").expect("write");
     let spec = nodes.spec("unknownkey", std::slice::from_ref(&host), &empty, 5, "");
     let out = nodes.harness(&spec);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "an ssh failure is a harness error"
+    );
     let line = error_line(&out);
     assert!(line.contains("is not in"), "{line}");
     assert!(line.contains("ssh-keyscan"), "{line}");
@@ -446,7 +464,9 @@ fn seed_partitioning_first() -> (u64, u64) {
             .ok()?;
             let first = s.actions.first()?;
             match &first.action {
-                Action::StartPartition { topology } if fixed(topology) && first.at_ms < 3000 => {
+                Action::StartPartition { topology, .. }
+                    if fixed(topology) && first.at_ms < 3000 =>
+                {
                     Some((seed, first.at_ms))
                 }
                 _ => None,

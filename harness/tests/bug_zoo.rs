@@ -146,6 +146,6 @@ fn unclean_regardless_elects_a_replica_lacking_what_a_lone_leader_acknowledged()
 #[test]
 fn unknown_bugs_are_refused_naming_the_known_ones() {
     let (code, out) = reproduce(&["lose-everything"]);
-    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(code, Some(254), "an unknown bug is a bad argument: {out}");
     assert!(out.contains("ack-before-isr"), "{out}");
 }

@@ -68,6 +68,10 @@ fn check_exit_codes_and_results_json() {
         .arg(empty.path())
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        out.status.code(),
+        Some(254),
+        "a folder without a run is a bad argument"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("no history.jsonl"));
 }

@@ -48,7 +48,8 @@ fn a_sigkilled_run_is_cleaned_up_by_harness_clean() {
     std::thread::sleep(Duration::from_secs(4));
     child.kill().expect("SIGKILL the harness");
     let _ = child.wait();
-    let run = std::fs::read_link(store.path().join("killed/latest")).expect("run folder");
+    let run =
+        results::store::resolve_latest(&store.path().join("killed/latest")).expect("run folder");
     let run_dir = run.display().to_string();
     let ours: Vec<String> = harness::node::netns::list_netns()
         .into_iter()

@@ -126,6 +126,7 @@ fn every_topology_cuts_exactly_its_grudge_and_heals() {
         let op = nemesis
             .apply(&Action::StartPartition {
                 topology: topology.clone(),
+                seed: None,
             })
             .expect("partition");
         assert_eq!(op.f, "start-partition");
@@ -181,6 +182,7 @@ fn a_port_cut_isolates_one_node_on_that_port_only() {
                 node: "n1".into(),
                 port: 9,
             },
+            seed: None,
         })
         .expect("port cut");
     assert_eq!(op.value["port"], 9);

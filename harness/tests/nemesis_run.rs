@@ -36,7 +36,8 @@ fn a_faulty_run_records_faults_heals_and_checks() {
         .expect("harness runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let run = std::fs::read_link(store.path().join("faulty/latest")).expect("latest link");
+    let run =
+        results::store::resolve_latest(&store.path().join("faulty/latest")).expect("latest link");
     let history = std::fs::read_to_string(run.join("history.jsonl")).unwrap_or_default();
     assert_eq!(
         out.status.code(),

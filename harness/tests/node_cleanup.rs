@@ -36,6 +36,7 @@ fn child_builds_a_cluster_and_waits() {
     nemesis
         .apply(&Action::StartPartition {
             topology: Topology::IsolateOne,
+            seed: None,
         })
         .expect("partition");
     println!("READY {} {pid}", cluster.id());

@@ -116,6 +116,7 @@ fn local_nodes_kill_pause_and_refuse_what_they_cannot_do() {
     let err = nemesis
         .apply(&Action::StartPartition {
             topology: Topology::IsolateOne,
+            seed: None,
         })
         .expect_err("refused");
     assert!(err.to_string().contains("not supported"), "{err}");

@@ -43,7 +43,7 @@ fn report_rerenders_a_stored_run() {
     let html = std::fs::read_to_string(run.join("report.html")).expect("report.html");
     assert!(html.contains("lost-write: 2") && html.contains("href=\"#op-7\""));
     let missing = harness(&["report", "/nonexistent/run"]);
-    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(missing.status.code(), Some(254));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no history.jsonl"));
 }
 
@@ -81,7 +81,7 @@ fn exit_codes_and_junit_follow_the_nightly_contract() {
     ]);
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(254),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -25,16 +25,24 @@ struct StoredRun {
 fn run_ok(what: &str, name: &str, args: &[&str]) -> StoredRun {
     let _serial = NETNS.lock().unwrap_or_else(|e| e.into_inner());
     let store = tempfile::tempdir().expect("tempdir");
+    // Fault-free unless the caller names faults (the default test injects partitions and kills).
+    let faults: &[&str] = if args.contains(&"--nemesis") {
+        &[]
+    } else {
+        &["--nemesis", "none"]
+    };
     let out = Command::new(env!("CARGO_BIN_EXE_harness"))
         .arg("test")
         .args(args)
+        .args(faults)
         .args(["--name", name, "--store"])
         .arg(store.path())
         .output()
         .expect("harness runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{what}: {stderr}");
-    let run = std::fs::read_link(store.path().join(name).join("latest")).expect("latest link");
+    let run = results::store::resolve_latest(&store.path().join(name).join("latest"))
+        .expect("latest link");
     let results = serde_json::from_str(
         &std::fs::read_to_string(run.join("results.json")).expect("results.json"),
     )
@@ -60,6 +68,8 @@ fn harness_test_deploys_stores_and_tears_down() {
             "3",
             "--time-limit",
             "30",
+            "--nemesis",
+            "none",
             "--name",
             "smoke",
             "--store",
@@ -70,7 +80,8 @@ fn harness_test_deploys_stores_and_tears_down() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("3 brokers ready"), "{stderr}");
-    let run = std::fs::read_link(store.path().join("smoke/latest")).expect("latest link");
+    let run =
+        results::store::resolve_latest(&store.path().join("smoke/latest")).expect("latest link");
     let test_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("test.json")).expect("test.json"))
             .expect("json");
@@ -223,7 +234,7 @@ fn transactional_runs_check_valid_under_kills() {
         .args(["test", "--idempotence", "true", "--transactions", "true"])
         .output()
         .expect("harness runs");
-    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(refused.status.code(), Some(254), "a bad spec exits 254");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("read_committed"));
 }
 
@@ -245,25 +256,55 @@ fn faults_the_backend_cannot_do_are_refused_before_anything_starts() {
         .output()
         .expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(254), "{stderr}");
     assert!(stderr.contains("partition"), "{stderr}");
     assert!(stderr.contains("root"), "the reason is given: {stderr}");
     assert!(!stderr.contains("brokers ready"), "{stderr}");
 }
 
 #[test]
-fn bad_input_is_one_clear_line_and_exit_2() {
+fn bad_input_is_one_clear_line_and_exit_254() {
     let out = Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(["test", "--nodes", "3", "--replication-factor", "5"])
         .output()
         .expect("harness runs");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(254));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("replication-factor"), "{stderr}");
     let out = Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(["test", "--nodez", "3"])
         .output()
         .expect("runs");
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(
+        out.status.code(),
+        Some(254),
+        "an unknown flag is a bad argument"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--nodez"));
+    for (args, needle) in [
+        (
+            &["--nodes", "3", "--broker-prop", "min.insync.replicas=9"][..],
+            "allow-unwritable",
+        ),
+        (
+            &["--nodes", "3", "--broker-prop", "bogus.key=1"][..],
+            "bogus.key",
+        ),
+        (&["--nemesis", "partition,meteor"][..], "meteor"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .arg("test")
+            .args(args)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(254), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    let help = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .arg("--help")
+        .output()
+        .expect("runs");
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("254 bad arguments"));
 }

@@ -105,9 +105,12 @@ impl Nemesis {
     /// Applies one action; returns the op to record in the history.
     pub fn apply(&self, action: &Action) -> Result<NemesisOp, NemesisError> {
         match action {
-            Action::StartPartition { topology } => {
+            Action::StartPartition { topology, seed } => {
                 let names = self.node_names();
-                let grudge = net::grudge(topology, &names, &mut *lock(&self.rng))?;
+                let grudge = match seed {
+                    Some(seed) => net::grudge_for_seed(topology, &names, *seed)?,
+                    None => net::grudge(topology, &names, &mut *lock(&self.rng))?,
+                };
                 self.partition(&grudge)?;
                 Ok(NemesisOp::new("start-partition", grudge.describe()))
             }

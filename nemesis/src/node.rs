@@ -230,8 +230,13 @@ pub trait Node: Send + Sync + fmt::Debug {
     fn signal_service(&self, signal: Signal) -> Result<(), NodeError>;
     /// The pid of the running service, if it is running.
     fn service_pid(&self) -> Option<u32>;
-    /// The node's data directory (as the service sees it).
+    /// The node's data directory (as the service sees it): what the service writes and what
+    /// disk faults act on (a fault FS mount when the run has disk faults).
     fn data_dir(&self) -> PathBuf;
+    /// The node's own directory for what the harness writes for it (configs, scripts) and the
+    /// service's log: never on the fault FS, so a fault can lose data but never the node's
+    /// configuration. Every backend keeps [`Node::data_dir`] inside it.
+    fn home_dir(&self) -> PathBuf;
     /// The libfaketime timestamp file of this node, when clocks can be faked.
     fn clock_file(&self) -> Option<PathBuf>;
     /// The disk-fault controls of the node's data dir, when it is a fault FS mount.

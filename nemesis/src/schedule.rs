@@ -103,6 +103,11 @@ pub enum Action {
     StartPartition {
         /// The topology.
         topology: Topology,
+        /// Seed of the topology's random node choice (which node is isolated, the halves),
+        /// drawn when the schedule was generated so the schedule alone says which nodes a
+        /// partition cuts; None falls back to the nemesis's own seeded generator.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<u64>,
     },
     /// Heal every partition.
     StopPartition,
@@ -225,6 +230,7 @@ impl Action {
         match &mut a {
             Action::StartPartition {
                 topology: Topology::IsolateNode { node } | Topology::CutPort { node, .. },
+                ..
             }
             | Action::CorruptFile { node, .. } => *node = single(node, many(node)?)?,
             Action::StartPacketLoss { nodes, .. }
@@ -436,12 +442,14 @@ fn steps(
                                 node: target.clone(),
                                 port: options.data_port,
                             },
+                            seed: None,
                         },
                     ),
                     (
                         interval_ms,
                         Action::StartPartition {
                             topology: Topology::IsolateNode { node: target },
+                            seed: None,
                         },
                     ),
                 ],
@@ -466,6 +474,7 @@ fn steps(
                             topology: Topology::IsolateNode {
                                 node: pinned(LEADER, p),
                             },
+                            seed: None,
                         },
                     ),
                     (
@@ -513,7 +522,10 @@ fn pair(
                 .cloned()
                 .unwrap_or(Topology::IsolateOne);
             (
-                Action::StartPartition { topology },
+                Action::StartPartition {
+                    topology,
+                    seed: Some(rng.random()),
+                },
                 Some(Action::StopPartition),
             )
         }

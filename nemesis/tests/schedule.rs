@@ -62,7 +62,7 @@ fn scripted_failovers_name_one_partitions_leader_and_followers() {
     let s = gen(7, &[FaultKind::FollowerRestartFailover]);
     // kill @followers/P, isolate @leader/P, start every node, then heal: in that order.
     let steps: Vec<&Action> = s.actions.iter().take(4).map(|a| &a.action).collect();
-    let (Action::Kill { nodes: killed, .. }, Action::StartPartition { topology }) =
+    let (Action::Kill { nodes: killed, .. }, Action::StartPartition { topology, .. }) =
         (steps[0], steps[1])
     else {
         panic!("{steps:?}");
@@ -92,6 +92,7 @@ fn scripted_failovers_name_one_partitions_leader_and_followers() {
     .expect("schedule");
     let Action::StartPartition {
         topology: Topology::CutPort { node, port },
+        ..
     } = &s.actions[0].action
     else {
         panic!("{:?}", s.actions[0]);
@@ -99,7 +100,7 @@ fn scripted_failovers_name_one_partitions_leader_and_followers() {
     assert_eq!(*port, 19092);
     assert!(matches!(
         &s.actions[1].action,
-        Action::StartPartition { topology: Topology::IsolateNode { node: n } } if n == node
+        Action::StartPartition { topology: Topology::IsolateNode { node: n }, .. } if n == node
     ));
     // The full isolation follows the replication cut by one interval.
     assert_eq!(s.actions[1].at_ms - s.actions[0].at_ms, 5_000);
@@ -115,6 +116,7 @@ fn scripted_failovers_name_one_partitions_leader_and_followers() {
         topology: Topology::IsolateNode {
             node: format!("{LEADER}/3"),
         },
+        seed: None,
     };
     assert!(isolate
         .resolve_roles(|_| Some(vec!["n2".into(), "n3".into()]))

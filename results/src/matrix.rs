@@ -690,12 +690,15 @@ pub fn junit_cases(m: &Matrix) -> Vec<crate::junit::Case> {
         .iter()
         .map(|c| {
             let vs = c.verdicts();
-            let verdict = match crate::verdict::exit_code(&vs) {
-                0 => Verdict::Valid,
-                1 => Verdict::Invalid,
-                _ if vs.contains(&Verdict::Crashed) => Verdict::Crashed,
-                _ => Verdict::Unknown,
-            };
+            // A JUnit case fails on a finding before it errors on an unknown run.
+            let verdict = [Verdict::Crashed, Verdict::Invalid, Verdict::Unknown]
+                .into_iter()
+                .find(|v| vs.contains(v))
+                .unwrap_or(if vs.is_empty() {
+                    Verdict::Unknown
+                } else {
+                    Verdict::Valid
+                });
             let mut message = format!(
                 "{}: {}; worst finding {}",
                 c.config.label(),

@@ -37,6 +37,17 @@ pub struct RunDir {
     pub path: PathBuf,
 }
 
+/// Where the `latest` link at `link` points, as a path usable from the current directory
+/// (links are relative to their own folder); None when there is no such link.
+pub fn resolve_latest(link: &Path) -> Option<PathBuf> {
+    let target = std::fs::read_link(link).ok()?;
+    Some(if target.is_absolute() {
+        target
+    } else {
+        link.parent().unwrap_or(Path::new(".")).join(target)
+    })
+}
+
 /// The folder name of a run started at `at`: `YYYYMMDDTHHMMSS.mmmZ` (sorts by time).
 pub fn timestamp_name(at: SystemTime) -> String {
     let s = humantime::format_rfc3339_millis(at).to_string(); // 2026-11-24T21:22:40.123Z
@@ -68,13 +79,19 @@ impl RunDir {
         Ok(run)
     }
 
+    /// Points the symlink `at` here, relative to `at`'s folder (so a store can be archived or
+    /// moved), through a temporary link renamed over the old one.
     fn link(&self, at: &Path) -> Result<(), StoreError> {
         let tmp = at.with_extension("tmp-link");
         let _ = std::fs::remove_file(&tmp);
-        let target = self
-            .path
-            .canonicalize()
-            .map_err(io("resolving", &self.path))?;
+        let base = at.parent().unwrap_or(Path::new("."));
+        let target = match self.path.strip_prefix(base) {
+            Ok(rel) => rel.to_path_buf(),
+            Err(_) => self
+                .path
+                .canonicalize()
+                .map_err(io("resolving", &self.path))?,
+        };
         std::os::unix::fs::symlink(&target, &tmp).map_err(io("linking", &tmp))?;
         std::fs::rename(&tmp, at).map_err(io("replacing link", at))
     }
@@ -282,8 +299,20 @@ mod tests {
         assert_ne!(a, b);
         for link in [root.path().join("latest"), root.path().join("queue/latest")] {
             let target = std::fs::read_link(&link).expect("a symlink");
-            assert_eq!(target, b.path.canonicalize().expect("exists"));
+            assert!(target.is_relative(), "{}", target.display());
+            let resolved = resolve_latest(&link).expect("resolves");
+            assert_eq!(
+                resolved.canonicalize().expect("exists"),
+                b.path.canonicalize().expect("exists")
+            );
         }
+        // A moved store keeps working links.
+        let moved = tempfile::tempdir().expect("tempdir");
+        let new_root = moved.path().join("archived");
+        std::fs::rename(root.path(), &new_root).expect("move the store");
+        let resolved = resolve_latest(&new_root.join("queue/latest")).expect("resolves");
+        assert!(resolved.join("nodes").is_dir(), "{}", resolved.display());
+        std::fs::rename(&new_root, root.path()).expect("move it back");
         assert!(b.path.join("nodes").is_dir());
         b.write_json(&b.results(), &serde_json::json!({"valid": true}))
             .expect("write");
@@ -305,7 +334,9 @@ mod tests {
         std::fs::write(m.json(), "{}").expect("write");
         assert!(list(root.path(), 4).iter().any(|l| l.kind == "matrix"));
         assert_eq!(
-            std::fs::read_link(root.path().join("latest")).expect("link"),
+            resolve_latest(&root.path().join("latest"))
+                .and_then(|p| p.canonicalize().ok())
+                .expect("link"),
             b.path.canonicalize().expect("exists"),
             "a matrix leaves store/latest to runs"
         );

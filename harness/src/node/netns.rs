@@ -141,6 +141,9 @@ impl Node for NetnsNode {
     fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
+    fn home_dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
     fn clock_file(&self) -> Option<PathBuf> {
         Some(self.dir.join("faketime"))
     }

@@ -573,15 +573,15 @@ impl SshNode {
         self.dir.join("broker.pid")
     }
 
-    /// Streams the remote node's data dir (log, config, partition and metadata logs) as a tar
-    /// into `local` (created), which receives the dir's contents.
+    /// Streams the remote node's home dir (log, config, and the data dir with its partition and
+    /// metadata logs) as a tar into `local` (created), which receives the dir's contents.
     pub fn fetch_data_dir(&self, local: &Path) -> Result<(), NodeError> {
         std::fs::create_dir_all(local).map_err(|source| NodeError::Io {
             node: self.name.clone(),
             path: local.to_path_buf(),
             source,
         })?;
-        let script = format!("tar -C {} -cf - .", quote_path(&self.data_dir()));
+        let script = format!("tar -C {} -cf - .", quote_path(&self.home_dir()));
         let command = self.wrap(&script);
         let mut guard = lock(&self.conn);
         let mut ch = self.open_channel(&mut guard, &command)?;
@@ -757,6 +757,9 @@ impl Node for SshNode {
     }
     fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
+    }
+    fn home_dir(&self) -> PathBuf {
+        self.dir.clone()
     }
     fn clock_file(&self) -> Option<PathBuf> {
         None
@@ -985,8 +988,9 @@ impl SshCluster {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    /// Copies node `name`'s remote data dir (broker log, server.properties, partition and
-    /// metadata logs) into `local/data-dir`, with the log and config also at `local/`.
+    /// Copies node `name`'s remote home dir (broker log, server.properties, and `data/` with the
+    /// partition and metadata logs) into `local/data-dir`, with the log and config also at
+    /// `local/`.
     pub fn collect(&self, name: &str, local: &Path) -> Result<(), NodeError> {
         let node = self
             .node(name)
