@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod clock;
 pub mod config;
+pub mod dirlock;
 pub mod log;
 pub mod metadata;
 pub mod metrics;

@@ -1,5 +1,7 @@
 //! The `broker` binary: `broker --config server.properties [--override key=value ...]`.
-//! Flags override properties; SIGTERM/SIGINT shut down gracefully (logs flushed and closed).
+//! Flags override properties; SIGTERM/SIGINT shut down gracefully: a controlled shutdown first
+//! (the controller moves this broker's leaderships elsewhere, bounded by
+//! `controlled.shutdown.timeout.ms`), then logs flushed and closed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,6 +133,17 @@ async fn async_main(
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    let started = std::time::Instant::now();
+    let moved = broker.controlled_shutdown().await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    if moved {
+        tracing::info!(elapsed_ms, "controlled shutdown: this broker leads nothing");
+    } else {
+        tracing::warn!(
+            elapsed_ms,
+            "controlled shutdown timed out: stopping with leaderships not moved"
+        );
     }
     server.abort();
     for t in background {

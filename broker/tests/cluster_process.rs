@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use broker::log::batch::build_batch;
-use support::{records, BrokerProc, Conn};
+use support::{active_controller, create_topic_retrying, records, BrokerProc, Conn};
 
 /// Waits until some live node reports a leader (and ISR) for partition 0 of `topic`.
 fn leader_of(
@@ -304,19 +304,9 @@ fn acks_1_loses_an_acknowledged_write_when_the_leader_dies_first_and_the_deposed
 fn killing_the_active_controller_still_lets_partition_leaders_be_elected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut nodes = BrokerProc::start_cluster(dir.path(), 3, &[]);
+    create_topic_retrying(&nodes, "ctl", 3, 3);
+    let controller = active_controller(&nodes[0]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while nodes[0].connect().create_topic_rf("ctl", 3, 3, &[]) != 0 {
-        assert!(Instant::now() < deadline, "create failed");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let controller = loop {
-        let c = nodes[0].connect().controller_id();
-        if c > 0 {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "no active controller reported");
-        std::thread::sleep(Duration::from_millis(100));
-    };
     // The controller's node also leads one of the three partitions (round-robin assignment).
     let survivor = nodes
         .iter()

@@ -27,8 +27,13 @@ pub struct BrokerInfo {
     pub port: u16,
     /// Fenced brokers lead nothing and are not elected.
     pub fenced: bool,
-    /// Bumped on every registration (a restart is a new incarnation).
+    /// The broker epoch: the Raft log index of the registration that created this incarnation
+    /// (Kafka's broker epoch is the offset of its `RegisterBrokerRecord`). Unfencing the same
+    /// incarnation keeps it; a new incarnation gets a new one.
     pub epoch: i64,
+    /// The incarnation id the broker process chose at start (fresh per process start).
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 /// One partition's replication state.
@@ -84,6 +89,12 @@ pub enum Command {
         port: u16,
         /// `unclean.leader.election.enable` of the controller.
         unclean: bool,
+        /// The registering process's incarnation id. A registration with a new incarnation while
+        /// the old one is still live (unfenced) fences the old one first, as Kafka 4.0 does
+        /// (KAFKA-18106): its partitions get new leaders and it leaves every ISR before the new
+        /// incarnation is unfenced.
+        #[serde(default)]
+        incarnation: String,
     },
     /// The controller saw no heartbeat within the session timeout (or a clean shutdown).
     FenceBroker {
@@ -124,6 +135,11 @@ pub enum Command {
         partition_epoch: i32,
         /// The proposed ISR.
         isr: Vec<NodeId>,
+        /// KIP-903 (`NewIsrWithEpochs`): the broker epoch each proposed member fetched with, as
+        /// the leader saw it. A member joining the ISR whose epoch here is not its current
+        /// registration's is refused (it restarted: its fetch state is from an older process).
+        #[serde(default)]
+        broker_epochs: BTreeMap<NodeId, i64>,
     },
 }
 
@@ -203,8 +219,23 @@ impl MetadataImage {
                 host,
                 port,
                 unclean,
+                incarnation,
             } => {
-                let epoch = self.brokers.get(id).map_or(0, |b| b.epoch + 1);
+                let previous = self.brokers.get(id).cloned();
+                if let Some(b) = &previous {
+                    if !b.fenced && b.incarnation != *incarnation {
+                        // KAFKA-18106: the old incarnation is fenced at once (its leaderships
+                        // move with a new leader epoch, it leaves every ISR), so the new process
+                        // never leads or counts in an ISR on the old one's state.
+                        tracing::info!(broker = id, old_incarnation = %b.incarnation, new_incarnation = %incarnation,
+                            "broker re-registers with a new incarnation: fencing the old one first");
+                        self.fence(*id, *unclean);
+                    }
+                }
+                let epoch = match &previous {
+                    Some(b) if b.incarnation == *incarnation => b.epoch,
+                    _ => i64::try_from(index).unwrap_or(i64::MAX),
+                };
                 self.brokers.insert(
                     *id,
                     BrokerInfo {
@@ -213,39 +244,15 @@ impl MetadataImage {
                         port: *port,
                         fenced: false,
                         epoch,
+                        incarnation: incarnation.clone(),
                     },
                 );
-                tracing::info!(broker = id, epoch, "broker registered and unfenced");
+                tracing::info!(broker = id, epoch, incarnation = %incarnation, "broker registered and unfenced");
                 self.elect_leaderless(*unclean);
                 CommandResult::default()
             }
             Command::FenceBroker { id, unclean } => {
-                match self.brokers.get_mut(id) {
-                    Some(b) if !b.fenced => b.fenced = true,
-                    _ => return CommandResult::default(),
-                }
-                tracing::info!(broker = id, "broker fenced");
-                let id = *id;
-                let names: Vec<String> = self.topics.keys().cloned().collect();
-                for name in names {
-                    let t = &self.topics[&name];
-                    let unclean_t = self.topic_unclean(t, *unclean);
-                    let n = t.partitions.len();
-                    for p in 0..n {
-                        let info = &self.topics[&name].partitions[p];
-                        if info.leader == id {
-                            self.elect(&name, p, unclean_t, Some(id));
-                        } else if info.isr.contains(&id) && info.isr.len() > 1 {
-                            // KRaft removes a fenced broker from every ISR it is in.
-                            let part = self.topics.get_mut(&name).map(|t| &mut t.partitions[p]);
-                            if let Some(part) = part {
-                                part.isr.retain(|r| *r != id);
-                                part.partition_epoch += 1;
-                                tracing::info!(topic = %name, partition = p, isr = ?part.isr, "ISR shrunk: fenced broker removed");
-                            }
-                        }
-                    }
-                }
+                self.fence(*id, *unclean);
                 CommandResult::default()
             }
             Command::CreateTopic {
@@ -332,8 +339,13 @@ impl MetadataImage {
                 leader_epoch,
                 partition_epoch,
                 isr,
+                broker_epochs,
             } => {
                 let live_isr = isr.iter().all(|r| self.is_live(*r));
+                let stale_epoch = broker_epochs
+                    .iter()
+                    .find(|(r, e)| self.brokers.get(r).is_some_and(|b| b.epoch != **e));
+                let stale_epoch = stale_epoch.map(|(r, e)| (*r, *e));
                 let Some(p) = self
                     .topics
                     .get_mut(topic)
@@ -369,12 +381,47 @@ impl MetadataImage {
                         format!("{topic}-{partition}: proposed ISR {isr:?} is not eligible"),
                     );
                 }
+                if let Some((r, e)) = stale_epoch.filter(|(r, _)| !p.isr.contains(r)) {
+                    return err(
+                        codes::INELIGIBLE_REPLICA,
+                        format!("{topic}-{partition}: replica {r} fetched with broker epoch {e}, which is not its current registration's"),
+                    );
+                }
                 p.isr = isr.clone();
                 p.partition_epoch += 1;
                 tracing::info!(topic = %topic, partition, isr = ?p.isr, partition_epoch = p.partition_epoch, "ISR changed");
                 CommandResult {
                     partition: Some(p.clone()),
                     ..CommandResult::default()
+                }
+            }
+        }
+    }
+
+    /// Fences a live broker: each partition it led gets a new leader (leader epoch + 1) and it
+    /// leaves every ISR it is not the last member of. A no-op for unknown or fenced brokers.
+    fn fence(&mut self, id: NodeId, unclean: bool) {
+        match self.brokers.get_mut(&id) {
+            Some(b) if !b.fenced => b.fenced = true,
+            _ => return,
+        }
+        tracing::info!(broker = id, "broker fenced");
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        for name in names {
+            let t = &self.topics[&name];
+            let unclean_t = self.topic_unclean(t, unclean);
+            for p in 0..t.partitions.len() {
+                let info = &self.topics[&name].partitions[p];
+                if info.leader == id {
+                    self.elect(&name, p, unclean_t, Some(id));
+                } else if info.isr.contains(&id) && info.isr.len() > 1 {
+                    // KRaft removes a fenced broker from every ISR it is in.
+                    let part = self.topics.get_mut(&name).map(|t| &mut t.partitions[p]);
+                    if let Some(part) = part {
+                        part.isr.retain(|r| *r != id);
+                        part.partition_epoch += 1;
+                        tracing::info!(topic = %name, partition = p, isr = ?part.isr, "ISR shrunk: fenced broker removed");
+                    }
                 }
             }
         }
@@ -452,16 +499,7 @@ mod tests {
     use super::*;
 
     fn register(img: &mut MetadataImage, i: &mut u64, id: NodeId) {
-        *i += 1;
-        img.apply(
-            *i,
-            &Command::RegisterBroker {
-                id,
-                host: "h".into(),
-                port: 1,
-                unclean: false,
-            },
-        );
+        reregister(img, i, id, &format!("inc-{id}"));
     }
 
     fn cluster() -> (MetadataImage, u64) {
@@ -536,6 +574,7 @@ mod tests {
                     leader_epoch: 0,
                     partition_epoch: 0,
                     isr: vec![1],
+                    broker_epochs: BTreeMap::new(),
                 },
             );
             assert_eq!(r.error_code, 0);
@@ -568,6 +607,7 @@ mod tests {
             leader_epoch: le,
             partition_epoch: pe,
             isr: vec![1, 2],
+            broker_epochs: BTreeMap::new(),
         };
         assert_eq!(img.apply(i + 1, &alter(0, 0)).error_code, 0);
         assert_eq!(
@@ -578,5 +618,80 @@ mod tests {
             img.apply(i + 3, &alter(5, 1)).error_code,
             codes::FENCED_LEADER_EPOCH
         );
+    }
+
+    fn reregister(img: &mut MetadataImage, i: &mut u64, id: NodeId, incarnation: &str) {
+        *i += 1;
+        img.apply(
+            *i,
+            &Command::RegisterBroker {
+                id,
+                host: "h".into(),
+                port: 1,
+                unclean: false,
+                incarnation: incarnation.into(),
+            },
+        );
+    }
+
+    #[test]
+    fn a_new_incarnation_fences_the_live_old_one_and_gets_a_new_broker_epoch() {
+        let (mut img, mut i) = cluster();
+        let before = img.brokers[&1].epoch;
+        assert_eq!(
+            before, 1,
+            "the broker epoch is the registration's log index"
+        );
+        // Same incarnation while live: nothing moves.
+        reregister(&mut img, &mut i, 1, "inc-1");
+        let p0 = img.partition("t", 0).expect("exists");
+        assert_eq!((p0.leader, p0.leader_epoch), (1, 0));
+        assert_eq!(img.brokers[&1].epoch, before);
+        // A restart inside the session: the old incarnation is fenced first.
+        reregister(&mut img, &mut i, 1, "inc-1b");
+        let p0 = img.partition("t", 0).expect("exists");
+        assert_eq!((p0.leader, p0.leader_epoch), (2, 1), "leadership moved");
+        assert_eq!(p0.isr, vec![2, 3], "the restarted broker left the ISR");
+        let p1 = img.partition("t", 1).expect("exists");
+        assert_eq!(p1.isr, vec![2, 3]);
+        let b = &img.brokers[&1];
+        assert!(!b.fenced, "the new incarnation is registered");
+        assert_eq!(b.epoch, i as i64, "with a new broker epoch");
+        assert_eq!(b.incarnation, "inc-1b");
+        // Fenced by the session timeout, then back as the same process: the epoch is kept.
+        i += 1;
+        img.apply(
+            i,
+            &Command::FenceBroker {
+                id: 1,
+                unclean: false,
+            },
+        );
+        let epoch = img.brokers[&1].epoch;
+        reregister(&mut img, &mut i, 1, "inc-1b");
+        assert_eq!(img.brokers[&1].epoch, epoch);
+    }
+
+    #[test]
+    fn isr_expansion_with_a_stale_broker_epoch_is_refused() {
+        let (mut img, mut i) = cluster();
+        let old_epoch = img.brokers[&3].epoch;
+        reregister(&mut img, &mut i, 3, "inc-3b");
+        let p0 = img.partition("t", 0).expect("exists").clone();
+        assert_eq!(p0.isr, vec![1, 2]);
+        let expand = |e: i64, pe: i32| Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: p0.leader_epoch,
+            partition_epoch: pe,
+            isr: vec![1, 2, 3],
+            broker_epochs: [(1, 1), (2, 2), (3, e)].into_iter().collect(),
+        };
+        let r = img.apply(i + 1, &expand(old_epoch, p0.partition_epoch));
+        assert_eq!(r.error_code, codes::INELIGIBLE_REPLICA, "{}", r.message);
+        let current = img.brokers[&3].epoch;
+        let r = img.apply(i + 2, &expand(current, p0.partition_epoch));
+        assert_eq!(r.error_code, 0, "{}", r.message);
     }
 }

@@ -86,6 +86,41 @@ pub struct MetadataConfig {
     pub kafka_host: String,
     /// This broker's advertised Kafka port.
     pub kafka_port: u16,
+    /// This process's incarnation id (fresh per process start, as Kafka's `incarnation.id`).
+    pub incarnation: String,
+    /// What the active controller does with a registration of a new incarnation while the old
+    /// one's session is alive (`broker.reregistration.policy`).
+    pub reregistration: Reregistration,
+    /// Bug mode `restart-without-fencing`: the controller takes a heartbeat of any incarnation
+    /// as the registered one's (see [`crate::replication::ReplicationBugs`]).
+    pub restart_without_fencing: bool,
+}
+
+/// How the active controller answers a broker that registers a new incarnation while the
+/// previous incarnation's session has not expired (`broker.reregistration.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reregistration {
+    /// Kafka 4.0 (KAFKA-18106, the default): fence the old incarnation at once (its partitions
+    /// get new leaders in a new leader epoch, it leaves every ISR), then register the new one.
+    #[default]
+    Fence,
+    /// Kafka before 4.0: refuse the new incarnation (DUPLICATE_BROKER_REGISTRATION) until the
+    /// old session expires and the broker is fenced; the new process waits unregistered.
+    Refuse,
+}
+
+/// A fresh incarnation id: 128 random bits as 32 hex digits (from `/dev/urandom`; the process
+/// id and a stack address if that cannot be read).
+pub fn new_incarnation() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        let here = &bytes as *const _ as usize as u64;
+        bytes[..8].copy_from_slice(&u64::from(std::process::id()).to_be_bytes());
+        bytes[8..].copy_from_slice(&here.to_be_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl MetadataConfig {
@@ -167,6 +202,14 @@ impl MetadataConfig {
             Some("true") => true,
             Some(v) => return Err(bad("unclean.leader.election.enable", v, "true or false")),
         };
+        let reregistration = match props
+            .get("broker.reregistration.policy")
+            .map(String::as_str)
+        {
+            None | Some("fence") => Reregistration::Fence,
+            Some("refuse") => Reregistration::Refuse,
+            Some(v) => return Err(bad("broker.reregistration.policy", v, "fence or refuse")),
+        };
         Ok(MetadataConfig {
             node_id,
             controller,
@@ -181,6 +224,9 @@ impl MetadataConfig {
                 .unwrap_or(default_dir),
             kafka_host,
             kafka_port,
+            incarnation: new_incarnation(),
+            reregistration,
+            restart_without_fencing: false,
         })
     }
 }
@@ -199,6 +245,11 @@ pub struct MetadataNode {
     image_rx: watch::Receiver<Arc<MetadataImage>>,
     fenced_rx: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Set to ask for a controlled shutdown.
+    shutdown_tx: watch::Sender<bool>,
+    /// Controlled shutdown's outcome: `Some(true)` once the controller has moved every
+    /// leadership away, `Some(false)` when no controller answers.
+    shut_down_rx: watch::Receiver<Option<bool>>,
 }
 
 impl std::fmt::Debug for MetadataNode {
@@ -249,7 +300,13 @@ impl Controller {
                 }
                 self.propose(cmd).await
             }
-            Request::Heartbeat { id, host, port } => {
+            Request::Heartbeat {
+                id,
+                host,
+                port,
+                incarnation,
+                want_shut_down,
+            } => {
                 if self.leader().await != Some(self.id) {
                     return Response::NotController {
                         leader: self.leader().await,
@@ -262,22 +319,51 @@ impl Controller {
                         leader: self.leader().await.filter(|l| *l != self.id),
                     };
                 }
+                let image = self.sm_image.borrow().clone();
+                let registered = image.brokers.get(&id);
+                if want_shut_down {
+                    return self.controlled_shutdown(id, &incarnation, image).await;
+                }
+                // The decision point of bug mode restart-without-fencing: any process with this
+                // id counts as the registered incarnation.
+                let same_incarnation = registered.is_none_or(|b| b.incarnation == incarnation)
+                    || self.config.restart_without_fencing;
+                let old_session_live = registered.is_some_and(|b| !b.fenced);
+                if !same_incarnation
+                    && old_session_live
+                    && self.config.reregistration == Reregistration::Refuse
+                {
+                    // Pre-4.0: DUPLICATE_BROKER_REGISTRATION until the old session expires. The
+                    // new process's heartbeats do not keep the old session alive.
+                    tracing::info!(
+                        broker = id,
+                        "DUPLICATE_BROKER_REGISTRATION: the previous incarnation's session is alive"
+                    );
+                    return Response::Heartbeat {
+                        fenced: true,
+                        image: (*image).clone(),
+                    };
+                }
                 self.liveness
                     .lock()
                     .await
                     .last_heartbeat
                     .insert(id, self.clock.instant());
-                let image = self.sm_image.borrow().clone();
-                let needs_register = match image.brokers.get(&id) {
+                let needs_register = match registered {
                     None => true,
-                    Some(b) => b.fenced || b.host != host || b.port != port,
+                    Some(b) => b.fenced || b.host != host || b.port != port || !same_incarnation,
                 };
                 if needs_register {
+                    let incarnation = match registered {
+                        Some(b) if same_incarnation => b.incarnation.clone(),
+                        _ => incarnation.clone(),
+                    };
                     let cmd = Command::RegisterBroker {
                         id,
                         host,
                         port,
                         unclean: self.config.unclean,
+                        incarnation,
                     };
                     if let r @ (Response::NotController { .. } | Response::Failed(_)) =
                         self.propose(cmd).await
@@ -286,11 +372,44 @@ impl Controller {
                     }
                 }
                 let image = self.sm_image.borrow().clone();
+                let current = image.brokers.get(&id).is_some_and(|b| {
+                    b.incarnation == incarnation || self.config.restart_without_fencing
+                });
                 Response::Heartbeat {
-                    fenced: !image.is_live(id),
+                    fenced: !image.is_live(id) || !current,
                     image: (*image).clone(),
                 }
             }
+        }
+    }
+
+    /// A heartbeat with `want_shut_down`: the broker is fenced without unclean elections (its
+    /// leaderships move to other ISR members, it leaves every ISR it is not the last member
+    /// of), and is not registered again by these heartbeats (a restart registers anew). Only the registered incarnation
+    /// can shut itself down.
+    async fn controlled_shutdown(
+        &self,
+        id: NodeId,
+        incarnation: &str,
+        image: Arc<MetadataImage>,
+    ) -> Response {
+        let ours = image
+            .brokers
+            .get(&id)
+            .is_some_and(|b| b.incarnation == incarnation || self.config.restart_without_fencing);
+        if ours && image.is_live(id) {
+            tracing::info!(broker = id, "controlled shutdown: moving its leaderships");
+            if let r @ (Response::NotController { .. } | Response::Failed(_)) = self
+                .propose(Command::FenceBroker { id, unclean: false })
+                .await
+            {
+                return r;
+            }
+        }
+        let image = self.sm_image.borrow().clone();
+        Response::Heartbeat {
+            fenced: true,
+            image: (*image).clone(),
         }
     }
 
@@ -473,24 +592,42 @@ impl MetadataNode {
             }));
             raft_handle = Some(raft);
         }
+        let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+        let (shut_down_tx, shut_down_rx) = watch::channel(None);
         if config.broker {
             let cfg = config.clone();
             tasks.push(tokio::spawn(async move {
                 let mut guess = None;
                 let mut conns = HashMap::new();
-                let req = Request::Heartbeat {
-                    id: cfg.node_id,
-                    host: cfg.kafka_host.clone(),
-                    port: cfg.kafka_port,
-                };
                 let mut was_fenced = true;
+                // Until the controller has registered this incarnation, no image is published:
+                // the broker neither leads nor follows on what it finds on disk.
+                let mut registered = false;
                 loop {
+                    let want_shut_down = *shutdown_rx.borrow_and_update();
+                    let req = Request::Heartbeat {
+                        id: cfg.node_id,
+                        host: cfg.kafka_host.clone(),
+                        port: cfg.kafka_port,
+                        incarnation: cfg.incarnation.clone(),
+                        want_shut_down,
+                    };
                     let deadline = Instant::now() + cfg.heartbeat_interval;
                     if let Ok(Response::Heartbeat { fenced, image }) =
                         to_active_controller(&cfg.voters, &mut guess, &mut conns, &req, deadline)
                             .await
                     {
-                        if image.version != image_tx.borrow().version {
+                        if !fenced && !registered {
+                            registered = true;
+                            tracing::info!(broker = cfg.node_id, incarnation = %cfg.incarnation,
+                                epoch = image.brokers.get(&cfg.node_id).map_or(-1, |b| b.epoch),
+                                "registered as a new incarnation");
+                        }
+                        let leads_nothing = image
+                            .topics
+                            .values()
+                            .all(|t| t.partitions.iter().all(|p| p.leader != cfg.node_id));
+                        if registered && image.version != image_tx.borrow().version {
                             image_tx.send_replace(Arc::new(image));
                         }
                         if fenced != was_fenced {
@@ -502,8 +639,22 @@ impl MetadataNode {
                             was_fenced = fenced;
                             fenced_tx.send_replace(fenced);
                         }
+                        if want_shut_down && fenced && leads_nothing {
+                            shut_down_tx.send_replace(Some(true));
+                        }
+                    } else if want_shut_down {
+                        // No controller answered for a whole heartbeat period (the quorum is
+                        // gone, e.g. the last nodes of a cluster stopping): nothing can move.
+                        tracing::warn!(
+                            broker = cfg.node_id,
+                            "controlled shutdown: no active controller answers"
+                        );
+                        shut_down_tx.send_replace(Some(false));
                     }
-                    tokio::time::sleep_until(deadline.into()).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline.into()) => {}
+                        _ = shutdown_rx.changed() => {}
+                    }
                 }
             }));
         }
@@ -513,7 +664,31 @@ impl MetadataNode {
             image_rx,
             fenced_rx,
             tasks,
+            shutdown_tx,
+            shut_down_rx,
         })
+    }
+
+    /// Controlled shutdown (Kafka's BrokerHeartbeat `want_shut_down`): the heartbeats ask the
+    /// active controller to move this broker's leaderships to other ISR members and take it out
+    /// of every ISR; waits until an image shows it leads nothing, at most `timeout` (less when
+    /// no controller answers for a heartbeat period). Returns whether that happened in time. Images keep being published meanwhile, so the broker
+    /// steps down from its partitions while still serving.
+    pub async fn controlled_shutdown(&self, timeout: Duration) -> bool {
+        if !self.config.broker {
+            return true;
+        }
+        self.shutdown_tx.send_replace(true);
+        let mut rx = self.shut_down_rx.clone();
+        let done = tokio::time::timeout(timeout, rx.wait_for(Option::is_some))
+            .await
+            .is_ok_and(|r| r.is_ok_and(|d| *d == Some(true)));
+        if done {
+            // One more heartbeat period: every other broker then has the image with the new
+            // leaders before this one stops answering.
+            tokio::time::sleep(self.config.heartbeat_interval).await;
+        }
+        done
     }
 
     /// The latest image this broker received.

@@ -41,6 +41,12 @@ pub enum Request {
         host: String,
         /// Advertised Kafka port.
         port: u16,
+        /// The broker process's incarnation id.
+        #[serde(default)]
+        incarnation: String,
+        /// Controlled shutdown asked for (Kafka's `want_shut_down`).
+        #[serde(default)]
+        want_shut_down: bool,
     },
     /// A metadata change (CreateTopic, DeleteTopic, AlterPartition, FenceBroker on shutdown).
     Propose(Command),

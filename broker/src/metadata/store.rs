@@ -2,7 +2,9 @@
 //! (`raft-log.jsonl`, fsynced before an append is acknowledged, rewritten atomically on
 //! truncation and purge), the vote (`raft-vote.json`, fsynced, atomically replaced, before it is
 //! acknowledged), the committed id, and a state machine holding the [`MetadataImage`] that
-//! publishes every change on a watch channel.
+//! publishes every change on a watch channel. The store holds the metadata dir's `.lock`
+//! ([`crate::dirlock`]) from before it reads anything until it is dropped, so no second process
+//! ever rewrites the files a running one appends to.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -59,6 +61,7 @@ struct LogInner {
     committed: Option<LogId<u64>>,
     last_purged: Option<LogId<u64>>,
     file: std::fs::File,
+    _lock: crate::dirlock::DirLock,
 }
 
 impl LogInner {
@@ -91,13 +94,17 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) the store in `dir`. A torn last line (a crash mid-append, never
-    /// acknowledged) is dropped.
+    /// Opens (or creates) the store in `dir`, locking it first (a dir another process holds
+    /// is refused before anything is read or written). A torn last line (a crash mid-append,
+    /// never acknowledged) is dropped by rewriting the file atomically (temp file, fsync,
+    /// rename); an intact file is left as it is.
     pub fn open(dir: &Path) -> std::io::Result<LogStore> {
-        std::fs::create_dir_all(dir)?;
+        let lock = crate::dirlock::DirLock::acquire(dir).map_err(std::io::Error::other)?;
         let path = LogInner::log_path(dir);
         let mut log = BTreeMap::new();
+        let mut torn = false;
         if let Ok(text) = std::fs::read_to_string(&path) {
+            torn = !text.is_empty() && !text.ends_with('\n');
             for line in text.lines() {
                 match serde_json::from_str::<Entry<TypeConfig>>(line) {
                     Ok(e) => {
@@ -105,6 +112,7 @@ impl LogStore {
                     }
                     Err(_) => {
                         tracing::warn!(file = %path.display(), "dropping a torn raft log line");
+                        torn = true;
                         break;
                     }
                 }
@@ -129,9 +137,12 @@ impl LogStore {
             committed,
             last_purged,
             file,
+            _lock: lock,
         };
-        // Normalise the file (drops a torn tail for good).
-        inner.rewrite()?;
+        if torn {
+            // Drops the torn tail for good, so later appends start on a line of their own.
+            inner.rewrite()?;
+        }
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
         })

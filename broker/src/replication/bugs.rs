@@ -63,6 +63,18 @@ pub struct ReplicationBugs {
     /// keeps acknowledging commits its followers never get; the replica elected in its place
     /// loads its own log, so the group's committed offsets go back: `lost-commit`.
     pub offset_commit_before_isr: bool,
+    /// A restarted broker resumes its old registration: the controller takes a heartbeat from
+    /// a new process (a new incarnation) inside the old session as the old one's, so the
+    /// restarted broker leads, in the same leader epoch, the partitions it led before the crash
+    /// and stays in their ISRs, on whatever its disk kept. With its page cache lost (an empty
+    /// log) the followers truncate to it and every acknowledged record is gone. Kafka closed
+    /// this with broker epochs in KIP-903 (3.5: a stale broker epoch cannot join the ISR) and
+    /// KAFKA-18106 (4.0, PR #18045: a re-registration while the old session is alive fences the
+    /// old incarnation and moves its leaderships first); before 4.0 the controller refused the
+    /// new incarnation (DUPLICATE_BROKER_REGISTRATION) until the session expired. Shows as
+    /// `lost-write` / `unseen` after a kill -9 and restart inside `broker.session.timeout.ms`
+    /// with `--nemesis disk` (lost unflushed writes).
+    pub restart_without_fencing: bool,
 }
 
 impl ReplicationBugs {
@@ -83,6 +95,7 @@ impl ReplicationBugs {
             || self.unclean_regardless
             || self.ignore_abort_markers
             || self.offset_commit_before_isr
+            || self.restart_without_fencing
     }
 }
 
@@ -128,11 +141,15 @@ pub const BUG_NAMES: &[(&str, &str)] = &[
         "offset-commit-before-isr",
         "offset commits acknowledged before the ISR has them (offsets.commit.required.acks=1)",
     ),
+    (
+        "restart-without-fencing",
+        "a restarted broker resumes its old registration and leaderships (pre-KIP-903 / KAFKA-18106)",
+    ),
 ];
 
 /// Why a bug-mode name was refused.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown bug mode `{0}`; known: hw-truncation, epoch-lookup-next-epoch, isr-join-below-epoch-start, ignore-min-insync, ack-before-isr, read-above-hw, dedupe-missing, unclean-regardless, ignore-abort-markers, offset-commit-before-isr")]
+#[error("unknown bug mode `{0}`; known: hw-truncation, epoch-lookup-next-epoch, isr-join-below-epoch-start, ignore-min-insync, ack-before-isr, read-above-hw, dedupe-missing, unclean-regardless, ignore-abort-markers, offset-commit-before-isr, restart-without-fencing")]
 pub struct UnknownBug(pub String);
 
 impl ReplicationBugs {
@@ -149,6 +166,7 @@ impl ReplicationBugs {
             "unclean-regardless" => self.unclean_regardless = true,
             "ignore-abort-markers" => self.ignore_abort_markers = true,
             "offset-commit-before-isr" => self.offset_commit_before_isr = true,
+            "restart-without-fencing" => self.restart_without_fencing = true,
             other => return Err(UnknownBug(other.to_string())),
         }
         Ok(())

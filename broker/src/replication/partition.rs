@@ -533,6 +533,14 @@ impl<L: ReplicaLog> Partition<L> {
             return Ok(false);
         }
         let was_leader = self.is_leader();
+        if was_leader
+            && state.leader_epoch == self.leader_epoch
+            && state.partition_epoch == self.partition_epoch
+        {
+            // The same state again (a metadata image that changed something else): a pending
+            // AlterPartition stays pending; only a change to this partition settles it.
+            return Ok(self.maybe_increment_high_watermark(now_ms));
+        }
         let new_epoch = state.leader_epoch > self.leader_epoch;
         self.replicas = state.replicas.clone();
         self.isr = state.isr.iter().copied().collect();
@@ -1316,6 +1324,36 @@ mod tests {
         );
         commit(&mut p, &expand, now);
         assert_eq!(p.isr(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_pending_expansion_survives_a_metadata_image_that_does_not_change_the_partition() {
+        let (_d, mut p) = leader(&[1, 2], 1, ReplicationBugs::none());
+        produce(&mut p, Acks::Leader, 1, 0).unwrap();
+        fetch(&mut p, 2, 1, 10);
+        let hw = p.high_watermark();
+        let expand = fetch(&mut p, 3, hw, 20).alter_partition.expect("expansion");
+        assert_eq!(expand.new_isr, vec![1, 2, 3]);
+        // An image that changed another partition or topic: the same state for this one.
+        p.become_leader(&state(1, 1, &[1, 2]), 30).unwrap();
+        assert_eq!(
+            p.pending_alter_partition().map(|x| x.new_isr.clone()),
+            Some(vec![1, 2, 3]),
+            "still pending"
+        );
+        commit(&mut p, &expand, 40);
+        assert_eq!(p.isr(), vec![1, 2, 3]);
+        // A change to this partition (here a shrink decided elsewhere) does settle it.
+        let (_d2, mut q) = leader(&[1, 2], 1, ReplicationBugs::none());
+        produce(&mut q, Acks::Leader, 1, 0).unwrap();
+        fetch(&mut q, 2, 1, 10);
+        let hw = q.high_watermark();
+        assert!(fetch(&mut q, 3, hw, 20).alter_partition.is_some());
+        let mut changed = state(1, 1, &[1]);
+        changed.partition_epoch = 2;
+        q.become_leader(&changed, 30).unwrap();
+        assert!(q.pending_alter_partition().is_none());
+        assert_eq!(q.isr(), vec![1]);
     }
 
     #[test]

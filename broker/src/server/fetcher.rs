@@ -1,6 +1,7 @@
 //! The follower fetcher of one partition: truncates by leader epoch (OffsetsForLeaderEpoch) after
 //! every leader change, then fetches from the leader as a replica (Fetch v12 with `replica_id`,
-//! `current_leader_epoch` and `last_fetched_epoch`) and applies each answer to the replica state.
+//! `current_leader_epoch`, `last_fetched_epoch` and this broker's epoch, KIP-903) and applies each
+//! answer to the replica state.
 //! Runs until the partition stops following (the reconciler aborts it).
 
 use std::sync::Arc;
@@ -134,6 +135,14 @@ async fn one_round(
     ft.partitions = vec![fp];
     let mut req = FetchRequest::default();
     req.replica_id = BrokerId(r.replica_id);
+    // KIP-903: this broker's epoch rides with every replica fetch, so the leader can name it
+    // in an ISR expansion and the controller can refuse a stale incarnation.
+    if let Some(epoch) = broker.image().brokers.get(&me).map(|b| b.epoch) {
+        req.unknown_tagged_fields.insert(
+            super::REPLICA_EPOCH_TAG,
+            bytes::Bytes::copy_from_slice(&epoch.to_be_bytes()),
+        );
+    }
     req.max_wait_ms = 500;
     req.min_bytes = 1;
     req.max_bytes = 8 << 20;

@@ -407,8 +407,8 @@ enum Refused {
     Replication(ReplicationError),
 }
 
-/// InitProducerId. Idempotent producers get a cluster-unique id from the metadata log, and a
-/// producer re-initialising with its id gets the epoch bumped (KIP-360); a `transactional.id`
+/// InitProducerId. Idempotent producers get a new cluster-unique id from the metadata log at
+/// epoch 0 on every call, as Kafka's do; a `transactional.id`
 /// goes to its transaction coordinator ([`super::txn::api::init_producer_id`]).
 pub async fn init_producer_id(
     broker: &Arc<Broker>,
@@ -419,12 +419,9 @@ pub async fn init_producer_id(
         let id = id.0.to_string();
         return super::txn::api::init_producer_id(broker, &req, &id, version).await;
     }
+    // Without a transactional id Kafka always hands out a new producer id at epoch 0, even
+    // when the request names the current one (TransactionCoordinator.handleInitProducerId).
     let mut resp = InitProducerIdResponse::default();
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 {
-        resp.producer_id = req.producer_id;
-        resp.producer_epoch = req.producer_epoch.saturating_add(1);
-        return resp;
-    }
     let r = broker.propose(Command::AllocateProducerId).await;
     if r.error_code != 0 {
         resp.error_code = r.error_code;
@@ -639,6 +636,16 @@ fn fetch_once(
     } else {
         req.replica_id.0
     };
+    // KIP-903: the follower's broker epoch (ReplicaState.ReplicaEpoch from v15; our peers send
+    // it as a tagged field at v12), -1 when absent.
+    let replica_epoch = if version >= 15 {
+        req.replica_state.replica_epoch
+    } else {
+        req.unknown_tagged_fields
+            .get(&super::REPLICA_EPOCH_TAG)
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(-1, i64::from_be_bytes)
+    };
     let now = broker.clock.now_ms();
     let read_committed = version >= 4 && req.isolation_level == 1 && replica_id < 0;
     let mut total = 0usize;
@@ -770,6 +777,7 @@ fn fetch_once(
                         } else {
                             -1
                         };
+                        part.note_follower_epoch(replica_id, replica_epoch);
                         match st.record_follower_fetch(
                             replica_id,
                             fetch_offset,

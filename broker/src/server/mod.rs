@@ -39,6 +39,11 @@ use crate::replication::partition::{
 use crate::replication::ReplicationBugs;
 use crate::topics;
 
+/// The tagged field of a Fetch request (v12, flexible) in which a follower sends its broker
+/// epoch. Kafka carries it in `ReplicaState.ReplicaEpoch` from Fetch v15, whose requests name
+/// topics by id (v13+), which this broker does not have; a Kafka broker skips an unknown tag.
+pub const REPLICA_EPOCH_TAG: i32 = 903;
+
 /// One hosted partition: its replica state machine over the log.
 #[derive(Debug)]
 pub struct Hosted {
@@ -54,6 +59,9 @@ pub struct Hosted {
     txns: Mutex<txn::index::TxnIndex>,
     /// The follower fetcher, when this broker follows.
     fetcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// As leader: the broker epoch each follower sent with its latest fetch (KIP-903), named
+    /// in ISR expansions.
+    follower_epochs: Mutex<HashMap<i32, i64>>,
 }
 
 impl Hosted {
@@ -103,6 +111,19 @@ impl Hosted {
                 None
             };
             ix.apply(&h, marker);
+        }
+    }
+
+    /// Records the broker epoch a follower fetched with (-1: none sent).
+    pub fn note_follower_epoch(&self, replica: i32, epoch: i64) {
+        let mut m = self
+            .follower_epochs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if epoch >= 0 {
+            m.insert(replica, epoch);
+        } else {
+            m.remove(&replica);
         }
     }
 
@@ -168,6 +189,8 @@ pub struct Broker {
     pub groups: groups::Coordinator,
     /// The transaction coordinator.
     pub txns: txn::TxnCoordinator,
+    /// The `.lock` of every log dir, held for the life of the broker.
+    _dir_locks: Vec<crate::dirlock::DirLock>,
 }
 
 /// Errors opening the broker.
@@ -186,6 +209,9 @@ pub enum OpenError {
     /// The metadata quorum could not start.
     #[error(transparent)]
     Metadata(#[from] crate::metadata::MetadataError),
+    /// A log dir is held by another process (or cannot be locked).
+    #[error(transparent)]
+    Locked(#[from] crate::dirlock::DirLockError),
 }
 
 fn load_image(path: &Path) -> Result<MetadataImage, OpenError> {
@@ -222,6 +248,12 @@ impl Broker {
         clock: Arc<dyn Clock>,
         bugs: ReplicationBugs,
     ) -> Result<Arc<Broker>, OpenError> {
+        // Every log dir is ours alone before anything in it is read or written.
+        let dir_locks = config
+            .log_dirs
+            .iter()
+            .map(|d| crate::dirlock::DirLock::acquire(d))
+            .collect::<Result<Vec<_>, _>>()?;
         let dir = config.log_dirs[0].clone();
         std::fs::create_dir_all(&dir).map_err(|e| OpenError::Dir {
             what: "creating log dir".into(),
@@ -245,6 +277,7 @@ impl Broker {
             // Bug mode unclean-regardless: this controller elects out of the ISR whatever the
             // setting says.
             mc.unclean |= bugs.unclean_regardless;
+            mc.restart_without_fencing = bugs.restart_without_fencing;
             let node = MetadataNode::start(mc, clock.clone()).await?;
             // Like a KRaft broker, serve clients only once registered with the active controller
             // and holding its image: a client's first Metadata then names every live broker and
@@ -284,6 +317,7 @@ impl Broker {
                     host,
                     port: adv.port,
                     unclean: false,
+                    incarnation: String::new(),
                 },
             );
             save_image(&path, &image).map_err(|e| OpenError::Dir {
@@ -314,6 +348,7 @@ impl Broker {
             next_waiter: AtomicU64::new(1),
             bugs,
             reconcile_lock: Mutex::new(0),
+            _dir_locks: dir_locks,
         });
         if bugs != ReplicationBugs::default() {
             tracing::warn!(
@@ -583,6 +618,7 @@ impl Broker {
             producers: Mutex::new(producers::ProducerTable::default()),
             txns: Mutex::new(txn::index::TxnIndex::default()),
             fetcher: Mutex::new(None),
+            follower_epochs: Mutex::new(HashMap::new()),
         });
         self.partitions
             .write()
@@ -630,6 +666,18 @@ impl Broker {
                 leader_epoch: p.leader_epoch,
                 partition_epoch: p.partition_epoch,
                 isr: p.new_isr.clone(),
+                // KIP-903 (AlterPartition's NewIsrWithEpochs): the epoch each member fetched
+                // with; the controller refuses a joining member whose epoch is stale.
+                broker_epochs: {
+                    let known = hosted
+                        .follower_epochs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    p.new_isr
+                        .iter()
+                        .filter_map(|r| known.get(r).map(|e| (*r, *e)))
+                        .collect()
+                },
             };
             let r = b.propose(cmd).await;
             let result = match (r.error_code, r.partition) {
@@ -764,6 +812,20 @@ impl Broker {
             .collect();
         if let Err(e) = HighWatermarkCheckpoint::new(&self.config.log_dirs[0]).write(&hws) {
             tracing::error!(error = %e, "writing the high-watermark checkpoint failed");
+        }
+    }
+
+    /// Controlled shutdown (SIGTERM): asks the active controller to move every leadership of
+    /// this broker elsewhere and waits until it leads nothing, at most
+    /// `controlled.shutdown.timeout.ms` (ours, default 15000). The broker keeps serving
+    /// meanwhile. Returns whether the leaderships moved in time (a single node: nothing to move).
+    pub async fn controlled_shutdown(&self) -> bool {
+        match &self.metadata {
+            MetadataSource::Local { .. } => true,
+            MetadataSource::Quorum(n) => {
+                let ms: u64 = self.config.raw_or("controlled.shutdown.timeout.ms", 15_000);
+                n.controlled_shutdown(Duration::from_millis(ms)).await
+            }
         }
     }
 

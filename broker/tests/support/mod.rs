@@ -28,6 +28,8 @@ pub struct BrokerProc {
     pub metrics_port: u16,
     pub dir: PathBuf,
     pub props: Vec<(String, String)>,
+    /// Extra command-line arguments (e.g. `--bug NAME`).
+    pub args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -44,6 +46,7 @@ impl BrokerProc {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            args: Vec::new(),
             child: None,
         };
         b.spawn();
@@ -71,6 +74,7 @@ impl BrokerProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_broker"));
         cmd.arg("--config")
             .arg(&cfg)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log);
         // The broker dies with the test thread that started it: brokers held in statics (never
@@ -124,6 +128,18 @@ impl BrokerProc {
         v: i32,
         props: &[(&str, &str)],
     ) -> Vec<BrokerProc> {
+        Self::start_cluster_with_args(dir, n, v, props, &[])
+    }
+
+    /// Like [`Self::start_cluster_with_voters`], every node started with the extra command-line
+    /// arguments `args` (e.g. `["--bug", "NAME"]`).
+    pub fn start_cluster_with_args(
+        dir: &Path,
+        n: i32,
+        v: i32,
+        props: &[(&str, &str)],
+        args: &[&str],
+    ) -> Vec<BrokerProc> {
         let ctrl: Vec<u16> = (0..v).map(|_| free_port()).collect();
         let voters: Vec<String> = (0..v)
             .map(|i| format!("{}@127.0.0.1:{}", i + 1, ctrl[i as usize]))
@@ -150,6 +166,7 @@ impl BrokerProc {
                 metrics_port: free_port(),
                 dir: ndir,
                 props: all,
+                args: args.iter().map(|a| a.to_string()).collect(),
                 child: None,
             };
             b.launch();
@@ -199,6 +216,35 @@ impl BrokerProc {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; its exit status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(s) = status {
+                self.child = None;
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn term(&self) {
+        self.signal("TERM");
     }
 
     pub fn addr(&self) -> String {
@@ -429,6 +475,32 @@ impl Conn {
             .expect("list offsets");
         let r = &resp.topics[0].partitions[0];
         (r.error_code, r.offset)
+    }
+}
+
+/// Creates `topic` through `nodes[0]` (retrying until the cluster can, at most 30 s).
+pub fn create_topic_retrying(nodes: &[BrokerProc], topic: &str, partitions: i32, rf: i16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes[0]
+        .connect()
+        .create_topic_rf(topic, partitions, rf, &[])
+        != 0
+    {
+        assert!(Instant::now() < deadline, "creating {topic} failed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The active controller as `node` reports it, waiting up to 30 s for one.
+pub fn active_controller(node: &BrokerProc) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = node.connect().controller_id();
+        if c > 0 {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "no active controller reported");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
