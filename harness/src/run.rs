@@ -206,7 +206,7 @@ fn run_in(
                 spec.nodes,
                 &work,
                 NetnsOptions {
-                    disk_faults: spec.nemesis.contains(&FaultKind::Disk),
+                    disk_faults: spec.nemesis.iter().any(|k| k.components().contains(&FaultKind::Disk)),
                 },
             )
             .context("creating netns nodes (needs root; `harness clean` removes leftovers)")?,
@@ -220,7 +220,7 @@ fn run_in(
                 &work,
                 DockerOptions {
                     broker_bin: find_broker_bin()?,
-                    disk_faults: spec.nemesis.contains(&FaultKind::Disk),
+                    disk_faults: spec.nemesis.iter().any(|k| k.components().contains(&FaultKind::Disk)),
                 },
             )
             .context("creating docker nodes (`harness clean` removes leftovers)")?,

@@ -47,11 +47,22 @@ pub enum FaultKind {
     /// is isolated (its clients still reaching it) and another replica takes over the group.
     /// Built from partitions.
     CoordinatorCutFailover,
+    /// A scripted failover aimed at `acks=0`/`acks=1`: one partition's leader is cut from its
+    /// peers (its clients still reach it, so it goes on acknowledging what its followers never
+    /// fetch) until the others elect one of its in-sync followers, healed one interval later.
+    /// Built from partitions.
+    LeaderIsolation,
+    /// A scripted crash aimed at `acks=all` with `min.insync.replicas=1`: one partition's
+    /// followers paused for one interval (the leader shrinks its ISR to itself and then
+    /// acknowledges alone), then the leader killed -9 losing its unfsynced writes (a power loss),
+    /// the followers resumed, and the leader restarted one interval later, the only replica an
+    /// unclean-free election may pick. Built from pauses, kills and the disk fault FS.
+    IsrShrinkCrash,
 }
 
 impl FaultKind {
     /// Every fault kind, in a fixed order.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Partition,
         FaultKind::PacketLoss,
         FaultKind::Latency,
@@ -63,6 +74,8 @@ impl FaultKind {
         FaultKind::FollowerRestartFailover,
         FaultKind::ReplicationCutFailover,
         FaultKind::CoordinatorCutFailover,
+        FaultKind::LeaderIsolation,
+        FaultKind::IsrShrinkCrash,
     ];
 
     /// The name used on the command line (`--nemesis partition,kill`).
@@ -79,6 +92,8 @@ impl FaultKind {
             FaultKind::FollowerRestartFailover => "follower-restart-failover",
             FaultKind::ReplicationCutFailover => "replication-cut-failover",
             FaultKind::CoordinatorCutFailover => "coordinator-cut-failover",
+            FaultKind::LeaderIsolation => "leader-isolation",
+            FaultKind::IsrShrinkCrash => "isr-shrink-crash",
         }
     }
 
@@ -87,9 +102,10 @@ impl FaultKind {
     pub fn components(self) -> Vec<FaultKind> {
         match self {
             FaultKind::FollowerRestartFailover => vec![FaultKind::Kill, FaultKind::Partition],
-            FaultKind::ReplicationCutFailover | FaultKind::CoordinatorCutFailover => {
-                vec![FaultKind::Partition]
-            }
+            FaultKind::ReplicationCutFailover
+            | FaultKind::CoordinatorCutFailover
+            | FaultKind::LeaderIsolation => vec![FaultKind::Partition],
+            FaultKind::IsrShrinkCrash => vec![FaultKind::Pause, FaultKind::Kill, FaultKind::Disk],
             k => vec![k],
         }
     }

@@ -456,6 +456,52 @@ fn steps(
                 Some(Action::StopPartition),
             ))
         }
+        FaultKind::LeaderIsolation => Ok((
+            vec![(
+                0,
+                Action::StartPartition {
+                    topology: Topology::IsolateNode {
+                        node: pinned(LEADER, rng.random_range(0..1024u32)),
+                    },
+                    seed: None,
+                },
+            )],
+            Some(Action::StopPartition),
+        )),
+        FaultKind::IsrShrinkCrash => {
+            // One partition for every step: its followers paused one interval (longer than
+            // `replica.lag.time.max.ms`, so the leader's ISR is itself and it acknowledges
+            // alone where min.insync allows), then its leader crashes losing its page cache.
+            let p = rng.random_range(0..1024u32);
+            Ok((
+                vec![
+                    (
+                        0,
+                        Action::Pause {
+                            nodes: vec![pinned(FOLLOWERS, p)],
+                        },
+                    ),
+                    (
+                        interval_ms,
+                        Action::Kill {
+                            nodes: vec![pinned(LEADER, p)],
+                            lose_unfsynced: true,
+                        },
+                    ),
+                    (
+                        interval_ms + STEP_MS,
+                        Action::Resume {
+                            nodes: nodes.to_vec(),
+                        },
+                    ),
+                ],
+                // The restart (every node: the crashed leader is only known when it ran)
+                // comes one gap later, after the controller has fenced the dead leader.
+                Some(Action::Start {
+                    nodes: nodes.to_vec(),
+                }),
+            ))
+        }
         FaultKind::FollowerRestartFailover => {
             // One partition for every step, so the followers killed are the isolated leader's.
             let p = rng.random_range(0..1024u32);
@@ -630,7 +676,9 @@ fn pair(
         }
         FaultKind::FollowerRestartFailover
         | FaultKind::ReplicationCutFailover
-        | FaultKind::CoordinatorCutFailover => {
+        | FaultKind::CoordinatorCutFailover
+        | FaultKind::LeaderIsolation
+        | FaultKind::IsrShrinkCrash => {
             return Err(NemesisError::Invalid(
                 "a scripted fault has no single start/stop pair".into(),
             ))

@@ -140,3 +140,54 @@ fn a_port_cut_drops_only_that_ports_traffic() {
         assert!(cut.contains(rule), "{rule} in {cut}");
     }
 }
+
+#[test]
+fn risk_aimed_faults_pause_one_partitions_followers_then_crash_its_leader() {
+    use nemesis::net::Topology;
+    let s = gen(5, &[FaultKind::IsrShrinkCrash]);
+    assert!(s.actions.len() >= 8, "several crashes in 120 s");
+    for w in s.actions.chunks(4) {
+        let [pause, kill, resume, start] = w else {
+            continue;
+        };
+        let Action::Pause { nodes: paused } = &pause.action else {
+            panic!("first step pauses: {pause:?}")
+        };
+        let Action::Kill {
+            nodes: killed,
+            lose_unfsynced,
+        } = &kill.action
+        else {
+            panic!("second step kills: {kill:?}")
+        };
+        // The same partition's followers and leader, the kill a power loss one interval on.
+        let p = paused[0].strip_prefix("@followers/").expect("followers");
+        assert_eq!(killed, &vec![format!("@leader/{p}")]);
+        assert!(*lose_unfsynced);
+        assert_eq!(kill.at_ms - pause.at_ms, 5_000);
+        assert!(matches!(resume.action, Action::Resume { .. }) && resume.at_ms > kill.at_ms);
+        assert!(matches!(start.action, Action::Start { .. }) && start.at_ms > resume.at_ms);
+    }
+    assert_eq!(
+        FaultKind::IsrShrinkCrash.components(),
+        vec![FaultKind::Pause, FaultKind::Kill, FaultKind::Disk]
+    );
+    let s = gen(6, &[FaultKind::LeaderIsolation]);
+    assert!(!s.actions.is_empty());
+    for pair in s.actions.chunks(2) {
+        match &pair[0].action {
+            Action::StartPartition {
+                topology: Topology::IsolateNode { node },
+                ..
+            } => assert!(node.starts_with("@leader/"), "{node}"),
+            other => panic!("isolation first: {other:?}"),
+        }
+        if let Some(stop) = pair.get(1) {
+            assert_eq!(stop.action, Action::StopPartition);
+        }
+    }
+    assert_eq!(
+        FaultKind::parse("leader-isolation").expect("named"),
+        FaultKind::LeaderIsolation
+    );
+}
