@@ -57,6 +57,9 @@ pub enum TxnResult {
     Committed(Vec<MopResult>),
     /// Certainly not committed (aborted, or refused before anything was written).
     Aborted(String),
+    /// Aborted after these micro-ops ran (in order; the history records their reads: Jepsen
+    /// uses every poll, an aborted transaction's too).
+    AbortedAfter(String, Vec<MopResult>),
     /// May or may not have committed.
     Unknown(String),
 }
@@ -115,7 +118,7 @@ impl TxnResult {
                 Some(MopResult::Sent(offset)) => SendResult::Ok(*offset),
                 _ => SendResult::Info("commit without a send result".into()),
             },
-            TxnResult::Aborted(why) => SendResult::Fail(why),
+            TxnResult::Aborted(why) | TxnResult::AbortedAfter(why, _) => SendResult::Fail(why),
             TxnResult::Unknown(why) => SendResult::Info(why),
         }
     }

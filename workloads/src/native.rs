@@ -163,9 +163,14 @@ impl NativeClient {
 
     /// Aborts the open transaction and moves the consumer back (the aborted transaction's reads
     /// are not in the history, so they are read again).
-    fn abort(&mut self, saved: Vec<(TopicPartition, i64)>, why: String) -> TxnResult {
+    fn abort(
+        &mut self,
+        saved: Vec<(TopicPartition, i64)>,
+        why: String,
+        done: Vec<MopResult>,
+    ) -> TxnResult {
         let Some(tp) = &self.txn_producer else {
-            return TxnResult::Aborted(why);
+            return TxnResult::AbortedAfter(why, done);
         };
         match self.rt.block_on(tp.abort()) {
             TxnOutcome::Committed => {
@@ -173,7 +178,7 @@ impl NativeClient {
             }
             TxnOutcome::NotCommitted(_) => {
                 self.restore(&saved);
-                TxnResult::Aborted(why)
+                TxnResult::AbortedAfter(why, done)
             }
             TxnOutcome::Unknown(e) => TxnResult::Unknown(format!("{why}; abort: {e}")),
         }
@@ -241,12 +246,12 @@ impl QueueClient for NativeClient {
                     ));
                     match out {
                         Outcome::Ok(offset) => results.push(MopResult::Sent(offset)),
-                        other => return self.abort(saved, format!("send: {other:?}")),
+                        other => return self.abort(saved, format!("send: {other:?}"), results),
                     }
                 }
                 None => match self.poll(poll_wait) {
                     Ok(records) => results.push(MopResult::Polled(records)),
-                    Err(e) => return self.abort(saved, format!("poll: {e}")),
+                    Err(e) => return self.abort(saved, format!("poll: {e}"), results),
                 },
             }
         }
@@ -257,7 +262,7 @@ impl QueueClient for NativeClient {
             TxnOutcome::Committed => TxnResult::Committed(results),
             TxnOutcome::NotCommitted(e) => {
                 self.restore(&saved);
-                TxnResult::Aborted(format!("commit: {e}"))
+                TxnResult::AbortedAfter(format!("commit: {e}"), results)
             }
             TxnOutcome::Unknown(e) => TxnResult::Unknown(format!("commit: {e}")),
         }

@@ -96,11 +96,17 @@ impl Invocation {
         }
     }
 
-    /// The history's invoke `value`, as DESIGN.md's JSON (`[["send","k2",41]]`, `[["poll"]]`).
+    /// The history's invoke `value`, as DESIGN.md's JSON with the key's partition as a send's
+    /// fourth element (`[["send","k2",41,2]]`, `[["poll"]]`): the checkers build version orders
+    /// per partition (older readers ignore the extra element).
     pub fn to_json(&self) -> Value {
         fn mop(m: &Mop) -> Value {
             match m {
-                Mop::Send { key, value, .. } => json!(["send", key, value]),
+                Mop::Send {
+                    key,
+                    partition,
+                    value,
+                } => json!(["send", key, value, partition]),
                 Mop::Poll => json!(["poll"]),
             }
         }
@@ -287,7 +293,7 @@ mod tests {
             partition: 2,
             value: 41,
         });
-        assert_eq!(send.to_json().to_string(), r#"[["send","k2",41]]"#);
+        assert_eq!(send.to_json().to_string(), r#"[["send","k2",41,2]]"#);
         assert_eq!(Invocation::Poll.to_json().to_string(), r#"[["poll"]]"#);
         assert_eq!(send.f(), "send");
     }

@@ -201,13 +201,19 @@ impl RdkafkaClient {
     }
 
     /// Aborts the open transaction and moves the consumer back to `positions`; the result says
-    /// whether the transaction certainly did not commit.
-    fn abort(&self, positions: Option<TopicPartitionList>, why: String) -> TxnResult {
+    /// whether the transaction certainly did not commit, with the micro-ops `done` before the
+    /// abort (their reads go into the history).
+    fn abort(
+        &self,
+        positions: Option<TopicPartitionList>,
+        why: String,
+        done: Vec<MopResult>,
+    ) -> TxnResult {
         let timeout = self.settings.request_timeout + Duration::from_secs(5);
         match self.producer.abort_transaction(timeout) {
             Ok(()) => {
                 if let Some(pos) = positions {
-                    // The aborted transaction's reads are not in the history: read them again.
+                    // The aborted transaction's reads are read again.
                     for e in pos.elements() {
                         if let Offset::Offset(o) = e.offset() {
                             let _ = self.consumer.seek(
@@ -219,7 +225,7 @@ impl RdkafkaClient {
                         }
                     }
                 }
-                TxnResult::Aborted(why)
+                TxnResult::AbortedAfter(why, done)
             }
             Err(e) => TxnResult::Unknown(format!("{why}; abort failed: {e}")),
         }
@@ -240,11 +246,11 @@ impl QueueClient for RdkafkaClient {
             match m {
                 Some((key, partition, value)) => match self.deliver(key, *partition, *value) {
                     Ok(offset) => results.push(MopResult::Sent(offset)),
-                    Err(e) => return self.abort(positions, format!("send: {e}")),
+                    Err(e) => return self.abort(positions, format!("send: {e}"), results),
                 },
                 None => match self.poll(poll_wait) {
                     Ok(records) => results.push(MopResult::Polled(records)),
-                    Err(e) => return self.abort(positions, format!("poll: {e}")),
+                    Err(e) => return self.abort(positions, format!("poll: {e}"), results),
                 },
             }
         }
@@ -252,7 +258,7 @@ impl QueueClient for RdkafkaClient {
         match self.producer.commit_transaction(timeout) {
             Ok(()) => TxnResult::Committed(results),
             Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
-                self.abort(positions, format!("commit: {e}"))
+                self.abort(positions, format!("commit: {e}"), results)
             }
             Err(e) => TxnResult::Unknown(format!("commit: {e}")),
         }

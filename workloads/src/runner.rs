@@ -126,12 +126,16 @@ pub enum WorkloadError {
     Panicked,
 }
 
-/// The history value of a completed send.
-fn send_value(key: &str, value: u64, result: &SendResult) -> (OpType, Value) {
+/// The history value of a completed send: `[["send", key, [offset, value] | value,
+/// partition]]` (the offset only when acknowledged).
+fn send_value(key: &str, partition: u32, value: u64, result: &SendResult) -> (OpType, Value) {
     match result {
-        SendResult::Ok(offset) => (OpType::Ok, json!([["send", key, [offset, value]]])),
-        SendResult::Fail(_) => (OpType::Fail, json!([["send", key, value]])),
-        SendResult::Info(_) => (OpType::Info, json!([["send", key, value]])),
+        SendResult::Ok(offset) => (
+            OpType::Ok,
+            json!([["send", key, [offset, value], partition]]),
+        ),
+        SendResult::Fail(_) => (OpType::Fail, json!([["send", key, value, partition]])),
+        SendResult::Info(_) => (OpType::Info, json!([["send", key, value, partition]])),
     }
 }
 
@@ -149,8 +153,30 @@ fn txn_mops(ms: &[Mop]) -> Vec<Option<(String, u32, u64)>> {
         .collect()
 }
 
+/// One micro-op's history value after it ran: a send with its offset when `acked`
+/// (committed), a poll with its records. `None` when the result does not fit the micro-op.
+fn ran_mop(m: &Mop, r: &MopResult, acked: bool) -> Option<Value> {
+    match (m, r) {
+        (
+            Mop::Send {
+                key,
+                partition,
+                value,
+            },
+            MopResult::Sent(offset),
+        ) => Some(if acked {
+            json!(["send", key, [offset, value], partition])
+        } else {
+            json!(["send", key, value, partition])
+        }),
+        (Mop::Poll, MopResult::Polled(records)) => Some(poll_value(records)[0].clone()),
+        _ => None,
+    }
+}
+
 /// The history value of a completed transaction: committed ones carry each send's offset and
-/// each poll's records; others repeat the invocation (with the reason).
+/// each poll's records; aborted ones each poll's records that ran before the abort (Jepsen
+/// uses every poll) and the sends without offsets; others repeat the invocation.
 fn txn_value(ms: &[Mop], result: &TxnResult) -> (OpType, Value) {
     let invoked = Invocation::Txn(ms.to_vec()).to_json();
     match result {
@@ -159,15 +185,7 @@ fn txn_value(ms: &[Mop], result: &TxnResult) -> (OpType, Value) {
                 .then(|| {
                     ms.iter()
                         .zip(results)
-                        .map(|(m, r)| match (m, r) {
-                            (Mop::Send { key, value, .. }, MopResult::Sent(offset)) => {
-                                Some(json!(["send", key, [offset, value]]))
-                            }
-                            (Mop::Poll, MopResult::Polled(records)) => {
-                                Some(poll_value(records)[0].clone())
-                            }
-                            _ => None,
-                        })
+                        .map(|(m, r)| ran_mop(m, r, true))
                         .collect()
                 })
                 .flatten();
@@ -177,20 +195,46 @@ fn txn_value(ms: &[Mop], result: &TxnResult) -> (OpType, Value) {
                 None => (OpType::Info, invoked),
             }
         }
-        TxnResult::Aborted(_) => (OpType::Fail, invoked),
+        TxnResult::AbortedAfter(_, done) if done.len() <= ms.len() => {
+            let mut mops: Vec<Value> = invoked.as_array().cloned().unwrap_or_default();
+            for (i, (m, r)) in ms.iter().zip(done).enumerate() {
+                match (ran_mop(m, r, false), mops.get_mut(i)) {
+                    (Some(v), Some(slot)) => *slot = v,
+                    // A result that does not fit its micro-op: nothing of it is evidence.
+                    _ => return (OpType::Fail, invoked),
+                }
+            }
+            (OpType::Fail, Value::Array(mops))
+        }
+        TxnResult::Aborted(_) | TxnResult::AbortedAfter(..) => (OpType::Fail, invoked),
         TxnResult::Unknown(_) => (OpType::Info, invoked),
     }
 }
 
-/// The history value of a completed poll: per key, the `[offset, value]` pairs in read order.
+/// The history value of a completed poll: per key, the `[offset, value]` pairs in read order,
+/// then each key's partition (`[["poll", {k: [[o, v], ...]}, {k: p}]]`: the checkers build
+/// version orders per partition).
 fn poll_value(records: &[Record]) -> Value {
     let mut reads: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    let mut partitions: BTreeMap<&str, u32> = BTreeMap::new();
     for r in records {
         if let (Some(k), Some(v)) = (r.key.as_deref(), r.value) {
             reads.entry(k).or_default().push(json!([r.offset, v]));
+            partitions.insert(k, r.partition);
         }
     }
-    json!([["poll", reads]])
+    json!([["poll", reads, partitions]])
+}
+
+/// Appends to a poll's or transaction's micro-ops a `["rebalance", [partitions]]` naming every
+/// partition when the consumer's group membership changed during the op (the client does not
+/// say which partitions moved): Jepsen's `:rebalance-log`, whose partitions the checker leaves
+/// out of the op's internal poll checks.
+fn note_rebalance(value: &mut Value, rebalanced: bool, partitions: u32) {
+    if let (true, Some(mops)) = (rebalanced, value.as_array_mut()) {
+        let all: Vec<u32> = (0..partitions.max(1)).collect();
+        mops.push(json!(["rebalance", all]));
+    }
 }
 
 /// Opens a client for `process`, retrying (a fault may make brokers unreachable) until
@@ -232,6 +276,7 @@ pub fn run_main(
     let end = Instant::now() + config.time_limit;
     let concurrency = config.concurrency.max(1) as u64;
     let gap = Duration::from_secs_f64(concurrency as f64 / config.rate.max(0.001));
+    let partitions = config.queue.partitions;
     let mut handles = Vec::new();
     for first in 0..concurrency {
         let (open, history, generator, ops) = (
@@ -261,12 +306,18 @@ pub fn run_main(
                     .unwrap_or_else(|e| e.into_inner())
                     .next_op();
                 history.invoke(process, inv.f(), inv.to_json())?;
-                let (t, v) = match &inv {
+                let joins = client.joins();
+                let (t, mut v) = match &inv {
                     Invocation::Send(Mop::Send {
                         key,
                         partition,
                         value,
-                    }) => send_value(key, *value, &client.send(key, *partition, *value)),
+                    }) => send_value(
+                        key,
+                        *partition,
+                        *value,
+                        &client.send(key, *partition, *value),
+                    ),
                     Invocation::Crash => (OpType::Info, Value::Null),
                     Invocation::Assign(ps) => match client.assign(ps) {
                         Ok(()) => (OpType::Ok, inv.to_json()),
@@ -282,13 +333,15 @@ pub fn run_main(
                         Err(_) => (OpType::Info, json!([["poll"]])),
                     },
                 };
-                history.complete(process, t, inv.f(), v)?;
-                ops.fetch_add(1, Ordering::Relaxed);
                 let polled = match &inv {
                     Invocation::Poll | Invocation::Send(Mop::Poll) => true,
                     Invocation::Txn(ms) => ms.contains(&Mop::Poll),
                     _ => false,
                 };
+                let rebalanced = polled && client.joins() != joins;
+                note_rebalance(&mut v, rebalanced, partitions);
+                history.complete(process, t, inv.f(), v)?;
+                ops.fetch_add(1, Ordering::Relaxed);
                 if polled && t == OpType::Ok {
                     process = group_ops(
                         &mut *client,
@@ -406,12 +459,12 @@ mod tests {
         ]);
         assert_eq!(
             v,
-            json!([["poll", {"k1": [[4, 7], [5, 8]], "k2": [[2, 3]]}]])
+            json!([["poll", {"k1": [[4, 7], [5, 8]], "k2": [[2, 3]]}, {"k1": 0, "k2": 1}]])
         );
     }
 
     #[test]
-    fn transactions_record_offsets_and_reads_only_when_committed() {
+    fn transactions_record_offsets_when_committed_and_reads_when_committed_or_aborted() {
         let ms = vec![
             Mop::Send {
                 key: "k1".into(),
@@ -426,19 +479,37 @@ mod tests {
             key: Some("k0".into()),
             value: Some(2),
         };
-        let ok = TxnResult::Committed(vec![MopResult::Sent(17), MopResult::Polled(vec![rec])]);
+        let ok = TxnResult::Committed(vec![
+            MopResult::Sent(17),
+            MopResult::Polled(vec![rec.clone()]),
+        ]);
         assert_eq!(
             txn_value(&ms, &ok),
             (
                 OpType::Ok,
-                json!([["send", "k1", [17, 4]], ["poll", {"k0": [[9, 2]]}]])
+                json!([["send", "k1", [17, 4], 1], ["poll", {"k0": [[9, 2]]}, {"k0": 0}]])
             )
         );
-        let invoked = json!([["send", "k1", 4], ["poll"]]);
+        let invoked = json!([["send", "k1", 4, 1], ["poll"]]);
         assert_eq!(
             txn_value(&ms, &TxnResult::Aborted("x".into())),
             (OpType::Fail, invoked.clone())
         );
+        // Aborted after its poll ran: the records read are kept, the send has no offset.
+        let aborted = TxnResult::AbortedAfter(
+            "commit".into(),
+            vec![MopResult::Sent(17), MopResult::Polled(vec![rec])],
+        );
+        assert_eq!(
+            txn_value(&ms, &aborted),
+            (
+                OpType::Fail,
+                json!([["send", "k1", 4, 1], ["poll", {"k0": [[9, 2]]}, {"k0": 0}]])
+            )
+        );
+        // Aborted at its send: the poll never ran.
+        let early = TxnResult::AbortedAfter("send".into(), vec![]);
+        assert_eq!(txn_value(&ms, &early), (OpType::Fail, invoked.clone()));
         assert_eq!(
             txn_value(&ms, &TxnResult::Unknown("x".into())),
             (OpType::Info, invoked.clone())
@@ -564,18 +635,27 @@ mod tests {
     }
 
     #[test]
+    fn a_rebalance_during_an_op_names_every_partition() {
+        let mut v = json!([["poll", {}]]);
+        note_rebalance(&mut v, false, 3);
+        assert_eq!(v, json!([["poll", {}]]));
+        note_rebalance(&mut v, true, 3);
+        assert_eq!(v, json!([["poll", {}], ["rebalance", [0, 1, 2]]]));
+    }
+
+    #[test]
     fn sends_become_ok_fail_or_info_with_the_offset_only_when_acknowledged() {
         assert_eq!(
-            send_value("k1", 5, &SendResult::Ok(12)),
-            (OpType::Ok, json!([["send", "k1", [12, 5]]]))
+            send_value("k1", 3, 5, &SendResult::Ok(12)),
+            (OpType::Ok, json!([["send", "k1", [12, 5], 3]]))
         );
         assert_eq!(
-            send_value("k1", 5, &SendResult::Fail("x".into())).0,
+            send_value("k1", 3, 5, &SendResult::Fail("x".into())).0,
             OpType::Fail
         );
         assert_eq!(
-            send_value("k1", 5, &SendResult::Info("x".into())),
-            (OpType::Info, json!([["send", "k1", 5]]))
+            send_value("k1", 3, 5, &SendResult::Info("x".into())),
+            (OpType::Info, json!([["send", "k1", 5, 3]]))
         );
     }
 }
