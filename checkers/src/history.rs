@@ -27,6 +27,11 @@ impl Process {
     pub fn nemesis() -> Process {
         Process::Named("nemesis".into())
     }
+
+    /// Is this the nemesis?
+    pub fn is_nemesis(&self) -> bool {
+        matches!(self, Process::Named(n) if n == "nemesis")
+    }
 }
 
 /// The process id of the workload's final reader (the reads after the nemesis healed).

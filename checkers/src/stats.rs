@@ -65,11 +65,35 @@ pub struct Quantiles {
 /// Completions per time bucket, by completion type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Throughput {
-    /// Bucket width, nanoseconds (1 s by default).
+    /// Bucket width, nanoseconds (1 s by default, wider when the history spans more than
+    /// [`MAX_BUCKETS`] of them).
     pub bucket_ns: u64,
+    /// Start of the first bucket, nanoseconds (a multiple of `bucket_ns`; 0 for histories
+    /// timed from the test's start).
+    #[serde(default)]
+    pub start_ns: u64,
     /// Per completion type, the number of completions in each bucket (bucket `i` covers
-    /// `[i * bucket_ns, (i + 1) * bucket_ns)`); every series has the same length.
+    /// `[start_ns + i * bucket_ns, start_ns + (i + 1) * bucket_ns)`); every series has the
+    /// same length.
     pub series: BTreeMap<String, Vec<u64>>,
+}
+
+/// Most buckets a time series gets: a history whose times span more (absolute epoch
+/// nanoseconds, a clock jump) gets wider buckets, never a bucket per second since 1970.
+pub const MAX_BUCKETS: u64 = 100_000;
+
+/// Buckets over `[lo, hi]`: (bucket width, start of the first bucket, number of buckets), at
+/// most [`MAX_BUCKETS`] of them.
+/// Histories timed from the test's start keep buckets from 0.
+fn buckets(bucket_ns: u64, lo: u64, hi: u64) -> (u64, u64, usize) {
+    let hi = hi.max(lo);
+    let bucket_ns = bucket_ns.max(1);
+    if hi / bucket_ns < MAX_BUCKETS {
+        return (bucket_ns, 0, (hi / bucket_ns + 1) as usize);
+    }
+    let bucket_ns = bucket_ns.max((hi - lo) / MAX_BUCKETS + 1);
+    let start = lo - lo % bucket_ns;
+    (bucket_ns, start, ((hi - start) / bucket_ns + 1) as usize)
 }
 
 impl Throughput {
@@ -138,6 +162,9 @@ pub struct Stats {
 pub struct Unseen {
     /// Bucket width.
     pub bucket_ns: u64,
+    /// Start of the first bucket, nanoseconds.
+    #[serde(default)]
+    pub start_ns: u64,
     /// Unseen count at the end of each bucket.
     pub counts: Vec<u64>,
     /// When the final reads began (the first op of [`crate::history::FINAL_PROCESS`]).
@@ -163,9 +190,10 @@ pub fn unseen(history: &History, bucket_ns: u64, duration_ns: u64) -> Unseen {
             first_read.entry((r.key, r.value)).or_insert(done);
         }
     }
-    let n = (duration_ns / bucket_ns + 1) as usize;
+    let first = history.ops.iter().map(|o| o.time_ns).min().unwrap_or(0);
+    let (bucket_ns, start_ns, n) = buckets(bucket_ns, first, duration_ns);
     let mut delta = vec![0i64; n + 1];
-    let slot = |ns: u64| ((ns / bucket_ns) as usize).min(n);
+    let slot = |ns: u64| ((ns.saturating_sub(start_ns) / bucket_ns) as usize).min(n);
     for (kv, a) in &acked {
         let end = first_read.get(kv).copied();
         if end.is_some_and(|r| r <= *a) {
@@ -189,6 +217,7 @@ pub fn unseen(history: &History, bucket_ns: u64, duration_ns: u64) -> Unseen {
         .map(|o| o.time_ns);
     Unseen {
         bucket_ns,
+        start_ns,
         counts,
         final_start_ns,
     }
@@ -301,20 +330,16 @@ pub fn quantile_of<'a>(qs: &'a [Quantiles], f: &str, op_type: OpType) -> Option<
     qs.iter().find(|q| q.f == f && q.op_type == op_type)
 }
 
-/// Completions per bucket of `bucket_ns` (by completion time), per completion type, over
-/// `[0, duration_ns]`; O(n).
+/// Completions per bucket of `bucket_ns` (by completion time), per completion type, from the
+/// first completion's bucket to `duration_ns`, in at most [`MAX_BUCKETS`] buckets; O(n).
 pub fn throughput(points: &[LatencyPoint], bucket_ns: u64, duration_ns: u64) -> Throughput {
-    let bucket_ns = bucket_ns.max(1);
-    let end = points
-        .iter()
-        .map(|p| p.invoke_ns + p.latency_ns)
-        .max()
-        .unwrap_or(0)
-        .max(duration_ns);
-    let n = (end / bucket_ns + 1) as usize;
+    let done = |p: &LatencyPoint| p.invoke_ns.saturating_add(p.latency_ns);
+    let first = points.iter().map(done).min().unwrap_or(0);
+    let end = points.iter().map(done).max().unwrap_or(0).max(duration_ns);
+    let (bucket_ns, start_ns, n) = buckets(bucket_ns, first, end);
     let mut series: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for p in points {
-        let b = ((p.invoke_ns + p.latency_ns) / bucket_ns) as usize;
+        let b = ((done(p) - start_ns) / bucket_ns) as usize;
         let s = series
             .entry(type_name(p.op_type).to_string())
             .or_insert_with(|| vec![0; n]);
@@ -322,7 +347,11 @@ pub fn throughput(points: &[LatencyPoint], bucket_ns: u64, duration_ns: u64) -> 
             *slot += 1;
         }
     }
-    Throughput { bucket_ns, series }
+    Throughput {
+        bucket_ns,
+        start_ns,
+        series,
+    }
 }
 
 /// The nodes an op's value names (`nodes`, or `node`).
@@ -452,6 +481,61 @@ pub fn fault_intervals(history: &History) -> (Vec<FaultInterval>, Vec<FaultEvent
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn epoch_nanosecond_times_give_bounded_series() {
+        // Four ops timed in absolute epoch nanoseconds (2026): a bucket per second since 1970
+        // would be 1.7e9 buckets per series.
+        let t0 = 1_780_000_000_000_000_000u64;
+        let op = |index: u64, dt: u64, process: u64, op_type: OpType, value: Value| Op {
+            index,
+            time_ns: t0 + dt,
+            process: Process::Client(process),
+            op_type,
+            f: "send".into(),
+            value,
+        };
+        let h = History {
+            ops: vec![
+                op(0, 0, 1, OpType::Invoke, json!([["send", "k1", 1]])),
+                op(
+                    1,
+                    2_000_000_000,
+                    1,
+                    OpType::Ok,
+                    json!([["send", "k1", [0, 1]]]),
+                ),
+                op(
+                    2,
+                    3_000_000_000,
+                    2,
+                    OpType::Invoke,
+                    json!([["send", "k1", 2]]),
+                ),
+                op(
+                    3,
+                    5_500_000_000,
+                    2,
+                    OpType::Ok,
+                    json!([["send", "k1", [1, 2]]]),
+                ),
+            ],
+            warnings: Vec::new(),
+        };
+        let s = analyze(&h);
+        assert_eq!(s.throughput.start_ns, t0 + 2_000_000_000);
+        assert_eq!(s.throughput.bucket_ns, SECOND_NS);
+        assert_eq!(s.throughput.series["ok"], vec![1, 0, 0, 1]);
+        assert!(s.unseen.counts.len() <= MAX_BUCKETS as usize + 1);
+        assert!(s.unseen.start_ns >= t0);
+        // A span wider than MAX_BUCKETS buckets widens them instead.
+        let wide = throughput(&s.points, 1, t0);
+        assert!(
+            wide.buckets() as u64 <= MAX_BUCKETS + 1,
+            "{}",
+            wide.buckets()
+        );
+    }
 
     #[test]
     fn unseen_counts_values_from_ack_until_first_read() {

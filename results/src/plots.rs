@@ -323,7 +323,8 @@ pub fn throughput(t: &Throughput, bands: &[Band]) -> Result<String, PlotError> {
     let e = err("throughput");
     let n = t.buckets().max(1);
     let w = t.bucket_ns as f64 / 1e9;
-    let end_s = (n as f64 * w).max(1.0);
+    let start_s = t.start_ns as f64 / 1e9;
+    let end_s = start_s + (n as f64 * w).max(1.0);
     let max_y = t
         .series
         .values()
@@ -341,7 +342,7 @@ pub fn throughput(t: &Throughput, bands: &[Band]) -> Result<String, PlotError> {
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(60)
-            .build_cartesian_2d(0f64..end_s, 0f64..max_y)
+            .build_cartesian_2d(start_s..end_s, 0f64..max_y)
             .map_err(&e)?;
         chart
             .configure_mesh()
@@ -361,7 +362,7 @@ pub fn throughput(t: &Throughput, bands: &[Band]) -> Result<String, PlotError> {
                     counts
                         .iter()
                         .enumerate()
-                        .map(|(i, c)| ((i as f64 + 0.5) * w, *c as f64 / w)),
+                        .map(|(i, c)| (start_s + (i as f64 + 0.5) * w, *c as f64 / w)),
                     color.stroke_width(2),
                 ))
                 .map_err(&e)?
@@ -389,7 +390,8 @@ pub fn throughput(t: &Throughput, bands: &[Band]) -> Result<String, PlotError> {
 pub fn unseen(u: &checkers::stats::Unseen, bands: &[Band]) -> Result<String, PlotError> {
     let e = err("unseen");
     let w = u.bucket_ns.max(1) as f64 / 1e9;
-    let end_s = (u.counts.len() as f64 * w).max(1.0);
+    let start_s = u.start_ns as f64 / 1e9;
+    let end_s = start_s + (u.counts.len() as f64 * w).max(1.0);
     let max_y = (u.counts.iter().copied().max().unwrap_or(0) as f64 * 1.15).max(1.0);
     let mut svg = String::new();
     {
@@ -399,7 +401,7 @@ pub fn unseen(u: &checkers::stats::Unseen, bands: &[Band]) -> Result<String, Plo
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(60)
-            .build_cartesian_2d(0f64..end_s, 0f64..max_y)
+            .build_cartesian_2d(start_s..end_s, 0f64..max_y)
             .map_err(&e)?;
         chart
             .configure_mesh()
@@ -413,7 +415,7 @@ pub fn unseen(u: &checkers::stats::Unseen, bands: &[Band]) -> Result<String, Plo
                 u.counts
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| ((i as f64 + 1.0) * w, *c as f64)),
+                    .map(|(i, c)| (start_s + (i as f64 + 1.0) * w, *c as f64)),
                 INFO_COLOR.stroke_width(2),
             ))
             .map_err(&e)?

@@ -52,6 +52,16 @@ pub enum ReportError {
         /// Cause.
         source: minijinja::Error,
     },
+    /// `test.json` has a field this report does not know, or a known one of the wrong type.
+    #[error("{path}: field `{field}`: {message}")]
+    TestJson {
+        /// File.
+        path: PathBuf,
+        /// The field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A plot failed.
     #[error(transparent)]
     Plot(#[from] plots::PlotError),
@@ -93,12 +103,69 @@ pub fn read_json(path: &Path) -> Result<Value, ReportError> {
     }
 }
 
+/// The top-level fields of `test.json` (as the harness writes them) and the JSON type each
+/// must have.
+pub const TEST_JSON_FIELDS: &[(&str, &str)] = &[
+    ("spec", "object"),
+    ("seed", "number"),
+    ("seeds", "object"),
+    ("command_line", "array"),
+    ("versions", "object"),
+    ("nemesis_schedule", "object"),
+];
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Reads `test.json` (Null when absent): an error naming the field when it has a field not in
+/// [`TEST_JSON_FIELDS`] or a known field of the wrong type, never silently ignored.
+pub fn read_test_json(path: &Path) -> Result<Value, ReportError> {
+    let v = read_json(path)?;
+    let bad = |field: &str, message: String| ReportError::TestJson {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        message,
+    };
+    match &v {
+        Value::Null => {}
+        Value::Object(o) => {
+            for (k, x) in o {
+                match TEST_JSON_FIELDS.iter().find(|(f, _)| f == k) {
+                    None => {
+                        let known: Vec<&str> = TEST_JSON_FIELDS.iter().map(|(f, _)| *f).collect();
+                        return Err(bad(k, format!("unknown (known: {})", known.join(", "))));
+                    }
+                    Some((_, want)) if json_type(x) != *want && !x.is_null() => {
+                        return Err(bad(k, format!("must be {want}, not {}", json_type(x))));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        other => {
+            return Err(bad(
+                "(top level)",
+                format!("must be an object, not {}", json_type(other)),
+            ))
+        }
+    }
+    Ok(v)
+}
+
 impl Run {
     /// Loads `history.jsonl`, `results.json` and `test.json` from `dir`.
     pub fn load(dir: &Path) -> Result<Run, ReportError> {
         Ok(Run {
             dir: dir.to_path_buf(),
-            test: read_json(&dir.join("test.json"))?,
+            test: read_test_json(&dir.join("test.json"))?,
             results: read_json(&dir.join("results.json"))?,
             history: checkers::read_history(&dir.join("history.jsonl"))?,
         })
