@@ -21,8 +21,15 @@ static GLOBAL: broker::alloc::GuardedAlloc = broker::alloc::GuardedAlloc;
 #[command(name = "broker", version, about)]
 struct Args {
     /// Kafka server.properties file.
+    #[arg(long, required_unless_present_any = ["list_bugs", "list_config_keys"])]
+    config: Option<PathBuf>,
+    /// Print the bug modes as JSON (`[{"name": ..., "source": ...}]`) and exit: how test
+    /// harnesses learn them without linking this crate.
     #[arg(long)]
-    config: PathBuf,
+    list_bugs: bool,
+    /// Print every configuration key this broker knows as a JSON array and exit.
+    #[arg(long)]
+    list_config_keys: bool,
     /// Override a property, `key=value` (repeatable; wins over the file).
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -56,6 +63,20 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    if args.list_bugs || args.list_config_keys {
+        let json = if args.list_bugs {
+            serde_json::Value::Array(
+                broker::replication::bugs::BUG_NAMES
+                    .iter()
+                    .map(|(name, source)| serde_json::json!({"name": name, "source": source}))
+                    .collect(),
+            )
+        } else {
+            serde_json::json!(broker::config::known_keys().collect::<Vec<_>>())
+        };
+        println!("{json}");
+        return ExitCode::SUCCESS;
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -88,8 +109,12 @@ fn overrides(args: &Args) -> Result<Vec<(String, String)>> {
 }
 
 fn run(args: Args) -> Result<()> {
-    let config = BrokerConfig::load(&args.config, &overrides(&args)?)
-        .with_context(|| format!("loading {}", args.config.display()))?;
+    let path = args
+        .config
+        .clone()
+        .context("--config is required (or --list-bugs / --list-config-keys)")?;
+    let config = BrokerConfig::load(&path, &overrides(&args)?)
+        .with_context(|| format!("loading {}", path.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

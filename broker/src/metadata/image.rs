@@ -121,6 +121,13 @@ pub enum Command {
     },
     /// InitProducerId: hand out the next producer id (answered in `CommandResult::value`).
     AllocateProducerId,
+    /// AlterConfigs / IncrementalAlterConfigs: a topic's whole new config set.
+    AlterTopicConfigs {
+        /// Topic.
+        name: String,
+        /// Its configs from now on.
+        configs: BTreeMap<String, String>,
+    },
     /// A leader's ISR change (Kafka's AlterPartition).
     AlterPartition {
         /// Topic.
@@ -321,6 +328,17 @@ impl MetadataImage {
                     value: id,
                     ..CommandResult::default()
                 }
+            }
+            Command::AlterTopicConfigs { name, configs } => {
+                let Some(t) = self.topics.get_mut(name) else {
+                    return err(
+                        codes::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("topic `{name}` does not exist"),
+                    );
+                };
+                t.configs = configs.clone();
+                tracing::info!(topic = %name, ?configs, "topic configs changed");
+                CommandResult::default()
             }
             Command::DeleteTopic { name } => {
                 if self.topics.remove(name).is_none() {

@@ -107,6 +107,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 /// The version range this broker implements for `key`, if any.
@@ -1042,6 +1045,15 @@ pub async fn handle(broker: &Arc<Broker>, req: RequestKind, version: i16) -> Opt
         RequestKind::ListGroups(_) => {
             ResponseKind::ListGroups(super::groups::api::list_groups(broker, version))
         }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(super::configs::describe_configs(broker, r))
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(super::configs::alter_configs(broker, r).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            super::configs::incremental_alter_configs(broker, r).await,
+        ),
         other => return unsupported(&other, version),
     })
 }

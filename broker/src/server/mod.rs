@@ -9,6 +9,7 @@
 //! partition is a [`replication::partition::Partition`] over the segmented log, and each
 //! metadata image is reconciled into roles (leader, follower) the same way.
 
+pub mod configs;
 pub mod fetcher;
 pub mod groups;
 pub mod handlers;
@@ -507,6 +508,14 @@ impl Broker {
                     };
                     let mut st = hosted.state();
                     st.set_ineligible_replicas(fenced.iter().copied());
+                    // Topic configs may have changed (AlterConfigs): replication's and the log's.
+                    st.set_config(self.partition_config(&t.configs));
+                    match self.config.topic_log_config(&t.configs) {
+                        Ok(lc) => st.log_mut().set_config(lc),
+                        Err(e) => {
+                            tracing::warn!(topic = %t.name, error = %e, "topic configs not applied")
+                        }
+                    }
                     let was = (st.is_leader(), st.leader_epoch());
                     let res = if p.leader == me {
                         let r = st.become_leader(&state, now).map(|_| false);
