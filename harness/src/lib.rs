@@ -9,6 +9,7 @@ pub mod metadata;
 pub mod node;
 pub mod progress;
 pub mod report;
+pub mod recipes;
 pub mod reproduce;
 pub mod run;
 pub mod runlog;

@@ -1,10 +1,13 @@
-//! `harness matrix`: the config-safety matrix. The same workload and nemesis (the `harness
-//! test` flags) run across producer acks × topic `min.insync.replicas` (and optionally unclean
-//! leader election and idempotence), `--runs N` per cell with seeds seed, seed+1, ..., each run
-//! through [`crate::run::run_test`] into the matrix's own folder of the store
-//! (`store/<name>/<timestamp>/<cell>/<run>/`); then `matrix.html`, `matrix.md` and
-//! `matrix.json` beside them. Exit code: 1 if any run's finding invalidates it, else 2 if any
-//! run could not run, else 0.
+//! `harness matrix`: the config-safety matrix. Cells are producer acks × topic
+//! `min.insync.replicas` (and optionally unclean leader election, idempotence and the flush
+//! policy). Each cell runs the risk recipes that bear on its settings ([`crate::recipes`]:
+//! faults aimed at the window in which the setting loses data), then the random nemesis of the
+//! `harness test` flags, round after round, and stops at its first violation or when its
+//! `--budget` is spent; every run goes through [`crate::run::run_test`] into the matrix's own
+//! folder of the store (`store/<name>/<timestamp>/<cell>/<run>/`), and `matrix.html`,
+//! `matrix.md` and `matrix.json` are rewritten beside them after every cell. Exit code: with
+//! `--fail-on findings`, Jepsen's order over every run; with `surprises`, 1 when a documented
+//! promise broke (or, with `--require-shown`, a documented risk was not shown).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -12,10 +15,11 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use results::matrix::{Cell, CellConfig, Matrix, RunSummary};
+use results::matrix::{Cell, CellConfig, Matrix, RunSummary, FLUSH_DEFAULT, FLUSH_EVERY};
 use results::store::MatrixDir;
 
 use crate::cli::TestArgs;
+use crate::recipes::RiskRecipe;
 use crate::spec::{Acks, TestSpec};
 
 /// What makes a matrix exit 1.
@@ -51,6 +55,33 @@ fn parse_fail_on(s: &str) -> Result<FailOn, String> {
     }
 }
 
+fn parse_flush(s: &str) -> Result<String, String> {
+    match s {
+        FLUSH_DEFAULT | FLUSH_EVERY => Ok(s.to_string()),
+        other => Err(format!(
+            "`{other}` is not {FLUSH_DEFAULT} (Kafka's: no fsync) or {FLUSH_EVERY} (fsync per append)"
+        )),
+    }
+}
+
+fn parse_recipe(s: &str) -> Result<String, String> {
+    match crate::recipes::by_name(s) {
+        Some(r) => Ok(r.name.to_string()),
+        None => {
+            let names: Vec<&str> = crate::recipes::RISK_RECIPES
+                .iter()
+                .map(|r| r.name)
+                .collect();
+            Err(format!("no risk recipe `{s}`; known: {}", names.join(", ")))
+        }
+    }
+}
+
+/// What the release axis would be: the bundled broker follows one release's rules.
+pub const RELEASE: &str = "Kafka 3.6 rules: the bundled broker has no kafka.release setting \
+                           yet (issue 15), so the release axis is left out; \
+                           last-replica-standing is tested by these rules only";
+
 /// Flags of `harness matrix`.
 #[derive(Debug, Args)]
 pub struct MatrixArgs {
@@ -66,9 +97,30 @@ pub struct MatrixArgs {
     /// enable.idempotence values to try, comma-separated.
     #[arg(long = "idempotent", value_delimiter = ',', default_value = "false")]
     pub idempotent: Vec<bool>,
-    /// Runs per cell (seeds seed, seed+1, ...).
+    /// Flush policies to try, comma-separated: `default` (Kafka's: no fsync, the OS writes
+    /// back) or `every` (log.flush.interval.messages=1, an fsync per append).
+    #[arg(long = "flush", value_delimiter = ',', default_value = "default", value_parser = parse_flush)]
+    pub flush: Vec<String>,
+    /// Rounds every cell runs at least, unless a violation stops it first: a round is each of
+    /// the cell's recipes once, then the random nemesis once.
     #[arg(long, default_value_t = 1)]
     pub runs: u32,
+    /// Wall-clock seconds per cell: after its first round, a cell starts no new run once this
+    /// is spent. A cell also stops at its first violation.
+    #[arg(long, default_value_t = 120)]
+    pub budget: u64,
+    /// Only these risk recipes, comma-separated (leader-failover, isr-shrink-crash,
+    /// last-replica-standing, unclean-election, retry-duplicates) [default: every recipe
+    /// bearing on a cell; retry-duplicates only when --idempotent has both values].
+    #[arg(long, value_delimiter = ',', value_parser = parse_recipe)]
+    pub recipes: Option<Vec<String>>,
+    /// Run the risk recipes only, not the random nemesis (`--nemesis` then only sets nothing).
+    #[arg(long = "recipes-only")]
+    pub recipes_only: bool,
+    /// With `--fail-on surprises`, a cell whose setting allows loss but where no run showed
+    /// it (risk not shown) counts as a surprise too.
+    #[arg(long = "require-shown")]
+    pub require_shown: bool,
     /// What makes the exit code 1: `findings` (any run with an invalidating finding, even
     /// where Kafka promises nothing, e.g. acks=1 losing writes) or `surprises` (only a cell
     /// whose behaviour breaks what Kafka's documentation promises for its setting; for
@@ -76,7 +128,7 @@ pub struct MatrixArgs {
     #[arg(long = "fail-on", value_parser = parse_fail_on, default_value = "findings")]
     pub fail_on: FailOn,
     /// The workload, nemesis, cluster and store, as for `harness test` (defaults here: 3 nodes,
-    /// replication factor 3, 30 s runs, test name `matrix`).
+    /// replication factor 3, 20 s runs, test name `matrix`).
     #[command(flatten)]
     pub test: TestArgs,
 }
@@ -88,41 +140,74 @@ impl MatrixArgs {
         let mut t = self.test.clone();
         t.nodes = t.nodes.or(Some(3));
         t.replication_factor = t.replication_factor.or(Some(3));
-        t.time_limit = t.time_limit.or(Some(30));
+        t.time_limit = t.time_limit.or(Some(20));
         t.name = t.name.or(Some("matrix".into()));
         let mut spec = t.to_spec().context("the matrix's base spec")?;
         spec.broker.remove("min.insync.replicas");
         Ok(spec)
     }
 
-    /// Every cell's configuration, row-major (acks, unclean, idempotence, then min.insync).
+    /// Every cell's configuration, row-major (flush, acks, unclean, idempotence, then
+    /// min.insync).
     pub fn cells(&self, rf: u32) -> Vec<CellConfig> {
         let mut out = Vec::new();
-        for acks in &self.acks_axis {
-            for unclean in &self.unclean {
-                for idem in &self.idempotent {
-                    for mi in &self.min_isr {
-                        out.push(CellConfig {
-                            acks: acks.to_string(),
-                            min_isr: *mi,
-                            unclean: *unclean,
-                            idempotence: *idem,
-                            replication_factor: rf,
-                        });
+        for flush in &self.flush {
+            for acks in &self.acks_axis {
+                for unclean in &self.unclean {
+                    for idem in &self.idempotent {
+                        for mi in &self.min_isr {
+                            out.push(CellConfig {
+                                acks: acks.to_string(),
+                                min_isr: *mi,
+                                unclean: *unclean,
+                                idempotence: *idem,
+                                replication_factor: rf,
+                                flush: flush.clone(),
+                            });
+                        }
                     }
                 }
             }
         }
         out
     }
+
+    /// The on-request recipes the axes ask for: retry-duplicates when the idempotence axis
+    /// has both values.
+    pub fn requested(&self) -> Vec<&'static str> {
+        if self.idempotent.contains(&true) && self.idempotent.contains(&false) {
+            vec!["retry-duplicates"]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// A cell's plan for one round: its recipes, then the random nemesis (None) unless
+    /// `--recipes-only` or the base spec has no faults.
+    pub fn plan(&self, cell: &CellConfig, base: &TestSpec) -> Vec<Option<&'static RiskRecipe>> {
+        let mut plan: Vec<Option<&'static RiskRecipe>> =
+            crate::recipes::for_cell(cell, self.recipes.as_deref(), &self.requested())
+                .into_iter()
+                .map(Some)
+                .collect();
+        if !self.recipes_only && !base.nemesis.is_empty() {
+            plan.push(None);
+        }
+        plan
+    }
 }
 
-/// A cell's spec for one run.
+/// Keeps derived run seeds below 2^48.
+const SEED_MASK: u64 = (1 << 48) - 1;
+
+/// A cell's spec for its `run`-th run (seed derived from the base seed, the cell and the run).
 pub fn cell_spec(base: &TestSpec, cell: &CellConfig, dir: &Path, run: u32) -> TestSpec {
     let mut spec = base.clone();
     spec.name = cell.slug();
     spec.store = dir.to_path_buf();
-    spec.seed = base.seed.wrapping_add(u64::from(run));
+    // Below 2^48, like a fresh root seed: short to type, exact in JSON doubles.
+    spec.seed =
+        crate::seeds::derive(base.seed, &format!("matrix/{}/{run}", cell.slug())) & SEED_MASK;
     spec.client.acks = match cell.acks.as_str() {
         "0" => Acks::Zero,
         "1" => Acks::One,
@@ -137,6 +222,10 @@ pub fn cell_spec(base: &TestSpec, cell: &CellConfig, dir: &Path, run: u32) -> Te
         "unclean.leader.election.enable".into(),
         cell.unclean.to_string(),
     );
+    if cell.flush == FLUSH_EVERY {
+        spec.broker
+            .insert("log.flush.interval.messages".into(), "1".into());
+    }
     spec
 }
 
@@ -151,6 +240,45 @@ pub struct Outcome {
     pub code: u8,
 }
 
+/// Runs one run of a cell and summarises it.
+fn run_one(
+    spec: &TestSpec,
+    cell: &CellConfig,
+    recipe: Option<&RiskRecipe>,
+    dir: &Path,
+    argv: &[String],
+) -> RunSummary {
+    let before = crate::report::latest_run(&spec.store, &spec.name);
+    let started = Instant::now();
+    let outcome = spec
+        .validate()
+        .map_err(anyhow::Error::new)
+        .and_then(|()| crate::run::run_test(spec, argv));
+    let took = started.elapsed().as_secs_f64();
+    let after = crate::report::latest_run(&spec.store, &spec.name);
+    let run_dir = after.filter(|a| Some(a) != before.as_ref());
+    let rel = run_dir
+        .as_ref()
+        .and_then(|d| {
+            let root = dir.canonicalize().ok()?;
+            d.strip_prefix(&root).ok().map(|r| r.display().to_string())
+        })
+        .unwrap_or_else(|| format!("{}/-", cell.slug()));
+    let mut summary = match (&outcome, &run_dir) {
+        (Ok(_), Some(d)) => RunSummary::from_run(d, &rel, spec.seed, took).unwrap_or_else(|e| {
+            RunSummary::crashed(&rel, spec.seed, format!("reading the run: {e}"), took)
+        }),
+        (Ok(_), None) => RunSummary::crashed(&rel, spec.seed, "no run folder".into(), took),
+        (Err(e), _) => {
+            crate::runlog::say(&format!("harness: matrix run failed: {e:#}"));
+            RunSummary::crashed(&rel, spec.seed, format!("{e:#}"), took)
+        }
+    };
+    summary.recipe = recipe.map(|r| r.name.to_string());
+    summary.test_seconds = spec.time_limit as f64;
+    summary
+}
+
 /// Runs the matrix and writes its reports.
 pub fn run_matrix(args: &MatrixArgs, argv: &[String]) -> Result<Outcome> {
     let base = args.base_spec()?;
@@ -162,111 +290,142 @@ pub fn run_matrix(args: &MatrixArgs, argv: &[String]) -> Result<Outcome> {
     let dir = MatrixDir::create(&base.store, &base.name, SystemTime::now())
         .context("creating the matrix folder")?;
     crate::runlog::say(&format!(
-        "harness: matrix of {} cells × {} runs in {}",
+        "harness: matrix of {} cells, {} s budget each, in {} (seed {})",
         cells.len(),
-        args.runs.max(1),
-        dir.path.display()
+        args.budget,
+        dir.path.display(),
+        base.seed
     ));
     let nemesis: Vec<String> = base.nemesis.iter().map(|k| k.to_string()).collect();
+    let mut recipe_rows: Vec<(String, String)> = crate::recipes::RISK_RECIPES
+        .iter()
+        .map(|r| {
+            (
+                format!("recipe {}", r.name),
+                format!(
+                    "{}. Aimed: {} ({} every {} s).",
+                    r.risk,
+                    r.window,
+                    r.nemesis
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    r.interval
+                ),
+            )
+        })
+        .collect();
+    recipe_rows.extend(
+        crate::recipes::LEFT_OUT
+            .iter()
+            .map(|(n, why)| (format!("recipe {n}"), format!("left out: {why}"))),
+    );
+    let mut setup = vec![
+        ("release".into(), RELEASE.into()),
+        (
+            "nodes".into(),
+            format!("{} ({} backend)", base.nodes, base.backend),
+        ),
+        ("replication factor".into(), rf.to_string()),
+        ("partitions".into(), base.partitions.to_string()),
+        (
+            "random nemesis".into(),
+            if args.recipes_only || nemesis.is_empty() {
+                "none (recipes only)".into()
+            } else {
+                format!(
+                    "{} every {} s on average, after each round's recipes",
+                    nemesis.join(", "),
+                    base.nemesis_interval
+                )
+            },
+        ),
+        (
+            "workload".into(),
+            format!(
+                "queue, {} ops/s over {} workers, {} s per run, then final reads",
+                base.rate, base.concurrency, base.time_limit
+            ),
+        ),
+        (
+            "stopping".into(),
+            format!(
+                "a cell stops at its first violation, or after {} round{} once {} s of wall \
+                 time are spent",
+                args.runs.max(1),
+                if args.runs.max(1) == 1 { "" } else { "s" },
+                args.budget
+            ),
+        ),
+        (
+            "seeds".into(),
+            format!(
+                "root {} (--seed); each run's seed is derived from it, the cell and the run",
+                base.seed
+            ),
+        ),
+    ];
+    setup.extend(recipe_rows);
     let mut matrix = Matrix {
         title: base.name.clone(),
-        setup: vec![
-            (
-                "nodes".into(),
-                format!("{} ({} backend)", base.nodes, base.backend),
-            ),
-            ("replication factor".into(), rf.to_string()),
-            ("partitions".into(), base.partitions.to_string()),
-            (
-                "nemesis".into(),
-                if nemesis.is_empty() {
-                    "none".into()
-                } else {
-                    format!(
-                        "{} every {} s on average",
-                        nemesis.join(", "),
-                        base.nemesis_interval
-                    )
-                },
-            ),
-            (
-                "workload".into(),
-                format!(
-                    "queue, {} ops/s over {} workers, {} s per run, then final reads",
-                    base.rate, base.concurrency, base.time_limit
-                ),
-            ),
-            (
-                "seeds".into(),
-                format!(
-                    "{}..{} per cell",
-                    base.seed,
-                    base.seed + u64::from(args.runs.max(1)) - 1
-                ),
-            ),
-        ],
+        setup,
         command_line: argv.join(" "),
         cells: Vec::new(),
     };
     for cell in &cells {
+        let plan = args.plan(cell, &base);
         let mut c = Cell {
             config: cell.clone(),
             runs: Vec::new(),
+            recipes: plan.iter().flatten().map(|r| r.name.to_string()).collect(),
+            budget_s: args.budget as f64,
         };
-        for i in 0..args.runs.max(1) {
-            if crate::run::INTERRUPTED.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let mut i: u32 = 0;
+        while !plan.is_empty() && !crate::run::INTERRUPTED.load(Ordering::SeqCst) {
+            let round = i as usize / plan.len();
+            if round >= args.runs.max(1) as usize && started.elapsed().as_secs() >= args.budget {
                 break;
             }
-            let spec = cell_spec(&base, cell, &dir.path, i);
+            let recipe = plan[i as usize % plan.len()];
+            let cell_base = cell_spec(&base, cell, &dir.path, i);
+            let spec = match recipe {
+                Some(r) => crate::recipes::apply(r, &cell_base),
+                None => cell_base,
+            };
             crate::runlog::say(&format!(
-                "harness: matrix cell {} run {} (seed {})",
+                "harness: matrix cell {} run {} ({}, seed {})",
                 cell.label(),
                 i + 1,
+                recipe.map_or(results::matrix::RANDOM, |r| r.name),
                 spec.seed
             ));
-            let before = crate::report::latest_run(&spec.store, &spec.name);
-            let started = Instant::now();
-            let outcome = spec
-                .validate()
-                .map_err(anyhow::Error::new)
-                .and_then(|()| crate::run::run_test(&spec, argv));
-            let took = started.elapsed().as_secs_f64();
-            let after = crate::report::latest_run(&spec.store, &spec.name);
-            let run_dir = after.filter(|a| Some(a) != before.as_ref());
-            let rel = run_dir
-                .as_ref()
-                .and_then(|d| {
-                    let root = dir.path.canonicalize().ok()?;
-                    d.strip_prefix(&root).ok().map(|r| r.display().to_string())
-                })
-                .unwrap_or_else(|| format!("{}/-", cell.slug()));
-            let summary = match (&outcome, &run_dir) {
-                (Ok(_), Some(d)) => {
-                    RunSummary::from_run(d, &rel, spec.seed, took).unwrap_or_else(|e| {
-                        RunSummary::crashed(&rel, spec.seed, format!("reading the run: {e}"), took)
-                    })
-                }
-                (Ok(_), None) => RunSummary::crashed(&rel, spec.seed, "no run folder".into(), took),
-                (Err(e), _) => {
-                    crate::runlog::say(&format!("harness: matrix run failed: {e:#}"));
-                    RunSummary::crashed(&rel, spec.seed, format!("{e:#}"), took)
-                }
-            };
+            let summary = run_one(&spec, cell, recipe, &dir.path, argv);
+            let b = results::matrix::run_behaviour(&summary, &cell.acks);
             crate::runlog::say(&format!(
                 "harness: matrix cell {}: {} ({:.0} s)",
                 cell.label(),
-                results::matrix::behaviour(&summary).words(),
-                took
+                b.words(),
+                summary.seconds
             ));
             c.runs.push(summary);
+            i += 1;
+            if b.is_violation() {
+                break;
+            }
         }
+        crate::runlog::say(&format!("harness: {}", c.plain_line()));
         matrix.cells.push(c);
         // Rewrite the reports after every cell, so an interrupted matrix still has them.
         results::matrix::write(&dir.path, &matrix).context("writing the matrix reports")?;
     }
     let verdicts: Vec<results::verdict::Verdict> =
         matrix.cells.iter().flat_map(|c| c.verdicts()).collect();
-    let surprised = matrix.cells.iter().any(|c| c.surprise().is_some());
+    let surprised = matrix
+        .cells
+        .iter()
+        .any(|c| c.surprise().is_some() || (args.require_shown && c.risk_not_shown()));
     let mut code = exit_code(args.fail_on, &verdicts, surprised);
     if crate::run::INTERRUPTED.load(Ordering::SeqCst) && code == 0 {
         code = 2;
@@ -342,7 +501,14 @@ mod tests {
             ]
         );
         let s = cell_spec(&base, &cells[3], Path::new("/tmp/m"), 1);
-        assert_eq!(s.seed, 41);
+        assert_eq!(
+            s.seed,
+            crate::seeds::derive(40, "matrix/acks-all_mi-2/1") & SEED_MASK
+        );
+        assert_ne!(
+            s.seed,
+            cell_spec(&base, &cells[3], Path::new("/tmp/m"), 2).seed
+        );
         assert_eq!(s.client.acks, Acks::All);
         assert_eq!(s.broker["min.insync.replicas"], "2");
         assert_eq!(s.store, Path::new("/tmp/m"));

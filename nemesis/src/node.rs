@@ -52,11 +52,12 @@ pub enum FaultKind {
     /// fetch) until the others elect one of its in-sync followers, healed one interval later.
     /// Built from partitions.
     LeaderIsolation,
-    /// A scripted crash aimed at `acks=all` with `min.insync.replicas=1`: one partition's
-    /// followers paused for one interval (the leader shrinks its ISR to itself and then
-    /// acknowledges alone), then the leader killed -9 losing its unfsynced writes (a power loss),
-    /// the followers resumed, and the leader restarted one interval later, the only replica an
-    /// unclean-free election may pick. Built from pauses, kills and the disk fault FS.
+    /// A scripted crash aimed at `acks=all` with `min.insync.replicas=1`: one partition
+    /// leader's replication cut for one interval (its followers fall out of the ISR while the
+    /// controller still hears from the leader, which then acknowledges alone where min.insync
+    /// allows), then the leader killed -9 losing its unfsynced writes (a power loss), the cut
+    /// healed, and the leader restarted one gap later, the only replica an election without
+    /// unclean election may pick. Built from partitions, kills and the disk fault FS.
     IsrShrinkCrash,
 }
 
@@ -105,7 +106,9 @@ impl FaultKind {
             FaultKind::ReplicationCutFailover
             | FaultKind::CoordinatorCutFailover
             | FaultKind::LeaderIsolation => vec![FaultKind::Partition],
-            FaultKind::IsrShrinkCrash => vec![FaultKind::Pause, FaultKind::Kill, FaultKind::Disk],
+            FaultKind::IsrShrinkCrash => {
+                vec![FaultKind::Partition, FaultKind::Kill, FaultKind::Disk]
+            }
             k => vec![k],
         }
     }

@@ -469,31 +469,33 @@ fn steps(
             Some(Action::StopPartition),
         )),
         FaultKind::IsrShrinkCrash => {
-            // One partition for every step: its followers paused one interval (longer than
-            // `replica.lag.time.max.ms`, so the leader's ISR is itself and it acknowledges
-            // alone where min.insync allows), then its leader crashes losing its page cache.
+            // One partition for every step: its leader's replication cut one interval (longer
+            // than `replica.lag.time.max.ms`, so the controller, still reached on its own port,
+            // shrinks the ISR to the leader, which then acknowledges alone where min.insync
+            // allows), then the leader crashes losing its page cache. Pausing the followers
+            // instead would also stop the metadata quorum they host with it.
             let p = rng.random_range(0..1024u32);
+            let leader = pinned(LEADER, p);
             Ok((
                 vec![
                     (
                         0,
-                        Action::Pause {
-                            nodes: vec![pinned(FOLLOWERS, p)],
+                        Action::StartPartition {
+                            topology: Topology::CutPort {
+                                node: leader.clone(),
+                                port: options.data_port,
+                            },
+                            seed: None,
                         },
                     ),
                     (
                         interval_ms,
                         Action::Kill {
-                            nodes: vec![pinned(LEADER, p)],
+                            nodes: vec![leader],
                             lose_unfsynced: true,
                         },
                     ),
-                    (
-                        interval_ms + STEP_MS,
-                        Action::Resume {
-                            nodes: nodes.to_vec(),
-                        },
-                    ),
+                    (interval_ms + STEP_MS, Action::StopPartition),
                 ],
                 // The restart (every node: the crashed leader is only known when it ran)
                 // comes one gap later, after the controller has fenced the dead leader.

@@ -142,16 +142,24 @@ fn a_port_cut_drops_only_that_ports_traffic() {
 }
 
 #[test]
-fn risk_aimed_faults_pause_one_partitions_followers_then_crash_its_leader() {
+fn risk_aimed_faults_cut_one_partitions_leader_then_crash_it() {
     use nemesis::net::Topology;
     let s = gen(5, &[FaultKind::IsrShrinkCrash]);
     assert!(s.actions.len() >= 8, "several crashes in 120 s");
     for w in s.actions.chunks(4) {
-        let [pause, kill, resume, start] = w else {
+        let [cut, kill, heal, start] = w else {
             continue;
         };
-        let Action::Pause { nodes: paused } = &pause.action else {
-            panic!("first step pauses: {pause:?}")
+        let Action::StartPartition {
+            topology:
+                Topology::CutPort {
+                    node: cut_node,
+                    port,
+                },
+            ..
+        } = &cut.action
+        else {
+            panic!("first step cuts the leader's replication: {cut:?}")
         };
         let Action::Kill {
             nodes: killed,
@@ -160,17 +168,20 @@ fn risk_aimed_faults_pause_one_partitions_followers_then_crash_its_leader() {
         else {
             panic!("second step kills: {kill:?}")
         };
-        // The same partition's followers and leader, the kill a power loss one interval on.
-        let p = paused[0].strip_prefix("@followers/").expect("followers");
-        assert_eq!(killed, &vec![format!("@leader/{p}")]);
+        // The same partition's leader, the kill a power loss one interval on.
+        assert!(
+            cut_node.starts_with("@leader/") && *port == 9092,
+            "{cut_node}"
+        );
+        assert_eq!(killed, &vec![cut_node.clone()]);
         assert!(*lose_unfsynced);
-        assert_eq!(kill.at_ms - pause.at_ms, 5_000);
-        assert!(matches!(resume.action, Action::Resume { .. }) && resume.at_ms > kill.at_ms);
-        assert!(matches!(start.action, Action::Start { .. }) && start.at_ms > resume.at_ms);
+        assert_eq!(kill.at_ms - cut.at_ms, 5_000);
+        assert!(heal.action == Action::StopPartition && heal.at_ms > kill.at_ms);
+        assert!(matches!(start.action, Action::Start { .. }) && start.at_ms > heal.at_ms);
     }
     assert_eq!(
         FaultKind::IsrShrinkCrash.components(),
-        vec![FaultKind::Pause, FaultKind::Kill, FaultKind::Disk]
+        vec![FaultKind::Partition, FaultKind::Kill, FaultKind::Disk]
     );
     let s = gen(6, &[FaultKind::LeaderIsolation]);
     assert!(!s.actions.is_empty());

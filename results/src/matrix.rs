@@ -1,10 +1,12 @@
-//! The config-safety matrix report: for each configuration cell (acks × min.insync.replicas, and
-//! optionally unclean leader election and idempotence) the runs' figures (worst finding, lost and
-//! duplicated counts, availability, produce p99), a behaviour verdict (safe / loses acknowledged
-//! writes / duplicates / reorders / unavailable), links to each run's report, and what Kafka's
-//! documentation promises for that setting, so a surprise (a promise broken) stands out.
-//! Rendered as `matrix.html` (minijinja, `templates/matrix.html`), `matrix.md` and
-//! `matrix.json`.
+//! The config-safety matrix report: for each configuration cell (acks × min.insync.replicas,
+//! and optionally unclean leader election, idempotence and the flush policy) the runs that
+//! tested it (each aimed by a risk recipe, or the random nemesis), a verdict (loses
+//! acknowledged writes / loses sent records / reorders / duplicates / unavailable / risk not
+//! shown / safe), the recipe that broke it and the test time to its first violation, links to
+//! each run's report, and what Kafka's documentation promises for that setting, so a surprise
+//! (a promise broken) or a documented risk no run showed stands out. Rendered as `matrix.html`
+//! (minijinja, `templates/matrix.html`: a picture first, a grid per release and flush setting),
+//! `matrix.md` and `matrix.json`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +38,28 @@ pub struct CellConfig {
     pub idempotence: bool,
     /// The topic's replication factor.
     pub replication_factor: u32,
+    /// The flush policy: [`FLUSH_DEFAULT`] (Kafka's: no fsync, the OS writes back) or
+    /// [`FLUSH_EVERY`] (`log.flush.interval.messages=1`, an fsync per append).
+    #[serde(default = "flush_default")]
+    pub flush: String,
+}
+
+/// Kafka's default flush policy: no fsync of appends (the page cache is written back by the OS).
+pub const FLUSH_DEFAULT: &str = "default";
+/// An fsync per append (`log.flush.interval.messages=1`).
+pub const FLUSH_EVERY: &str = "every";
+
+fn flush_default() -> String {
+    FLUSH_DEFAULT.to_string()
+}
+
+/// The flush policy in words.
+pub fn flush_words(flush: &str) -> &'static str {
+    if flush == FLUSH_EVERY {
+        "fsync per append (log.flush.interval.messages=1)"
+    } else {
+        "Kafka's default flush (no fsync; the OS writes back)"
+    }
 }
 
 impl CellConfig {
@@ -48,6 +72,9 @@ impl CellConfig {
         if self.idempotence {
             s.push_str("_idem");
         }
+        if self.flush == FLUSH_EVERY {
+            s.push_str("_fsync");
+        }
         s
     }
 
@@ -59,6 +86,9 @@ impl CellConfig {
         }
         if self.idempotence {
             s.push_str(" idempotent");
+        }
+        if self.flush == FLUSH_EVERY {
+            s.push_str(" log.flush.interval.messages=1");
         }
         s
     }
@@ -163,7 +193,9 @@ pub struct RunSummary {
     pub anomalies: BTreeMap<String, u64>,
     /// The kinds that invalidate this run.
     pub invalidating: Vec<String>,
-    /// Acknowledged writes never read (`lost-write` + `unseen`).
+    /// Acknowledged writes lost: `lost-write` + `unseen`, plus the `inconsistent-offsets`
+    /// examples whose acknowledged value the final reads did not find at its offset (an
+    /// acknowledged write overwritten, the checker's `acked_overwritten`).
     pub lost: u64,
     /// Values written more than once (`duplicate`).
     pub duplicated: u64,
@@ -177,10 +209,29 @@ pub struct RunSummary {
     pub error: Option<String>,
     /// Wall-clock seconds it took.
     pub seconds: f64,
+    /// The risk recipe that aimed this run's faults (None: the random nemesis).
+    #[serde(default)]
+    pub recipe: Option<String>,
+    /// Distinct values sent (every send invoked, acknowledged or not).
+    #[serde(default)]
+    pub sent: u64,
+    /// Sent values no read ever returned, after the final reads (the finding of `acks=0`,
+    /// whose sends are never acknowledged).
+    #[serde(default)]
+    pub missing: u64,
+    /// Seconds of test time from the run's start until its first violation was proven (the
+    /// latest op an example of an invalidating finding names, the earliest over examples).
+    #[serde(default)]
+    pub first_violation_s: Option<f64>,
+    /// The run's main phase, seconds of test time (what a run without a violation adds to a
+    /// cell's time to its first violation).
+    #[serde(default)]
+    pub test_seconds: f64,
 }
 
 impl RunSummary {
-    /// Reads a finished run's `results.json` and history (for the produce p99).
+    /// Reads a finished run's `results.json` and history (the produce p99, the sent records
+    /// never read, the time of the first violation).
     pub fn from_run(dir: &Path, rel: &str, seed: u64, seconds: f64) -> Result<Self, ReportError> {
         let results = read_json(&dir.join("results.json"))?;
         let history = checkers::read_history(&dir.join("history.jsonl"))?;
@@ -188,7 +239,12 @@ impl RunSummary {
         let qs = checkers::stats::quantiles(&points);
         let p99 =
             checkers::stats::quantile_of(&qs, "send", OpType::Ok).map(|q| q.p99_ns as f64 / 1e6);
-        Ok(Self::from_results(&results, rel, seed, seconds, p99))
+        let mut r = Self::from_results(&results, rel, seed, seconds, p99);
+        let (sent, missing) = sent_and_missing(&history);
+        r.sent = sent;
+        r.missing = missing;
+        r.first_violation_s = first_violation(&history, &results, &r.invalidating);
+        Ok(r)
     }
 
     /// From a results.json value.
@@ -223,7 +279,7 @@ impl RunSummary {
             } else {
                 Verdict::from_valid(&results["valid"])
             },
-            lost: count("lost-write") + count("unseen"),
+            lost: count("lost-write") + count("unseen") + acked_overwritten(results),
             duplicated: count("duplicate"),
             anomalies,
             invalidating: results["invalidating"]
@@ -239,6 +295,11 @@ impl RunSummary {
             produce_p99_ms,
             error: None,
             seconds,
+            recipe: None,
+            sent: 0,
+            missing: 0,
+            first_violation_s: None,
+            test_seconds: 0.0,
         }
     }
 
@@ -257,8 +318,112 @@ impl RunSummary {
             produce_p99_ms: None,
             error: Some(error),
             seconds,
+            recipe: None,
+            sent: 0,
+            missing: 0,
+            first_violation_s: None,
+            test_seconds: 0.0,
         }
     }
+}
+
+/// How many `inconsistent-offsets` examples are an acknowledged write overwritten.
+fn acked_overwritten(results: &Value) -> u64 {
+    results["anomalies"]["inconsistent-offsets"]["examples"]
+        .as_array()
+        .map_or(0, |a| {
+            a.iter()
+                .filter(|ex| ex["acked_overwritten"] == true)
+                .count() as u64
+        })
+}
+
+/// The `(key, value)` pairs of a send micro-op (`["send", key, value]`, or `[offset, value]`
+/// in a completion) and of a poll's reads (`["poll", {key: [[offset, value], ...]}]`).
+fn sent_pair(mop: &Value) -> Option<(String, i64)> {
+    let m = mop.as_array()?;
+    if m.first()?.as_str()? != "send" {
+        return None;
+    }
+    let key = m.get(1)?.as_str()?.to_string();
+    let v = m.get(2)?;
+    let value = v
+        .as_i64()
+        .or_else(|| v.as_array().and_then(|p| p.get(1)).and_then(Value::as_i64))?;
+    Some((key, value))
+}
+
+/// Distinct values sent (from every send invoked) and how many of them no read returned.
+pub fn sent_and_missing(history: &checkers::History) -> (u64, u64) {
+    use std::collections::BTreeSet;
+    let mut sent: BTreeSet<(String, i64)> = BTreeSet::new();
+    let mut read: BTreeSet<(String, i64)> = BTreeSet::new();
+    for op in history
+        .ops
+        .iter()
+        .filter(|o| matches!(o.process, checkers::Process::Client(_)))
+    {
+        let Some(mops) = op.value.as_array() else {
+            continue;
+        };
+        for mop in mops {
+            if op.op_type == OpType::Invoke {
+                sent.extend(sent_pair(mop));
+            } else if op.op_type == OpType::Ok {
+                let reads = mop
+                    .as_array()
+                    .filter(|m| m.first().and_then(Value::as_str) == Some("poll"))
+                    .and_then(|m| m.get(1))
+                    .and_then(Value::as_object);
+                for (key, pairs) in reads.into_iter().flatten() {
+                    for pair in pairs.as_array().into_iter().flatten() {
+                        if let Some(v) = pair.get(1).and_then(Value::as_i64) {
+                            read.insert((key.clone(), v));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let missing = sent.iter().filter(|p| !read.contains(*p)).count();
+    (sent.len() as u64, missing as u64)
+}
+
+/// Seconds from the run's start until the first example of an invalidating finding was
+/// proven: per example the latest op it names, the earliest over every example of every
+/// invalidating kind; a finding only the final reads prove (no op named) counts at the last
+/// op of the history.
+pub fn first_violation(
+    history: &checkers::History,
+    results: &Value,
+    invalidating: &[String],
+) -> Option<f64> {
+    let time_of: BTreeMap<u64, u64> = history.ops.iter().map(|o| (o.index, o.time_ns)).collect();
+    let end = history.ops.last().map(|o| o.time_ns)?;
+    invalidating
+        .iter()
+        .filter(|k| {
+            results["anomalies"][k.as_str()]["count"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+        })
+        .map(|k| {
+            let examples = results["anomalies"][k.as_str()]["examples"].as_array();
+            let proven = examples
+                .into_iter()
+                .flatten()
+                .filter_map(|ex| {
+                    checkers::queue::example_ops(ex)
+                        .into_iter()
+                        .filter_map(|i| time_of.get(&i).copied())
+                        .max()
+                })
+                .min();
+            proven.unwrap_or(end)
+        })
+        .min()
+        .map(|ns| ns as f64 / 1e9)
 }
 
 /// How a cell behaved, worst first.
@@ -267,17 +432,22 @@ impl RunSummary {
 pub enum Behaviour {
     /// Acknowledged writes were lost.
     LosesAcknowledgedWrites,
+    /// `acks=0`: records sent never arrived (nothing is acknowledged at acks=0).
+    LosesSentRecords,
     /// Offsets disagree between observers, or reads went backwards or skipped.
     Reorders,
     /// A value was written more than once.
     Duplicates,
-    /// Fewer than half the sends were acknowledged.
+    /// The broker refused most sends (fewer than half acknowledged; at acks=0, more than half
+    /// refused outright).
     Unavailable,
     /// Nothing decidable (nothing acknowledged, nothing read).
     Unknown,
     /// The harness could not run it.
     CouldNotRun,
-    /// None of the above.
+    /// The setting allows loss but no run showed it: weak evidence, never "safe".
+    RiskNotShown,
+    /// None of the above, and the setting promises no loss.
     Safe,
 }
 
@@ -286,11 +456,13 @@ impl Behaviour {
     pub fn words(self) -> &'static str {
         match self {
             Behaviour::LosesAcknowledgedWrites => "loses acknowledged writes",
+            Behaviour::LosesSentRecords => "loses sent records",
             Behaviour::Reorders => "reorders",
             Behaviour::Duplicates => "duplicates",
             Behaviour::Unavailable => "unavailable",
             Behaviour::Unknown => "unknown",
             Behaviour::CouldNotRun => "could not run",
+            Behaviour::RiskNotShown => "risk not shown",
             Behaviour::Safe => "safe",
         }
     }
@@ -298,15 +470,31 @@ impl Behaviour {
     /// CSS class.
     pub fn class(self) -> &'static str {
         match self {
-            Behaviour::LosesAcknowledgedWrites => "loss",
+            Behaviour::LosesAcknowledgedWrites | Behaviour::LosesSentRecords => "loss",
             Behaviour::Reorders => "reorder",
             Behaviour::Duplicates => "dup",
             Behaviour::Unavailable => "unavail",
             Behaviour::Unknown | Behaviour::CouldNotRun => "unknown",
+            Behaviour::RiskNotShown => "notshown",
             Behaviour::Safe => "safe",
         }
     }
+
+    /// Whether a run behaving so violated something a setting may or may not promise (the
+    /// event that stops a cell).
+    pub fn is_violation(self) -> bool {
+        matches!(
+            self,
+            Behaviour::LosesAcknowledgedWrites
+                | Behaviour::LosesSentRecords
+                | Behaviour::Reorders
+                | Behaviour::Duplicates
+        )
+    }
 }
+
+/// How a run without a risk recipe is named: the random nemesis of the base spec.
+pub const RANDOM: &str = "random nemesis";
 
 /// Ordering and consistency kinds, which make a run "reorder" when they invalidate it.
 const REORDER_KINDS: &[&str] = &[
@@ -335,14 +523,29 @@ const SEVERITY: &[&str] = &[
     "int-poll-skip",
 ];
 
-/// How one run behaved.
+/// How one run behaved, judged as an `acks=all`/`acks=1` run (see [`run_behaviour`]).
 pub fn behaviour(r: &RunSummary) -> Behaviour {
+    run_behaviour(r, "all")
+}
+
+/// How one run of a cell with producer `acks` behaved. At `acks=0` nothing is acknowledged:
+/// the finding is sent records that never arrived, and the cell is unavailable only when the
+/// broker refused most sends outright.
+pub fn run_behaviour(r: &RunSummary, acks: &str) -> Behaviour {
     if r.verdict == Verdict::Crashed {
         return Behaviour::CouldNotRun;
     }
     let invalidates = |k: &str| r.invalidating.iter().any(|i| i == k);
-    if r.lost > 0 && (invalidates("lost-write") || invalidates("unseen")) {
+    if r.lost > 0
+        && (invalidates("lost-write")
+            || invalidates("unseen")
+            || invalidates("inconsistent-offsets"))
+    {
         return Behaviour::LosesAcknowledgedWrites;
+    }
+    let acks0 = acks == "0";
+    if acks0 && r.missing > 0 {
+        return Behaviour::LosesSentRecords;
     }
     if REORDER_KINDS
         .iter()
@@ -353,8 +556,21 @@ pub fn behaviour(r: &RunSummary) -> Behaviour {
     if r.duplicated > 0 {
         return Behaviour::Duplicates;
     }
-    if r.availability.is_some_and(|a| a < UNAVAILABLE_BELOW) {
+    let total: u64 = r.sends.iter().sum();
+    let served = if acks0 {
+        (total > 0).then(|| 1.0 - r.sends[1] as f64 / total as f64)
+    } else {
+        r.availability
+    };
+    if served.is_some_and(|a| a < UNAVAILABLE_BELOW) {
         return Behaviour::Unavailable;
+    }
+    if acks0 {
+        return if r.sent > 0 {
+            Behaviour::Safe
+        } else {
+            Behaviour::Unknown
+        };
     }
     if r.verdict == Verdict::Unknown {
         return Behaviour::Unknown;
@@ -367,20 +583,121 @@ pub fn behaviour(r: &RunSummary) -> Behaviour {
 pub struct Cell {
     /// The configuration.
     pub config: CellConfig,
-    /// Its runs, in seed order.
+    /// Its runs, in the order they ran.
     pub runs: Vec<RunSummary>,
+    /// The risk recipes that bear on this configuration, in the order they ran (the random
+    /// nemesis, when it ran, is the runs without a recipe).
+    #[serde(default)]
+    pub recipes: Vec<String>,
+    /// Wall-clock seconds the cell could spend (`--budget`).
+    #[serde(default)]
+    pub budget_s: f64,
 }
 
 impl Cell {
-    /// The worst behaviour over the runs that ran (could-not-run only when none did).
+    /// The worst behaviour over the runs that ran (could-not-run only when none did); a cell
+    /// whose setting allows loss and that showed nothing is "risk not shown", never "safe".
     pub fn behaviour(&self) -> Behaviour {
         let ran: Vec<Behaviour> = self
             .runs
             .iter()
-            .map(behaviour)
+            .map(|r| run_behaviour(r, &self.config.acks))
             .filter(|b| *b != Behaviour::CouldNotRun)
             .collect();
-        ran.into_iter().min().unwrap_or(Behaviour::CouldNotRun)
+        match ran.into_iter().min() {
+            None => Behaviour::CouldNotRun,
+            Some(Behaviour::Safe) if !promise(&self.config).no_loss => Behaviour::RiskNotShown,
+            Some(b) => b,
+        }
+    }
+
+    /// A setting that allows loss and no run showed it (weak evidence).
+    pub fn risk_not_shown(&self) -> bool {
+        self.behaviour() == Behaviour::RiskNotShown
+    }
+
+    /// The first violating run: its index, its recipe (`random nemesis` when none) and the
+    /// seconds of test time to its first violation (every earlier run's main phase plus the
+    /// violation's time in its run).
+    pub fn first_violation(&self) -> Option<(usize, String, f64)> {
+        let mut spent = 0.0;
+        for (i, r) in self.runs.iter().enumerate() {
+            if run_behaviour(r, &self.config.acks).is_violation() {
+                let at = r.first_violation_s.unwrap_or(r.test_seconds);
+                let recipe = r.recipe.clone().unwrap_or_else(|| RANDOM.to_string());
+                return Some((i, recipe, spent + at));
+            }
+            spent += r.test_seconds;
+        }
+        None
+    }
+
+    /// Sent values over the runs, and those never read.
+    pub fn sent_missing(&self) -> (u64, u64) {
+        (
+            self.runs.iter().map(|r| r.sent).sum(),
+            self.runs.iter().map(|r| r.missing).sum(),
+        )
+    }
+
+    /// One sentence a reviewer can paste into a design doc.
+    pub fn plain_line(&self) -> String {
+        let label = self.config.label();
+        let runs = self.runs.len();
+        let tested = format!(
+            "{runs} run{} ({})",
+            if runs == 1 { "" } else { "s" },
+            self.tried()
+        );
+        match (self.behaviour(), self.first_violation()) {
+            (Behaviour::LosesAcknowledgedWrites, Some((i, recipe, t))) => format!(
+                "With {label}, Kafka lost {} acknowledged writes: {} broke it {t:.1} s into \
+                 testing (run {} of {tested}).",
+                self.lost(),
+                recipe,
+                i + 1
+            ),
+            (Behaviour::LosesSentRecords, Some((_, recipe, t))) => {
+                let (sent, missing) = self.sent_missing();
+                format!(
+                    "With {label}, {missing} of {sent} records sent ({}) never arrived; {} \
+                     showed it {t:.1} s into testing. acks=0 never says which.",
+                    pct((sent > 0).then(|| missing as f64 / sent as f64)),
+                    recipe
+                )
+            }
+            (b, Some((_, recipe, t))) if b.is_violation() => format!(
+                "With {label}, the log {} ({}): {} showed it {t:.1} s into testing.",
+                b.words(),
+                self.worst_finding()
+                    .map_or_else(|| "-".into(), |(k, n)| format!("{k} {n}")),
+                recipe
+            ),
+            (Behaviour::RiskNotShown, _) => format!(
+                "With {label}, Kafka documents possible loss, but {tested} did not show it: weak \
+                 evidence, not a proof of safety."
+            ),
+            (Behaviour::Safe, _) => format!(
+                "With {label}, no acknowledged write was lost in {tested}, as Kafka promises."
+            ),
+            (b, _) => format!("With {label}: {} over {tested}.", b.words()),
+        }
+    }
+
+    /// What aimed the runs, in words: the recipes, and the random nemesis if it ran.
+    pub fn tried(&self) -> String {
+        let mut names: Vec<String> = Vec::new();
+        for r in &self.runs {
+            let n = r.recipe.clone().unwrap_or_else(|| RANDOM.to_string());
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        if names.is_empty() {
+            "nothing ran".into()
+        } else {
+            names.join(", ")
+        }
     }
 
     /// The most severe anomaly kind found, with its total count over the runs.
@@ -478,6 +795,31 @@ fn ms(x: Option<f64>) -> String {
     x.map_or_else(|| "-".into(), |m| format!("{m:.1} ms"))
 }
 
+/// Seconds of test time to the first violation per recipe, over the cells it broke first.
+pub fn recipe_times(m: &Matrix) -> Vec<(String, Vec<f64>)> {
+    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+    for c in &m.cells {
+        if let Some((_, recipe, t)) = c.first_violation() {
+            match out.iter_mut().find(|(r, _)| *r == recipe) {
+                Some((_, ts)) => ts.push(t),
+                None => out.push((recipe, vec![t])),
+            }
+        }
+    }
+    out
+}
+
+/// The median of `xs` (None when empty).
+pub fn median(xs: &[f64]) -> Option<f64> {
+    let mut t = xs.to_vec();
+    t.sort_by(f64::total_cmp);
+    match t.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(t[n / 2]),
+        n => Some((t[n / 2 - 1] + t[n / 2]) / 2.0),
+    }
+}
+
 /// A cell's figures, as the templates use them.
 #[derive(Serialize)]
 struct CellView {
@@ -489,11 +831,17 @@ struct CellView {
     class: &'static str,
     worst: String,
     lost: u64,
+    missing: String,
     duplicated: u64,
     availability: String,
     p99: String,
     promise: String,
     surprise: Option<String>,
+    broken_by: String,
+    first_violation: String,
+    plain: String,
+    tried: String,
+    short: String,
     runs: Vec<RunView>,
 }
 
@@ -501,17 +849,25 @@ struct CellView {
 struct RunView {
     rel: String,
     seed: u64,
+    recipe: String,
     verdict: String,
     behaviour: &'static str,
     findings: String,
     availability: String,
     p99: String,
+    first_violation: String,
     error: Option<String>,
     has_report: bool,
 }
 
+fn secs(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |t| format!("{t:.1} s"))
+}
+
 fn view(cell: &Cell, dir: Option<&Path>) -> CellView {
     let b = cell.behaviour();
+    let (sent, missing) = cell.sent_missing();
+    let first = cell.first_violation();
     CellView {
         label: cell.config.label(),
         slug: cell.config.slug(),
@@ -523,30 +879,64 @@ fn view(cell: &Cell, dir: Option<&Path>) -> CellView {
             .worst_finding()
             .map_or_else(|| "none".into(), |(k, n)| format!("{k} ({n})")),
         lost: cell.lost(),
+        missing: if sent == 0 {
+            "-".into()
+        } else {
+            format!(
+                "{missing} of {sent} ({})",
+                pct(Some(missing as f64 / sent as f64))
+            )
+        },
         duplicated: cell.duplicated(),
-        availability: pct(cell.availability()),
+        availability: if cell.config.acks == "0" {
+            "- (acks=0: nothing acknowledged)".into()
+        } else {
+            pct(cell.availability())
+        },
         p99: ms(cell.produce_p99_ms()),
         promise: promise(&cell.config).text,
         surprise: cell.surprise(),
+        broken_by: first
+            .as_ref()
+            .map_or_else(|| "-".into(), |(_, r, _)| r.clone()),
+        first_violation: secs(first.as_ref().map(|(_, _, t)| *t)),
+        plain: cell.plain_line(),
+        tried: cell.tried(),
+        short: match (&first, b) {
+            (Some((_, r, t)), _) => format!("{r}, {t:.0} s"),
+            (None, _) => format!(
+                "{} run{}",
+                cell.runs.len(),
+                if cell.runs.len() == 1 { "" } else { "s" }
+            ),
+        },
         runs: cell
             .runs
             .iter()
             .map(|r| RunView {
                 rel: r.rel.clone(),
                 seed: r.seed,
+                recipe: r.recipe.clone().unwrap_or_else(|| RANDOM.to_string()),
                 verdict: format!("{:?}", r.verdict).to_lowercase(),
-                behaviour: behaviour(r).words(),
-                findings: if r.anomalies.is_empty() {
-                    "none".into()
-                } else {
-                    r.anomalies
+                behaviour: run_behaviour(r, &cell.config.acks).words(),
+                findings: {
+                    let mut f: Vec<String> = r
+                        .anomalies
                         .iter()
                         .map(|(k, n)| format!("{k}: {n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                        .collect();
+                    if cell.config.acks == "0" && r.sent > 0 {
+                        f.push(format!("sent never read: {} of {}", r.missing, r.sent));
+                    }
+                    if f.is_empty() {
+                        "none".into()
+                    } else {
+                        f.join(", ")
+                    }
                 },
                 availability: pct(r.availability),
                 p99: ms(r.produce_p99_ms),
+                first_violation: secs(r.first_violation_s),
                 error: r.error.clone(),
                 has_report: dir.is_some_and(|d| d.join(&r.rel).join("report.html").is_file()),
             })
@@ -554,32 +944,88 @@ fn view(cell: &Cell, dir: Option<&Path>) -> CellView {
     }
 }
 
+/// One picture of the matrix: the cells sharing every setting but acks and min.insync (a
+/// release, a flush policy, unclean election, idempotence), acks across, min.insync down.
+#[derive(Serialize)]
+struct Grid {
+    title: String,
+    acks: Vec<String>,
+    rows: Vec<(u32, Vec<Option<usize>>)>,
+}
+
+fn grids(m: &Matrix, release: &str) -> Vec<Grid> {
+    let mut out: Vec<(CellConfig, Grid)> = Vec::new();
+    for (i, c) in m.cells.iter().enumerate() {
+        let mut key = c.config.clone();
+        key.acks = String::new();
+        key.min_isr = 0;
+        let pos = match out.iter().position(|(k, _)| *k == key) {
+            Some(p) => p,
+            None => {
+                let mut title = format!("{release} · {}", flush_words(&c.config.flush));
+                if c.config.unclean {
+                    title.push_str(" · unclean leader election on");
+                }
+                if c.config.idempotence {
+                    title.push_str(" · idempotent producer");
+                }
+                title.push_str(&format!(
+                    " · replication factor {}",
+                    c.config.replication_factor
+                ));
+                out.push((
+                    key,
+                    Grid {
+                        title,
+                        acks: Vec::new(),
+                        rows: Vec::new(),
+                    },
+                ));
+                out.len() - 1
+            }
+        };
+        let g = &mut out[pos].1;
+        if !g.acks.contains(&c.config.acks) {
+            g.acks.push(c.config.acks.clone());
+            for (_, slots) in g.rows.iter_mut() {
+                slots.push(None);
+            }
+        }
+        let col = g.acks.iter().position(|a| *a == c.config.acks).unwrap_or(0);
+        let width = g.acks.len();
+        let row = match g.rows.iter().position(|(mi, _)| *mi == c.config.min_isr) {
+            Some(r) => r,
+            None => {
+                g.rows.push((c.config.min_isr, vec![None; width]));
+                g.rows.len() - 1
+            }
+        };
+        g.rows[row].1[col] = Some(i);
+    }
+    let mut gs: Vec<Grid> = out.into_iter().map(|(_, g)| g).collect();
+    for g in &mut gs {
+        g.rows.sort_by_key(|(mi, _)| *mi);
+    }
+    gs
+}
+
+/// The release the matrix's cells follow, from its setup rows (`release`), in words.
+fn release_of(m: &Matrix) -> String {
+    m.setup.iter().find(|(k, _)| k == "release").map_or_else(
+        || "the bundled broker".into(),
+        |(_, v)| v.split(':').next().unwrap_or(v).trim().to_string(),
+    )
+}
+
 /// `matrix.html`; `dir` (the matrix folder) is used to link only reports that exist.
 pub fn render_html(m: &Matrix, dir: Option<&Path>) -> Result<String, ReportError> {
     let cells: Vec<CellView> = m.cells.iter().map(|c| view(c, dir)).collect();
-    // The grid: rows are everything but min.insync, columns min.insync values.
-    let mut cols: Vec<u32> = m.cells.iter().map(|c| c.config.min_isr).collect();
-    cols.sort_unstable();
-    cols.dedup();
-    let mut rows: Vec<(String, Vec<Option<usize>>)> = Vec::new();
-    for (i, c) in m.cells.iter().enumerate() {
-        let mut rc = c.config.clone();
-        rc.min_isr = 0;
-        let key = rc.label().replace(" min.insync.replicas=0", "");
-        let col = cols
-            .iter()
-            .position(|x| *x == c.config.min_isr)
-            .unwrap_or(0);
-        match rows.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, slots)) => slots[col] = Some(i),
-            None => {
-                let mut slots = vec![None; cols.len()];
-                slots[col] = Some(i);
-                rows.push((key, slots));
-            }
-        }
-    }
+    let grids = grids(m, &release_of(m));
     let verdicts: Vec<Verdict> = m.cells.iter().flat_map(|c| c.verdicts()).collect();
+    let times: Vec<(String, usize, String)> = recipe_times(m)
+        .into_iter()
+        .map(|(r, ts)| (r, ts.len(), secs(median(&ts))))
+        .collect();
     let mut env = Environment::new();
     let tmpl_err = |source| ReportError::Template {
         what: "matrix.html",
@@ -594,9 +1040,9 @@ pub fn render_html(m: &Matrix, dir: Option<&Path>) -> Result<String, ReportError
             setup => JValue::from(minijinja::value::Serde(&m.setup)),
             command_line => m.command_line.clone(),
             css => JValue::from_safe_string(crate::report::CSS.to_string()),
-            cols => cols,
-            rows => JValue::from(minijinja::value::Serde(&rows)),
+            grids => JValue::from(minijinja::value::Serde(&grids)),
             cells => JValue::from(minijinja::value::Serde(&cells)),
+            times => times,
             exit_code => crate::verdict::exit_code(&verdicts),
             threshold => format!("{:.0}%", UNAVAILABLE_BELOW * 100.0),
         })
@@ -607,7 +1053,8 @@ fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-/// `matrix.md`: the same figures as a Markdown table, then each cell's runs.
+/// `matrix.md`: the same figures as a Markdown table, each cell's plain-language line, the
+/// median time to first violation per recipe, then the runs that could not run.
 pub fn render_markdown(m: &Matrix) -> String {
     let mut s = format!("# {}\n\n", md_escape(&m.title));
     for (k, v) in &m.setup {
@@ -615,24 +1062,35 @@ pub fn render_markdown(m: &Matrix) -> String {
     }
     s.push_str(&format!("- command line: `{}`\n\n", m.command_line));
     s.push_str(
-        "| setting | verdict | worst finding | lost | duplicated | availability | produce p99 \
-         | runs | Kafka promises | surprise |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| setting | verdict | broken by | time to first violation | worst finding | lost \
+         | sent never read | duplicated | availability | produce p99 | runs | Kafka promises \
+         | surprise |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for c in &m.cells {
         let v = view(c, None);
         let runs: Vec<String> = c
             .runs
             .iter()
-            .map(|r| format!("[seed {}]({}/report.html)", r.seed, r.rel))
+            .map(|r| {
+                format!(
+                    "[{} seed {}]({}/report.html)",
+                    r.recipe.as_deref().unwrap_or(RANDOM),
+                    r.seed,
+                    r.rel
+                )
+            })
             .collect();
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             md_escape(&v.label),
             v.behaviour,
+            md_escape(&v.broken_by),
+            v.first_violation,
             md_escape(&v.worst),
             v.lost,
+            v.missing,
             v.duplicated,
-            v.availability,
+            md_escape(&v.availability),
             v.p99,
             runs.join(" "),
             md_escape(&v.promise),
@@ -643,10 +1101,29 @@ pub fn render_markdown(m: &Matrix) -> String {
     }
     s.push_str(&format!(
         "\nVerdicts: *loses acknowledged writes* (lost-write or unseen after the final reads), \
-         *reorders* (offsets disagree or reads go back or skip), *duplicates*, *unavailable* \
-         (under {:.0}% of sends acknowledged), *safe*.\n",
+         *loses sent records* (acks=0: records sent that no read returned), *reorders* (offsets \
+         disagree or reads go back or skip), *duplicates*, *unavailable* (under {:.0}% of sends \
+         acknowledged; at acks=0, most sends refused), *risk not shown* (the setting allows loss \
+         but no run showed it: weak evidence, never safe), *safe*.\n\nIn plain words:\n\n",
         UNAVAILABLE_BELOW * 100.0
     ));
+    for c in &m.cells {
+        s.push_str(&format!("- {}\n", md_escape(&c.plain_line())));
+    }
+    let times = recipe_times(m);
+    if !times.is_empty() {
+        s.push_str(
+            "\n| recipe | cells it broke first | median time to first violation |\n|---|---|---|\n",
+        );
+        for (r, ts) in &times {
+            s.push_str(&format!(
+                "| {} | {} | {} |\n",
+                md_escape(r),
+                ts.len(),
+                secs(median(ts))
+            ));
+        }
+    }
     for c in &m.cells {
         for r in &c.runs {
             if let Some(e) = &r.error {
@@ -740,6 +1217,7 @@ mod tests {
             unclean: false,
             idempotence: false,
             replication_factor: 3,
+            flush: FLUSH_DEFAULT.into(),
         }
     }
 
@@ -787,6 +1265,8 @@ mod tests {
         let c = Cell {
             config: cfg("all", 2),
             runs: vec![clean.clone(), lossy.clone()],
+            recipes: Vec::new(),
+            budget_s: 0.0,
         };
         assert_eq!(c.behaviour(), Behaviour::LosesAcknowledgedWrites);
         assert_eq!(c.worst_finding(), Some(("lost-write".into(), 3)));
@@ -795,6 +1275,8 @@ mod tests {
         let expected = Cell {
             config: cfg("1", 2),
             runs: vec![lossy],
+            recipes: Vec::new(),
+            budget_s: 0.0,
         };
         assert_eq!(
             expected.surprise(),
@@ -804,6 +1286,8 @@ mod tests {
         let crashed = Cell {
             config: cfg("0", 1),
             runs: vec![RunSummary::crashed("x", 1, "no broker".into(), 0.0)],
+            recipes: Vec::new(),
+            budget_s: 0.0,
         };
         assert_eq!(crashed.behaviour(), Behaviour::CouldNotRun);
         let m = Matrix {
@@ -823,5 +1307,128 @@ mod tests {
         assert_eq!(cases[2].verdict, Verdict::Crashed);
         let xml = crate::junit::render("matrix", &cases);
         assert!(xml.contains("SURPRISE"), "{xml}");
+    }
+
+    fn history(lines: &[Value]) -> checkers::History {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("history.jsonl");
+        let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        std::fs::write(&path, text.join("\n") + "\n").expect("write");
+        checkers::read_history(&path).expect("history")
+    }
+
+    #[test]
+    fn acks_zero_cells_count_sent_records_never_read() {
+        let h = history(&[
+            json!({"index":0,"time_ns":1,"process":1,"type":"invoke","f":"send","value":[["send","k1",1]]}),
+            json!({"index":1,"time_ns":2,"process":1,"type":"info","f":"send","value":[["send","k1",1]]}),
+            json!({"index":2,"time_ns":3,"process":2,"type":"invoke","f":"send","value":[["send","k1",2]]}),
+            json!({"index":3,"time_ns":4,"process":2,"type":"ok","f":"send","value":[["send","k1",[0,2]]]}),
+            json!({"index":4,"time_ns":5,"process":2,"type":"invoke","f":"send","value":[["send","k2",1]]}),
+            json!({"index":5,"time_ns":6,"process":"nemesis","type":"info","f":"kill","value":{}}),
+            json!({"index":6,"time_ns":7,"process":1000000,"type":"invoke","f":"poll","value":[["poll"]]}),
+            json!({"index":7,"time_ns":8,"process":1000000,"type":"ok","f":"poll","value":[["poll",{"k1":[[0,2]]}]]}),
+        ]);
+        assert_eq!(sent_and_missing(&h), (3, 2));
+        let mut r = run(json!({}), [0, 0, 3], json!("unknown"));
+        r.sent = 3;
+        r.missing = 2;
+        assert_eq!(run_behaviour(&r, "0"), Behaviour::LosesSentRecords);
+        // The same figures at acks=1 say the broker acknowledged nothing: unavailable.
+        assert_eq!(run_behaviour(&r, "1"), Behaviour::Unavailable);
+        r.missing = 0;
+        assert_eq!(run_behaviour(&r, "0"), Behaviour::Safe);
+        let refused = run(json!({}), [0, 90, 10], json!("unknown"));
+        assert_eq!(run_behaviour(&refused, "0"), Behaviour::Unavailable);
+        let c = Cell {
+            config: cfg("0", 1),
+            runs: vec![r],
+            recipes: vec!["leader-failover".into()],
+            budget_s: 60.0,
+        };
+        assert_eq!(
+            c.behaviour(),
+            Behaviour::RiskNotShown,
+            "acks=0 never promises"
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_write_overwritten_is_a_loss() {
+        let r = run(
+            json!({"inconsistent-offsets": {"count": 2, "examples": [
+                {"acked_overwritten": true, "ops": [1, 2]},
+                {"acked_overwritten": false, "ops": [3, 4]}]}}),
+            [100, 0, 0],
+            json!(false),
+        );
+        assert_eq!(r.lost, 1);
+        assert_eq!(behaviour(&r), Behaviour::LosesAcknowledgedWrites);
+    }
+
+    #[test]
+    fn cells_name_the_recipe_that_broke_them_and_when() {
+        let mut clean = run(json!({}), [100, 0, 0], json!(true));
+        clean.recipe = Some("isr-shrink-crash".into());
+        clean.test_seconds = 20.0;
+        let mut lossy = run(
+            json!({"lost-write": {"count": 4}}),
+            [90, 5, 5],
+            json!(false),
+        );
+        lossy.recipe = Some("isr-shrink-crash".into());
+        lossy.test_seconds = 20.0;
+        lossy.first_violation_s = Some(7.5);
+        let c = Cell {
+            config: cfg("all", 1),
+            runs: vec![clean.clone(), lossy],
+            recipes: vec!["isr-shrink-crash".into()],
+            budget_s: 60.0,
+        };
+        let (i, recipe, t) = c.first_violation().expect("violated");
+        assert_eq!((i, recipe.as_str(), t), (1, "isr-shrink-crash", 27.5));
+        assert!(
+            c.plain_line().contains("lost 4 acknowledged writes"),
+            "{}",
+            c.plain_line()
+        );
+        // A clean run where loss is allowed is weak evidence, never "safe".
+        let weak = Cell {
+            config: cfg("all", 1),
+            runs: vec![clean.clone()],
+            recipes: vec!["isr-shrink-crash".into()],
+            budget_s: 60.0,
+        };
+        assert_eq!(weak.behaviour(), Behaviour::RiskNotShown);
+        assert!(weak.risk_not_shown() && weak.plain_line().contains("weak evidence"));
+        let safe = Cell {
+            config: cfg("all", 2),
+            runs: vec![clean],
+            recipes: vec!["last-replica-standing".into()],
+            budget_s: 60.0,
+        };
+        assert_eq!(safe.behaviour(), Behaviour::Safe);
+        let m = Matrix {
+            title: "m".into(),
+            setup: vec![("release".into(), "Kafka 3.6 rules: one release".into())],
+            command_line: "harness matrix".into(),
+            cells: vec![c, weak, safe],
+        };
+        assert_eq!(
+            recipe_times(&m),
+            vec![("isr-shrink-crash".to_string(), vec![27.5])]
+        );
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
+        let html = render_html(&m, None).expect("html").replace("&#x2f;", "/");
+        // The picture comes first: one grid, acks across, min.insync down, squares linking to
+        // their evidence.
+        let pic = html.find("class=\"pic\"").expect("a picture");
+        assert!(pic < html.find("Evidence per cell").expect("evidence"));
+        assert!(html.contains("Kafka 3.6 rules"));
+        assert!(html.contains("href=\"#cell-acks-all_mi-1\""));
+        assert!(html.contains("class=\"sq notshown\"") || html.contains("sq loss"));
+        let md = render_markdown(&m);
+        assert!(md.contains("| isr-shrink-crash | 1 | 27.5 s |"), "{md}");
+        assert!(md.contains("risk not shown"), "{md}");
     }
 }
