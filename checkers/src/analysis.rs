@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::txns::{Kind, ReadRec, Status, Txn, Txns};
+use crate::txns::{Kind, ReadRec, Status, Txn, Txns, NO_OFFSET};
 
 /// No op, record or index.
 pub const NONE: u32 = u32::MAX;
@@ -93,6 +93,8 @@ pub struct Analysis<'t> {
     pub committed: Vec<bool>,
     /// Per unit: its version order.
     pub units: Vec<UnitOrder>,
+    /// The record of each read, numbered as [`Txns::read_start`] numbers them.
+    pub read_rec: Vec<u32>,
     ids: IntMap<(u32, i64), u32>,
 }
 
@@ -112,6 +114,7 @@ impl<'t> Analysis<'t> {
             units: (0..t.unit_names.len())
                 .map(|_| UnitOrder::default())
                 .collect(),
+            read_rec: Vec::new(),
             ids: IntMap::default(),
         };
         // Writers: an ok send wins over an earlier attempt of the same value.
@@ -127,8 +130,13 @@ impl<'t> Analysis<'t> {
             }
         }
         for (i, tx) in t.txns.iter().enumerate() {
+            let start = t.read_start(tx);
+            if a.read_rec.len() < start {
+                a.read_rec.resize(start, NONE);
+            }
             for r in t.reads(tx) {
                 let id = a.intern(r.key, r.value);
+                a.read_rec.push(id);
                 if tx.status == Status::Ok && a.first_ok_reader[id as usize] == NONE {
                     a.first_ok_reader[id as usize] = i as u32;
                 }
@@ -145,21 +153,33 @@ impl<'t> Analysis<'t> {
                     }),
                 };
         }
-        // Version orders: committed sends with an offset, every read with one.
+        // Version orders: committed sends with an offset, every read with one. A record seen
+        // again at the offset it was first seen at adds nothing (most reads), so it is not
+        // pushed again: the orders stay about as large as the log, not as the reads.
+        let mut seen_at: Vec<i64> = vec![NO_OFFSET; a.rec_key.len()];
         for (i, tx) in t.txns.iter().enumerate() {
             if a.committed[i] {
                 for &(k, v, off) in t.sends(tx) {
                     if let (Some(o), Some(r)) = (off, a.rec(k, v)) {
-                        a.units[t.unit_of(k) as usize].by_offset.push((o, r));
+                        if seen_at[r as usize] != o {
+                            seen_at[r as usize] = o;
+                            a.units[t.unit_of(k) as usize].by_offset.push((o, r));
+                        }
                     }
                 }
             }
-            for r in t.reads(tx) {
-                if let (Some(o), Some(id)) = (r.offset(), a.rec(r.key, r.value)) {
-                    a.units[t.unit_of(r.key) as usize].by_offset.push((o, id));
+            let start = t.read_start(tx);
+            for (j, rd) in t.reads(tx).iter().enumerate() {
+                let r = a.read_rec[start + j];
+                if let Some(o) = rd.offset() {
+                    if seen_at[r as usize] != o {
+                        seen_at[r as usize] = o;
+                        a.units[t.unit_of(rd.key) as usize].by_offset.push((o, r));
+                    }
                 }
             }
         }
+        drop(seen_at);
         let n = a.rec_key.len();
         a.first_index = vec![NONE; n];
         a.last_index = vec![NONE; n];
@@ -229,54 +249,74 @@ impl<'t> Analysis<'t> {
         }
     }
 
-    /// An op's reads grouped by unit, as `(unit, reads in the order the op saw them)`. Records
-    /// of several keys of one unit returned by one poll are merged by offset, each key's own
+    /// An op's reads grouped by unit, into `out` (reused between calls): each unit's reads in
+    /// the order the op saw them, `out.runs` naming (unit, range in `out.reads`). Records of
+    /// several keys of one unit returned by one poll are merged by offset, each key's own
     /// order kept (the history keeps each key's records in read order, not their
     /// interleaving); successive polls follow each other.
-    pub fn unit_reads(&self, tx: &Txn, out: &mut Vec<(u32, Vec<ReadRec>)>) {
-        out.clear();
+    pub fn unit_reads(&self, tx: &Txn, out: &mut UnitReads) {
+        out.reads.clear();
+        out.runs.clear();
+        out.segs.clear();
         let reads = self.t.reads(tx);
         if reads.is_empty() {
             return;
         }
         // (unit, poll, segment start, segment end) for each run of one key in one poll.
-        let mut segs: Vec<(u32, u32, usize, usize)> = Vec::new();
         let mut start = 0;
         for run in reads.chunk_by(|a, b| a.key == b.key && a.poll == b.poll) {
-            segs.push((
-                self.t.unit_of(run[0].key),
-                run[0].poll,
-                start,
-                start + run.len(),
-            ));
+            let unit = self.t.unit_of(run[0].key);
+            out.segs
+                .push((unit, run[0].poll, start as u32, (start + run.len()) as u32));
             start += run.len();
         }
-        segs.sort_by_key(|s| (s.0, s.1));
-        for unit_segs in segs.chunk_by(|a, b| a.0 == b.0) {
-            let mut seq: Vec<ReadRec> = Vec::new();
+        out.segs.sort_by_key(|s| (s.0, s.1));
+        for unit_segs in out.segs.chunk_by(|a, b| a.0 == b.0) {
+            let from = out.reads.len();
             for poll_segs in unit_segs.chunk_by(|a, b| a.1 == b.1) {
                 if poll_segs.len() == 1 {
-                    seq.extend_from_slice(&reads[poll_segs[0].2..poll_segs[0].3]);
+                    let (lo, hi) = (poll_segs[0].2 as usize, poll_segs[0].3 as usize);
+                    out.reads.extend_from_slice(&reads[lo..hi]);
                     continue;
                 }
                 // Merge the keys' runs by their heads' offsets.
-                let mut heads: Vec<(usize, usize)> = poll_segs.iter().map(|s| (s.2, s.3)).collect();
+                out.heads.clear();
+                out.heads
+                    .extend(poll_segs.iter().map(|s| (s.2 as usize, s.3 as usize)));
                 loop {
                     let mut best: Option<usize> = None;
-                    for (h, (at, end)) in heads.iter().enumerate() {
+                    for (h, (at, end)) in out.heads.iter().enumerate() {
                         if at < end
-                            && best.is_none_or(|b| reads[*at].offset < reads[heads[b].0].offset)
+                            && best.is_none_or(|b| reads[*at].offset < reads[out.heads[b].0].offset)
                         {
                             best = Some(h);
                         }
                     }
                     let Some(b) = best else { break };
-                    seq.push(reads[heads[b].0]);
-                    heads[b].0 += 1;
+                    out.reads.push(reads[out.heads[b].0]);
+                    out.heads[b].0 += 1;
                 }
             }
-            out.push((unit_segs[0].0, seq));
+            out.runs.push((unit_segs[0].0, from, out.reads.len()));
         }
+    }
+}
+
+/// An op's reads grouped by unit ([`Analysis::unit_reads`]); reused between ops.
+#[derive(Debug, Default)]
+pub struct UnitReads {
+    /// The reads, unit after unit.
+    pub reads: Vec<ReadRec>,
+    /// (unit, start, end) of each unit's reads in `reads`.
+    pub runs: Vec<(u32, usize, usize)>,
+    segs: Vec<(u32, u32, u32, u32)>,
+    heads: Vec<(usize, usize)>,
+}
+
+impl UnitReads {
+    /// Each unit with its reads.
+    pub fn units(&self) -> impl Iterator<Item = (u32, &[ReadRec])> + '_ {
+        self.runs.iter().map(|(u, a, b)| (*u, &self.reads[*a..*b]))
     }
 }
 

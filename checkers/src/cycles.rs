@@ -123,19 +123,41 @@ impl<'a> DependencyGraph<'a> {
                 }
             }
         }
-        // wr, process, realtime
+        // wr, process. With ww edges, a writer whose record sits in an unbroken stretch of its
+        // partition's ww chain already reaches, through that chain, the writer of any later
+        // record of the stretch: of a reader's records in one stretch only the latest needs its
+        // wr edge (Jepsen's "T2's highest read"); the rest would add no reachability, and a
+        // final read of every record would otherwise add an edge per record.
+        let chain = if ww_deps {
+            chain_segments(a)
+        } else {
+            Vec::new()
+        };
         let mut last_of_process: HashMap<u32, NodeIndex> = HashMap::new();
         let mut writers: Vec<NodeIndex> = Vec::new();
+        let mut latest: Vec<(u32, u32, u32, NodeIndex)> = Vec::new();
         for (i, tx) in t.iter().enumerate() {
             let Some(me) = node(i as u32) else {
                 continue;
             };
             writers.clear();
-            for r in txns.reads(tx) {
-                if let Some(w) = a.rec(r.key, r.value).and_then(writer) {
-                    if w != me {
-                        writers.push(w);
+            latest.clear();
+            let start = txns.read_start(tx);
+            for (j, rd) in txns.reads(tx).iter().enumerate() {
+                let r = a.read_rec[start + j];
+                let Some(w) = writer(r) else { continue };
+                match chain.get(r as usize).copied().filter(|s| *s != NONE) {
+                    Some(seg) => {
+                        latest.push((txns.unit_of(rd.key), seg, a.first_index[r as usize], w))
                     }
+                    None if w != me => writers.push(w),
+                    None => {}
+                }
+            }
+            latest.sort_unstable_by_key(|x| (x.0, x.1, std::cmp::Reverse(x.2)));
+            for run in latest.chunk_by(|x, y| x.0 == y.0 && x.1 == y.1) {
+                if run[0].3 != me {
+                    writers.push(run[0].3);
                 }
             }
             writers.sort_unstable();
@@ -402,6 +424,29 @@ impl<'a> DependencyGraph<'a> {
             })
             .map(|r| (self.txns.keys[r.key as usize].as_str(), r.value, r.offset))
     }
+}
+
+/// Per record, the stretch of its partition's ww chain it sits in ([`NONE`] when it is off the
+/// chain: at an offset holding several records). Stretches end at such offsets, where the
+/// chain built in [`DependencyGraph::build`] breaks; within one, every committed writer
+/// reaches the writers of all later records through ww edges.
+fn chain_segments(a: &Analysis) -> Vec<u32> {
+    let mut seg = vec![NONE; a.rec_key.len()];
+    let mut next = 0u32;
+    for u in &a.units {
+        next += 1;
+        for (index, run) in u.by_offset.chunk_by(|x, y| x.0 == y.0).enumerate() {
+            if run.len() != 1 {
+                next += 1;
+                continue;
+            }
+            let r = run[0].1 as usize;
+            if a.first_index[r] == index as u32 {
+                seg[r] = next;
+            }
+        }
+    }
+    seg
 }
 
 /// The shortest cycle through `s` inside `inside`, as nodes from `s` back to `s`.

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::analysis::{Analysis, IntMap, NONE};
+use crate::analysis::{Analysis, IntMap, UnitReads, NONE};
 use crate::commits::{Commits, LOST_COMMIT};
 use crate::history::{History, Process};
 use crate::txns::{self, Kind, ReadRec, Status, Txns};
@@ -636,7 +636,7 @@ fn op_checks(n: &Names, f: &mut Findings) {
     let t = n.t;
     let mut last_poll: IntMap<u32, IntMap<u32, Last>> = IntMap::default();
     let mut last_send: IntMap<u32, IntMap<u32, Last>> = IntMap::default();
-    let mut unit_reads: Vec<(u32, Vec<ReadRec>)> = Vec::new();
+    let mut unit_reads = UnitReads::default();
     let mut sends: Vec<UnitSend> = Vec::new();
     for (i, tx) in t.txns.iter().enumerate() {
         let i = i as u32;
@@ -709,7 +709,7 @@ fn op_checks(n: &Names, f: &mut Findings) {
         }
         // Polls.
         a.unit_reads(tx, &mut unit_reads);
-        if unit_reads.is_empty() {
+        if unit_reads.runs.is_empty() {
             continue;
         }
         let rebalanced = t.rebalances(tx);
@@ -732,8 +732,7 @@ fn op_checks(n: &Names, f: &mut Findings) {
             }
         }
         let m = last_poll.entry(p).or_default();
-        for (unit, seq) in &unit_reads {
-            let unit = *unit;
+        for (unit, seq) in unit_reads.units() {
             let idx = |r: &ReadRec| r.offset().and_then(|o| a.units[unit as usize].index_of(o));
             let first = &seq[0];
             if let Some(prev) = m.get(&unit) {

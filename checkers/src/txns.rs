@@ -155,6 +155,12 @@ impl Txns {
         slice(&self.read_store, &t.reads)
     }
 
+    /// Where the op's reads start among every op's reads (reads are stored in op order, so
+    /// `read_start(t) + i` numbers the op's `i`-th read across the history).
+    pub fn read_start(&self, t: &Txn) -> usize {
+        t.reads.start as usize
+    }
+
     /// The op's reads split into runs of one key, as the poll returned them.
     pub fn read_groups<'s>(&'s self, t: &Txn) -> impl Iterator<Item = &'s [ReadRec]> + 's {
         self.reads(t)
