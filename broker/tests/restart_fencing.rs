@@ -80,16 +80,18 @@ fn wait_for(
 /// Starts the cluster, creates the topic and acknowledges [`RECORDS`] records with acks=all
 /// on the partition led by the active controller. Returns the nodes and that partition.
 fn setup(dir: &std::path::Path, session_ms: &str, args: &[&str]) -> (Vec<BrokerProc>, usize) {
-    let nodes = BrokerProc::start_cluster_with_args(
-        dir,
-        3,
-        3,
-        &[
-            ("broker.session.timeout.ms", session_ms),
-            ("min.insync.replicas", "2"),
-        ],
-        args,
-    );
+    setup_with(dir, &[("broker.session.timeout.ms", session_ms)], args)
+}
+
+/// [`setup`] with any extra broker properties.
+fn setup_with(
+    dir: &std::path::Path,
+    props: &[(&str, &str)],
+    args: &[&str],
+) -> (Vec<BrokerProc>, usize) {
+    let mut all = vec![("min.insync.replicas", "2")];
+    all.extend_from_slice(props);
+    let nodes = BrokerProc::start_cluster_with_args(dir, 3, 3, &all, args);
     create_topic_retrying(&nodes, TOPIC, 3, 3);
     let controller = active_controller(&nodes[0]);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -263,5 +265,36 @@ fn restart_without_fencing_bug_loses_the_acknowledged_records() {
     assert!(
         !lost.is_empty(),
         "the bug mode should lose the acknowledged records"
+    );
+}
+
+#[test]
+fn with_the_pre_4_0_policy_the_new_incarnation_waits_for_the_old_session_to_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = Duration::from_millis(4000);
+    let (mut nodes, p) = setup_with(
+        dir.path(),
+        &[
+            ("broker.session.timeout.ms", "4000"),
+            ("broker.reregistration.policy", "refuse"),
+        ],
+        &[],
+    );
+    let leader = (p + 1) as i32;
+    let (epoch, restarted) = crash_and_restart_inside_session(&mut nodes, p);
+    // The restart returns once the broker listens, which it does only once registered: after
+    // the old session expired (DUPLICATE_BROKER_REGISTRATION until then).
+    let waited = restarted.elapsed();
+    println!("refuse policy: the restarted broker registered {waited:?} after the restart began");
+    assert!(
+        waited + Duration::from_millis(500) >= session,
+        "registered after {waited:?}, inside the old session"
+    );
+    let lost = lost_after_recovery(&nodes, p, epoch + 1);
+    assert!(lost.is_empty(), "acknowledged records lost: {lost:?}");
+    let (l, _, _) = partitions(&nodes[p].addr()).expect("metadata")[p].clone();
+    assert_ne!(
+        l, leader,
+        "another replica took over when the old session expired"
     );
 }

@@ -195,6 +195,23 @@ pub const RECIPES: &[Recipe] = &[
         tolerate: UNCLEAN_ELECTION,
         client: ClientNeeds::Group,
     },
+    Recipe {
+        bug: "restart-without-fencing",
+        source: "pre-KIP-903 / pre-KAFKA-18106: a broker restarted inside its session resumes its leaderships",
+        // Disk faults include kill -9 with every unfsynced write lost (a lost page cache),
+        // restarted one interval later: well inside the 30 s session, so the restarted broker
+        // comes back while its old registration is alive. With the bug it leads again in the
+        // same epoch on an empty log and the followers truncate to it.
+        nemesis: &[FaultKind::Disk],
+        interval: 4.0,
+        broker: &[
+            ("min.insync.replicas", "2"),
+            ("broker.session.timeout.ms", "30000"),
+        ],
+        expect: &["lost-write", "unseen"],
+        tolerate: &[],
+        client: ClientNeeds::Any,
+    },
 ];
 
 /// The recipe of `bug`, or an error listing the known ones.
@@ -410,7 +427,9 @@ mod tests {
 
     #[test]
     fn every_broker_bug_mode_has_a_recipe_and_unknown_names_are_refused() {
-        for (name, _) in broker::replication::bugs::BUG_NAMES {
+        let bugs = crate::system::bundled_bugs().expect("broker --list-bugs");
+        assert!(bugs.len() >= 10, "{bugs:?}");
+        for (name, _) in &bugs {
             assert!(recipe(name).is_ok(), "{name} has no recipe");
         }
         let e = recipe("lose-everything").expect_err("unknown");
@@ -435,9 +454,19 @@ mod tests {
         assert_eq!(s.client.consumer_mode, ConsumerMode::Subscribe);
         assert_eq!(s.client.acks, Acks::All);
         assert_eq!(r.expect, ["lost-commit"]);
-        assert_eq!(
-            RECIPES.last().map(|r| r.bug),
-            Some("offset-commit-before-isr")
+        assert!(RECIPES.iter().any(|r| r.bug == "offset-commit-before-isr"));
+    }
+
+    #[test]
+    fn the_restart_recipe_kills_with_lost_page_caches_inside_the_session() {
+        let r = recipe("restart-without-fencing").expect("recipe");
+        let s = attempt_spec(&TestSpec::default(), r, false, 1);
+        assert_eq!(s.nemesis, vec![FaultKind::Disk]);
+        assert_eq!(s.bugs, vec!["restart-without-fencing".to_string()]);
+        let session: f64 = s.broker["broker.session.timeout.ms"].parse().expect("ms");
+        assert!(
+            session / 1000.0 > 2.0 * r.interval,
+            "the restart, one interval after the kill, lands inside the session"
         );
     }
 

@@ -14,7 +14,9 @@
 //!   commits;
 //! - unclean election whatever the setting (a leader acknowledging alone with
 //!   min.insync.replicas=1 is isolated and a lagging replica elected): acknowledged writes
-//!   overwritten.
+//!   overwritten;
+//! - a broker restarted inside its session (kill -9 with its page cache lost) resuming its old
+//!   leaderships: acknowledged writes lost.
 //!
 //! The other two bug modes (epoch-lookup-next-epoch, isr-join-below-epoch-start) are proven by
 //! the replication simulation tests in `broker` (`replication::sim`); their end-to-end recipes
@@ -140,6 +142,19 @@ fn unclean_regardless_elects_a_replica_lacking_what_a_lone_leader_acknowledged()
         30,
         120,
         "unclean-regardless (seed 1): found",
+    );
+}
+
+#[test]
+fn restart_without_fencing_loses_acknowledged_writes_when_a_leader_restarts_inside_its_session() {
+    // The disk nemesis picks its kill targets at random: seed 1's schedule kills one node (a
+    // correlated page-cache loss of a majority would lose records in Kafka too, and then the
+    // control could not be clean).
+    found_then_control_clean(
+        "restart-without-fencing",
+        30,
+        120,
+        "restart-without-fencing (seed 1): found",
     );
 }
 
