@@ -359,3 +359,77 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::Command;
+    use openraft::CommittedLeaderId;
+    use std::os::unix::fs::MetadataExt;
+
+    fn line(index: u64) -> String {
+        let e: Entry<TypeConfig> = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command::AllocateProducerId),
+        };
+        serde_json::to_string(&e).expect("json")
+    }
+
+    async fn last_index(store: &mut LogStore) -> Option<u64> {
+        store
+            .get_log_state()
+            .await
+            .expect("state")
+            .last_log_id
+            .map(|l| l.index)
+    }
+
+    #[tokio::test]
+    async fn an_intact_log_is_not_rewritten_and_a_torn_tail_is_dropped_keeping_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = LogInner::log_path(dir.path());
+        std::fs::write(&path, format!("{}\n{}\n", line(1), line(2))).expect("write");
+        let inode = std::fs::metadata(&path).expect("meta").ino();
+        {
+            let mut s = LogStore::open(dir.path()).expect("open");
+            assert_eq!(last_index(&mut s).await, Some(2));
+        }
+        assert_eq!(
+            std::fs::metadata(&path).expect("meta").ino(),
+            inode,
+            "an intact file is appended to in place, never replaced"
+        );
+        // A crash mid-append: half of entry 3.
+        let torn = line(3);
+        let mut text = std::fs::read_to_string(&path).expect("read");
+        text.push_str(&torn[..torn.len() / 2]);
+        std::fs::write(&path, text).expect("write");
+        let mut s = LogStore::open(dir.path()).expect("reopen");
+        assert_eq!(last_index(&mut s).await, Some(2), "entries 1 and 2 survive");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            text,
+            format!("{}\n{}\n", line(1), line(2)),
+            "torn tail gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_a_held_dir_is_refused_before_touching_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = LogInner::log_path(dir.path());
+        std::fs::write(&path, format!("{}\n", line(1))).expect("write");
+        let _first = LogStore::open(dir.path()).expect("open");
+        let before = std::fs::metadata(&path).expect("meta");
+        let err = LogStore::open(dir.path()).expect_err("held");
+        assert!(
+            err.to_string().contains("in use by another broker"),
+            "{err}"
+        );
+        let after = std::fs::metadata(&path).expect("meta");
+        assert_eq!(
+            (before.ino(), before.mtime_nsec()),
+            (after.ino(), after.mtime_nsec())
+        );
+    }
+}
