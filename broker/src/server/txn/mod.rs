@@ -252,7 +252,8 @@ impl TxnCoordinator {
         m.lock_owned().await
     }
 
-    /// Stores `meta` for `id` (acks=all) and, once the ISR has it, serves it.
+    /// Stores `meta` for `id` (acks=all) and, once the ISR has it, serves it. A failed write
+    /// answers with Kafka's coordinator errors ([`state_write_error`]).
     pub async fn store(
         &self,
         broker: &Arc<Broker>,
@@ -272,14 +273,7 @@ impl TxnCoordinator {
             self.config.write_timeout_ms,
         )
         .await
-        .map_err(|code| {
-            // A write that timed out waiting for the ISR may still land; the client retries.
-            if code == 7 {
-                codes::COORDINATOR_NOT_AVAILABLE
-            } else {
-                code
-            }
-        })?;
+        .map_err(state_write_error)?;
         let mut caches = lock(&self.caches);
         match caches.get_mut(&owner.partition) {
             Some(c) if c.epoch == owner.epoch => {
@@ -447,5 +441,38 @@ async fn complete(broker: &Arc<Broker>, id: &str) {
                 tokio::time::sleep(backoff).await;
             }
         }
+    }
+}
+
+/// The error a coordinator answers when a state write failed, as Kafka's
+/// `TransactionStateManager.appendTransactionToLog` maps it: a write that may still land or a
+/// partition not ready is COORDINATOR_NOT_AVAILABLE (UNKNOWN_TOPIC_OR_PARTITION,
+/// NOT_ENOUGH_REPLICAS, NOT_ENOUGH_REPLICAS_AFTER_APPEND, REQUEST_TIMED_OUT), a lost
+/// leadership or a storage error NOT_COORDINATOR; clients retry both (with the same decision)
+/// instead of taking the failure as abortable, which would have them abort a transaction
+/// whose PrepareCommit a new coordinator then completes.
+pub fn state_write_error(code: i16) -> i16 {
+    match code {
+        3 | 19 | 20 | 7 => codes::COORDINATOR_NOT_AVAILABLE,
+        6 | 56 => codes::NOT_COORDINATOR,
+        10 | 18 => 1, // MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE: UNKNOWN_SERVER_ERROR
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_state_writes_answer_with_kafkas_coordinator_errors() {
+        for code in [3, 19, 20, 7] {
+            assert_eq!(state_write_error(code), codes::COORDINATOR_NOT_AVAILABLE);
+        }
+        for code in [6, 56] {
+            assert_eq!(state_write_error(code), codes::NOT_COORDINATOR);
+        }
+        assert_eq!(state_write_error(10), 1);
+        assert_eq!(state_write_error(51), 51);
     }
 }
