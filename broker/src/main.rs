@@ -45,9 +45,9 @@ struct Args {
     /// Shorthand for `--override metrics.listener=...`.
     #[arg(long)]
     metrics_listener: Option<String>,
-    /// Switch on a historical data-loss bug (repeatable; refused unless named exactly):
-    /// hw-truncation, epoch-lookup-next-epoch, isr-join-below-epoch-start, ignore-min-insync,
-    /// ack-before-isr. Never in production.
+    /// Switch on a historical data-loss bug (repeatable; refused unless named exactly; the
+    /// names and their sources are in docs/BUGS.md, e.g. hw-truncation, ack-before-isr,
+    /// restart-without-fencing). Never in production.
     #[arg(long = "bug", value_name = "NAME")]
     bugs: Vec<String>,
 }
