@@ -128,7 +128,7 @@ pub struct MatrixArgs {
     #[arg(long = "fail-on", value_parser = parse_fail_on, default_value = "findings")]
     pub fail_on: FailOn,
     /// The workload, nemesis, cluster and store, as for `harness test` (defaults here: 3 nodes,
-    /// replication factor 3, 20 s runs, test name `matrix`).
+    /// replication factor 3, 25 s runs, test name `matrix`).
     #[command(flatten)]
     pub test: TestArgs,
 }
@@ -140,7 +140,7 @@ impl MatrixArgs {
         let mut t = self.test.clone();
         t.nodes = t.nodes.or(Some(3));
         t.replication_factor = t.replication_factor.or(Some(3));
-        t.time_limit = t.time_limit.or(Some(20));
+        t.time_limit = t.time_limit.or(Some(25));
         t.name = t.name.or(Some("matrix".into()));
         let mut spec = t.to_spec().context("the matrix's base spec")?;
         spec.broker.remove("min.insync.replicas");

@@ -89,7 +89,7 @@ pub const RISK_RECIPES: &[RiskRecipe] = &[
                  then it is killed -9 losing its page cache and restarted as the only electable \
                  replica",
         nemesis: &[FaultKind::IsrShrinkCrash],
-        interval: 5.0,
+        interval: 4.0,
         client: RecipeClient::AsIs,
         bears_on: acks_all_min_isr_1,
         on_request: false,
@@ -102,7 +102,7 @@ pub const RISK_RECIPES: &[RiskRecipe] = &[
         window: "the same aimed crash as isr-shrink-crash: replication cut until the ISR is the \
                  leader, then the leader killed -9 losing its page cache and restarted",
         nemesis: &[FaultKind::IsrShrinkCrash],
-        interval: 5.0,
+        interval: 4.0,
         client: RecipeClient::AsIs,
         bears_on: acks_all_min_isr_2_up,
         on_request: false,
@@ -240,6 +240,8 @@ mod tests {
         assert_eq!(s.broker["replica.lag.time.max.ms"], "2000");
         // The fault's first step lasts one interval, longer than the lag time: the ISR shrinks.
         assert!(r.interval * 1000.0 > 2000.0);
+        // The restart comes one interval after the crash, once the session (3 s) fenced it.
+        assert!(r.interval * 1000.0 > 3000.0);
         let d = apply(by_name("retry-duplicates").expect("recipe"), &base);
         assert!(d.client.retries >= 10 && d.client.request_timeout_ms == 2000);
     }

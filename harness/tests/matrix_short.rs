@@ -1,109 +1,171 @@
-//! A short config-safety matrix on the default netns backend (root): acks {1, all} ×
-//! min.insync.replicas {1, 2} at RF=3, one 10-second run per cell with leader kills. Both matrix
-//! files are written with a verdict per cell, each run's report exists and is linked, the JUnit
-//! XML has a case per cell, and the exit code agrees with the runs' verdicts.
+//! A short config-safety matrix on the default netns backend (root), recipes only: acks {1, all}
+//! × min.insync.replicas {1, 2} at RF=3 with Kafka's default flush, 20-second runs. Every cell
+//! whose setting allows loss shows it, broken by the recipe aimed at its risk: acks=1 by the
+//! leader failover, acks=all/min.insync=1 by the crash of a leader alone in its ISR, and
+//! acks=all/min.insync=2 by the last replica standing (these are Kafka 3.6 rules: no Eligible
+//! Leader Replicas). Then acks=all/min.insync=2 with an fsync per append survives the same
+//! crash: safe. The reports, links, JUnit cases and exit codes are checked on the way.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
-#[test]
-fn a_two_by_two_matrix_writes_both_reports_with_a_verdict_per_cell() {
-    let store = tempfile::tempdir().expect("tempdir");
-    let junit = store.path().join("matrix.xml");
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+use results::matrix::{Behaviour, Matrix};
+
+fn matrix(store: &Path, name: &str, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
         .args([
             "matrix",
-            "--acks-axis",
-            "1,all",
-            "--min-isr",
-            "1,2",
             "--nodes",
             "3",
             "--time-limit",
-            "10",
-            "--nemesis",
-            "kill",
-            "--nemesis-interval",
-            "3",
+            "20",
+            "--recipes-only",
+            "--fail-on",
+            "surprises",
+            "--require-shown",
             "--seed",
             "11",
             "--name",
-            "ci-matrix",
-            "--junit",
+            name,
         ])
-        .arg(&junit)
+        .args(extra)
         .arg("--store")
-        .arg(store.path())
+        .arg(store)
         .output()
-        .expect("harness runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = results::store::resolve_latest(&store.path().join("ci-matrix/latest"))
-        .expect("latest link");
+        .expect("harness runs")
+}
+
+fn read(store: &Path, name: &str) -> (std::path::PathBuf, Matrix, String, String) {
+    let dir = results::store::resolve_latest(&store.join(name).join("latest")).expect("latest");
     // minijinja escapes '/' in attribute text; undo that to look for links.
     let html = std::fs::read_to_string(dir.join("matrix.html"))
         .expect("matrix.html")
         .replace("&#x2f;", "/");
     let md = std::fs::read_to_string(dir.join("matrix.md")).expect("matrix.md");
-    let json: serde_json::Value =
+    let m: Matrix =
         serde_json::from_str(&std::fs::read_to_string(dir.join("matrix.json")).expect("json"))
             .expect("matrix.json parses");
-    let m: results::matrix::Matrix = serde_json::from_value(json).expect("a matrix");
+    (dir, m, html, md)
+}
+
+#[test]
+fn aimed_recipes_show_every_documented_loss_and_the_fsynced_promise_holds() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let junit = store.path().join("matrix.xml");
+    let junit_arg = junit.display().to_string();
+    let out = matrix(
+        store.path(),
+        "ci-matrix",
+        &[
+            "--acks-axis",
+            "1,all",
+            "--min-isr",
+            "1,2",
+            "--budget",
+            "60",
+            "--junit",
+            &junit_arg,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (dir, m, html, md) = read(store.path(), "ci-matrix");
     assert_eq!(m.cells.len(), 4, "{stderr}");
-    let verdicts = [
-        "safe",
-        "loses acknowledged writes",
-        "duplicates",
-        "reorders",
-        "unavailable",
-        "unknown",
-        "could not run",
+    let expected = [
+        ("acks-1_mi-1", "leader-failover"),
+        ("acks-1_mi-2", "leader-failover"),
+        ("acks-all_mi-1", "isr-shrink-crash"),
+        ("acks-all_mi-2", "last-replica-standing"),
     ];
-    let mut all = Vec::new();
-    for cell in &m.cells {
+    for (cell, (slug, recipe)) in m.cells.iter().zip(expected) {
         let label = cell.config.label();
-        assert_eq!(cell.runs.len(), 1, "{label}");
-        let run = &cell.runs[0];
+        assert_eq!(cell.config.slug(), slug);
         assert!(
-            run.error.is_none(),
-            "{label} could not run: {:?}\n{stderr}",
-            run.error
+            cell.runs.iter().all(|r| r.error.is_none()),
+            "{label} could not run\n{stderr}"
+        );
+        assert_eq!(
+            cell.behaviour(),
+            Behaviour::LosesAcknowledgedWrites,
+            "{label}: {}\n{stderr}",
+            cell.plain_line()
+        );
+        let (i, by, t) = cell.first_violation().expect("a violation");
+        assert_eq!(by, recipe, "{label}");
+        assert_eq!(
+            i + 1,
+            cell.runs.len(),
+            "{label} stops at its first violation"
         );
         assert!(
-            dir.join(&run.rel).join("report.html").is_file(),
-            "{label}: report of {}",
-            run.rel
+            t > 0.0 && t <= 20.0 * cell.runs.len() as f64 + 1.0,
+            "{label}: {t}"
         );
-        assert!(
-            html.contains(&format!("href=\"{}/report.html\"", run.rel)),
-            "{label} links its run"
-        );
-        let word = cell.behaviour().words();
+        assert!(cell.surprise().is_none(), "{label}: the setting allows it");
+        for r in &cell.runs {
+            assert!(dir.join(&r.rel).join("report.html").is_file(), "{label}");
+            assert!(
+                html.contains(&format!("href=\"{}/report.html\"", r.rel)),
+                "{label}"
+            );
+        }
+        // The picture's square links to the cell's evidence.
+        assert!(html.contains(&format!("href=\"#cell-{slug}\"")), "{label}");
         let row = md
             .lines()
             .find(|l| l.starts_with(&format!("| {label} |")))
             .unwrap_or_else(|| panic!("no row for {label} in\n{md}"));
-        assert!(row.contains(&format!("| {word} |")), "{row}");
-        assert!(verdicts.contains(&word));
-        assert!(row.contains("Kafka") || row.contains("acks="), "{row}");
-        let cell_html = html
-            .split(&format!("id=\"cell-{}\"", cell.config.slug()))
-            .nth(1)
-            .unwrap_or_else(|| panic!("no cell {label} in matrix.html"));
-        assert!(cell_html.contains(word), "{label}");
-        all.extend(cell.verdicts());
+        assert!(
+            row.contains("| loses acknowledged writes |") && row.contains(recipe),
+            "{row}"
+        );
     }
-    assert!(md.contains("acks=all min.insync.replicas=2"), "{md}");
+    assert!(html.find("class=\"pic\"") < html.find("Evidence per cell"));
+    assert!(html.contains("Kafka 3.6 rules") && md.contains("release axis is left out"));
+    assert!(md.contains("median time to first violation"), "{md}");
     assert!(
         stdout.contains("| setting | verdict |"),
         "the table is printed"
     );
-    let code = results::verdict::exit_code(&all);
-    assert_eq!(out.status.code(), Some(i32::from(code)), "{stderr}");
+    // Every loss is one the settings allow: no surprise, every risk shown.
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     let xml = std::fs::read_to_string(&junit).expect("junit");
     assert_eq!(xml.matches("<testcase").count(), 4, "{xml}");
-    let failures = all
-        .iter()
-        .filter(|v| **v == results::verdict::Verdict::Invalid)
-        .count();
-    assert!(xml.contains(&format!("failures=\"{failures}\"")), "{xml}");
+
+    // The same crash with an fsync per append: the last replica loses nothing it acknowledged.
+    let out = matrix(
+        store.path(),
+        "ci-fsync",
+        &[
+            "--acks-axis",
+            "all",
+            "--min-isr",
+            "2",
+            "--flush",
+            "every",
+            "--budget",
+            "1",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (_, m, _, _) = read(store.path(), "ci-fsync");
+    let cell = &m.cells[0];
+    assert_eq!(cell.config.slug(), "acks-all_mi-2_fsync");
+    assert_eq!(cell.runs.len(), 1);
+    assert_eq!(
+        cell.runs[0].recipe.as_deref(),
+        Some("last-replica-standing")
+    );
+    assert!(
+        cell.runs[0].sends[0] > 50,
+        "it took writes: {:?}",
+        cell.runs[0].sends
+    );
+    assert_eq!(
+        cell.behaviour(),
+        Behaviour::Safe,
+        "{}\n{stderr}",
+        cell.plain_line()
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
 }

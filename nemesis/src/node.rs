@@ -56,8 +56,9 @@ pub enum FaultKind {
     /// leader's replication cut for one interval (its followers fall out of the ISR while the
     /// controller still hears from the leader, which then acknowledges alone where min.insync
     /// allows), then the leader killed -9 losing its unfsynced writes (a power loss), the cut
-    /// healed, and the leader restarted one gap later, the only replica an election without
-    /// unclean election may pick. Built from partitions, kills and the disk fault FS.
+    /// healed, and the leader restarted one interval after the crash, the only replica an
+    /// election without unclean election may pick. Built from partitions, kills and the disk
+    /// fault FS.
     IsrShrinkCrash,
 }
 

@@ -456,17 +456,23 @@ fn steps(
                 Some(Action::StopPartition),
             ))
         }
+        // The isolation lasts one whole interval (longer than the controller's session
+        // timeout, so an in-sync follower is elected while the old leader still takes
+        // writes), not a random gap that may heal it first.
         FaultKind::LeaderIsolation => Ok((
-            vec![(
-                0,
-                Action::StartPartition {
-                    topology: Topology::IsolateNode {
-                        node: pinned(LEADER, rng.random_range(0..1024u32)),
+            vec![
+                (
+                    0,
+                    Action::StartPartition {
+                        topology: Topology::IsolateNode {
+                            node: pinned(LEADER, rng.random_range(0..1024u32)),
+                        },
+                        seed: None,
                     },
-                    seed: None,
-                },
-            )],
-            Some(Action::StopPartition),
+                ),
+                (interval_ms, Action::StopPartition),
+            ],
+            None,
         )),
         FaultKind::IsrShrinkCrash => {
             // One partition for every step: its leader's replication cut one interval (longer
@@ -496,12 +502,17 @@ fn steps(
                         },
                     ),
                     (interval_ms + STEP_MS, Action::StopPartition),
+                    // The restart (every node: the crashed leader is only known when it ran)
+                    // one interval after the crash, once the controller has fenced it, so the
+                    // run goes on writing to the log it comes back with.
+                    (
+                        2 * interval_ms,
+                        Action::Start {
+                            nodes: nodes.to_vec(),
+                        },
+                    ),
                 ],
-                // The restart (every node: the crashed leader is only known when it ran)
-                // comes one gap later, after the controller has fenced the dead leader.
-                Some(Action::Start {
-                    nodes: nodes.to_vec(),
-                }),
+                None,
             ))
         }
         FaultKind::FollowerRestartFailover => {

@@ -177,7 +177,12 @@ fn risk_aimed_faults_cut_one_partitions_leader_then_crash_it() {
         assert!(*lose_unfsynced);
         assert_eq!(kill.at_ms - cut.at_ms, 5_000);
         assert!(heal.action == Action::StopPartition && heal.at_ms > kill.at_ms);
-        assert!(matches!(start.action, Action::Start { .. }) && start.at_ms > heal.at_ms);
+        assert!(matches!(start.action, Action::Start { .. }));
+        assert_eq!(
+            start.at_ms - kill.at_ms,
+            5_000,
+            "restarted one interval after the crash"
+        );
     }
     assert_eq!(
         FaultKind::IsrShrinkCrash.components(),
@@ -195,6 +200,7 @@ fn risk_aimed_faults_cut_one_partitions_leader_then_crash_it() {
         }
         if let Some(stop) = pair.get(1) {
             assert_eq!(stop.action, Action::StopPartition);
+            assert_eq!(stop.at_ms - pair[0].at_ms, 5_000, "held one whole interval");
         }
     }
     assert_eq!(

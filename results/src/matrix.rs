@@ -151,8 +151,22 @@ pub fn promise(c: &CellConfig) -> Promise {
                 if c.min_isr == rf {
                     t.push_str(" Any one broker down makes the topic unwritable.");
                 }
+                if c.flush == FLUSH_EVERY {
+                    t.push_str(
+                        " Every append is fsynced, so a crash of the last in-sync replica loses \
+                         nothing it acknowledged.",
+                    );
+                    no_loss = true;
+                } else {
+                    t.push_str(
+                        " But Kafka does not fsync by default, and before Eligible Leader \
+                         Replicas (KIP-966, Kafka 4.0/4.1; these cells follow 3.6 rules) the \
+                         ISR may shrink to the leader alone: if that last replica standing then \
+                         crashes losing its unflushed tail, it is the only electable replica and \
+                         the others truncate to it, so acknowledged writes are lost.",
+                    );
+                }
                 parts.push(t);
-                no_loss = true;
             }
         }
     }
@@ -1232,18 +1246,35 @@ mod tests {
     }
 
     #[test]
+    fn last_replica_standing_is_a_risk_with_the_default_flush_only() {
+        let mut c = cfg("all", 2);
+        let p = promise(&c);
+        assert!(!p.no_loss && p.text.contains("KIP-966"), "{}", p.text);
+        c.flush = FLUSH_EVERY.into();
+        assert!(promise(&c).no_loss);
+        assert_eq!(c.slug(), "acks-all_mi-2_fsync");
+        c.min_isr = 1;
+        assert!(
+            !promise(&c).no_loss,
+            "min.insync=1 lets the leader acknowledge alone"
+        );
+    }
+
+    #[test]
     fn promises_follow_kafkas_documentation() {
         assert!(!promise(&cfg("0", 2)).no_loss);
         assert!(!promise(&cfg("1", 3)).no_loss);
         assert!(!promise(&cfg("all", 1)).no_loss);
-        let p = promise(&cfg("all", 2));
+        let mut fsync = cfg("all", 2);
+        fsync.flush = FLUSH_EVERY.into();
+        let p = promise(&fsync);
         assert!(
             p.no_loss && p.text.contains("survives 1 broker failure"),
             "{}",
             p.text
         );
         assert!(promise(&cfg("all", 3)).text.contains("unwritable"));
-        let mut unclean = cfg("all", 2);
+        let mut unclean = fsync.clone();
         unclean.unclean = true;
         assert!(!promise(&unclean).no_loss);
     }
@@ -1268,6 +1299,8 @@ mod tests {
             recipes: Vec::new(),
             budget_s: 0.0,
         };
+        let mut c = c;
+        c.config.flush = FLUSH_EVERY.into();
         assert_eq!(c.behaviour(), Behaviour::LosesAcknowledgedWrites);
         assert_eq!(c.worst_finding(), Some(("lost-write".into(), 3)));
         assert_eq!((c.lost(), c.duplicated()), (3, 1));
@@ -1401,8 +1434,10 @@ mod tests {
         };
         assert_eq!(weak.behaviour(), Behaviour::RiskNotShown);
         assert!(weak.risk_not_shown() && weak.plain_line().contains("weak evidence"));
+        let mut fsync = cfg("all", 2);
+        fsync.flush = FLUSH_EVERY.into();
         let safe = Cell {
-            config: cfg("all", 2),
+            config: fsync,
             runs: vec![clean],
             recipes: vec!["last-replica-standing".into()],
             budget_s: 60.0,
