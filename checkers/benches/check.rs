@@ -1,7 +1,10 @@
 //! Check time and peak memory on valid histories shaped like real runs: keys `k<i>` in 64
 //! partitions (`i % 64`, recorded as the workload records them), 64 workers whose ops overlap,
 //! crashes that end a process (24k processes over a run), assign-mode consumers reading a few
-//! partitions each, and final reads of one poll per partition holding all its records. Each
+//! partitions each, and final reads of one poll per partition holding all its records. A fresh
+//! consumer starts 100 records before each partition's end (caught up, as steady-state
+//! consumers are); `CHECK_BENCH_REREAD=1` makes it read from the start instead, as the
+//! workload's fresh consumers do (every crash re-reads its partitions: far more reads). Each
 //! history is written to a JSON Lines file first, then checked by `check_file`, streaming, as
 //! `harness check` does. Sizes (client ops, two lines each) can be chosen with
 //! `CHECK_BENCH_SIZES=1000000,10000000`. Prints one line per size.
@@ -35,13 +38,12 @@ fn peak_rss_mb() -> f64 {
 /// says little.
 fn cpu_s() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which ends with ')'): utime is the 12th, stime the 13th.
+    // Fields after the command name (which ends with ')'), from the state: utime is the 12th,
+    // stime the 13th (in clock ticks, 100 a second).
     let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    match (f.get(11), f.get(12)) {
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok());
+    match (field(11), field(12)) {
         (Some(u), Some(s)) => (u + s) / 100.0,
         _ => f64::NAN,
     }
@@ -61,7 +63,7 @@ struct Worker {
 }
 
 /// Writes one real-run-shaped valid history of `ops` client operations; returns its lines.
-fn write_history(path: &Path, ops: usize, seed: u64) -> std::io::Result<u64> {
+fn write_history(path: &Path, ops: usize, seed: u64, reread: bool) -> std::io::Result<u64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut logs: Vec<Vec<(u32, u64)>> = vec![Vec::new(); PARTITIONS];
@@ -106,7 +108,16 @@ fn write_history(path: &Path, ops: usize, seed: u64) -> std::io::Result<u64> {
                 workers[i].process = next_process;
                 next_process += 1;
                 workers[i].assigned = assign(&mut rng);
-                workers[i].positions = vec![0; PARTITIONS];
+                workers[i].positions = logs
+                    .iter()
+                    .map(|l| {
+                        if reread {
+                            0
+                        } else {
+                            l.len().saturating_sub(100)
+                        }
+                    })
+                    .collect();
             }
             continue;
         }
@@ -215,7 +226,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for n in sizes {
         let path = dir.path().join(format!("history-{n}.jsonl"));
         let t0 = Instant::now();
-        let lines = write_history(&path, n, 1)?;
+        let reread = std::env::var_os("CHECK_BENCH_REREAD").is_some();
+        let lines = write_history(&path, n, 1, reread)?;
         let write_s = t0.elapsed().as_secs_f64();
         let size_mb = std::fs::metadata(&path)?.len() as f64 / 1e6;
         reset_peak();

@@ -8,40 +8,11 @@
 //! Invariants: built once, read by the queue, cycle and commit checks; everything here is
 //! sorting and hashing, n log n in the history's size.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
+pub use crate::fasthash::FastMap as IntMap;
 use crate::txns::{Kind, ReadRec, Status, Txn, Txns, NO_OFFSET};
 
 /// No op, record or index.
 pub const NONE: u32 = u32::MAX;
-
-/// A multiplicative hasher for small integer keys (interning millions of records).
-#[derive(Default)]
-pub struct IntHasher(u64);
-
-impl Hasher for IntHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-    fn write_i64(&mut self, n: i64) {
-        self.write_u64(n as u64);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-/// A hash map keyed by small integers.
-pub type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 
 /// One unit's version order.
 #[derive(Debug, Default)]

@@ -8,6 +8,7 @@
 pub mod analysis;
 pub mod commits;
 pub mod cycles;
+pub mod fasthash;
 pub mod history;
 pub mod queue;
 pub mod stats;

@@ -26,6 +26,7 @@ use std::ops::Range;
 
 use serde_json::Value;
 
+use crate::fasthash::FastMap;
 use crate::history::{History, OpType, Process};
 
 /// How a client operation ended.
@@ -256,8 +257,8 @@ enum Current {
 #[derive(Debug)]
 pub struct Builder {
     out: Txns,
-    key_ids: HashMap<String, u32>,
-    proc_ids: HashMap<Process, u32>,
+    key_ids: FastMap<String, u32>,
+    proc_ids: FastMap<Process, u32>,
     open: HashMap<u32, OpenOp>,
     current: Current,
 }
@@ -273,8 +274,8 @@ impl Builder {
     pub fn new() -> Builder {
         Builder {
             out: Txns::default(),
-            key_ids: HashMap::new(),
-            proc_ids: HashMap::new(),
+            key_ids: FastMap::default(),
+            proc_ids: FastMap::default(),
             open: HashMap::new(),
             current: Current::None,
         }
