@@ -488,29 +488,37 @@ async fn to_active_controller(
     deadline: Instant,
 ) -> Result<Response, MetadataError> {
     let ids: Vec<NodeId> = voters.keys().copied().collect();
-    let mut i = 0usize;
+    // The voter after `id` in id order: where to ask next when `id` cannot answer. Kept in
+    // `guess` across calls, so a voter that is down or cut off is not asked first by every
+    // heartbeat (which, with a call timeout above the heartbeat period, once kept every broker
+    // from ever reaching a newly elected controller: all were fenced when the old one was
+    // isolated).
+    let next_after = |id: NodeId| {
+        let pos = ids.iter().position(|v| *v == id).unwrap_or(0);
+        ids[(pos + 1) % ids.len()]
+    };
     loop {
-        let id = guess.unwrap_or(ids[i % ids.len()]);
+        let id = guess.unwrap_or(ids[0]);
         let addr = &voters[&id];
         let conn = conns.entry(id).or_default();
         match rpc::call(conn, addr, req, Duration::from_millis(2000)).await {
             Ok(Response::NotController { leader }) => {
-                *guess = leader.filter(|l| voters.contains_key(l) && *l != id);
-                if guess.is_none() {
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                match leader.filter(|l| voters.contains_key(l) && *l != id) {
+                    Some(l) => *guess = Some(l),
+                    None => {
+                        *guess = Some(next_after(id));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
             }
             Ok(Response::Failed(e)) => {
                 tracing::debug!(controller = id, error = %e, "controller request failed");
-                *guess = None;
-                i += 1;
+                *guess = Some(next_after(id));
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Ok(r) => return Ok(r),
             Err(_) => {
-                *guess = None;
-                i += 1;
+                *guess = Some(next_after(id));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
