@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, FindCoordinatorRequest, MetadataRequest, MetadataResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::config::Config;
@@ -301,6 +303,32 @@ impl Cluster {
             );
         }
         Ok(info)
+    }
+
+    /// One FindCoordinator request on `conn` for `key` (`key_type` 0: a consumer group, 1: a
+    /// transactional id): the coordinator's broker id and `host:port`.
+    pub async fn find_coordinator(
+        &self,
+        conn: &Connection,
+        key_type: i8,
+        key: &str,
+    ) -> Result<(i32, String), Error> {
+        let v = conn
+            .version(ApiKey::FindCoordinator)
+            .ok_or_else(|| Error::UnsupportedVersion("FindCoordinator".into()))?;
+        let mut req = FindCoordinatorRequest::default();
+        req.key = StrBytes::from_string(key.to_string());
+        req.key_type = key_type;
+        let r = conn.call(v, &req, self.config.request_timeout).await?;
+        if r.error_code != 0 {
+            return Err(Error::broker(
+                r.error_code,
+                r.error_message
+                    .map(|m| m.to_string())
+                    .or_else(|| Some("FindCoordinator refused".into())),
+            ));
+        }
+        Ok((r.node_id.0, format!("{}:{}", r.host.as_str(), r.port)))
     }
 
     /// The topic's metadata, refreshing once if it is not cached.

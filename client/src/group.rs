@@ -336,16 +336,9 @@ impl GroupConsumer {
         }
         let cluster = self.consumer.cluster().clone();
         let conn = cluster.any_conn().await?;
-        let v = conn
-            .version(ApiKey::FindCoordinator)
-            .ok_or_else(|| Error::UnsupportedVersion("FindCoordinator".into()))?;
-        let mut req = FindCoordinatorRequest::default();
-        req.key = sb(&self.settings.group_id);
-        let r = conn.call(v, &req, self.timeout()).await?;
-        if r.error_code != 0 {
-            return Err(broker_err(r.error_code, "FindCoordinator"));
-        }
-        let addr = format!("{}:{}", r.host.as_str(), r.port);
+        let (_, addr) = cluster
+            .find_coordinator(&conn, 0, &self.settings.group_id)
+            .await?;
         let c = cluster.conn_to_addr(&addr).await?;
         self.coordinator = Some(c.clone());
         Ok(c)

@@ -74,9 +74,8 @@ use kafka_protocol::messages::txn_offset_commit_request::{
     TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, EndTxnRequest,
-    FindCoordinatorRequest, GroupId, InitProducerIdRequest, ProducerId, TopicName, TransactionalId,
-    TxnOffsetCommitRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, EndTxnRequest, GroupId,
+    InitProducerIdRequest, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -426,22 +425,8 @@ impl TransactionalProducer {
         }
         let cluster = self.producer.cluster();
         let conn = cluster.any_conn().await?;
-        let v = conn
-            .version(ApiKey::FindCoordinator)
-            .ok_or_else(|| Error::UnsupportedVersion("FindCoordinator".into()))?;
-        let mut req = FindCoordinatorRequest::default();
-        req.key = sb(key);
-        req.key_type = key_type;
-        let r = conn.call(v, &req, self.config.request_timeout).await?;
-        if r.error_code != 0 {
-            return Err(Error::broker(
-                r.error_code,
-                r.error_message.map(|m| m.to_string()),
-            ));
-        }
-        let c = cluster
-            .conn_to_addr(&format!("{}:{}", r.host.as_str(), r.port))
-            .await?;
+        let (_, addr) = cluster.find_coordinator(&conn, key_type, key).await?;
+        let c = cluster.conn_to_addr(&addr).await?;
         self.coordinators.lock().await.insert(k, c.clone());
         Ok(c)
     }

@@ -92,6 +92,10 @@ pub struct TestArgs {
     /// Node backend: netns (default as root), docker, ssh, local.
     #[arg(long)]
     pub backend: Option<Backend>,
+    /// The system under test: bundled (this project's broker) or command (the spec's
+    /// `[command]` table starts it; docs/SYSTEMS.md) [default: bundled].
+    #[arg(long, value_parser = parse_system)]
+    pub system: Option<crate::system::SystemKind>,
     /// Replication factor of the workload topic [default: 3].
     #[arg(long)]
     pub replication_factor: Option<u16>,
@@ -187,6 +191,14 @@ pub fn parse_nemesis(list: &str) -> Result<Vec<FaultKind>, SpecError> {
         .collect()
 }
 
+fn parse_system(s: &str) -> Result<crate::system::SystemKind, String> {
+    match s {
+        "bundled" => Ok(crate::system::SystemKind::Bundled),
+        "command" => Ok(crate::system::SystemKind::Command),
+        other => Err(format!("`{other}` is not bundled or command")),
+    }
+}
+
 fn parse_mode(s: &str) -> Result<ConsumerMode, String> {
     match s {
         "assign" => Ok(ConsumerMode::Assign),
@@ -220,6 +232,7 @@ impl TestArgs {
             name,
             nodes,
             backend,
+            system,
             replication_factor,
             partitions,
             rate,

@@ -4,7 +4,6 @@
 //! default here.
 
 use std::fmt::Write;
-use std::io::{Read, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -162,6 +161,18 @@ pub fn start_brokers_with(
     fake_clock: bool,
     files: &dyn NodeFiles,
 ) -> Result<(), DeployError> {
+    prepare_brokers(nodes, spec, broker_bin, fake_clock, files)?;
+    start_all(nodes)
+}
+
+/// Writes every node's `server.properties` and sets its broker service (not started).
+pub fn prepare_brokers(
+    nodes: &[Arc<dyn Node>],
+    spec: &TestSpec,
+    broker_bin: &Path,
+    fake_clock: bool,
+    files: &dyn NodeFiles,
+) -> Result<(), DeployError> {
     let addrs: Vec<IpAddr> = nodes.iter().map(|n| n.address()).collect();
     for (i, node) in nodes.iter().enumerate() {
         let dir = node.data_dir();
@@ -191,6 +202,13 @@ pub fn start_brokers_with(
             log_file: broker_log(node.as_ref()),
             fake_clock,
         });
+    }
+    Ok(())
+}
+
+/// Starts every node's service as set.
+pub fn start_all(nodes: &[Arc<dyn Node>]) -> Result<(), DeployError> {
+    for node in nodes {
         node.start_service().map_err(|e| DeployError::Start {
             node: node.name().to_string(),
             message: e.to_string(),
@@ -199,34 +217,20 @@ pub fn start_brokers_with(
     Ok(())
 }
 
-fn health_ok(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"GET /health HTTP/1.0\r\nHost: h\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.") && out.contains(" 200 ")
-}
-
-/// Waits until every broker answers `/health` and accepts Kafka connections, or names the
-/// first node that never did (a broker that exits at start shows up here, with its log).
-pub fn wait_ready(nodes: &[Arc<dyn Node>], timeout: Duration) -> Result<(), DeployError> {
+/// Waits until every node answers the Kafka protocol on `port` and its Metadata lists every
+/// node as a broker (as a registered KRaft broker's does), or names the first node that never
+/// did, with the last lines of `log` (a service that exits at start shows up here).
+pub fn wait_ready_protocol(
+    nodes: &[Arc<dyn Node>],
+    port: u16,
+    timeout: Duration,
+    log: &dyn Fn(&dyn Node) -> PathBuf,
+) -> Result<(), DeployError> {
     let start = Instant::now();
     for node in nodes {
-        let addr = node.address();
         loop {
-            let kafka = TcpStream::connect_timeout(
-                &SocketAddr::new(addr, KAFKA_PORT),
-                Duration::from_millis(300),
-            )
-            .is_ok();
-            if kafka && health_ok(SocketAddr::new(addr, METRICS_PORT)) {
+            let seen = crate::metadata::brokers_seen(node.as_ref(), port);
+            if seen.is_some_and(|n| n >= nodes.len()) {
                 break;
             }
             let gone = node.service_pid().is_none();
@@ -235,22 +239,32 @@ pub fn wait_ready(nodes: &[Arc<dyn Node>], timeout: Duration) -> Result<(), Depl
                     node: node.name().to_string(),
                     waited: start.elapsed(),
                     what: if gone {
-                        "the broker process exited".into()
+                        "the service process exited".into()
                     } else {
-                        format!("{addr}:{KAFKA_PORT} and /health on {METRICS_PORT}")
+                        match seen {
+                            None => format!("no Metadata answer on {}:{port}", node.address()),
+                            Some(n) => format!("its Metadata lists {n} of {} brokers", nodes.len()),
+                        }
                     },
-                    log: broker_log(node.as_ref()),
+                    log: log(node.as_ref()),
                 });
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
     Ok(())
 }
 
-/// The last `lines` lines of a node's broker log (empty when it cannot be read).
-pub fn log_tail(node: &dyn Node, lines: usize) -> String {
-    let text = std::fs::read(broker_log(node))
+/// Waits until every bundled broker answers Metadata on the Kafka port listing every node (the
+/// Kafka protocol alone: no `/health`), or names the first node that never did, with its log.
+pub fn wait_ready(nodes: &[Arc<dyn Node>], timeout: Duration) -> Result<(), DeployError> {
+    wait_ready_protocol(nodes, KAFKA_PORT, timeout, &|n| broker_log(n))
+}
+
+/// The last `lines` lines of a log file on the harness's filesystem (empty when it cannot be
+/// read, e.g. on an ssh node).
+pub fn log_tail(log: &Path, lines: usize) -> String {
+    let text = std::fs::read(log)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -268,11 +282,11 @@ pub enum StartCheck {
     Exited,
 }
 
-/// Watches a node's broker for up to `timeout` after a start: answering on its Kafka port,
-/// still running but silent, or exited.
-pub fn check_started(node: &dyn Node, timeout: Duration) -> StartCheck {
+/// Watches a node's service for up to `timeout` after a start: answering on its client
+/// `port`, still running but silent, or exited.
+pub fn check_started(node: &dyn Node, port: u16, timeout: Duration) -> StartCheck {
     let start = Instant::now();
-    let addr = SocketAddr::new(node.address(), KAFKA_PORT);
+    let addr = SocketAddr::new(node.address(), port);
     loop {
         if node.service_pid().is_none() {
             return StartCheck::Exited;

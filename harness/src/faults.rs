@@ -10,7 +10,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use broker::server::groups::OFFSETS_TOPIC;
 use checkers::HistoryWriter;
 use nemesis::schedule::{split_role, CONTROLLER, COORDINATOR, FOLLOWERS, LEADER};
 use nemesis::{Action, Nemesis, Node, Schedule};
@@ -18,24 +17,44 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
+/// Where a node's service log is (the system decides).
+pub type LogPath = Arc<dyn Fn(&dyn Node) -> std::path::PathBuf + Send + Sync>;
+
 /// Finds which node currently plays a role, from any broker's metadata.
 pub struct Roles {
     nodes: Vec<Arc<dyn Node>>,
+    port: u16,
+    log: LogPath,
     topic: String,
     partitions: u32,
     rng: ChaCha8Rng,
 }
 
 impl Roles {
-    /// Roles over `nodes` (node id `i + 1` is `nodes[i]`, as deploy numbers them) for `topic`'s
-    /// partitions; which partition's leader `@leader` means is drawn from `seed`.
-    pub fn new(nodes: Vec<Arc<dyn Node>>, topic: &str, partitions: u32, seed: u64) -> Roles {
+    /// Roles over `nodes` (node id `i + 1` is `nodes[i]`, as deploy numbers them), asked on
+    /// their client `port`, for `topic`'s partitions; which partition's leader `@leader` means
+    /// is drawn from `seed`.
+    pub fn new(
+        nodes: Vec<Arc<dyn Node>>,
+        port: u16,
+        topic: &str,
+        partitions: u32,
+        seed: u64,
+    ) -> Roles {
         Roles {
             nodes,
+            port,
+            log: Arc::new(|n: &dyn Node| crate::deploy::broker_log(n)),
             topic: topic.to_string(),
             partitions: partitions.max(1),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0001),
         }
+    }
+
+    /// The same roles, reading each node's service log at `log` (for failed starts).
+    pub fn with_log(mut self, log: LogPath) -> Roles {
+        self.log = log;
+        self
     }
 
     /// The node named `name`.
@@ -53,16 +72,15 @@ impl Roles {
             Some(p) => p % self.partitions,
             None => self.rng.random_range(0..self.partitions),
         } as usize;
-        let workload = || crate::metadata::any_placement(&self.nodes, &self.topic);
+        let workload = || crate::metadata::any_placement(&self.nodes, self.port, &self.topic);
         let ids: Vec<i32> = match base {
             LEADER => vec![*workload()?.leaders.get(partition)?],
             CONTROLLER => vec![workload()?.controller],
-            COORDINATOR => {
-                let offsets = crate::metadata::any_placement(&self.nodes, OFFSETS_TOPIC)?;
-                let n = i32::try_from(offsets.leaders.len()).ok()?;
-                let p = broker::server::internal::partition_for(crate::workload::GROUP, n);
-                vec![*offsets.leaders.get(usize::try_from(p).ok()?)?]
-            }
+            COORDINATOR => vec![crate::metadata::group_coordinator(
+                &self.nodes,
+                self.port,
+                crate::workload::GROUP,
+            )?],
             FOLLOWERS => {
                 let meta = workload()?;
                 let leader = *meta.leaders.get(partition)?;
@@ -165,7 +183,7 @@ fn verify_start(roles: &Roles, name: &str, history: &HistoryWriter) -> Result<()
     let Some(node) = roles.node(name) else {
         return Ok(());
     };
-    match crate::deploy::check_started(node.as_ref(), START_CHECK) {
+    match crate::deploy::check_started(node.as_ref(), roles.port, START_CHECK) {
         crate::deploy::StartCheck::Answering => {
             tracing::debug!(node = name, "restarted broker answers");
         }
@@ -176,7 +194,7 @@ fn verify_start(roles: &Roles, name: &str, history: &HistoryWriter) -> Result<()
             );
         }
         crate::deploy::StartCheck::Exited => {
-            let tail = crate::deploy::log_tail(node.as_ref(), LOG_TAIL_LINES);
+            let tail = crate::deploy::log_tail(&(roles.log)(node.as_ref()), LOG_TAIL_LINES);
             crate::runlog::say(&format!(
                 "harness: warning: {name}'s broker exited after its restart; the run goes on"
             ));
@@ -215,7 +233,7 @@ pub fn recover_brokers(
     let mut lost = Vec::new();
     for node in &roles.nodes {
         let name = node.name().to_string();
-        let mut outcome = crate::deploy::check_started(node.as_ref(), START_CHECK);
+        let mut outcome = crate::deploy::check_started(node.as_ref(), roles.port, START_CHECK);
         let mut tries = 0;
         while outcome == crate::deploy::StartCheck::Exited && tries < attempts {
             tries += 1;
@@ -225,7 +243,7 @@ pub fn recover_brokers(
             if let Err(e) = node.start_service() {
                 tracing::warn!(node = %name, "restart failed: {e}");
             }
-            outcome = crate::deploy::check_started(node.as_ref(), START_CHECK);
+            outcome = crate::deploy::check_started(node.as_ref(), roles.port, START_CHECK);
         }
         let reason = match outcome {
             crate::deploy::StartCheck::Answering => continue,
@@ -239,7 +257,7 @@ pub fn recover_brokers(
         let u = Unrecoverable {
             node: name,
             reason,
-            log_tail: crate::deploy::log_tail(node.as_ref(), LOG_TAIL_LINES),
+            log_tail: crate::deploy::log_tail(&(roles.log)(node.as_ref()), LOG_TAIL_LINES),
         };
         crate::runlog::say(&format!(
             "harness: FINDING: {}'s broker cannot be recovered: {}",

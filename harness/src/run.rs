@@ -134,6 +134,11 @@ pub fn ssh_options(ssh: &SshSpec) -> Result<SshOptions> {
 /// Runs one test; returns the process exit code (0 valid, 1 invalid, 2 unknown); an error is
 /// a run the harness could not finish (exit 255, or 130 when interrupted).
 pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
+    let system =
+        crate::system::for_spec(spec).map_err(|reason| crate::spec::SpecError::Invalid {
+            field: "system".into(),
+            reason,
+        })?;
     let seeds = crate::seeds::Seeds::new(spec.seed);
     let node_names: Vec<String> = (1..=spec.nodes).map(|i| format!("n{i}")).collect();
     let schedule = Schedule::generate_with(
@@ -143,7 +148,7 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
         Duration::from_secs(spec.time_limit),
         Duration::from_secs_f64(spec.nemesis_interval),
         nemesis::schedule::ScheduleOptions {
-            data_port: crate::deploy::KAFKA_PORT,
+            data_port: system.client_port(),
         },
     )
     .context("generating the nemesis schedule")?;
@@ -171,7 +176,7 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
     });
     run.write_json(&run.test_json(), &test_json)
         .context("writing test.json")?;
-    let outcome = run_in(spec, &seeds, &schedule, &run);
+    let outcome = run_in(spec, system.as_ref(), &seeds, &schedule, &run);
     let summary = crate::summary::Summary::of_run(&run.path, spec.seed);
     crate::runlog::say(&summary.render(outcome.as_ref().err()));
     crate::runlog::close();
@@ -194,6 +199,7 @@ fn nemesis_names(kinds: &[FaultKind]) -> String {
 /// The run inside its folder: nodes, deploy, workload, check, and always the teardown.
 fn run_in(
     spec: &TestSpec,
+    system: &dyn crate::system::System,
     seeds: &crate::seeds::Seeds,
     schedule: &Schedule,
     run: &RunDir,
@@ -206,7 +212,10 @@ fn run_in(
                 spec.nodes,
                 &work,
                 NetnsOptions {
-                    disk_faults: spec.nemesis.iter().any(|k| k.components().contains(&FaultKind::Disk)),
+                    disk_faults: spec
+                        .nemesis
+                        .iter()
+                        .any(|k| k.components().contains(&FaultKind::Disk)),
                 },
             )
             .context("creating netns nodes (needs root; `harness clean` removes leftovers)")?,
@@ -220,7 +229,10 @@ fn run_in(
                 &work,
                 DockerOptions {
                     broker_bin: find_broker_bin()?,
-                    disk_faults: spec.nemesis.iter().any(|k| k.components().contains(&FaultKind::Disk)),
+                    disk_faults: spec
+                        .nemesis
+                        .iter()
+                        .any(|k| k.components().contains(&FaultKind::Disk)),
                 },
             )
             .context("creating docker nodes (`harness clean` removes leftovers)")?,
@@ -236,7 +248,7 @@ fn run_in(
             )
         }
     };
-    let nodes = cluster.nodes();
+    let nodes = system.wrap(cluster.nodes());
     let names: Vec<&str> = nodes.iter().map(|n| n.name()).collect();
     let outcome = if names != node_names.iter().map(String::as_str).collect::<Vec<_>>() {
         Err(anyhow::anyhow!(
@@ -246,13 +258,16 @@ fn run_in(
         let nemesis = Arc::new(Nemesis::new(nodes.clone(), seeds.nemesis));
         match nemesis.check_supported(&spec.nemesis) {
             Ok(()) => deploy_and_run(
-                spec,
-                seeds,
+                &Plan {
+                    spec,
+                    system,
+                    seeds,
+                    schedule,
+                },
                 &nodes,
                 cluster.files(),
                 run,
                 &nemesis,
-                schedule,
             ),
             Err(e) => Err(anyhow::Error::new(crate::spec::SpecError::Invalid {
                 field: "nemesis".into(),
@@ -265,7 +280,6 @@ fn run_in(
         // The nemesis guard is dropped here: anything still active is healed before teardown.
     };
     // Teardown always runs: stop brokers, keep their logs, remove the nodes.
-    let nodes = cluster.nodes();
     deploy::stop_brokers(&nodes, Duration::from_secs(5));
     if let Cluster::Ssh(c) = &cluster {
         // Remote nodes: bring each log, config and data dir back over SSH.
@@ -285,11 +299,9 @@ fn run_in(
     let host_fs = !matches!(cluster, Cluster::Ssh(_));
     for n in nodes.iter().filter(|_| host_fs) {
         if let Ok(dir) = run.node_dir(n.name()) {
-            let _ = std::fs::copy(deploy::broker_log(n.as_ref()), dir.join("broker.log"));
-            let _ = std::fs::copy(
-                deploy::broker_config(n.as_ref()),
-                dir.join("server.properties"),
-            );
+            for (name, path) in system.log_files(n.as_ref()) {
+                let _ = std::fs::copy(path, dir.join(name));
+            }
         }
     }
     let data_dirs: Vec<(String, PathBuf)> = nodes
@@ -328,26 +340,50 @@ fn run_in(
     Ok(code)
 }
 
+/// What a run is: the spec, the system it deploys, its seed tree and nemesis schedule.
+struct Plan<'a> {
+    spec: &'a TestSpec,
+    system: &'a dyn crate::system::System,
+    seeds: &'a crate::seeds::Seeds,
+    schedule: &'a Schedule,
+}
+
 fn deploy_and_run(
-    spec: &TestSpec,
-    seeds: &crate::seeds::Seeds,
+    plan: &Plan<'_>,
     nodes: &[Arc<dyn Node>],
     files: &dyn deploy::NodeFiles,
     run: &RunDir,
     nemesis: &Arc<Nemesis>,
-    schedule: &Schedule,
 ) -> Result<u8> {
+    let Plan {
+        spec,
+        system,
+        seeds,
+        schedule,
+    } = *plan;
     let progress = crate::progress::Progress::new();
     progress.phase("deploying brokers");
-    let broker = find_broker_bin()?;
-    deploy::start_brokers_with(
-        nodes,
-        spec,
-        &broker,
-        spec.nemesis.contains(&FaultKind::Clock),
-        files,
-    )?;
-    deploy::wait_ready(nodes, Duration::from_secs(90))?;
+    let port = system.client_port();
+    let log_path = service_log_path(system);
+    system.prepare(nodes, spec, files)?;
+    deploy::start_all(nodes)?;
+    // A start command that fails fails fast, naming the node, the command and its output.
+    for n in nodes {
+        if deploy::check_started(n.as_ref(), port, Duration::from_secs(3))
+            == deploy::StartCheck::Exited
+        {
+            bail!(
+                "node {}: the {} system's service ({}) exited right after its start; its log \
+                 {} ends:\n{}",
+                n.name(),
+                system.kind(),
+                system.describe_start(),
+                log_path(n.as_ref()).display(),
+                deploy::log_tail(&log_path(n.as_ref()), 20)
+            );
+        }
+    }
+    deploy::wait_ready_protocol(nodes, port, Duration::from_secs(90), &*log_path)?;
     progress.line(&format!("harness: {} brokers ready", nodes.len()));
     progress.phase("creating the topic");
     if INTERRUPTED.load(Ordering::SeqCst) {
@@ -355,7 +391,7 @@ fn deploy_and_run(
     }
     let bootstrap: Vec<String> = nodes
         .iter()
-        .map(|n| format!("{}:{}", n.address(), deploy::KAFKA_PORT))
+        .map(|n| format!("{}:{port}", n.address()))
         .collect();
     let bootstrap = bootstrap.join(",");
     crate::workload::create_topic(&bootstrap, spec)?;
@@ -365,10 +401,12 @@ fn deploy_and_run(
     );
     let mut roles = Roles::new(
         nodes.to_vec(),
+        port,
         crate::workload::TOPIC,
         spec.partitions,
         seeds.heal_roles,
-    );
+    )
+    .with_log(log_path.clone());
     let last_fault = Arc::new(std::sync::Mutex::new(String::new()));
     let driver = (!schedule.actions.is_empty()).then(|| {
         progress.line(&format!(
@@ -380,10 +418,12 @@ fn deploy_and_run(
             nemesis.clone(),
             Roles::new(
                 nodes.to_vec(),
+                port,
                 crate::workload::TOPIC,
                 spec.partitions,
                 seeds.roles,
-            ),
+            )
+            .with_log(log_path.clone()),
             schedule.clone(),
             history.clone(),
             &INTERRUPTED,
@@ -416,12 +456,13 @@ fn deploy_and_run(
         if live.is_empty() {
             bail!("no broker could be recovered after the final heal; see each node's broker.log");
         }
-        deploy::wait_ready(&live, Duration::from_secs(90))
+        deploy::wait_ready_protocol(&live, port, Duration::from_secs(90), &*log_path)
             .context("recovery after the final heal")?;
         // A deposed leader that was cut off answers (and serves reads) as leader until it
         // learns of the election; final reads from it would miss the new leader's records.
         match crate::metadata::wait_agreement(
             &live,
+            port,
             crate::workload::TOPIC,
             Duration::from_secs(30),
         ) {
@@ -443,7 +484,7 @@ fn deploy_and_run(
         bootstrap
     } else {
         live.iter()
-            .map(|n| format!("{}:{}", n.address(), deploy::KAFKA_PORT))
+            .map(|n| format!("{}:{port}", n.address()))
             .collect::<Vec<_>>()
             .join(",")
     };
@@ -461,6 +502,15 @@ fn deploy_and_run(
     let code = check_run(&run.path);
     progress.finish();
     code
+}
+
+/// Where a system's service log is on a node: its first log file.
+fn service_log_path(system: &dyn crate::system::System) -> faults::LogPath {
+    let kind = system.kind();
+    Arc::new(move |n: &dyn Node| match kind {
+        crate::system::SystemKind::Bundled => deploy::broker_log(n),
+        crate::system::SystemKind::Command => n.home_dir().join("service.log"),
+    })
 }
 
 /// `harness check <run>`: re-checks `history.jsonl` with the options of the run's `test.json`,

@@ -222,6 +222,11 @@ pub struct TestSpec {
     /// Historical bug modes switched on in every broker (`broker --bug NAME`; see
     /// docs/BUGS.md). Empty: Kafka's fixed behaviour.
     pub bugs: Vec<String>,
+    /// The system under test: `bundled` (this project's broker) or `command` (the `[command]`
+    /// table's templates start a Kafka-compatible cluster; see docs/SYSTEMS.md).
+    pub system: crate::system::SystemKind,
+    /// How a `command` system is run.
+    pub command: Option<crate::system::CommandSpec>,
     /// Allow `min.insync.replicas` above the replication factor (a topic that refuses every
     /// acks=all write), on purpose, as the matrix's unwritable cells do.
     pub allow_unwritable: bool,
@@ -248,6 +253,8 @@ impl Default for TestSpec {
             seed: 0,
             store: PathBuf::from("store"),
             bugs: Vec::new(),
+            system: crate::system::SystemKind::Bundled,
+            command: None,
             allow_unwritable: false,
         }
     }
@@ -350,9 +357,21 @@ impl TestSpec {
                 reason,
             })
         };
-        for bug in &self.bugs {
-            if let Err(e) = broker::replication::ReplicationBugs::none().enable(bug) {
-                return invalid("bugs", e.to_string());
+        if !self.bugs.is_empty() && self.system == crate::system::SystemKind::Bundled {
+            let known = crate::system::bundled_bugs().map_err(|e| SpecError::Invalid {
+                field: "bugs".into(),
+                reason: format!("cannot list the broker's bug modes: {e}"),
+            })?;
+            if let Some(bad) = self
+                .bugs
+                .iter()
+                .find(|b| !known.iter().any(|(k, _)| k == *b))
+            {
+                let names: Vec<&str> = known.iter().map(|(k, _)| k.as_str()).collect();
+                return invalid(
+                    "bugs",
+                    format!("unknown bug mode `{bad}`; known: {}", names.join(", ")),
+                );
             }
         }
         if self.name.is_empty()
@@ -464,8 +483,21 @@ impl TestSpec {
                 }
             }
         }
-        let known: Vec<&str> = broker::config::known_keys().collect();
-        if let Some(bad) = self.broker.keys().find(|k| !known.contains(&k.as_str())) {
+        let bundled = self.system == crate::system::SystemKind::Bundled;
+        let known: Vec<String> = if bundled && !self.broker.is_empty() {
+            crate::system::bundled_config_keys().map_err(|e| SpecError::Invalid {
+                field: "broker".into(),
+                reason: format!("cannot list the broker's configuration keys: {e}"),
+            })?
+        } else {
+            Vec::new()
+        };
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        if let Some(bad) = self
+            .broker
+            .keys()
+            .find(|k| bundled && !known.contains(&k.as_str()))
+        {
             let hint = nearest(bad, &known)
                 .map(|k| format!("did you mean `{k}`? "))
                 .unwrap_or_default();
@@ -475,6 +507,9 @@ impl TestSpec {
                     "`{bad}` is not a property the broker knows; {hint}(docs/BROKER.md lists them)"
                 ),
             );
+        }
+        if let Err(reason) = crate::system::for_spec(self).and_then(|s| s.check(self)) {
+            return invalid("system", reason);
         }
         match (self.backend, &self.ssh) {
             (Backend::Ssh, None) => {

@@ -43,7 +43,7 @@ pub struct Summary {
     pub unseen: u64,
     /// `duplicate` count.
     pub duplicated: u64,
-    /// The invalidating kinds, with counts, worst (largest) first.
+    /// The invalidating kinds found (count above zero), worst (largest) first.
     pub findings: Vec<(String, u64)>,
     /// Faults applied, by nemesis op name.
     pub faults: BTreeMap<String, u64>,
@@ -160,6 +160,7 @@ impl Summary {
                 a.iter()
                     .filter_map(|k| k.as_str())
                     .map(|k| (k.to_string(), count(k)))
+                    .filter(|(_, n)| *n > 0)
                     .collect()
             })
             .unwrap_or_default();

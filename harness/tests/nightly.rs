@@ -140,11 +140,15 @@ fn a_kill_losing_unfsynced_writes_on_a_majority_still_restarts_every_broker() {
         let config = std::fs::read_to_string(broker_config(n.as_ref())).expect("config kept");
         assert!(config.contains("node.id="), "{}: {config}", n.name());
         assert_eq!(
-            check_started(n.as_ref(), Duration::from_secs(30)),
+            check_started(
+                n.as_ref(),
+                harness::deploy::KAFKA_PORT,
+                Duration::from_secs(30)
+            ),
             StartCheck::Answering,
             "{} did not come back: {}",
             n.name(),
-            harness::deploy::log_tail(n.as_ref(), 20)
+            harness::deploy::log_tail(&harness::deploy::broker_log(n.as_ref()), 20)
         );
     }
     wait_ready(&nodes, Duration::from_secs(60)).expect("every broker ready again");

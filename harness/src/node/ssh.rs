@@ -537,6 +537,11 @@ impl SshNode {
 
     /// The remote copy of local `program`, uploading it (debug info stripped) the first time.
     fn remote_program(&self, program: &Path) -> Result<PathBuf, NodeError> {
+        // A command line for the host's own shell (command systems): run the remote shell,
+        // nothing to upload.
+        if program == Path::new("/bin/sh") {
+            return Ok(program.to_path_buf());
+        }
         if let Some(p) = lock(&self.uploaded).get(program) {
             return Ok(p.clone());
         }
@@ -573,15 +578,24 @@ impl SshNode {
         self.dir.join("broker.pid")
     }
 
-    /// Streams the remote node's home dir (log, config, and the data dir with its partition and
-    /// metadata logs) as a tar into `local` (created), which receives the dir's contents.
-    pub fn fetch_data_dir(&self, local: &Path) -> Result<(), NodeError> {
+    /// Streams a remote dir of this node as a tar into `local` (created), which receives the
+    /// dir's contents; `excludes` are paths inside it (`./bin`) left out.
+    pub fn fetch_dir(
+        &self,
+        remote: &Path,
+        excludes: &[&str],
+        local: &Path,
+    ) -> Result<(), NodeError> {
         std::fs::create_dir_all(local).map_err(|source| NodeError::Io {
             node: self.name.clone(),
             path: local.to_path_buf(),
             source,
         })?;
-        let script = format!("tar -C {} -cf - .", quote_path(&self.home_dir()));
+        let excludes: String = excludes
+            .iter()
+            .map(|e| format!(" --exclude={}", shell_quote(e)))
+            .collect();
+        let script = format!("tar -C {}{excludes} -cf - .", quote_path(remote));
         let command = self.wrap(&script);
         let mut guard = lock(&self.conn);
         let mut ch = self.open_channel(&mut guard, &command)?;
@@ -988,24 +1002,16 @@ impl SshCluster {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    /// Copies node `name`'s remote home dir (broker log, server.properties, and `data/` with the
-    /// partition and metadata logs) into `local/data-dir`, with the log and config also at
-    /// `local/`.
+    /// Copies node `name`'s remote data dir (partition and metadata logs) into
+    /// `local/data-dir`, and its home dir's files (broker or service log, configs) into `local/`.
     pub fn collect(&self, name: &str, local: &Path) -> Result<(), NodeError> {
         let node = self
             .node(name)
             .ok_or_else(|| NodeError::Setup(format!("ssh: no node {name}")))?;
-        let dst = local.join("data-dir");
-        node.fetch_data_dir(&dst)?;
-        for f in ["broker.log", "server.properties"] {
-            if dst.join(f).is_file() {
-                std::fs::copy(dst.join(f), local.join(f)).map_err(|source| NodeError::Io {
-                    node: name.to_string(),
-                    path: local.join(f),
-                    source,
-                })?;
-            }
-        }
+        // The data dir (partition and metadata logs) as `data-dir/`, as on the other backends;
+        // the home dir's own files (logs, configs) beside it, without the uploaded binaries.
+        node.fetch_dir(&node.data_dir(), &[], &local.join("data-dir"))?;
+        node.fetch_dir(&node.home_dir(), &["./bin", "./data"], local)?;
         Ok(())
     }
 
