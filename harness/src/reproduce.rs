@@ -33,6 +33,9 @@ pub struct Recipe {
     pub tolerate: &'static [&'static str],
     /// Client settings the bug needs (idempotence, transactions, a client library).
     pub client: ClientNeeds,
+    /// Other bug modes switched on with it: behaviour of the same historical releases without
+    /// which the bug's scenario cannot happen (the control runs without any of them).
+    pub also: &'static [&'static str],
 }
 
 /// The client side of a recipe.
@@ -76,6 +79,7 @@ pub const RECIPES: &[Recipe] = &[
         expect: &["lost-write", "unseen"],
         tolerate: &[],
         client: ClientNeeds::Any,
+        also: &[],
     },
     Recipe {
         bug: "read-above-hw",
@@ -86,6 +90,7 @@ pub const RECIPES: &[Recipe] = &[
         expect: &["inconsistent-offsets", "nonmonotonic-poll", "poll-skip"],
         tolerate: &[],
         client: ClientNeeds::Any,
+        also: &[],
     },
     Recipe {
         bug: "ignore-min-insync",
@@ -103,6 +108,7 @@ pub const RECIPES: &[Recipe] = &[
         expect: &["lost-write", "unseen", ACKED_OVERWRITE],
         tolerate: UNCLEAN_ELECTION,
         client: ClientNeeds::Any,
+        also: &[],
     },
     Recipe {
         bug: "hw-truncation",
@@ -118,6 +124,11 @@ pub const RECIPES: &[Recipe] = &[
         expect: &["lost-write", "unseen", "inconsistent-offsets"],
         tolerate: &[],
         client: ClientNeeds::Any,
+        // Before KIP-903 / KAFKA-18106 a follower restarted inside its session kept its ISR
+        // membership, which is what lets the restarted followers elect one of themselves; with
+        // restarts fencing the old incarnation they leave the ISR and the scenario cannot
+        // happen.
+        also: &["restart-without-fencing"],
     },
     Recipe {
         bug: "epoch-lookup-next-epoch",
@@ -128,6 +139,7 @@ pub const RECIPES: &[Recipe] = &[
         expect: &["lost-write", "unseen", "inconsistent-offsets"],
         tolerate: &[],
         client: ClientNeeds::Any,
+        also: &[],
     },
     Recipe {
         bug: "isr-join-below-epoch-start",
@@ -138,6 +150,7 @@ pub const RECIPES: &[Recipe] = &[
         expect: &["lost-write", "unseen"],
         tolerate: &[],
         client: ClientNeeds::Any,
+        also: &[],
     },
     Recipe {
         bug: "dedupe-missing",
@@ -148,6 +161,7 @@ pub const RECIPES: &[Recipe] = &[
         expect: &["duplicate"],
         tolerate: &[],
         client: ClientNeeds::Idempotent,
+        also: &[],
     },
     Recipe {
         bug: "unclean-regardless",
@@ -165,6 +179,7 @@ pub const RECIPES: &[Recipe] = &[
         expect: &["lost-write", "unseen", ACKED_OVERWRITE],
         tolerate: &[],
         client: ClientNeeds::Any,
+        also: &[],
     },
     Recipe {
         bug: "ignore-abort-markers",
@@ -175,6 +190,7 @@ pub const RECIPES: &[Recipe] = &[
         expect: &["G1a"],
         tolerate: &[],
         client: ClientNeeds::Transactional,
+        also: &[],
     },
     Recipe {
         bug: "offset-commit-before-isr",
@@ -194,6 +210,7 @@ pub const RECIPES: &[Recipe] = &[
         expect: &["lost-commit"],
         tolerate: UNCLEAN_ELECTION,
         client: ClientNeeds::Group,
+        also: &[],
     },
     Recipe {
         bug: "restart-without-fencing",
@@ -211,6 +228,7 @@ pub const RECIPES: &[Recipe] = &[
         expect: &["lost-write", "unseen"],
         tolerate: &[],
         client: ClientNeeds::Any,
+        also: &[],
     },
 ];
 
@@ -262,7 +280,10 @@ pub fn attempt_spec(base: &TestSpec, recipe: &Recipe, control: bool, seed: u64) 
     spec.bugs = if control {
         Vec::new()
     } else {
-        vec![recipe.bug.to_string()]
+        std::iter::once(recipe.bug)
+            .chain(recipe.also.iter().copied())
+            .map(String::from)
+            .collect()
     };
     spec
 }
@@ -455,6 +476,16 @@ mod tests {
         assert_eq!(s.client.acks, Acks::All);
         assert_eq!(r.expect, ["lost-commit"]);
         assert!(RECIPES.iter().any(|r| r.bug == "offset-commit-before-isr"));
+    }
+
+    #[test]
+    fn hw_truncation_runs_with_restarts_that_keep_the_old_registration() {
+        let r = recipe("hw-truncation").expect("recipe");
+        let s = attempt_spec(&TestSpec::default(), r, false, 1);
+        assert_eq!(s.bugs, vec!["hw-truncation", "restart-without-fencing"]);
+        assert!(attempt_spec(&TestSpec::default(), r, true, 1)
+            .bugs
+            .is_empty());
     }
 
     #[test]
