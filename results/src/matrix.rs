@@ -254,9 +254,14 @@ impl RunSummary {
         let p99 =
             checkers::stats::quantile_of(&qs, "send", OpType::Ok).map(|q| q.p99_ns as f64 / 1e6);
         let mut r = Self::from_results(&results, rel, seed, seconds, p99);
-        let (sent, missing) = sent_and_missing(&history);
-        r.sent = sent;
-        r.missing = missing;
+        let d = delivery(&history);
+        r.sent = d.sent;
+        r.missing = d.missing;
+        // The checker lists only the first few overwritten acknowledged writes; once it found
+        // a loss, the acknowledged sends the final reads did not return count them all.
+        if r.lost > 0 {
+            r.lost = r.lost.max(d.acked_missing);
+        }
         r.first_violation_s = first_violation(&history, &results, &r.invalidating);
         Ok(r)
     }
@@ -367,40 +372,65 @@ fn sent_pair(mop: &Value) -> Option<(String, i64)> {
     Some((key, value))
 }
 
-/// Distinct values sent (from every send invoked) and how many of them no read returned.
-pub fn sent_and_missing(history: &checkers::History) -> (u64, u64) {
+/// What reached the log, from a history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Delivery {
+    /// Distinct values sent (every send invoked).
+    pub sent: u64,
+    /// Sent values no read ever returned.
+    pub missing: u64,
+    /// Acknowledged sends.
+    pub acked: u64,
+    /// Acknowledged sends the final reads did not return.
+    pub acked_missing: u64,
+}
+
+/// Sends and reads of a history: values sent, those no read returned, and acknowledged sends
+/// the final reads (process [`checkers::history::FINAL_PROCESS`]) did not return.
+pub fn delivery(history: &checkers::History) -> Delivery {
     use std::collections::BTreeSet;
     let mut sent: BTreeSet<(String, i64)> = BTreeSet::new();
+    let mut acked: BTreeSet<(String, i64)> = BTreeSet::new();
     let mut read: BTreeSet<(String, i64)> = BTreeSet::new();
-    for op in history
-        .ops
-        .iter()
-        .filter(|o| matches!(o.process, checkers::Process::Client(_)))
-    {
+    let mut final_read: BTreeSet<(String, i64)> = BTreeSet::new();
+    for op in &history.ops {
+        let checkers::Process::Client(process) = op.process else {
+            continue;
+        };
         let Some(mops) = op.value.as_array() else {
             continue;
         };
         for mop in mops {
-            if op.op_type == OpType::Invoke {
-                sent.extend(sent_pair(mop));
-            } else if op.op_type == OpType::Ok {
-                let reads = mop
-                    .as_array()
-                    .filter(|m| m.first().and_then(Value::as_str) == Some("poll"))
-                    .and_then(|m| m.get(1))
-                    .and_then(Value::as_object);
-                for (key, pairs) in reads.into_iter().flatten() {
-                    for pair in pairs.as_array().into_iter().flatten() {
-                        if let Some(v) = pair.get(1).and_then(Value::as_i64) {
-                            read.insert((key.clone(), v));
+            match op.op_type {
+                OpType::Invoke => sent.extend(sent_pair(mop)),
+                OpType::Ok => {
+                    acked.extend(sent_pair(mop));
+                    let reads = mop
+                        .as_array()
+                        .filter(|m| m.first().and_then(Value::as_str) == Some("poll"))
+                        .and_then(|m| m.get(1))
+                        .and_then(Value::as_object);
+                    for (key, pairs) in reads.into_iter().flatten() {
+                        for pair in pairs.as_array().into_iter().flatten() {
+                            if let Some(v) = pair.get(1).and_then(Value::as_i64) {
+                                read.insert((key.clone(), v));
+                                if process == checkers::history::FINAL_PROCESS {
+                                    final_read.insert((key.clone(), v));
+                                }
+                            }
                         }
                     }
                 }
+                _ => {}
             }
         }
     }
-    let missing = sent.iter().filter(|p| !read.contains(*p)).count();
-    (sent.len() as u64, missing as u64)
+    Delivery {
+        sent: sent.len() as u64,
+        missing: sent.iter().filter(|p| !read.contains(*p)).count() as u64,
+        acked: acked.len() as u64,
+        acked_missing: acked.iter().filter(|p| !final_read.contains(*p)).count() as u64,
+    }
 }
 
 /// Seconds from the run's start until the first example of an invalidating finding was
@@ -659,14 +689,14 @@ impl Cell {
         let label = self.config.label();
         let runs = self.runs.len();
         let tested = format!(
-            "{runs} run{} ({})",
+            "{runs} run{} of {}",
             if runs == 1 { "" } else { "s" },
             self.tried()
         );
         match (self.behaviour(), self.first_violation()) {
             (Behaviour::LosesAcknowledgedWrites, Some((i, recipe, t))) => format!(
                 "With {label}, Kafka lost {} acknowledged writes: {} broke it {t:.1} s into \
-                 testing (run {} of {tested}).",
+                 testing (run {} of {runs}).",
                 self.lost(),
                 recipe,
                 i + 1
@@ -1362,7 +1392,8 @@ mod tests {
             json!({"index":6,"time_ns":7,"process":1000000,"type":"invoke","f":"poll","value":[["poll"]]}),
             json!({"index":7,"time_ns":8,"process":1000000,"type":"ok","f":"poll","value":[["poll",{"k1":[[0,2]]}]]}),
         ]);
-        assert_eq!(sent_and_missing(&h), (3, 2));
+        let d = delivery(&h);
+        assert_eq!((d.sent, d.missing, d.acked, d.acked_missing), (3, 2, 1, 0));
         let mut r = run(json!({}), [0, 0, 3], json!("unknown"));
         r.sent = 3;
         r.missing = 2;
