@@ -98,6 +98,12 @@ pub struct RdkafkaClient {
     subscribed: bool,
     /// Group joins of this client's consumers.
     joins: Arc<AtomicU64>,
+    /// Per assigned partition, the offset after the last record this client consumed (or was
+    /// moved back to): librdkafka reports no position for a partition assigned at an explicit
+    /// offset until a record is consumed, so two assigns in a row would otherwise restart a
+    /// kept partition from the beginning, a poll going backwards that the Java client (which
+    /// keeps positions across `assign`) never makes.
+    next: std::collections::BTreeMap<i32, i64>,
 }
 
 fn consumer(
@@ -171,6 +177,7 @@ impl RdkafkaClient {
             consumer: consumer(settings, &format!("jepsen-{process}"), &joins)?,
             subscribed: false,
             joins,
+            next: std::collections::BTreeMap::new(),
         };
         if settings.subscribe {
             c.subscribe()?;
@@ -204,7 +211,7 @@ impl RdkafkaClient {
     /// whether the transaction certainly did not commit, with the micro-ops `done` before the
     /// abort (their reads go into the history).
     fn abort(
-        &self,
+        &mut self,
         positions: Option<TopicPartitionList>,
         why: String,
         done: Vec<MopResult>,
@@ -216,6 +223,7 @@ impl RdkafkaClient {
                     // The aborted transaction's reads are read again.
                     for e in pos.elements() {
                         if let Offset::Offset(o) = e.offset() {
+                            self.next.insert(e.partition(), o);
                             let _ = self.consumer.seek(
                                 e.topic(),
                                 e.partition(),
@@ -295,14 +303,17 @@ impl QueueClient for RdkafkaClient {
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             match self.consumer.poll(Duration::from_millis(20)) {
-                Some(Ok(m)) => out.push(Record {
-                    partition: m.partition() as u32,
-                    offset: m.offset(),
-                    key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
-                    value: m
-                        .payload()
-                        .and_then(|p| std::str::from_utf8(p).ok()?.parse().ok()),
-                }),
+                Some(Ok(m)) => {
+                    self.next.insert(m.partition(), m.offset() + 1);
+                    out.push(Record {
+                        partition: m.partition() as u32,
+                        offset: m.offset(),
+                        key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
+                        value: m
+                            .payload()
+                            .and_then(|p| std::str::from_utf8(p).ok()?.parse().ok()),
+                    })
+                }
                 Some(Err(e)) => return Err(err("poll", e)),
                 None => {}
             }
@@ -418,6 +429,7 @@ impl QueueClient for RdkafkaClient {
                 &self.joins,
             )?;
             self.subscribed = false;
+            self.next.clear();
         }
         let current = self
             .consumer
@@ -428,14 +440,20 @@ impl QueueClient for RdkafkaClient {
             let p = *p as i32;
             // Kept partitions keep their position; new ones start from the beginning.
             let offset = match current.find_partition(&self.settings.topic, p) {
-                Some(_) => match self.consumer.position().ok().and_then(|pos| {
-                    pos.find_partition(&self.settings.topic, p)
-                        .map(|e| e.offset())
-                }) {
-                    Some(Offset::Offset(o)) => Offset::Offset(o),
-                    _ => Offset::Beginning,
+                Some(_) => match self.next.get(&p) {
+                    Some(o) => Offset::Offset(*o),
+                    None => match self.consumer.position().ok().and_then(|pos| {
+                        pos.find_partition(&self.settings.topic, p)
+                            .map(|e| e.offset())
+                    }) {
+                        Some(Offset::Offset(o)) => Offset::Offset(o),
+                        _ => Offset::Beginning,
+                    },
                 },
-                None => Offset::Beginning,
+                None => {
+                    self.next.remove(&p);
+                    Offset::Beginning
+                }
             };
             tpl.add_partition_offset(&self.settings.topic, p, offset)
                 .map_err(|e| err("assignment", e))?;
@@ -448,6 +466,7 @@ impl QueueClient for RdkafkaClient {
             return Ok(());
         }
         self.consumer = consumer(&self.settings, &self.settings.group_id, &self.joins)?;
+        self.next.clear();
         self.consumer
             .subscribe(&[&self.settings.topic])
             .map_err(|e| err("subscribe", e))?;
