@@ -23,6 +23,7 @@ pub use queue::{check, CheckOptions, CheckResult, Finding, OptionsError, Rule, P
 /// Reads a history file and checks it, streaming: each line's micro-ops are parsed straight
 /// into the checker's compact form, so memory holds no JSON of the history.
 pub fn check_file(path: &Path, options: &CheckOptions) -> Result<CheckResult, HistoryError> {
+    let mut timer = PhaseTimer::from_env();
     let mut b = txns::Builder::new();
     let mut commits = commits::Commits::new();
     let mut lines = 0usize;
@@ -59,5 +60,24 @@ pub fn check_file(path: &Path, options: &CheckOptions) -> Result<CheckResult, Hi
         Ok(())
     })?;
     let t = b.finish();
+    timer.phase("read and parse");
     Ok(queue::check_txns(&t, &commits, lines, &warnings, options))
+}
+
+/// Prints each phase's duration to stderr when `CHECKERS_TIMING` is set (profiling).
+pub(crate) struct PhaseTimer(Option<std::time::Instant>);
+
+impl PhaseTimer {
+    /// Timing only if `CHECKERS_TIMING` is set.
+    pub(crate) fn from_env() -> PhaseTimer {
+        PhaseTimer(std::env::var_os("CHECKERS_TIMING").map(|_| std::time::Instant::now()))
+    }
+
+    /// Ends a phase: prints its duration and starts the next.
+    pub(crate) fn phase(&mut self, name: &str) {
+        if let Some(t) = &mut self.0 {
+            eprintln!("checkers: {name}: {:.2} s", t.elapsed().as_secs_f64());
+            *t = std::time::Instant::now();
+        }
+    }
 }

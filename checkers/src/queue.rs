@@ -788,7 +788,9 @@ pub fn check_txns(
     warnings: &[String],
     options: &CheckOptions,
 ) -> CheckResult {
+    let mut timer = crate::PhaseTimer::from_env();
     let a = Analysis::build(t);
+    timer.phase("analysis");
     let (mut n_ok, mut n_info, mut n_fail, mut n_polls, mut n_reads) = (0, 0, 0, 0, 0);
     for tx in &t.txns {
         let s = t.sends(tx).len();
@@ -808,9 +810,13 @@ pub fn check_txns(
     let mut f = Findings(BTreeMap::new());
     unit_checks(&names, &mut f);
     record_checks(&names, &mut f);
+    timer.phase("unit and record checks");
     op_checks(&names, &mut f);
+    timer.phase("op checks");
     let graph = crate::cycles::DependencyGraph::build(&a, options.ww_deps);
+    timer.phase("graph");
     graph.report(&mut f);
+    timer.phase("cycle search");
     for example in commits.lost_commits() {
         f.add(LOST_COMMIT, example);
     }

@@ -281,6 +281,11 @@ impl Builder {
         }
     }
 
+    /// The id of a key name (interned on first use).
+    pub fn intern_key(&mut self, k: &str) -> u32 {
+        self.key_id(k)
+    }
+
     fn key_id(&mut self, k: &str) -> u32 {
         if let Some(id) = self.key_ids.get(k) {
             return *id;
@@ -440,8 +445,14 @@ impl Builder {
     /// A record read by the current op's latest poll (`offset` None when the history has
     /// none).
     pub fn read(&mut self, key: &str, offset: Option<i64>, value: i64) {
+        let key = self.key_id(key);
+        self.read_key(key, offset, value);
+    }
+
+    /// As [`Builder::read`], with the key already interned ([`Builder::intern_key`]): a poll's
+    /// records of one key intern it once.
+    pub fn read_key(&mut self, key: u32, offset: Option<i64>, value: i64) {
         if let Current::Complete { polls, .. } = self.current {
-            let key = self.key_id(key);
             self.out.read_store.push(ReadRec {
                 key,
                 poll: polls.saturating_sub(1),
@@ -896,9 +907,10 @@ mod raw {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             while let Some(key) = map.next_key::<Str>()? {
+                let key = self.0.intern_key(&key.0);
                 map.next_value_seed(Records {
                     b: &mut *self.0,
-                    key: &key.0,
+                    key,
                 })?;
             }
             Ok(())
@@ -908,26 +920,26 @@ mod raw {
         }
     }
 
-    struct Records<'b, 'k> {
+    struct Records<'b> {
         b: &'b mut Builder,
-        key: &'k str,
+        key: u32,
     }
 
-    impl<'de> DeserializeSeed<'de> for Records<'_, '_> {
+    impl<'de> DeserializeSeed<'de> for Records<'_> {
         type Value = ();
         fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_seq(self)
         }
     }
 
-    impl<'de> Visitor<'de> for Records<'_, '_> {
+    impl<'de> Visitor<'de> for Records<'_> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a list of [offset, value]")
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             while let Some((o, v)) = seq.next_element::<(Option<i64>, i64)>()? {
-                self.b.read(self.key, o, v);
+                self.b.read_key(self.key, o, v);
             }
             Ok(())
         }
