@@ -434,9 +434,10 @@ pub fn delivery(history: &checkers::History) -> Delivery {
 }
 
 /// Seconds from the run's start until the first example of an invalidating finding was
-/// proven: per example the latest op it names, the earliest over every example of every
-/// invalidating kind; a finding only the final reads prove (no op named) counts at the last
-/// op of the history.
+/// proven: per example the latest op it names (for a `lost-write`, the read of the highest
+/// offset, so an upper bound), the earliest over every example of every invalidating kind; a
+/// finding only the final reads prove (`unseen`, or no op named) counts at the last op of the
+/// history.
 pub fn first_violation(
     history: &checkers::History,
     results: &Value,
@@ -453,6 +454,10 @@ pub fn first_violation(
                 > 0
         })
         .map(|k| {
+            // An unseen write is proven only by the final reads (its example names its send).
+            if k == "unseen" {
+                return end;
+            }
             let examples = results["anomalies"][k.as_str()]["examples"].as_array();
             let proven = examples
                 .into_iter()
@@ -1414,6 +1419,27 @@ mod tests {
             c.behaviour(),
             Behaviour::RiskNotShown,
             "acks=0 never promises"
+        );
+    }
+
+    #[test]
+    fn a_violation_is_timed_when_proven() {
+        let h = history(&[
+            json!({"index":0,"time_ns":1_000_000_000u64,"process":1,"type":"invoke","f":"send","value":[["send","k1",1]]}),
+            json!({"index":1,"time_ns":2_000_000_000u64,"process":1,"type":"ok","f":"send","value":[["send","k1",[0,1]]]}),
+            json!({"index":2,"time_ns":8_000_000_000u64,"process":2,"type":"invoke","f":"poll","value":[["poll"]]}),
+            json!({"index":3,"time_ns":9_000_000_000u64,"process":2,"type":"ok","f":"poll","value":[["poll",{"k1":[[1,2]]}]]}),
+            json!({"index":4,"time_ns":11_000_000_000u64,"process":1000000,"type":"invoke","f":"poll","value":[["poll"]]}),
+            json!({"index":5,"time_ns":12_000_000_000u64,"process":1000000,"type":"ok","f":"poll","value":[["poll",{}]]}),
+        ]);
+        let inv = vec!["lost-write".to_string(), "unseen".to_string()];
+        let lost = json!({"anomalies": {"lost-write": {"count": 1, "examples": [{"send_op": 1, "max_read_op": 3}]}}});
+        assert_eq!(first_violation(&h, &lost, &inv), Some(9.0));
+        let unseen = json!({"anomalies": {"unseen": {"count": 1, "examples": [{"send_op": 1}]}}});
+        assert_eq!(
+            first_violation(&h, &unseen, &inv),
+            Some(12.0),
+            "the final reads prove it"
         );
     }
 
