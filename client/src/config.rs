@@ -6,15 +6,43 @@ use std::time::Duration;
 
 use crate::error::Error;
 
-/// How many replicas must acknowledge a produce (`acks`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How many replicas must acknowledge a produce (`acks`): the one type a run's setting travels
+/// in, from a spec file (`"0"`, `"1"`, `"all"`) to the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Acks {
     /// `acks=0`: no response at all; a send's outcome is never known.
+    #[serde(rename = "0")]
     None,
     /// `acks=1`: the leader appended the records.
+    #[serde(rename = "1")]
     Leader,
     /// `acks=all` (`-1`): every in-sync replica has them (the high watermark passed them).
+    #[serde(rename = "all")]
     All,
+}
+
+impl std::str::FromStr for Acks {
+    type Err = String;
+    /// `0`, `1`, `all` or `-1`, as Kafka's `acks` property.
+    fn from_str(s: &str) -> Result<Acks, String> {
+        match s.trim() {
+            "0" => Ok(Acks::None),
+            "1" => Ok(Acks::Leader),
+            "all" | "-1" => Ok(Acks::All),
+            other => Err(format!("`{other}` is not one of 0, 1, all")),
+        }
+    }
+}
+
+impl std::fmt::Display for Acks {
+    /// The property's value: `0`, `1` or `all`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Acks::None => "0",
+            Acks::Leader => "1",
+            Acks::All => "all",
+        })
+    }
 }
 
 impl Acks {

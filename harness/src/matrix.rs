@@ -209,8 +209,8 @@ pub fn cell_spec(base: &TestSpec, cell: &CellConfig, dir: &Path, run: u32) -> Te
     spec.seed =
         crate::seeds::derive(base.seed, &format!("matrix/{}/{run}", cell.slug())) & SEED_MASK;
     spec.client.acks = match cell.acks.as_str() {
-        "0" => Acks::Zero,
-        "1" => Acks::One,
+        "0" => Acks::None,
+        "1" => Acks::Leader,
         _ => Acks::All,
     };
     spec.client.idempotence = cell.idempotence;

@@ -51,44 +51,9 @@ impl fmt::Display for Backend {
     }
 }
 
-/// The producer's `acks` setting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Acks {
-    /// `acks=0`: fire and forget.
-    #[serde(rename = "0")]
-    Zero,
-    /// `acks=1`: the leader's log.
-    #[serde(rename = "1")]
-    One,
-    /// `acks=all` (-1): every in-sync replica.
-    #[serde(rename = "all")]
-    All,
-}
-
-impl FromStr for Acks {
-    type Err = SpecError;
-    fn from_str(s: &str) -> Result<Self, SpecError> {
-        match s {
-            "0" => Ok(Acks::Zero),
-            "1" => Ok(Acks::One),
-            "all" | "-1" => Ok(Acks::All),
-            other => Err(SpecError::Invalid {
-                field: "acks".into(),
-                reason: format!("`{other}` is not one of 0, 1, all"),
-            }),
-        }
-    }
-}
-
-impl fmt::Display for Acks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Acks::Zero => "0",
-            Acks::One => "1",
-            Acks::All => "all",
-        })
-    }
-}
+/// The producer's `acks` setting: the client crate's type, the one an `acks` travels in from
+/// the spec to the wire.
+pub use client::Acks;
 
 /// How consumers get their partitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -647,7 +612,7 @@ mod tests {
         assert_eq!(spec.nodes, 3);
         assert_eq!(spec.time_limit, 20);
         assert_eq!(spec.nemesis, vec![FaultKind::Partition, FaultKind::Kill]);
-        assert_eq!(spec.client.acks, Acks::One);
+        assert_eq!(spec.client.acks, Acks::Leader);
         assert_eq!(spec.partitions, TestSpec::default().partitions);
         assert_eq!(spec.broker["min.insync.replicas"], "2");
         spec.validate().expect("valid");

@@ -13,7 +13,7 @@ use workloads::client::{ClientSettings, OpenClient, QueueClient};
 use workloads::queue::QueueConfig;
 use workloads::runner::{self, RunConfig};
 
-use crate::spec::{Acks, ClientKind, ConsumerMode, TestSpec};
+use crate::spec::{ClientKind, ConsumerMode, TestSpec};
 
 /// The workload topic.
 pub const TOPIC: &str = "jepsen-queue";
@@ -26,12 +26,7 @@ pub fn settings(spec: &TestSpec, bootstrap: &str) -> ClientSettings {
         bootstrap: bootstrap.split(',').map(str::to_string).collect(),
         topic: TOPIC.into(),
         partitions: spec.partitions,
-        acks: match spec.client.acks {
-            Acks::Zero => "0",
-            Acks::One => "1",
-            Acks::All => "all",
-        }
-        .into(),
+        acks: spec.client.acks,
         idempotence: spec.client.idempotence,
         retries: spec.client.retries,
         request_timeout: Duration::from_millis(spec.client.request_timeout_ms),

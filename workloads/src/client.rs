@@ -18,8 +18,8 @@ pub struct ClientSettings {
     pub topic: String,
     /// Its partition count.
     pub partitions: u32,
-    /// Producer `acks`: `0`, `1` or `all`.
-    pub acks: String,
+    /// Producer `acks`.
+    pub acks: client::Acks,
     /// Producer `enable.idempotence`.
     pub idempotence: bool,
     /// Producer `retries`.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use client::{
-    Acks, Assignor, Config, Consumer, GroupConsumer, GroupSettings, IsolationLevel, OffsetReset,
-    Outcome, PartitionRecords, Producer, Seek, TopicPartition, TransactionalProducer, TxnOutcome,
+    Assignor, Config, Consumer, GroupConsumer, GroupSettings, IsolationLevel, OffsetReset, Outcome,
+    PartitionRecords, Producer, Seek, TopicPartition, TransactionalProducer, TxnOutcome,
 };
 
 use crate::client::{
@@ -42,12 +42,7 @@ fn err(what: &str, e: impl std::fmt::Display) -> ClientError {
 pub fn config(settings: &ClientSettings, client_id: &str) -> Result<Config, ClientError> {
     let mut c = Config::new(settings.bootstrap.iter().cloned());
     c.client_id = client_id.to_string();
-    c.acks = match settings.acks.as_str() {
-        "0" => Acks::None,
-        "1" => Acks::Leader,
-        "all" | "-1" => Acks::All,
-        other => return Err(ClientError(format!("acks `{other}` is not 0, 1 or all"))),
-    };
+    c.acks = settings.acks;
     c.enable_idempotence = settings.idempotence;
     c.retries = settings.retries;
     c.request_timeout = settings.request_timeout;

@@ -136,7 +136,7 @@ impl RdkafkaClient {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &bootstrap)
-            .set("acks", &settings.acks)
+            .set("acks", settings.acks.to_string())
             .set("enable.idempotence", settings.idempotence.to_string())
             // An idempotent producer needs retries (Kafka's default for it is unbounded, capped
             // by the delivery timeout, here message.timeout.ms).
