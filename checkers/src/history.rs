@@ -13,13 +13,39 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Who performed an op: a client process number, or a named actor (`"nemesis"`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum Process {
     /// A client worker's process id.
     Client(u64),
     /// The nemesis (or another named actor).
     Named(String),
+}
+
+/// A number or a string, read directly (serde's untagged enums buffer every value first, which
+/// costs on every line of a history).
+impl<'de> Deserialize<'de> for Process {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Process;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a process number or a name")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Process, E> {
+                Ok(Process::Client(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Process, E> {
+                u64::try_from(v)
+                    .map(Process::Client)
+                    .map_err(|_| E::custom("a process number must not be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Process, E> {
+                Ok(Process::Named(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Process {
@@ -283,6 +309,20 @@ pub fn read_history(path: &Path) -> Result<History, HistoryError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn processes_read_as_numbers_or_names() {
+        let p: Process = serde_json::from_str("7").expect("number");
+        assert_eq!(p, Process::Client(7));
+        let p: Process = serde_json::from_str("\"nemesis\"").expect("name");
+        assert!(p.is_nemesis());
+        assert!(serde_json::from_str::<Process>("-1").is_err());
+        assert!(serde_json::from_str::<Process>("[1]").is_err());
+        assert_eq!(
+            serde_json::to_string(&Process::Client(7)).expect("json"),
+            "7"
+        );
+    }
 
     #[test]
     fn written_histories_read_back_identically() {
