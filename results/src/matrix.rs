@@ -257,9 +257,14 @@ impl RunSummary {
         let d = delivery(&history);
         r.sent = d.sent;
         r.missing = d.missing;
-        // The checker lists only the first few overwritten acknowledged writes; once it found
-        // a loss, the acknowledged sends the final reads did not return count them all.
-        if r.lost > 0 {
+        // The checker lists only the first few overwritten acknowledged writes, and flags one
+        // only where the final reads reached its offset: once an offset held two records (or it
+        // found a loss), the acknowledged sends the final reads did not return count them all.
+        if r.lost > 0
+            || r.anomalies
+                .get("inconsistent-offsets")
+                .is_some_and(|n| *n > 0)
+        {
             r.lost = r.lost.max(d.acked_missing);
         }
         r.first_violation_s = first_violation(&history, &results, &r.invalidating);
@@ -1441,6 +1446,31 @@ mod tests {
             Some(12.0),
             "the final reads prove it"
         );
+    }
+
+    #[test]
+    fn acknowledged_sends_gone_from_a_rewritten_log_are_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lines = [
+            json!({"index":0,"time_ns":1,"process":1,"type":"invoke","f":"send","value":[["send","k1",1]]}),
+            json!({"index":1,"time_ns":2,"process":1,"type":"ok","f":"send","value":[["send","k1",[0,1]]]}),
+            json!({"index":2,"time_ns":3,"process":2,"type":"invoke","f":"poll","value":[["poll"]]}),
+            json!({"index":3,"time_ns":4,"process":2,"type":"ok","f":"poll","value":[["poll",{"k1":[[0,1]]}]]}),
+            json!({"index":4,"time_ns":5,"process":1000000,"type":"invoke","f":"poll","value":[["poll"]]}),
+            json!({"index":5,"time_ns":6,"process":1000000,"type":"ok","f":"poll","value":[["poll",{}]]}),
+        ];
+        let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        std::fs::write(dir.path().join("history.jsonl"), text.join("\n") + "\n").expect("write");
+        // The checker saw offset 0 hold two records but the final reads never reached it.
+        let results = json!({"valid": false,
+            "anomalies": {"inconsistent-offsets": {"count": 1, "examples": [
+                {"acked_overwritten": false, "final": null, "ops": [1, 3]}]}},
+            "invalidating": ["inconsistent-offsets"],
+            "stats": {"sends": {"ok": 1, "fail": 0, "info": 0}}});
+        std::fs::write(dir.path().join("results.json"), results.to_string()).expect("write");
+        let r = RunSummary::from_run(dir.path(), "r", 1, 1.0).expect("summary");
+        assert_eq!(r.lost, 1);
+        assert_eq!(behaviour(&r), Behaviour::LosesAcknowledgedWrites);
     }
 
     #[test]
