@@ -668,15 +668,25 @@ fn pair(
                 2 => DiskFault::EioWrites,
                 3 => DiskFault::EioFsync,
                 _ => {
+                    // One node's page cache at a time (a role, or one random node): a
+                    // correlated loss of unfsynced writes on every replica holding a record
+                    // loses it in every Kafka release (durability comes from replication, not
+                    // fsync), which would make every acks=all verdict under this fault a
+                    // statement about fsync, not about the broker. Correlated loss is a recipe
+                    // of its own.
+                    let one = if targets.iter().any(|t| is_role(t)) {
+                        targets.clone()
+                    } else {
+                        Targets::One.resolve(nodes, rng)?
+                    };
+                    let undo = undo_targets(&one, nodes);
                     return Ok((
                         Action::Kill {
-                            nodes: targets.clone(),
+                            nodes: one,
                             lose_unfsynced: true,
                         },
-                        Some(Action::Start {
-                            nodes: undo.clone(),
-                        }),
-                    ))
+                        Some(Action::Start { nodes: undo }),
+                    ));
                 }
             };
             (

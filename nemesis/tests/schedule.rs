@@ -208,3 +208,24 @@ fn risk_aimed_faults_cut_one_partitions_leader_then_crash_it() {
         FaultKind::LeaderIsolation
     );
 }
+
+#[test]
+fn random_kills_losing_unfsynced_writes_hit_one_node_at_a_time() {
+    let mut seen = 0;
+    for seed in 0..200 {
+        for step in gen(seed, &[FaultKind::Disk]).actions {
+            if let Action::Kill {
+                nodes,
+                lose_unfsynced: true,
+            } = &step.action
+            {
+                seen += 1;
+                assert_eq!(nodes.len(), 1, "seed {seed}: {nodes:?}");
+            }
+        }
+    }
+    assert!(
+        seen > 50,
+        "the disk nemesis still loses page caches ({seen} kills)"
+    );
+}
