@@ -153,6 +153,12 @@ pub struct TestArgs {
     /// with it replays the run [default: a fresh random seed, printed and kept in test.json].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// An anomaly kind that does not invalidate this run (repeatable), e.g. duplicate.
+    #[arg(long = "allow", value_name = "KIND")]
+    pub allow: Vec<String>,
+    /// Leave write-write dependencies (log order) out of the cycle search.
+    #[arg(long)]
+    pub no_ww_deps: bool,
     /// Allow min.insync.replicas above the replication factor (a topic that refuses acks=all
     /// writes), on purpose; refused otherwise.
     #[arg(long)]
@@ -252,6 +258,12 @@ impl TestArgs {
         if self.allow_unwritable {
             spec.allow_unwritable = true;
         }
+        if !self.allow.is_empty() {
+            spec.check.allow = self.allow.clone();
+        }
+        if self.no_ww_deps {
+            spec.check.ww_deps = false;
+        }
         macro_rules! set_client {
             ($($field:ident),*) => { $( if let Some(v) = &self.$field { spec.client.$field = v.clone(); } )* };
         }
@@ -328,6 +340,29 @@ mod tests {
         assert_eq!(spec.client.acks, Acks::All);
         assert_eq!(spec.broker["min.insync.replicas"], "2");
         assert_eq!(spec.nemesis, vec![FaultKind::Partition, FaultKind::Kill]);
+    }
+
+    #[test]
+    fn allowed_kinds_and_ww_deps_reach_the_spec_and_unknown_kinds_are_refused() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["harness", "test", "--seed", "1"];
+            argv.extend_from_slice(args);
+            match Cli::try_parse_from(argv).expect("parses").command {
+                Command::Test(a) => a.to_spec(),
+                _ => panic!("not test"),
+            }
+        };
+        let spec = parse(&["--allow", "duplicate", "--no-ww-deps"]).expect("valid");
+        assert_eq!(spec.check.allow, vec!["duplicate".to_string()]);
+        assert!(!spec.check.ww_deps);
+        assert!(parse(&[]).expect("valid").check.ww_deps, "on by default");
+        let err = parse(&["--allow", "dupes"])
+            .expect_err("unknown kind")
+            .to_string();
+        assert!(
+            err.contains("check.allow") && err.contains("dupes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -526,13 +526,25 @@ pub fn check_run(run: &Path) -> Result<u8> {
     }
     let spec = read_test_spec(run)?;
     let options = match &spec {
-        Some(s) => checkers::CheckOptions {
-            subscribe: s.client.consumer_mode == crate::spec::ConsumerMode::Subscribe,
-            idempotent: s.client.idempotence,
-            final_phase: true,
-            transactions: s.client.transactions,
-            ..Default::default()
-        },
+        Some(s) => {
+            let mut o = checkers::CheckOptions {
+                subscribe: s.client.consumer_mode == crate::spec::ConsumerMode::Subscribe,
+                idempotent: s.client.idempotence,
+                final_phase: true,
+                transactions: s.client.transactions,
+                // Retries without idempotence may write a record twice (allowed then only).
+                retries: s.client.retries > 0,
+                ww_deps: s.check.ww_deps,
+                ..Default::default()
+            };
+            for kind in &s.check.allow {
+                o.allow(kind).map_err(|e| crate::spec::SpecError::Invalid {
+                    field: "check.allow".into(),
+                    reason: e.to_string(),
+                })?;
+            }
+            o
+        }
         None => {
             crate::runlog::say(&format!(
                 "harness: warning: no test.json in {}; checking with assign, \

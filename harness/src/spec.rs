@@ -147,6 +147,26 @@ impl Default for ClientSpec {
     }
 }
 
+/// How the history is judged (beyond what the client settings imply).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CheckSpec {
+    /// Anomaly kinds that do not invalidate this run (`--allow KIND`), stated in results.json.
+    pub allow: Vec<String>,
+    /// Write-write dependencies from log order in the cycle search (`--no-ww-deps` turns them
+    /// off, as Elle's `:ww-deps false`).
+    pub ww_deps: bool,
+}
+
+impl Default for CheckSpec {
+    fn default() -> Self {
+        CheckSpec {
+            allow: Vec::new(),
+            ww_deps: true,
+        }
+    }
+}
+
 /// A whole test: cluster shape, configuration, workload, faults, seed and store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -168,6 +188,8 @@ pub struct TestSpec {
     pub broker: BTreeMap<String, String>,
     /// Client settings.
     pub client: ClientSpec,
+    /// Checker settings.
+    pub check: CheckSpec,
     /// Target rate of client operations per second, over all workers.
     pub rate: f64,
     /// Number of concurrent workers.
@@ -208,6 +230,7 @@ impl Default for TestSpec {
             partitions: 4,
             broker: BTreeMap::new(),
             client: ClientSpec::default(),
+            check: CheckSpec::default(),
             rate: 100.0,
             concurrency: 4,
             time_limit: 60,
@@ -337,6 +360,12 @@ impl TestSpec {
                     "bugs",
                     format!("unknown bug mode `{bad}`; known: {}", names.join(", ")),
                 );
+            }
+        }
+        let mut options = checkers::CheckOptions::default();
+        for kind in &self.check.allow {
+            if let Err(e) = options.allow(kind) {
+                return invalid("check.allow", e.to_string());
             }
         }
         if self.name.is_empty()
