@@ -233,6 +233,10 @@ fn run_in(
                         .nemesis
                         .iter()
                         .any(|k| k.components().contains(&FaultKind::Disk)),
+                    image_files: match (&spec.system, &spec.command) {
+                        (crate::system::SystemKind::Command, Some(c)) => c.image_files.clone(),
+                        _ => Vec::new(),
+                    },
                 },
             )
             .context("creating docker nodes (`harness clean` removes leftovers)")?,

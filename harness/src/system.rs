@@ -83,6 +83,11 @@ pub struct CommandSpec {
     /// kept as `{home}/service.log`).
     #[serde(default)]
     pub logs: Vec<String>,
+    /// Host files and directories (absolute paths, not templates) the docker backend copies
+    /// into the run's image at the same paths, with the shared libraries `ldd` lists for
+    /// executables among them; other backends run on hosts that already hold the system.
+    #[serde(default)]
+    pub image_files: Vec<PathBuf>,
 }
 
 fn default_port() -> u16 {
@@ -330,10 +335,28 @@ impl System for Command {
                 spec.bugs.join(", ")
             ));
         }
-        if spec.backend == crate::spec::Backend::Docker {
+        for f in &self.spec.image_files {
+            if !f.is_absolute() {
+                return Err(format!(
+                    "command.image-files: `{}` is not an absolute path",
+                    f.display()
+                ));
+            }
+            if !f.exists() {
+                return Err(format!(
+                    "command.image-files: `{}` does not exist on this host",
+                    f.display()
+                ));
+            }
+        }
+        if spec.backend == crate::spec::Backend::Docker
+            && (self.spec.pid_file.is_some() || self.spec.pattern.is_some())
+        {
             return Err(
-                "the docker backend's image holds only the bundled broker; run a command system \
-                 on netns, local or ssh nodes"
+                "command: on the docker backend the start command must run the service in the \
+                 foreground (no pid-file or pattern): a node's commands run host tools in the \
+                 container's network namespace only, so a daemonizing start would run outside \
+                 the container and a pid file would hold a container-namespace pid"
                     .into(),
             );
         }
@@ -672,6 +695,7 @@ mod tests {
                 pattern: None,
                 files: Vec::new(),
                 logs: Vec::new(),
+                image_files: Vec::new(),
             },
         };
         let err = c.check(&spec).expect_err("bug modes");

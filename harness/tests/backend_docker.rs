@@ -3,7 +3,9 @@
 //! data dir, and leaves no container, network or image; faults (nft partitions inside a
 //! container's network namespace, kill and restart, pause, clock, EIO on the fault FS data dir,
 //! file corruption) apply and heal;
-//! a SIGKILLed harness's containers, network and image are removed by `harness clean`.
+//! a SIGKILLed harness's containers, network and image are removed by `harness clean`; a
+//! `command` system whose start command runs the broker binary listed in `image-files` (copied
+//! into the image with its libraries) is valid fault-free and under kills.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -56,6 +58,22 @@ fn labelled(run: Option<&str>) -> Vec<String> {
     found
 }
 
+/// The latest run under the test's store dir `name_dir`, whose results.json says valid with
+/// at least 50 acknowledged sends.
+fn valid_run(name_dir: &std::path::Path) -> PathBuf {
+    let run = results::store::resolve_latest(&name_dir.join("latest")).expect("latest link");
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("results.json")).expect("results.json"),
+    )
+    .expect("json");
+    assert_eq!(results["valid"], true, "{results:#}");
+    assert!(
+        results["stats"]["sends"]["ok"].as_u64().unwrap_or(0) >= 50,
+        "{results:#}"
+    );
+    run
+}
+
 fn broker_processes_under(dir: &std::path::Path) -> Vec<String> {
     let out = Command::new("pgrep")
         .args(["-af", &dir.display().to_string()])
@@ -98,17 +116,7 @@ fn harness_test_on_docker_is_valid_and_leaves_nothing() {
     eprintln!("docker run took {:?}", t0.elapsed());
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("3 brokers ready"), "{stderr}");
-    let run =
-        results::store::resolve_latest(&store.path().join("docker/latest")).expect("latest link");
-    let results: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run.join("results.json")).expect("results.json"),
-    )
-    .expect("json");
-    assert_eq!(results["valid"], true, "{results:#}");
-    assert!(
-        results["stats"]["sends"]["ok"].as_u64().unwrap_or(0) >= 50,
-        "{results:#}"
-    );
+    let run = valid_run(&store.path().join("docker"));
     for n in ["n1", "n2", "n3"] {
         let dir = run.join("nodes").join(n);
         let log = std::fs::read_to_string(dir.join("broker.log")).expect("broker log kept");
@@ -137,6 +145,7 @@ fn faults_apply_inside_containers_and_heal() {
         DockerOptions {
             broker_bin: sleep.clone(),
             disk_faults: true,
+            image_files: Vec::new(),
         },
     )
     .expect("docker cluster");
@@ -349,4 +358,120 @@ fn a_sigkilled_docker_run_is_removed_by_harness_clean() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(broker_processes_under(store.path()), Vec::<String>::new());
+}
+
+/// The broker's own properties, as templates the `command` system renders per node (short
+/// heartbeats and sessions, so a killed node's partitions move within the run).
+const COMMAND_PROPERTIES: &[(&str, &str)] = &[
+    ("node.id", "{id}"),
+    ("process.roles", "broker,controller"),
+    ("controller.quorum.voters", "{voters}"),
+    ("listeners", "PLAINTEXT://{host}:{port}"),
+    ("log.dirs", "{data_dir}/data"),
+    ("metadata.log.dir", "{data_dir}/meta"),
+    ("broker.heartbeat.interval.ms", "500"),
+    ("broker.session.timeout.ms", "3000"),
+    ("replica.lag.time.max.ms", "5000"),
+    ("auto.create.topics.enable", "false"),
+];
+
+/// A docker spec for a `command` system running the broker binary (copied into the image by
+/// `image-files`) in the foreground from its own properties file.
+fn command_spec(dir: &std::path::Path, name: &str, top: &str) -> PathBuf {
+    let broker = harness::run::find_broker_bin()
+        .expect("broker binary")
+        .display()
+        .to_string();
+    let properties: String = COMMAND_PROPERTIES
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"{name}\"\nnodes = 3\nbackend = \"docker\"\nsystem = \"command\"\n{top}\n\
+             [command]\nstart = \"exec {broker} --config {{home}}/server.properties\"\n\
+             image-files = [\"{broker}\"]\n[[command.files]]\n\
+             path = \"{{home}}/server.properties\"\ncontent = \"\"\"\n{properties}\"\"\"\n"
+        ),
+    )
+    .expect("write spec");
+    path
+}
+
+fn run_spec(spec: &std::path::Path, store: &std::path::Path) -> (Option<i32>, String) {
+    let t0 = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["test", "--spec"])
+        .arg(spec)
+        .arg("--store")
+        .arg(store)
+        .output()
+        .expect("harness runs");
+    eprintln!("{} took {:?}", spec.display(), t0.elapsed());
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_command_system_runs_from_image_files_on_docker() {
+    if !engine() {
+        return;
+    }
+    let _serial = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    // Refused up front: a relative image file (naming the field and the path), and a
+    // daemonizing start (a pid file) on docker.
+    let good =
+        std::fs::read_to_string(command_spec(dir.path(), "bad", "nemesis = []")).expect("spec");
+    let bad = dir.path().join("bad.toml");
+    for (text, expected) in [
+        (
+            good.replace("image-files = [\"", "image-files = [\"relative/"),
+            "command.image-files: `relative/",
+        ),
+        (
+            good.replace("[command]\n", "[command]\npid-file = \"{home}/pid\"\n"),
+            "foreground",
+        ),
+    ] {
+        std::fs::write(&bad, text).expect("write");
+        let (code, out) = run_spec(&bad, &store);
+        assert_eq!(code, Some(254), "a bad spec: {out}");
+        assert!(out.contains(expected), "{out}");
+    }
+
+    let calm = command_spec(dir.path(), "calm", "time-limit = 10\nnemesis = []");
+    let (code, out) = run_spec(&calm, &store);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("3 brokers ready"), "{out}");
+    let run = valid_run(&store.join("calm"));
+    let log = std::fs::read_to_string(run.join("nodes/n1/service.log")).expect("service log");
+    assert!(log.contains("broker listening"), "{log}");
+    assert_eq!(labelled(None), Vec::<String>::new(), "nothing left behind");
+
+    let killed = command_spec(
+        dir.path(),
+        "killed",
+        "time-limit = 20\nnemesis = [\"kill\"]\nnemesis-interval = 2.5\nseed = 3",
+    );
+    let (code, out) = run_spec(&killed, &store);
+    assert_eq!(code, Some(0), "{out}");
+    let run = results::store::resolve_latest(&store.join("killed/latest")).expect("run");
+    let history = std::fs::read_to_string(run.join("history.jsonl")).expect("history");
+    assert!(history.contains("\"f\":\"kill\""), "a kill was applied");
+    assert!(
+        !history.contains("\"f\":\"start-failed\""),
+        "every restart came back"
+    );
+    assert_eq!(labelled(None), Vec::<String>::new(), "nothing left behind");
+    assert_eq!(broker_processes_under(dir.path()), Vec::<String>::new());
 }

@@ -1,7 +1,9 @@
 //! The `docker` backend: one container per node on a private Docker network the run creates
 //! (`jhd<id>net`), all from an image built locally from the broker binary with no registry pull
 //! (`docker import` of a tarball holding the stripped broker, `sleep` as the container's idle
-//! main process, every shared library `ldd` lists, and libfaketime when installed).
+//! main process, the host's `/bin/sh`, the files a `command` system lists in `image-files` at
+//! their own paths, every shared library `ldd` lists for these executables, and libfaketime
+//! when installed).
 //!
 //! Each node's host dir is bind-mounted into its container at the same path, so the
 //! `server.properties`, data dir, log and clock file have one path on both sides; with disk
@@ -103,7 +105,14 @@ pub struct DockerOptions {
     /// Mount a nemesis fault FS (FUSE, served by the harness) as each node's data dir before
     /// its container starts, so the container sees it through the bind mount (disk faults).
     pub disk_faults: bool,
+    /// Host files and directories (absolute paths) copied into the image at the same paths,
+    /// for a `command` system's start command; services may run programs among them or
+    /// `/bin/sh`.
+    pub image_files: Vec<PathBuf>,
 }
+
+/// The shell every image holds (the host's, with its libraries), for `/bin/sh -c` services.
+pub const IMAGE_SHELL: &str = "/bin/sh";
 
 /// One docker node: a container whose namespaces the broker runs in.
 pub struct DockerNode {
@@ -115,6 +124,9 @@ pub struct DockerNode {
     gateway: Ipv4Addr,
     dir: PathBuf,
     broker_bin: PathBuf,
+    /// Programs the image holds at their host paths: [`IMAGE_SHELL`] and the image files
+    /// (a directory holds every program under it).
+    image_paths: Vec<PathBuf>,
     /// Set by `set_service` when the spec names another program than the image's broker.
     foreign_program: Mutex<Option<PathBuf>>,
     supervisor: Supervisor,
@@ -169,8 +181,8 @@ impl Node for DockerNode {
     fn client_address(&self) -> Option<IpAddr> {
         Some(IpAddr::V4(self.gateway))
     }
-    /// Runs a host program inside the container's network namespace (the image holds only the
-    /// broker, so fault tools such as `nft` and `tc` come from the host).
+    /// Runs a host program inside the container's network namespace (the image holds only what
+    /// the service needs, so fault tools such as `nft` and `tc` come from the host).
     fn exec(&self, argv: &[&str]) -> Result<CommandOutput, NodeError> {
         let pid = self.pid_arg();
         let mut full: Vec<&str> = vec!["nsenter", "-t", &pid, "-n", "--"];
@@ -194,6 +206,8 @@ impl Node for DockerNode {
         let foreign = if same(&spec.program, &self.broker_bin) {
             spec.program = PathBuf::from(IMAGE_BROKER);
             None
+        } else if self.image_paths.iter().any(|p| spec.program.starts_with(p)) {
+            None
         } else {
             Some(spec.program.clone())
         };
@@ -207,7 +221,8 @@ impl Node for DockerNode {
             return Err(NodeError::Service {
                 node: self.name.clone(),
                 what: format!(
-                    "docker nodes run only the broker baked into their image ({}), not {}",
+                    "docker nodes run only what their image holds (the broker {}, {IMAGE_SHELL} \
+                     and a command system's image-files), not {}",
                     self.broker_bin.display(),
                     p.display()
                 ),
@@ -296,11 +311,14 @@ impl DockerCluster {
         build_image(
             &cluster.image,
             &base_dir.join("image"),
-            &options.broker_bin,
+            &options,
             faketime.as_deref(),
             &id,
             &owner,
         )?;
+        let image_paths: Vec<PathBuf> = std::iter::once(PathBuf::from(IMAGE_SHELL))
+            .chain(options.image_files.iter().cloned())
+            .collect();
         let mut net_cmd: Vec<&str> = vec!["docker", "network", "create"];
         net_cmd.extend(labels.iter().map(String::as_str));
         net_cmd.push(&cluster.network);
@@ -381,6 +399,7 @@ impl DockerCluster {
                 gateway,
                 dir,
                 broker_bin: options.broker_bin.clone(),
+                image_paths: image_paths.clone(),
                 foreign_program: Mutex::new(None),
                 disk: Mutex::new(disk),
                 capabilities: caps,
@@ -517,45 +536,109 @@ fn stage_file(stage: &Path, src: &Path, at: &Path) -> Result<PathBuf, NodeError>
     Ok(dst)
 }
 
-/// Builds image `tag` from files of this host only: the broker (stripped of debug info when
-/// `strip` is there), `sleep`, libfaketime if given, and their shared libraries.
+/// Copies the host file or directory `src` into the image at its own path (symlinks inside a
+/// directory stay symlinks; a named symlink is followed); returns the host paths of the
+/// executable regular files copied, whose libraries the image also needs.
+fn stage_tree(stage: &Path, src: &Path, top: bool) -> Result<Vec<PathBuf>, NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = |e: std::io::Error| NodeError::Setup(format!("image file {}: {e}", src.display()));
+    let meta = if top {
+        std::fs::metadata(src)
+    } else {
+        std::fs::symlink_metadata(src)
+    }
+    .map_err(setup)?;
+    let dst = stage.join(src.strip_prefix("/").unwrap_or(src));
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(src).map_err(setup)?;
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(setup)?;
+        }
+        std::os::unix::fs::symlink(target, &dst).map_err(setup)?;
+        return Ok(Vec::new());
+    }
+    if meta.is_dir() {
+        std::fs::create_dir_all(&dst).map_err(setup)?;
+        let mut executables = Vec::new();
+        for entry in std::fs::read_dir(src).map_err(setup)? {
+            executables.extend(stage_tree(stage, &entry.map_err(setup)?.path(), false)?);
+        }
+        return Ok(executables);
+    }
+    if !meta.is_file() {
+        return Ok(Vec::new());
+    }
+    stage_file(stage, src, src)?;
+    Ok(if meta.permissions().mode() & 0o111 != 0 {
+        vec![src.to_path_buf()]
+    } else {
+        Vec::new()
+    })
+}
+
+/// Builds image `tag` from files of this host only: the broker, `sleep`, `/bin/sh`, the image
+/// files, libfaketime if given, and the shared libraries of every executable among them
+/// (executables are stripped of debug info when `strip` is there: the image does not need it,
+/// and it is most of a debug build's size).
 fn build_image(
     tag: &str,
     stage: &Path,
-    broker_bin: &Path,
+    options: &DockerOptions,
     faketime: Option<&Path>,
     id: &str,
     owner: &str,
 ) -> Result<(), NodeError> {
+    let broker_bin = options.broker_bin.as_path();
     if !broker_bin.is_file() {
         return Err(NodeError::Setup(format!(
             "broker binary {} not found (build it with `cargo build -p broker`)",
             broker_bin.display()
         )));
     }
+    for f in &options.image_files {
+        if !f.is_absolute() || !f.exists() {
+            return Err(NodeError::Setup(format!(
+                "image file {} must be an absolute path that exists on this host",
+                f.display()
+            )));
+        }
+    }
     let _ = std::fs::remove_dir_all(stage);
     let root = stage.join("rootfs");
     let sleep = which("sleep").ok_or_else(|| {
         NodeError::Setup("no `sleep` on the host PATH to idle the containers".into())
     })?;
-    let mut binaries = vec![
-        stage_file(&root, broker_bin, Path::new(IMAGE_BROKER))?,
-        stage_file(&root, &sleep, Path::new(IMAGE_SLEEP))?,
+    // (host path, its copy in the stage) of every executable, for `strip` and `ldd`.
+    let mut executables = vec![
+        (
+            broker_bin.to_path_buf(),
+            stage_file(&root, broker_bin, Path::new(IMAGE_BROKER))?,
+        ),
+        (
+            sleep.clone(),
+            stage_file(&root, &sleep, Path::new(IMAGE_SLEEP))?,
+        ),
+        (
+            PathBuf::from(IMAGE_SHELL),
+            stage_file(&root, Path::new(IMAGE_SHELL), Path::new(IMAGE_SHELL))?,
+        ),
     ];
-    if let Some(lib) = faketime {
-        binaries.push(stage_file(&root, lib, lib)?);
-    }
-    // Debug info is most of a debug build's size; the image does not need it.
-    let broker_copy = binaries[0].display().to_string();
-    if run(&["strip", "--strip-debug", &broker_copy]).is_ok_and(|o| o.success()) {
-        tracing::debug!("stripped the image's broker copy");
+    for f in &options.image_files {
+        for host in stage_tree(&root, f, true)? {
+            let copy = root.join(host.strip_prefix("/").unwrap_or(&host));
+            executables.push((host, copy));
+        }
     }
     let mut libs: Vec<PathBuf> = Vec::new();
-    for b in [broker_bin.to_path_buf(), sleep]
-        .into_iter()
-        .chain(faketime.map(Path::to_path_buf))
-    {
-        libs.extend(shared_libs(&b)?);
+    for (host, copy) in &executables {
+        let copy = copy.display().to_string();
+        // Fails harmlessly on scripts and already stripped files.
+        let _ = run(&["strip", "--strip-debug", &copy]);
+        libs.extend(shared_libs(host)?);
+    }
+    if let Some(lib) = faketime {
+        stage_file(&root, lib, lib)?;
+        libs.extend(shared_libs(lib)?);
     }
     libs.sort();
     libs.dedup();
