@@ -776,3 +776,45 @@ pub fn cleanup_leftovers() -> Result<Vec<String>, NodeError> {
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn image_files_keep_their_paths_symlinks_and_name_their_executables() {
+        let host = tempfile::tempdir().expect("tempdir");
+        let stage = tempfile::tempdir().expect("tempdir");
+        let tree = host.path().join("opt/sys");
+        std::fs::create_dir_all(tree.join("bin")).expect("dirs");
+        let script = tree.join("bin/start.sh");
+        std::fs::write(&script, "#!/bin/sh\nexec true\n").expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(tree.join("config"), "k=v\n").expect("config");
+        std::os::unix::fs::symlink("bin/start.sh", tree.join("run")).expect("symlink");
+        let named_link = host.path().join("link-to-config");
+        std::os::unix::fs::symlink(tree.join("config"), &named_link).expect("symlink");
+
+        let mut executables = stage_tree(stage.path(), &tree, true).expect("staged");
+        executables.extend(stage_tree(stage.path(), &named_link, true).expect("staged"));
+        assert_eq!(executables, vec![script.clone()]);
+        let at = |p: &Path| stage.path().join(p.strip_prefix("/").expect("absolute"));
+        assert_eq!(
+            std::fs::read_to_string(at(&script)).expect("copied"),
+            "#!/bin/sh\nexec true\n"
+        );
+        let mode = std::fs::metadata(at(&script)).expect("meta").permissions();
+        assert_ne!(mode.mode() & 0o111, 0, "still executable");
+        assert_eq!(
+            std::fs::read_link(at(&tree.join("run"))).expect("a symlink inside stays one"),
+            PathBuf::from("bin/start.sh")
+        );
+        let followed = std::fs::symlink_metadata(at(&named_link)).expect("meta");
+        assert!(
+            followed.is_file(),
+            "a named symlink is copied as its target"
+        );
+        assert!(stage_tree(stage.path(), &host.path().join("missing"), true).is_err());
+    }
+}
