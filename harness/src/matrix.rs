@@ -114,7 +114,7 @@ pub struct MatrixArgs {
     /// bearing on a cell; retry-duplicates only when --idempotent has both values].
     #[arg(long, value_delimiter = ',', value_parser = parse_recipe)]
     pub recipes: Option<Vec<String>>,
-    /// Run the risk recipes only, not the random nemesis (`--nemesis` then only sets nothing).
+    /// Run the risk recipes only, not the random nemesis (`--nemesis` is then unused).
     #[arg(long = "recipes-only")]
     pub recipes_only: bool,
     /// With `--fail-on surprises`, a cell whose setting allows loss but where no run showed

@@ -207,7 +207,7 @@ pub struct RunSummary {
     pub anomalies: BTreeMap<String, u64>,
     /// The kinds that invalidate this run.
     pub invalidating: Vec<String>,
-    /// Acknowledged writes lost: `lost-write` + `unseen`, plus the `inconsistent-offsets`
+    /// Acknowledged writes lost: `unseen` (which includes `lost-write`), plus the `inconsistent-offsets`
     /// examples whose acknowledged value the final reads did not find at its offset (an
     /// acknowledged write overwritten, the checker's `acked_overwritten`).
     pub lost: u64,
@@ -303,7 +303,8 @@ impl RunSummary {
             } else {
                 Verdict::from_valid(&results["valid"])
             },
-            lost: count("lost-write") + count("unseen") + acked_overwritten(results),
+            // `unseen` includes the lost writes (Jepsen's count): the larger, not the sum.
+            lost: count("lost-write").max(count("unseen")) + acked_overwritten(results),
             duplicated: count("duplicate"),
             anomalies,
             invalidating: results["invalidating"]
@@ -1327,6 +1328,12 @@ mod tests {
             json!(false),
         );
         let clean = run(json!({}), [100, 0, 0], json!(true));
+        let both = run(
+            json!({"lost-write": {"count": 2}, "unseen": {"count": 5}}),
+            [90, 5, 5],
+            json!(false),
+        );
+        assert_eq!(both.lost, 5, "unseen includes the lost writes");
         let down = run(json!({}), [10, 80, 10], json!(true));
         let dup = run(json!({"duplicate": {"count": 2}}), [100, 0, 0], json!(true));
         assert_eq!(behaviour(&lossy), Behaviour::LosesAcknowledgedWrites);
