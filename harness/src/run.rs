@@ -228,7 +228,10 @@ fn run_in(
                 spec.nodes,
                 &work,
                 DockerOptions {
-                    broker_bin: find_broker_bin()?,
+                    broker_bin: match spec.system {
+                        crate::system::SystemKind::Bundled => Some(find_broker_bin()?),
+                        crate::system::SystemKind::Command => None,
+                    },
                     disk_faults: spec
                         .nemesis
                         .iter()

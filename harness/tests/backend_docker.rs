@@ -143,7 +143,7 @@ fn faults_apply_inside_containers_and_heal() {
         2,
         dir.path(),
         DockerOptions {
-            broker_bin: sleep.clone(),
+            broker_bin: Some(sleep.clone()),
             disk_faults: true,
             image_files: Vec::new(),
         },
@@ -461,13 +461,14 @@ fn a_command_system_runs_from_image_files_on_docker() {
     let killed = command_spec(
         dir.path(),
         "killed",
-        "time-limit = 20\nnemesis = [\"kill\"]\nnemesis-interval = 2.5\nseed = 3",
+        "time-limit = 20\nnemesis = [\"kill\", \"pause\"]\nnemesis-interval = 2.5\nseed = 3",
     );
     let (code, out) = run_spec(&killed, &store);
     assert_eq!(code, Some(0), "{out}");
     let run = results::store::resolve_latest(&store.join("killed/latest")).expect("run");
     let history = std::fs::read_to_string(run.join("history.jsonl")).expect("history");
     assert!(history.contains("\"f\":\"kill\""), "a kill was applied");
+    assert!(history.contains("\"f\":\"pause\""), "a pause was applied");
     assert!(
         !history.contains("\"f\":\"start-failed\""),
         "every restart came back"

@@ -1,9 +1,9 @@
 //! The `docker` backend: one container per node on a private Docker network the run creates
-//! (`jhd<id>net`), all from an image built locally from the broker binary with no registry pull
-//! (`docker import` of a tarball holding the stripped broker, `sleep` as the container's idle
-//! main process, the host's `/bin/sh`, the files a `command` system lists in `image-files` at
-//! their own paths, every shared library `ldd` lists for these executables, and libfaketime
-//! when installed).
+//! (`jhd<id>net`), all from an image built locally from host files with no registry pull
+//! (`docker import` of a tarball holding `sleep` as the container's idle main process, the
+//! host's `/bin/sh`, the stripped bundled broker or the files a `command` system lists in
+//! `image-files` at their own paths, every shared library `ldd` lists for these executables,
+//! and libfaketime when installed).
 //!
 //! Each node's host dir is bind-mounted into its container at the same path, so the
 //! `server.properties`, data dir, log and clock file have one path on both sides; with disk
@@ -100,8 +100,9 @@ fn first_line(s: &str) -> String {
 /// Options of a docker cluster.
 #[derive(Debug, Clone)]
 pub struct DockerOptions {
-    /// The broker binary baked into the image (services must run this program).
-    pub broker_bin: PathBuf,
+    /// The bundled broker binary, baked into the image at [`IMAGE_BROKER`] (a service naming
+    /// it runs that copy); `None` for a `command` system, whose image holds its image files.
+    pub broker_bin: Option<PathBuf>,
     /// Mount a nemesis fault FS (FUSE, served by the harness) as each node's data dir before
     /// its container starts, so the container sees it through the bind mount (disk faults).
     pub disk_faults: bool,
@@ -123,7 +124,7 @@ pub struct DockerNode {
     address: Ipv4Addr,
     gateway: Ipv4Addr,
     dir: PathBuf,
-    broker_bin: PathBuf,
+    broker_bin: Option<PathBuf>,
     /// Programs the image holds at their host paths: [`IMAGE_SHELL`] and the image files
     /// (a directory holds every program under it).
     image_paths: Vec<PathBuf>,
@@ -203,7 +204,11 @@ impl Node for DockerNode {
             (Ok(x), Ok(y)) => x == y,
             _ => a == b,
         };
-        let foreign = if same(&spec.program, &self.broker_bin) {
+        let foreign = if self
+            .broker_bin
+            .as_deref()
+            .is_some_and(|b| same(&spec.program, b))
+        {
             spec.program = PathBuf::from(IMAGE_BROKER);
             None
         } else if self.image_paths.iter().any(|p| spec.program.starts_with(p)) {
@@ -221,9 +226,11 @@ impl Node for DockerNode {
             return Err(NodeError::Service {
                 node: self.name.clone(),
                 what: format!(
-                    "docker nodes run only what their image holds (the broker {}, {IMAGE_SHELL} \
-                     and a command system's image-files), not {}",
-                    self.broker_bin.display(),
+                    "docker nodes run only what their image holds ({IMAGE_SHELL}, the bundled \
+                     broker {} and a command system's image-files), not {}",
+                    self.broker_bin
+                        .as_deref()
+                        .map_or("(none)".into(), |b| b.display().to_string()),
                     p.display()
                 ),
             });
@@ -576,8 +583,8 @@ fn stage_tree(stage: &Path, src: &Path, top: bool) -> Result<Vec<PathBuf>, NodeE
     })
 }
 
-/// Builds image `tag` from files of this host only: the broker, `sleep`, `/bin/sh`, the image
-/// files, libfaketime if given, and the shared libraries of every executable among them
+/// Builds image `tag` from files of this host only: `sleep`, `/bin/sh`, the broker if given,
+/// the image files, libfaketime if given, and the shared libraries of every executable among them
 /// (executables are stripped of debug info when `strip` is there: the image does not need it,
 /// and it is most of a debug build's size).
 fn build_image(
@@ -588,8 +595,7 @@ fn build_image(
     id: &str,
     owner: &str,
 ) -> Result<(), NodeError> {
-    let broker_bin = options.broker_bin.as_path();
-    if !broker_bin.is_file() {
+    if let Some(broker_bin) = options.broker_bin.as_deref().filter(|b| !b.is_file()) {
         return Err(NodeError::Setup(format!(
             "broker binary {} not found (build it with `cargo build -p broker`)",
             broker_bin.display()
@@ -611,10 +617,6 @@ fn build_image(
     // (host path, its copy in the stage) of every executable, for `strip` and `ldd`.
     let mut executables = vec![
         (
-            broker_bin.to_path_buf(),
-            stage_file(&root, broker_bin, Path::new(IMAGE_BROKER))?,
-        ),
-        (
             sleep.clone(),
             stage_file(&root, &sleep, Path::new(IMAGE_SLEEP))?,
         ),
@@ -623,6 +625,12 @@ fn build_image(
             stage_file(&root, Path::new(IMAGE_SHELL), Path::new(IMAGE_SHELL))?,
         ),
     ];
+    if let Some(broker_bin) = options.broker_bin.as_deref() {
+        executables.push((
+            broker_bin.to_path_buf(),
+            stage_file(&root, broker_bin, Path::new(IMAGE_BROKER))?,
+        ));
+    }
     for f in &options.image_files {
         for host in stage_tree(&root, f, true)? {
             let copy = root.join(host.strip_prefix("/").unwrap_or(&host));
