@@ -343,6 +343,9 @@ impl Drop for FaultDriver {
     }
 }
 
+/// How long the final heal retries steps that failed.
+const HEAL_RETRY_FOR: Duration = Duration::from_secs(30);
+
 /// The final heal, in the schedule's fixed order, each step recorded; then the guard's own
 /// `heal_all` for anything still active. Errors are collected, not short-circuited, so every
 /// step is tried.
@@ -352,18 +355,36 @@ pub fn final_heal(
     schedule: &Schedule,
     history: &HistoryWriter,
 ) -> Result<()> {
-    let mut failed = Vec::new();
-    for action in &schedule.final_heal {
-        if !apply_and_record(nemesis, roles, action, history)? {
-            failed.push(action_name(action));
+    // Every step is tried; the failed ones are retried (each attempt recorded) for up to
+    // HEAL_RETRY_FOR, since a node busy recovering may refuse a command for a moment.
+    let started = Instant::now();
+    let mut pending: Vec<&Action> = schedule.final_heal.iter().collect();
+    let heal_all_error = loop {
+        let mut still = Vec::new();
+        for action in pending {
+            if !apply_and_record(nemesis, roles, action, history)? {
+                still.push(action);
+            }
         }
-    }
-    if let Err(e) = nemesis.heal_all() {
-        failed.push(format!("heal-all: {e}"));
-    }
+        let heal_all_error = nemesis.heal_all().err().map(|e| e.to_string());
+        pending = still;
+        if (pending.is_empty() && heal_all_error.is_none()) || started.elapsed() > HEAL_RETRY_FOR {
+            break heal_all_error;
+        }
+        crate::runlog::say(&format!(
+            "harness: {} final heal steps failed; retrying",
+            pending.len() + usize::from(heal_all_error.is_some())
+        ));
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let mut failed: Vec<String> = pending.iter().map(|a| action_name(a)).collect();
+    failed.extend(heal_all_error.map(|e| format!("heal-all: {e}")));
     if failed.is_empty() {
         Ok(())
     } else {
-        anyhow::bail!("final heal steps failed: {}", failed.join(", "))
+        anyhow::bail!(
+            "final heal steps failed after retrying for {HEAL_RETRY_FOR:?}: {}",
+            failed.join(", ")
+        )
     }
 }
