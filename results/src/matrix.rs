@@ -706,7 +706,7 @@ impl Cell {
         );
         match (self.behaviour(), self.first_violation()) {
             (Behaviour::LosesAcknowledgedWrites, Some((i, recipe, t))) => format!(
-                "With {label}, Kafka lost {} acknowledged writes: {} broke it {t:.1} s into \
+                "With {label}, {} acknowledged writes were lost: {} broke it {t:.1} s into \
                  testing (run {} of {runs}).",
                 self.lost(),
                 recipe,
@@ -1515,7 +1515,7 @@ mod tests {
         let (i, recipe, t) = c.first_violation().expect("violated");
         assert_eq!((i, recipe.as_str(), t), (1, "isr-shrink-crash", 27.5));
         assert!(
-            c.plain_line().contains("lost 4 acknowledged writes"),
+            c.plain_line().contains("4 acknowledged writes were lost"),
             "{}",
             c.plain_line()
         );
