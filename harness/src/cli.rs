@@ -143,7 +143,8 @@ pub struct TestArgs {
     pub final_time_limit: Option<u64>,
     /// Fault kinds, comma-separated: partition, packet-loss, latency, kill, pause, clock, disk,
     /// file-corruption, and the scripted follower-restart-failover, replication-cut-failover,
-    /// coordinator-cut-failover; `none` for a fault-free run [default: partition,kill].
+    /// coordinator-cut-failover, and the risk-aimed leader-isolation, isr-shrink-crash; `none`
+    /// for a fault-free run [default: partition,kill].
     #[arg(long, value_name = "KINDS")]
     pub nemesis: Option<String>,
     /// Mean seconds between faults [default: 10].
