@@ -2,9 +2,10 @@
 //! broker binary as a foreign system would be started (its own properties file written from
 //! the spec, no `--bug`, no `/health` listener), found by the process it runs in the
 //! foreground or by a pid file; readiness and roles come from the Kafka protocol alone. A
-//! fault-free run and a kill-and-partition run are valid on netns; a role-aimed partition hits
-//! the partition's leader as Metadata names it; a broken start command fails fast naming the
-//! node, the command and its output.
+//! fault-free run and a kill-and-partition run are valid on netns; partitions aimed at
+//! `@leader/0`, `@controller` and `@coordinator` isolate the node Metadata (or FindCoordinator)
+//! names, and the others then elect another leader, controller and coordinator; a broken start
+//! command fails fast naming the node, the command and its output.
 
 use std::path::Path;
 use std::process::Command;
@@ -154,7 +155,7 @@ fn a_broken_start_command_fails_fast_naming_node_command_and_output() {
 }
 
 #[test]
-fn role_aimed_faults_hit_the_leader_metadata_names() {
+fn role_aimed_faults_hit_the_nodes_metadata_and_find_coordinator_name() {
     let _serial = NETNS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = TestSpec::from_toml(&format!(
@@ -229,6 +230,74 @@ fn role_aimed_faults_hit_the_leader_metadata_names() {
         std::thread::sleep(Duration::from_millis(250));
     }
     nemesis.heal_all().expect("heal");
+    harness::deploy::wait_ready_protocol(&nodes, 9092, Duration::from_secs(60), &log)
+        .expect("ready again after the heal");
+
+    // @controller: isolated, the others elect another controller.
+    let controller = roles.resolve("@controller").expect("controller resolved");
+    let isolate = |target: &str| Action::StartPartition {
+        topology: Topology::IsolateNode {
+            node: target.into(),
+        },
+        seed: None,
+    };
+    assert!(harness::faults::apply_and_record(
+        &nemesis,
+        &mut roles,
+        &isolate("@controller"),
+        &history
+    )
+    .expect("recorded"));
+    let others_of = |name: &str| -> Vec<Arc<dyn Node>> {
+        nodes.iter().filter(|n| n.name() != name).cloned().collect()
+    };
+    let others = others_of(&controller[0]);
+    wait_for(
+        &format!("a controller other than {}", controller[0]),
+        || {
+            harness::metadata::any_placement(&others, 9092, harness::workload::TOPIC)
+                .is_some_and(|p| p.controller >= 0 && format!("n{}", p.controller) != controller[0])
+        },
+    );
+    nemesis.heal_all().expect("heal");
+    harness::deploy::wait_ready_protocol(&nodes, 9092, Duration::from_secs(60), &log)
+        .expect("ready again after the heal");
+
+    // @coordinator: FindCoordinator's answer; isolated, another broker takes the group over.
+    let mut coordinator = None;
+    wait_for("a group coordinator", || {
+        coordinator = roles.resolve("@coordinator");
+        coordinator.is_some()
+    });
+    let coordinator = coordinator.unwrap_or_default();
+    let named =
+        harness::metadata::group_coordinator(&nodes, 9092, harness::workload::GROUP).expect("id");
+    assert_eq!(coordinator, vec![format!("n{named}")]);
+    assert!(harness::faults::apply_and_record(
+        &nemesis,
+        &mut roles,
+        &isolate("@coordinator"),
+        &history
+    )
+    .expect("recorded"));
+    let others = others_of(&coordinator[0]);
+    wait_for(
+        &format!("a coordinator other than {}", coordinator[0]),
+        || {
+            harness::metadata::group_coordinator(&others, 9092, harness::workload::GROUP)
+                .is_some_and(|id| format!("n{id}") != coordinator[0])
+        },
+    );
+    nemesis.heal_all().expect("heal");
     harness::deploy::stop_brokers(&nodes, Duration::from_secs(5));
     cluster.teardown().expect("teardown");
+}
+
+/// Polls `done` every 250 ms for up to 30 s, failing with `what` when it never holds.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "never saw {what} within 30 s");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
