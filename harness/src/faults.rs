@@ -44,7 +44,9 @@ impl Roles {
         Roles {
             nodes,
             port,
-            log: Arc::new(|n: &dyn Node| crate::deploy::broker_log(n)),
+            log: Arc::new(|n: &dyn Node| {
+                crate::system::service_log(crate::system::SystemKind::Bundled, n)
+            }),
             topic: topic.to_string(),
             partitions: partitions.max(1),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0001),

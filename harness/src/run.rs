@@ -206,19 +206,15 @@ fn run_in(
 ) -> Result<u8> {
     let node_names: Vec<String> = (1..=spec.nodes).map(|i| format!("n{i}")).collect();
     let work = run.path.join("work");
+    // Disk faults, alone or inside a scripted kind, need each data dir on the fault FS.
+    let disk_faults = spec
+        .nemesis
+        .iter()
+        .any(|k| k.components().contains(&FaultKind::Disk));
     let mut cluster = match spec.backend {
         Backend::Netns => Cluster::Netns(
-            NetnsCluster::create(
-                spec.nodes,
-                &work,
-                NetnsOptions {
-                    disk_faults: spec
-                        .nemesis
-                        .iter()
-                        .any(|k| k.components().contains(&FaultKind::Disk)),
-                },
-            )
-            .context("creating netns nodes (needs root; `harness clean` removes leftovers)")?,
+            NetnsCluster::create(spec.nodes, &work, NetnsOptions { disk_faults })
+                .context("creating netns nodes (needs root; `harness clean` removes leftovers)")?,
         ),
         Backend::Local => {
             Cluster::Local(LocalCluster::create(spec.nodes, &work).context("creating local nodes")?)
@@ -232,10 +228,7 @@ fn run_in(
                         crate::system::SystemKind::Bundled => Some(find_broker_bin()?),
                         crate::system::SystemKind::Command => None,
                     },
-                    disk_faults: spec
-                        .nemesis
-                        .iter()
-                        .any(|k| k.components().contains(&FaultKind::Disk)),
+                    disk_faults,
                     image_files: match (&spec.system, &spec.command) {
                         (crate::system::SystemKind::Command, Some(c)) => c.image_files.clone(),
                         _ => Vec::new(),
@@ -396,11 +389,7 @@ fn deploy_and_run(
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted; the cluster was torn down");
     }
-    let bootstrap: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("{}:{port}", n.address()))
-        .collect();
-    let bootstrap = bootstrap.join(",");
+    let bootstrap = bootstrap_of(nodes, port);
     crate::workload::create_topic(&bootstrap, spec)?;
     let history = Arc::new(
         checkers::HistoryWriter::create(&run.history())
@@ -487,14 +476,7 @@ fn deploy_and_run(
         );
     }
     progress.phase("final reads");
-    let bootstrap = if live.len() == nodes.len() {
-        bootstrap
-    } else {
-        live.iter()
-            .map(|n| format!("{}:{port}", n.address()))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let bootstrap = bootstrap_of(&live, port);
     crate::workload::final_reads(spec, &bootstrap, &history, &INTERRUPTED)?;
     progress.line(&format!(
         "harness: {ops} operations, final reads done; checking"
@@ -511,13 +493,20 @@ fn deploy_and_run(
     code
 }
 
-/// Where a system's service log is on a node: its first log file.
+/// The clients' bootstrap list: every node's `host:port`.
+fn bootstrap_of(nodes: &[Arc<dyn Node>], port: u16) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("{}:{port}", n.address()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Where a system's service log is on a node ([`crate::system::service_log`]), as roles and
+/// readiness errors take it.
 fn service_log_path(system: &dyn crate::system::System) -> faults::LogPath {
     let kind = system.kind();
-    Arc::new(move |n: &dyn Node| match kind {
-        crate::system::SystemKind::Bundled => deploy::broker_log(n),
-        crate::system::SystemKind::Command => n.home_dir().join("service.log"),
-    })
+    Arc::new(move |n: &dyn Node| crate::system::service_log(kind, n))
 }
 
 /// `harness check <run>`: re-checks `history.jsonl` with the options of the run's `test.json`,

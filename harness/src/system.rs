@@ -239,7 +239,7 @@ impl System for Bundled {
 
     fn log_files(&self, node: &dyn Node) -> Vec<(String, PathBuf)> {
         vec![
-            ("broker.log".into(), deploy::broker_log(node)),
+            ("broker.log".into(), service_log(SystemKind::Bundled, node)),
             ("server.properties".into(), deploy::broker_config(node)),
         ]
     }
@@ -252,34 +252,50 @@ pub struct Command {
     pub spec: CommandSpec,
 }
 
+/// One node's placeholder values as [`template_vars`] names them; `id` and `peers` are empty
+/// where the caller has no cluster at hand (log paths, the up-front check).
+fn vars(
+    spec: &CommandSpec,
+    node: Option<&dyn Node>,
+    id: String,
+    peers: &[IpAddr],
+) -> BTreeMap<&'static str, String> {
+    let field = |f: &dyn Fn(&dyn Node) -> String| node.map(f).unwrap_or_default();
+    let home = field(&|n| n.home_dir().display().to_string());
+    let voters: Vec<String> = peers
+        .iter()
+        .take(deploy::controller_count(peers.len()))
+        .enumerate()
+        .map(|(i, a)| format!("{}@{a}:{}", i + 1, spec.controller_port))
+        .collect();
+    let peers: Vec<String> = peers.iter().map(|a| format!("{a}:{}", spec.port)).collect();
+    BTreeMap::from([
+        ("node", field(&|n| n.name().to_string())),
+        ("id", id),
+        ("host", field(&|n| n.address().to_string())),
+        ("port", spec.port.to_string()),
+        ("controller_port", spec.controller_port.to_string()),
+        ("home", home.clone()),
+        ("log_dir", home),
+        ("data_dir", field(&|n| n.data_dir().display().to_string())),
+        ("peers", peers.join(",")),
+        ("voters", voters.join(",")),
+    ])
+}
+
 /// The values of the template placeholders for node `index` of `nodes`.
 fn template_vars(
     spec: &CommandSpec,
     nodes: &[Arc<dyn Node>],
     index: usize,
 ) -> BTreeMap<&'static str, String> {
-    let node = &nodes[index];
     let addrs: Vec<IpAddr> = nodes.iter().map(|n| n.address()).collect();
-    let peers: Vec<String> = addrs.iter().map(|a| format!("{a}:{}", spec.port)).collect();
-    let voters: Vec<String> = addrs
-        .iter()
-        .take(deploy::controller_count(addrs.len()))
-        .enumerate()
-        .map(|(i, a)| format!("{}@{a}:{}", i + 1, spec.controller_port))
-        .collect();
-    let home = node.home_dir().display().to_string();
-    BTreeMap::from([
-        ("node", node.name().to_string()),
-        ("id", (index + 1).to_string()),
-        ("host", node.address().to_string()),
-        ("port", spec.port.to_string()),
-        ("controller_port", spec.controller_port.to_string()),
-        ("home", home.clone()),
-        ("log_dir", home),
-        ("data_dir", node.data_dir().display().to_string()),
-        ("peers", peers.join(",")),
-        ("voters", voters.join(",")),
-    ])
+    vars(
+        spec,
+        Some(nodes[index].as_ref()),
+        (index + 1).to_string(),
+        &addrs,
+    )
 }
 
 /// Renders `template` with `vars`; an unknown `{name}` is an error naming it.
@@ -309,9 +325,13 @@ pub fn render(template: &str, vars: &BTreeMap<&'static str, String>) -> Result<S
     Ok(out)
 }
 
-/// The service log the start command's output goes to.
-fn service_log(node: &dyn Node) -> PathBuf {
-    node.home_dir().join("service.log")
+/// The log a system's service writes on a node (its output, or the bundled broker's log):
+/// where failed starts and readiness errors point.
+pub fn service_log(kind: SystemKind, node: &dyn Node) -> PathBuf {
+    match kind {
+        SystemKind::Bundled => deploy::broker_log(node),
+        SystemKind::Command => node.home_dir().join("service.log"),
+    }
 }
 
 impl System for Command {
@@ -368,21 +388,7 @@ impl System for Command {
             );
         }
         // Every template must render (placeholders known) before anything starts.
-        let vars: BTreeMap<&'static str, String> = [
-            "node",
-            "id",
-            "host",
-            "port",
-            "controller_port",
-            "home",
-            "log_dir",
-            "data_dir",
-            "peers",
-            "voters",
-        ]
-        .into_iter()
-        .map(|k| (k, String::new()))
-        .collect();
+        let vars = vars(&self.spec, None, String::new(), &[]);
         let c = &self.spec;
         for t in std::iter::once(&c.start)
             .chain(c.pid_file.iter())
@@ -449,7 +455,7 @@ impl System for Command {
                 program: PathBuf::from("/bin/sh"),
                 args: vec!["-c".into(), start],
                 env: Vec::new(),
-                log_file: service_log(node.as_ref()),
+                log_file: service_log(SystemKind::Command, node.as_ref()),
                 fake_clock: false,
             };
             node.set_service(service);
@@ -458,22 +464,14 @@ impl System for Command {
     }
 
     fn log_files(&self, node: &dyn Node) -> Vec<(String, PathBuf)> {
-        let mut out = vec![("service.log".to_string(), service_log(node))];
+        let mut out = vec![(
+            "service.log".to_string(),
+            service_log(SystemKind::Command, node),
+        )];
         for (i, l) in self.spec.logs.iter().enumerate() {
-            // Logs are rendered with this node's own values; peers/voters are not meaningful
-            // in a log path and render empty here.
-            let mut vars = BTreeMap::new();
-            vars.insert("node", node.name().to_string());
-            vars.insert("host", node.address().to_string());
-            vars.insert("port", self.spec.port.to_string());
-            vars.insert("controller_port", self.spec.controller_port.to_string());
-            vars.insert("home", node.home_dir().display().to_string());
-            vars.insert("log_dir", node.home_dir().display().to_string());
-            vars.insert("data_dir", node.data_dir().display().to_string());
-            vars.insert("id", String::new());
-            vars.insert("peers", String::new());
-            vars.insert("voters", String::new());
-            if let Ok(p) = render(l, &vars) {
+            // Logs are rendered with this node's own values; id, peers and voters are not
+            // meaningful in a log path and render empty here.
+            if let Ok(p) = render(l, &vars(&self.spec, Some(node), String::new(), &[])) {
                 let name = Path::new(&p)
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
@@ -586,7 +584,7 @@ impl Node for FoundNode {
             return Err(self.err(format!("service already running (pid {pid})")));
         }
         let start = &self.start;
-        let log = service_log(self.inner.as_ref());
+        let log = service_log(SystemKind::Command, self.inner.as_ref());
         // Grouped on its own line, so a start command ending in `&` still parses and every
         // process it leaves behind writes to the log, not to this exec's pipes.
         let script = format!(
