@@ -55,12 +55,7 @@ pub fn run_case(
     let (verdict, message) = match run {
         Some(r) => {
             let (word, findings) = results::store::run_verdict(r);
-            let verdict = match word.as_str() {
-                "valid" => Verdict::Valid,
-                "invalid" => Verdict::Invalid,
-                "unchecked" => Verdict::Crashed,
-                _ => Verdict::Unknown,
-            };
+            let verdict = Verdict::from_word(&word);
             let message = if findings.is_empty() {
                 word
             } else {

@@ -57,15 +57,6 @@ pub struct Series {
     pub exit_code: u8,
 }
 
-fn verdict_of(word: &str) -> Verdict {
-    match word {
-        "valid" => Verdict::Valid,
-        "invalid" => Verdict::Invalid,
-        "unknown" => Verdict::Unknown,
-        _ => Verdict::Crashed,
-    }
-}
-
 /// Runs `spec` `count` times with seeds `spec.seed`, `spec.seed + 1`, ...; prints the table,
 /// writes `summary.json`, and returns the exit code.
 pub fn run_series(spec: &TestSpec, count: u32, command_line: &[String]) -> Result<u8> {
@@ -93,7 +84,7 @@ pub fn run_series(spec: &TestSpec, count: u32, command_line: &[String]) -> Resul
             Ok(_) => (
                 summary
                     .as_ref()
-                    .map(|x| verdict_of(&x.verdict))
+                    .map(|x| Verdict::from_word(&x.verdict))
                     .unwrap_or(Verdict::Crashed),
                 None,
             ),

@@ -19,6 +19,18 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// From a run's verdict word as `store::run_verdict` and the run summary give it:
+    /// `valid`, `invalid`, `unchecked` (no results.json: the run did not finish) or anything
+    /// else (unknown).
+    pub fn from_word(word: &str) -> Verdict {
+        match word {
+            "valid" => Verdict::Valid,
+            "invalid" => Verdict::Invalid,
+            "unchecked" => Verdict::Crashed,
+            _ => Verdict::Unknown,
+        }
+    }
+
     /// From results.json's `valid` field (`true`, `false` or `"unknown"`).
     pub fn from_valid(valid: &serde_json::Value) -> Verdict {
         match valid {
