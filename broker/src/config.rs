@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::log::{LogConfig, TimestampType};
+use crate::release::{KafkaRelease, ReleaseRules, RELEASE_KEY};
 
 /// A configuration problem, naming the key, the value and where it came from.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +126,13 @@ pub struct BrokerConfig {
     pub metrics_listener: Option<SocketAddr>,
     /// `cluster.id`.
     pub cluster_id: String,
+    /// `kafka.release` (ours): the Kafka release whose replication rules the broker follows
+    /// (default [`crate::release::DEFAULT_RELEASE`]); its rules are [`BrokerConfig::rules`].
+    pub release: KafkaRelease,
+    /// `transaction.partition.verification.enable` (KIP-890 part 1): default true from 3.6.
+    pub txn_partition_verification: bool,
+    /// `eligible.leader.replicas.enable` (KIP-966): available from 4.0, default true from 4.1.
+    pub eligible_leader_replicas: bool,
     /// Every property as given (later features read their own keys here).
     pub raw: BTreeMap<String, String>,
 }
@@ -170,6 +178,10 @@ const KNOWN_KEYS: &[&str] = &[
     "replica.lag.time.max.ms",
     "min.insync.replicas",
     "unclean.leader.election.enable",
+    // The Kafka release whose rules the broker follows, and the settings it defaults.
+    "kafka.release",
+    "transaction.partition.verification.enable",
+    "eligible.leader.replicas.enable",
 ];
 
 /// Topic-level config names Kafka defines. CreateTopics refuses any other name with
@@ -447,7 +459,38 @@ impl BrokerConfig {
                 expected: format!("at most topic.max.partitions={max_partitions_per_topic}"),
             });
         }
+        let release: KafkaRelease = match raw.get(RELEASE_KEY) {
+            None => KafkaRelease::default(),
+            Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
+                key: RELEASE_KEY.into(),
+                value: v.clone(),
+                expected: format!(
+                    "a Kafka release whose rules this broker implements: one of {} (a patch such as 3.6.2 is allowed)",
+                    crate::release::allowed_list()
+                ),
+            })?,
+        };
+        let rules = release.rules();
+        let txn_partition_verification =
+            boolean(&raw, "transaction.partition.verification.enable")?
+                .unwrap_or(rules.txn_verification_default);
+        let eligible_leader_replicas = match boolean(&raw, "eligible.leader.replicas.enable")? {
+            Some(true) if !rules.elr_available => {
+                return Err(ConfigError::Invalid {
+                    key: "eligible.leader.replicas.enable".into(),
+                    value: "true".into(),
+                    expected: format!(
+                        "false under kafka.release={release}: Eligible Leader Replicas (KIP-966) exist from Kafka 4.0"
+                    ),
+                })
+            }
+            Some(v) => v,
+            None => rules.elr_default,
+        };
         Ok(BrokerConfig {
+            release,
+            txn_partition_verification,
+            eligible_leader_replicas,
             node_id,
             listeners,
             advertised_listeners,
@@ -467,6 +510,11 @@ impl BrokerConfig {
                 .unwrap_or_else(|| "kafka-jepsen-cluster".into()),
             raw,
         })
+    }
+
+    /// The replication rules of the configured release (`kafka.release`).
+    pub fn rules(&self) -> ReleaseRules {
+        self.release.rules()
     }
 
     /// The log config of a topic: these broker defaults overridden by the topic's configs.
@@ -588,6 +636,35 @@ mod tests {
             .to_string();
         assert!(err.contains("node.id"), "{err}");
         assert!(parse_properties("just words", "f").is_err());
+    }
+
+    #[test]
+    fn kafka_release_defaults_to_the_newest_and_sets_its_defaults() {
+        let c = BrokerConfig::from_pairs(pairs("node.id=1")).expect("valid");
+        assert_eq!(c.release, crate::release::DEFAULT_RELEASE);
+        assert!(c.txn_partition_verification && c.eligible_leader_replicas);
+        let c = BrokerConfig::from_pairs(pairs("node.id=1\nkafka.release=3.5")).expect("valid");
+        assert!(!c.txn_partition_verification && !c.eligible_leader_replicas);
+        assert!(!c.rules().hw_requires_min_isr);
+        let c = BrokerConfig::from_pairs(pairs(
+            "node.id=1\nkafka.release=4.0\neligible.leader.replicas.enable=true\n\
+             transaction.partition.verification.enable=false",
+        ))
+        .expect("valid");
+        assert!(c.eligible_leader_replicas && !c.txn_partition_verification);
+        let err = BrokerConfig::from_pairs(pairs("node.id=1\nkafka.release=3.8"))
+            .expect_err("not implemented")
+            .to_string();
+        assert!(
+            err.contains("kafka.release") && err.contains("3.8") && err.contains("3.7, 3.9"),
+            "{err}"
+        );
+        let err = BrokerConfig::from_pairs(pairs(
+            "node.id=1\nkafka.release=3.9\neligible.leader.replicas.enable=true",
+        ))
+        .expect_err("no ELR before 4.0")
+        .to_string();
+        assert!(err.contains("eligible.leader.replicas.enable"), "{err}");
     }
 
     #[test]

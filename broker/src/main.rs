@@ -131,6 +131,15 @@ async fn async_main(
     bugs: broker::replication::ReplicationBugs,
 ) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let rules = config.rules();
+    tracing::info!(
+        kafka.release = %config.release,
+        rules = ?rules,
+        transaction.partition.verification.enable = config.txn_partition_verification,
+        eligible.leader.replicas.enable = config.eligible_leader_replicas,
+        "following Kafka {}'s replication rules (kafka.release)",
+        config.release
+    );
     let listener_cfg = config.listeners[0].clone();
     let metrics_addr = config.metrics_listener;
     let broker = Broker::open(config, clock, bugs)
