@@ -84,8 +84,13 @@ pub struct Run {
     pub test: Value,
     /// `results.json` (Null when missing: the run was not checked).
     pub results: Value,
-    /// `history.jsonl`.
+    /// The ops of `history.jsonl` the report shows (see [`Run::load`]).
     pub history: History,
+    /// The history's statistics (latency, throughput, faults, unseen), computed while it was
+    /// read.
+    pub stats: Stats,
+    /// Lines (ops) in `history.jsonl`.
+    pub op_count: u64,
 }
 
 /// Reads an optional JSON file: Null when absent, an error when present but malformed.
@@ -163,11 +168,14 @@ pub fn read_test_json(path: &Path) -> Result<Value, ReportError> {
 impl Run {
     /// Loads `history.jsonl`, `results.json` and `test.json` from `dir`.
     pub fn load(dir: &Path) -> Result<Run, ReportError> {
+        let history = checkers::read_history(&dir.join("history.jsonl"))?;
         Ok(Run {
             dir: dir.to_path_buf(),
             test: read_test_json(&dir.join("test.json"))?,
             results: read_json(&dir.join("results.json"))?,
-            history: checkers::read_history(&dir.join("history.jsonl"))?,
+            stats: stats::analyze(&history),
+            op_count: history.ops.len() as u64,
+            history,
         })
     }
 }
@@ -479,34 +487,24 @@ struct Row {
     referenced: bool,
 }
 
-/// The history view: windows of ops around every linked op, merged, capped.
+/// The history view: windows of ops around every linked op, merged, capped. Windows are
+/// ranges of history indices, so `history` may be an excerpt (ops in index order).
 fn windows(history: &History, stats: &Stats, linked: &BTreeSet<u64>) -> Vec<Vec<Row>> {
-    let pos: HashMap<u64, usize> = history
-        .ops
-        .iter()
-        .enumerate()
-        .map(|(i, o)| (o.index, i))
-        .collect();
     let invoke_of: HashMap<u64, u64> = stats
         .points
         .iter()
         .map(|p| (p.complete_index, p.invoke_index))
         .collect();
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
     for idx in linked {
-        let Some(&p) = pos.get(idx) else { continue };
-        ranges.push((
-            p.saturating_sub(CONTEXT_OPS as usize),
-            p + CONTEXT_OPS as usize,
-        ));
-        if let Some(ip) = invoke_of.get(idx).and_then(|i| pos.get(i)) {
-            ranges.push((ip.saturating_sub(1), ip + 1));
+        ranges.push((idx.saturating_sub(CONTEXT_OPS), idx + CONTEXT_OPS));
+        if let Some(i) = invoke_of.get(idx) {
+            ranges.push((i.saturating_sub(1), i + 1));
         }
     }
     ranges.sort();
-    let mut merged: Vec<(usize, usize)> = Vec::new();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
     for (s, e) in ranges {
-        let e = e.min(history.ops.len().saturating_sub(1));
         match merged.last_mut() {
             Some(last) if s <= last.1 + 1 => last.1 = last.1.max(e),
             _ => merged.push((s, e)),
@@ -518,7 +516,12 @@ fn windows(history: &History, stats: &Stats, linked: &BTreeSet<u64>) -> Vec<Vec<
         if total >= MAX_HISTORY_ROWS {
             break;
         }
-        let rows: Vec<Row> = history.ops[s..=e]
+        let lo = history.ops.partition_point(|o| o.index < s);
+        let hi = history.ops.partition_point(|o| o.index <= e);
+        if lo >= hi {
+            continue;
+        }
+        let rows: Vec<Row> = history.ops[lo..hi]
             .iter()
             .map(|o| {
                 let mut value = o.value.to_string();
@@ -671,7 +674,7 @@ fn v<T: Serialize>(t: &T) -> JValue {
 
 /// Renders the report of a loaded run.
 pub fn render(run: &Run) -> Result<String, ReportError> {
-    let stats = stats::analyze(&run.history);
+    let stats = &run.stats;
     let end_s = (stats.duration_ns as f64 / 1e9).max(1.0);
     let bands = plots::bands(&stats.faults, end_s);
     let results = &run.results;
@@ -757,7 +760,7 @@ pub fn render(run: &Run) -> Result<String, ReportError> {
     for f in stats.fault_events.iter().take(100) {
         linked.insert(f.index);
     }
-    let windows = windows(&run.history, &stats, &linked);
+    let windows = windows(&run.history, stats, &linked);
 
     let workers = run.test["spec"]["concurrency"]
         .as_u64()
@@ -800,10 +803,7 @@ pub fn render(run: &Run) -> Result<String, ReportError> {
         sends["fail"].as_u64().unwrap_or(0),
     );
     let mut summary = vec![
-        (
-            "ops in the history".to_string(),
-            run.history.ops.len().to_string(),
-        ),
+        ("ops in the history".to_string(), run.op_count.to_string()),
         (
             "duration".to_string(),
             format!("{:.1} s", stats.duration_ns as f64 / 1e9),
@@ -892,7 +892,7 @@ pub fn render(run: &Run) -> Result<String, ReportError> {
         faults => v(&faults),
         fault_events => v(&fault_events),
         windows => v(&windows),
-        op_count => run.history.ops.len(),
+        op_count => run.op_count,
     })
     .map_err(|source| ReportError::Template {
         what: "report.html",
