@@ -1,6 +1,8 @@
 //! Broker metrics: request counts and latencies per API, bytes in and out, and per-partition log
 //! gauges, rendered as Prometheus text for the `/metrics` endpoint (served with `/health` by
-//! [`serve`]). Replication adds its gauges (ISR size, high watermark, leader epoch) here.
+//! [`serve`]). Replication adds its gauges (ISR size and members, high watermark, leader epoch,
+//! the leader this broker believes in) here, and the broker its own (node id, fenced state,
+//! under-replicated partitions): what the harness scrapes each second into `metrics.jsonl`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -47,6 +49,19 @@ pub struct PartitionGauges {
     pub under_replicated: bool,
     /// Whether this broker leads the partition.
     pub leader: bool,
+    /// The leader this broker's metadata names (-1: none known).
+    pub leader_id: i32,
+    /// The ISR members this broker knows of (the leader's own view on the leader).
+    pub isr: Vec<i32>,
+}
+
+/// The broker's own gauges.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerGauges {
+    /// `node.id`.
+    pub node_id: i32,
+    /// Whether this broker's metadata has it fenced (or not registered).
+    pub fenced: bool,
 }
 
 /// Counters shared by every connection.
@@ -96,8 +111,27 @@ impl Metrics {
     }
 
     /// Renders everything as Prometheus text.
-    pub fn render(&self, partitions: &[PartitionGauges]) -> String {
+    pub fn render(&self, broker: &BrokerGauges, partitions: &[PartitionGauges]) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# TYPE kafka_broker_id gauge\nkafka_broker_id {}",
+            broker.node_id
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE kafka_broker_fenced gauge\nkafka_broker_fenced {}",
+            u8::from(broker.fenced)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE kafka_broker_under_replicated_partitions gauge\n\
+             kafka_broker_under_replicated_partitions {}",
+            partitions
+                .iter()
+                .filter(|p| p.leader && p.under_replicated)
+                .count()
+        );
         let apis = self.apis.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let _ = writeln!(out, "# TYPE kafka_requests_total counter");
         for (api, s) in &apis {
@@ -149,7 +183,8 @@ impl Metrics {
             );
         }
         type Gauge = fn(&PartitionGauges) -> String;
-        let gauges: [(&str, Gauge); 9] = [
+        let gauges: [(&str, Gauge); 10] = [
+            ("kafka_partition_leader_id", |p| p.leader_id.to_string()),
             ("kafka_partition_leader_epoch", |p| {
                 p.leader_epoch.to_string()
             }),
@@ -178,6 +213,17 @@ impl Metrics {
                 );
             }
         }
+        // The ISR's members, one sample per member (value 1), as Prometheus spells a set.
+        let _ = writeln!(out, "# TYPE kafka_partition_isr_member gauge");
+        for p in partitions {
+            for b in &p.isr {
+                let _ = writeln!(
+                    out,
+                    "kafka_partition_isr_member{{topic=\"{}\",partition=\"{}\",broker=\"{b}\"}} 1",
+                    p.topic, p.partition
+                );
+            }
+        }
         out
     }
 }
@@ -186,6 +232,10 @@ impl Metrics {
 pub trait GaugeSource: Send + Sync + 'static {
     /// Current gauges of every partition.
     fn partition_gauges(&self) -> Vec<PartitionGauges>;
+    /// The broker's own gauges.
+    fn broker_gauges(&self) -> BrokerGauges {
+        BrokerGauges::default()
+    }
     /// The shared counters.
     fn metrics(&self) -> &Metrics;
 }
@@ -200,9 +250,57 @@ pub async fn serve<S: GaugeSource>(addr: SocketAddr, source: Arc<S>) -> std::io:
             "/metrics",
             get(move || {
                 let s = metrics_source.clone();
-                async move { s.metrics().render(&s.partition_gauges()) }
+                async move {
+                    s.metrics()
+                        .render(&s.broker_gauges(), &s.partition_gauges())
+                }
             }),
         )
         .route("/health", get(|| async { "ok\n" }));
     axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_and_partition_gauges_are_rendered() {
+        let m = Metrics::default();
+        let p = PartitionGauges {
+            topic: "queue".into(),
+            partition: 2,
+            log_start_offset: 0,
+            log_end_offset: 40,
+            high_watermark: 38,
+            size_bytes: 100,
+            segments: 1,
+            leader_epoch: 3,
+            isr_size: 2,
+            under_replicated: true,
+            leader: true,
+            leader_id: 2,
+            isr: vec![2, 3],
+        };
+        let text = m.render(
+            &BrokerGauges {
+                node_id: 2,
+                fenced: true,
+            },
+            &[p],
+        );
+        for line in [
+            "kafka_broker_id 2",
+            "kafka_broker_fenced 1",
+            "kafka_broker_under_replicated_partitions 1",
+            "kafka_partition_leader_id{topic=\"queue\",partition=\"2\"} 2",
+            "kafka_partition_isr_member{topic=\"queue\",partition=\"2\",broker=\"3\"} 1",
+            "kafka_high_watermark{topic=\"queue\",partition=\"2\"} 38",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+    }
 }

@@ -13,6 +13,7 @@ pub mod report;
 pub mod reproduce;
 pub mod run;
 pub mod runlog;
+pub mod scrape;
 pub mod seeds;
 pub mod series;
 pub mod serve;

@@ -395,6 +395,17 @@ fn deploy_and_run(
         checkers::HistoryWriter::create(&run.history())
             .with_context(|| format!("creating {}", run.history().display()))?,
     );
+    // Each node's /metrics once a second into metrics.jsonl until this function returns.
+    let _scraper = system.metrics_port().and_then(|mport| {
+        let targets: Vec<_> = nodes
+            .iter()
+            .map(|n| (n.name().to_string(), n.address()))
+            .collect();
+        let out = run.path.join("metrics.jsonl");
+        crate::scrape::Scraper::start(&targets, mport, &out, std::time::Instant::now())
+            .map_err(|e| crate::runlog::say(&format!("harness: warning: no metrics.jsonl: {e}")))
+            .ok()
+    });
     let mut roles = Roles::new(
         nodes.to_vec(),
         port,

@@ -104,6 +104,10 @@ pub trait System: Send + Sync {
     fn kind(&self) -> SystemKind;
     /// The port clients (and the harness's role queries) use on every node.
     fn client_port(&self) -> u16;
+    /// The port of each node's Prometheus `/metrics`, scraped during a run (None: it has none).
+    fn metrics_port(&self) -> Option<u16> {
+        None
+    }
     /// Refuses what this system cannot do for `spec` (bundled-only features, backends), with
     /// the reason; called before anything is deployed.
     fn check(&self, spec: &TestSpec) -> Result<(), String>;
@@ -208,6 +212,10 @@ impl System for Bundled {
 
     fn client_port(&self) -> u16 {
         deploy::KAFKA_PORT
+    }
+
+    fn metrics_port(&self) -> Option<u16> {
+        Some(deploy::METRICS_PORT)
     }
 
     fn check(&self, _spec: &TestSpec) -> Result<(), String> {

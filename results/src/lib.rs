@@ -7,4 +7,5 @@ pub mod matrix;
 pub mod plots;
 pub mod report;
 pub mod store;
+pub mod timeline;
 pub mod verdict;

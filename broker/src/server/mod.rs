@@ -32,7 +32,7 @@ use crate::clock::Clock;
 use crate::config::BrokerConfig;
 use crate::log::{Log, LogError};
 use crate::metadata::{Command, CommandResult, MetadataConfig, MetadataImage, MetadataNode};
-use crate::metrics::{GaugeSource, Metrics, PartitionGauges};
+use crate::metrics::{BrokerGauges, GaugeSource, Metrics, PartitionGauges};
 use crate::replication::hw_checkpoint::{HighWatermarkCheckpoint, HighWatermarks};
 use crate::replication::partition::{
     CommittedIsr, Partition as ReplicaState, PartitionConfig, PartitionState,
@@ -853,6 +853,7 @@ impl Broker {
 
 impl GaugeSource for Broker {
     fn partition_gauges(&self) -> Vec<PartitionGauges> {
+        let image = self.image();
         self.all_partitions()
             .iter()
             .map(|h| {
@@ -870,9 +871,25 @@ impl GaugeSource for Broker {
                     isr_size: st.isr().len(),
                     under_replicated: st.is_under_replicated(),
                     leader: st.is_leader(),
+                    leader_id: image
+                        .topics
+                        .get(&h.topic)
+                        .and_then(|t| t.partitions.get(h.index as usize))
+                        .map_or(-1, |p| p.leader),
+                    isr: st.isr(),
                 }
             })
             .collect()
+    }
+
+    fn broker_gauges(&self) -> BrokerGauges {
+        let me = self.config.node_id;
+        let image = self.image();
+        BrokerGauges {
+            node_id: me,
+            // A single-node (local metadata) broker registers nobody: never fenced.
+            fenced: !image.brokers.is_empty() && !image.is_live(me),
+        }
     }
 
     fn metrics(&self) -> &Metrics {
