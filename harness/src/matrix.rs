@@ -57,10 +57,29 @@ fn parse_fail_on(s: &str) -> Result<FailOn, String> {
 
 fn parse_flush(s: &str) -> Result<String, String> {
     match s {
-        FLUSH_DEFAULT | FLUSH_EVERY => Ok(s.to_string()),
+        FLUSH_DEFAULT => Ok(s.to_string()),
+        FLUSH_EVERY | "every-message" => Ok(FLUSH_EVERY.to_string()),
         other => Err(format!(
-            "`{other}` is not {FLUSH_DEFAULT} (Kafka's: no fsync) or {FLUSH_EVERY} (fsync per append)"
+            "`{other}` is not {FLUSH_DEFAULT} (Kafka's: no fsync) or every-message (fsync per \
+             append, log.flush.interval.messages=1; `{FLUSH_EVERY}` for short)"
         )),
+    }
+}
+
+/// The Kafka releases whose rules the bundled broker can follow (`kafka.release`).
+pub const KNOWN_RELEASES: &[&str] = &["2.6", "2.7", "3.5", "3.6", "3.7", "3.9", "4.0", "4.1"];
+
+/// The release the bundled broker follows unless told otherwise (the newest it implements).
+pub const DEFAULT_RELEASE: &str = "4.1";
+
+fn parse_release(s: &str) -> Result<String, String> {
+    if KNOWN_RELEASES.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a Kafka release the bundled broker follows; known: {}",
+            KNOWN_RELEASES.join(", ")
+        ))
     }
 }
 
@@ -76,11 +95,6 @@ fn parse_recipe(s: &str) -> Result<String, String> {
         }
     }
 }
-
-/// What the release axis would be: the bundled broker follows one release's rules.
-pub const RELEASE: &str = "Kafka 3.6 rules: the bundled broker has no kafka.release setting \
-                           yet (issue 15), so the release axis is left out; \
-                           last-replica-standing is tested by these rules only";
 
 /// Flags of `harness matrix`.
 #[derive(Debug, Args)]
@@ -98,9 +112,16 @@ pub struct MatrixArgs {
     #[arg(long = "idempotent", value_delimiter = ',', default_value = "false")]
     pub idempotent: Vec<bool>,
     /// Flush policies to try, comma-separated: `default` (Kafka's: no fsync, the OS writes
-    /// back) or `every` (log.flush.interval.messages=1, an fsync per append).
+    /// back) or `every-message` (log.flush.interval.messages=1, an fsync per append; `every`
+    /// for short).
     #[arg(long = "flush", value_delimiter = ',', default_value = "default", value_parser = parse_flush)]
     pub flush: Vec<String>,
+    /// Kafka releases whose replication rules the bundled broker follows, comma-separated
+    /// (its `kafka.release` setting: 2.6, 2.7, 3.5, 3.6, 3.7, 3.9, 4.0, 4.1); each release is its
+    /// own grid. A `command` system runs whatever release it is, so this axis is for the
+    /// bundled broker only.
+    #[arg(long = "kafka-release", value_delimiter = ',', default_value = DEFAULT_RELEASE, value_parser = parse_release)]
+    pub releases: Vec<String>,
     /// Rounds every cell runs at least, unless a violation stops it first: a round is each of
     /// the cell's recipes once, then the random nemesis once.
     #[arg(long, default_value_t = 1)]
@@ -147,23 +168,26 @@ impl MatrixArgs {
         Ok(spec)
     }
 
-    /// Every cell's configuration, row-major (flush, acks, unclean, idempotence, then
-    /// min.insync).
+    /// Every cell's configuration, row-major (release, flush, acks, unclean, idempotence,
+    /// then min.insync).
     pub fn cells(&self, rf: u32) -> Vec<CellConfig> {
         let mut out = Vec::new();
-        for flush in &self.flush {
-            for acks in &self.acks_axis {
-                for unclean in &self.unclean {
-                    for idem in &self.idempotent {
-                        for mi in &self.min_isr {
-                            out.push(CellConfig {
-                                acks: acks.to_string(),
-                                min_isr: *mi,
-                                unclean: *unclean,
-                                idempotence: *idem,
-                                replication_factor: rf,
-                                flush: flush.clone(),
-                            });
+        for release in &self.releases {
+            for flush in &self.flush {
+                for acks in &self.acks_axis {
+                    for unclean in &self.unclean {
+                        for idem in &self.idempotent {
+                            for mi in &self.min_isr {
+                                out.push(CellConfig {
+                                    acks: acks.to_string(),
+                                    min_isr: *mi,
+                                    unclean: *unclean,
+                                    idempotence: *idem,
+                                    replication_factor: rf,
+                                    flush: flush.clone(),
+                                    release: release.clone(),
+                                });
+                            }
                         }
                     }
                 }
@@ -197,6 +221,20 @@ impl MatrixArgs {
     }
 }
 
+/// The setup row naming the releases the cells follow.
+fn release_row(releases: &[String], system: crate::system::SystemKind) -> String {
+    if system == crate::system::SystemKind::Bundled {
+        format!(
+            "Kafka {} rules (the bundled broker's kafka.release; each release is its own grid)",
+            releases.join(", ")
+        )
+    } else {
+        "whatever release the command system runs (the promises assume the releases named in \
+         each cell)"
+            .into()
+    }
+}
+
 /// Keeps derived run seeds below 2^48.
 const SEED_MASK: u64 = (1 << 48) - 1;
 
@@ -225,6 +263,10 @@ pub fn cell_spec(base: &TestSpec, cell: &CellConfig, dir: &Path, run: u32) -> Te
     if cell.flush == FLUSH_EVERY {
         spec.broker
             .insert("log.flush.interval.messages".into(), "1".into());
+    }
+    if spec.system == crate::system::SystemKind::Bundled {
+        spec.broker
+            .insert("kafka.release".into(), cell.release.clone());
     }
     spec
 }
@@ -322,7 +364,7 @@ pub fn run_matrix(args: &MatrixArgs, argv: &[String]) -> Result<Outcome> {
             .map(|(n, why)| (format!("recipe {n}"), format!("left out: {why}"))),
     );
     let mut setup = vec![
-        ("release".into(), RELEASE.into()),
+        ("release".into(), release_row(&args.releases, base.system)),
         (
             "nodes".into(),
             format!("{} ({} backend)", base.nodes, base.backend),
@@ -494,17 +536,18 @@ mod tests {
         assert_eq!(
             names,
             [
-                "acks-1_mi-1",
-                "acks-1_mi-2",
-                "acks-all_mi-1",
-                "acks-all_mi-2"
+                "acks-1_mi-1_k4-1",
+                "acks-1_mi-2_k4-1",
+                "acks-all_mi-1_k4-1",
+                "acks-all_mi-2_k4-1"
             ]
         );
         let s = cell_spec(&base, &cells[3], Path::new("/tmp/m"), 1);
         assert_eq!(
             s.seed,
-            crate::seeds::derive(40, "matrix/acks-all_mi-2/1") & SEED_MASK
+            crate::seeds::derive(40, "matrix/acks-all_mi-2_k4-1/1") & SEED_MASK
         );
+        assert_eq!(s.broker["kafka.release"], DEFAULT_RELEASE);
         assert_ne!(
             s.seed,
             cell_spec(&base, &cells[3], Path::new("/tmp/m"), 2).seed
@@ -512,6 +555,41 @@ mod tests {
         assert_eq!(s.client.acks, Acks::All);
         assert_eq!(s.broker["min.insync.replicas"], "2");
         assert_eq!(s.store, Path::new("/tmp/m"));
-        assert!(s.validate().is_ok());
+        if let Err(e) = s.validate() {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn the_release_and_flush_axes_multiply_the_cells() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "harness",
+            "matrix",
+            "--acks-axis",
+            "all",
+            "--min-isr",
+            "2",
+            "--kafka-release",
+            "3.6,4.1",
+            "--flush",
+            "default,every-message",
+        ])
+        .expect("parses");
+        let crate::cli::Command::Matrix(args) = cli.command else {
+            panic!("not matrix")
+        };
+        let names: Vec<String> = args.cells(3).iter().map(|c| c.slug()).collect();
+        assert_eq!(
+            names,
+            [
+                "acks-all_mi-2_k3-6",
+                "acks-all_mi-2_k3-6_fsync",
+                "acks-all_mi-2_k4-1",
+                "acks-all_mi-2_k4-1_fsync"
+            ]
+        );
+        let bad = crate::cli::Cli::try_parse_from(["harness", "matrix", "--kafka-release", "3.8"]);
+        let err = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("known: 2.6"), "{err}");
     }
 }

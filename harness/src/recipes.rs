@@ -56,7 +56,11 @@ fn acks_all_min_isr_1(c: &CellConfig) -> bool {
 }
 
 fn acks_all_min_isr_2_up(c: &CellConfig) -> bool {
-    c.acks == "all" && c.min_isr >= 2 && c.min_isr <= c.replication_factor
+    // Above the replication factor the topic is unwritable before Kafka 3.7 and follows the
+    // replica count from 3.7 (KAFKA-15583).
+    c.acks == "all"
+        && c.min_isr >= 2
+        && (c.min_isr <= c.replication_factor || results::matrix::has_effective_min_isr(&c.release))
 }
 
 fn unclean_on(c: &CellConfig) -> bool {
@@ -97,8 +101,9 @@ pub const RISK_RECIPES: &[RiskRecipe] = &[
     RiskRecipe {
         name: "last-replica-standing",
         risk: "acks=all with min.insync.replicas>=2: the ISR shrinks to the leader and the \
-               leader crashes losing its unfsynced tail (KIP-966); with min.insync.replicas=2 the \
-               leader alone must refuse writes, so nothing acknowledged should be lost",
+               leader crashes losing its unfsynced tail, and is the only electable replica when \
+               it returns (kafka-bugs.md #9); Eligible Leader Replicas (KIP-966, on by default \
+               in Kafka 4.1) or an fsync per append close it",
         window: "the same aimed crash as isr-shrink-crash: replication cut until the ISR is the \
                  leader, then the leader killed -9 losing its page cache and restarted",
         nemesis: &[FaultKind::IsrShrinkCrash],
@@ -189,6 +194,7 @@ mod tests {
             idempotence: idem,
             replication_factor: 3,
             flush: results::matrix::FLUSH_DEFAULT.into(),
+            release: results::matrix::RELEASE_BEFORE_SETTING.into(),
         }
     }
 

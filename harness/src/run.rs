@@ -158,11 +158,15 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
         eprintln!("harness: warning: no harness.log in the run folder: {e}");
     }
     crate::runlog::say(&format!(
-        "harness: test {} seed {} (replay with --seed {}); nemesis {}",
+        "harness: test {} seed {} (replay with --seed {}); nemesis {}; {}",
         spec.name,
         spec.seed,
         spec.seed,
-        nemesis_names(&spec.nemesis)
+        nemesis_names(&spec.nemesis),
+        kafka_release(spec).map_or_else(
+            || "the command system's own release".to_string(),
+            |r| format!("Kafka {r} rules")
+        )
     ));
     crate::runlog::say(&format!("harness: run folder {}", run.path.display()));
     crate::runlog::write_line(&format!("harness: command line {}", command_line.join(" ")));
@@ -173,6 +177,7 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
         "command_line": command_line,
         "versions": { "harness": env!("CARGO_PKG_VERSION") },
         "nemesis_schedule": schedule,
+        "kafka_release": kafka_release(spec),
     });
     run.write_json(&run.test_json(), &test_json)
         .context("writing test.json")?;
@@ -181,6 +186,18 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
     crate::runlog::say(&summary.render(outcome.as_ref().err()));
     crate::runlog::close();
     outcome
+}
+
+/// The Kafka release whose rules the bundled broker follows in this run (its `kafka.release`
+/// setting, or the broker's default); None for a command system, which runs whatever release it
+/// is.
+pub fn kafka_release(spec: &TestSpec) -> Option<String> {
+    (spec.system == crate::system::SystemKind::Bundled).then(|| {
+        spec.broker
+            .get("kafka.release")
+            .cloned()
+            .unwrap_or_else(|| crate::matrix::DEFAULT_RELEASE.to_string())
+    })
 }
 
 /// The comma-separated fault kinds, or `none`.

@@ -1,10 +1,12 @@
 //! A short config-safety matrix on the default netns backend (root), recipes only: acks {1, all}
-//! × min.insync.replicas {1, 2} at RF=3 with Kafka's default flush, 20-second runs. Every cell
-//! whose setting allows loss shows it, broken by the recipe aimed at its risk: acks=1 by the
-//! leader failover, acks=all/min.insync=1 by the crash of a leader alone in its ISR, and
-//! acks=all/min.insync=2 by the last replica standing (these are Kafka 3.6 rules: no Eligible
-//! Leader Replicas). Then acks=all/min.insync=2 with an fsync per append survives the same
-//! crash: safe. The reports, links, JUnit cases and exit codes are checked on the way.
+//! × min.insync.replicas {1, 2} at RF=3 with Kafka's default flush and Kafka 3.6's rules,
+//! 20-second runs. Every cell whose setting allows loss shows it, broken by the recipe aimed at
+//! its risk: acks=1 by the leader failover, acks=all/min.insync=1 by the crash of a leader alone
+//! in its ISR, and acks=all/min.insync=2 by the last replica standing (3.6 has no Eligible Leader
+//! Replicas). Then the release and flush axes on acks=all/min.insync=2: under 3.6 rules the
+//! same crash loses acknowledged writes with the default flush and nothing with an fsync per
+//! append; under 4.1 rules (ELR) it loses nothing with either. The reports, links, JUnit cases
+//! and exit codes are checked on the way.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -61,6 +63,8 @@ fn aimed_recipes_show_every_documented_loss_and_the_fsynced_promise_holds() {
             "1,all",
             "--min-isr",
             "1,2",
+            "--kafka-release",
+            "3.6",
             "--budget",
             "60",
             "--junit",
@@ -72,10 +76,10 @@ fn aimed_recipes_show_every_documented_loss_and_the_fsynced_promise_holds() {
     let (dir, m, html, md) = read(store.path(), "ci-matrix");
     assert_eq!(m.cells.len(), 4, "{stderr}");
     let expected = [
-        ("acks-1_mi-1", "leader-failover"),
-        ("acks-1_mi-2", "leader-failover"),
-        ("acks-all_mi-1", "isr-shrink-crash"),
-        ("acks-all_mi-2", "last-replica-standing"),
+        ("acks-1_mi-1_k3-6", "leader-failover"),
+        ("acks-1_mi-2_k3-6", "leader-failover"),
+        ("acks-all_mi-1_k3-6", "isr-shrink-crash"),
+        ("acks-all_mi-2_k3-6", "last-replica-standing"),
     ];
     for (cell, (slug, recipe)) in m.cells.iter().zip(expected) {
         let label = cell.config.label();
@@ -121,7 +125,7 @@ fn aimed_recipes_show_every_documented_loss_and_the_fsynced_promise_holds() {
         );
     }
     assert!(html.find("class=\"pic\"") < html.find("Evidence per cell"));
-    assert!(html.contains("Kafka 3.6 rules") && md.contains("release axis is left out"));
+    assert!(html.contains("Kafka 3.6 rules") && md.contains("Kafka 3.6 rules"));
     assert!(md.contains("median time to first violation"), "{md}");
     assert!(
         stdout.contains("| setting | verdict |"),
@@ -132,40 +136,54 @@ fn aimed_recipes_show_every_documented_loss_and_the_fsynced_promise_holds() {
     let xml = std::fs::read_to_string(&junit).expect("junit");
     assert_eq!(xml.matches("<testcase").count(), 4, "{xml}");
 
-    // The same crash with an fsync per append: the last replica loses nothing it acknowledged.
+    // The release and flush axes: the same aimed crash under 3.6 and 4.1 rules, with and
+    // without an fsync per append. Only 3.6 with Kafka's default flush loses.
     let out = matrix(
         store.path(),
-        "ci-fsync",
+        "ci-releases",
         &[
             "--acks-axis",
             "all",
             "--min-isr",
             "2",
+            "--kafka-release",
+            "3.6,4.1",
             "--flush",
-            "every",
+            "default,every-message",
             "--budget",
             "1",
         ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let (_, m, _, _) = read(store.path(), "ci-fsync");
-    let cell = &m.cells[0];
-    assert_eq!(cell.config.slug(), "acks-all_mi-2_fsync");
-    assert_eq!(cell.runs.len(), 1);
-    assert_eq!(
-        cell.runs[0].recipe.as_deref(),
-        Some("last-replica-standing")
-    );
-    assert!(
-        cell.runs[0].sends[0] > 50,
-        "it took writes: {:?}",
-        cell.runs[0].sends
-    );
-    assert_eq!(
-        cell.behaviour(),
-        Behaviour::Safe,
-        "{}\n{stderr}",
-        cell.plain_line()
-    );
+    let (_, m, html, _) = read(store.path(), "ci-releases");
+    let expected = [
+        ("acks-all_mi-2_k3-6", Behaviour::LosesAcknowledgedWrites),
+        ("acks-all_mi-2_k3-6_fsync", Behaviour::Safe),
+        ("acks-all_mi-2_k4-1", Behaviour::Safe),
+        ("acks-all_mi-2_k4-1_fsync", Behaviour::Safe),
+    ];
+    assert_eq!(m.cells.len(), 4, "{stderr}");
+    for (cell, (slug, behaviour)) in m.cells.iter().zip(expected) {
+        assert_eq!(cell.config.slug(), slug);
+        assert_eq!(cell.runs.len(), 1, "{slug}");
+        assert_eq!(
+            cell.runs[0].recipe.as_deref(),
+            Some("last-replica-standing")
+        );
+        assert!(
+            cell.runs[0].sends[0] > 50,
+            "{slug} took writes: {:?}",
+            cell.runs[0].sends
+        );
+        assert_eq!(
+            cell.behaviour(),
+            behaviour,
+            "{slug}: {}\n{stderr}",
+            cell.plain_line()
+        );
+        assert!(cell.surprise().is_none(), "{slug}: {}", cell.plain_line());
+    }
+    // One grid per release and flush setting, each saying which rules it shows.
+    assert!(html.contains("Kafka 3.6 rules") && html.contains("Kafka 4.1 rules"));
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }

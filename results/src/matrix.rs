@@ -42,6 +42,37 @@ pub struct CellConfig {
     /// [`FLUSH_EVERY`] (`log.flush.interval.messages=1`, an fsync per append).
     #[serde(default = "flush_default")]
     pub flush: String,
+    /// The Kafka release whose replication rules the brokers follow (`kafka.release`, e.g.
+    /// `3.6`, `4.1`). Matrices written before the setting existed tested 3.6 rules.
+    #[serde(default = "release_before_setting")]
+    pub release: String,
+}
+
+/// The release a matrix written before `kafka.release` existed followed.
+pub const RELEASE_BEFORE_SETTING: &str = "3.6";
+
+fn release_before_setting() -> String {
+    RELEASE_BEFORE_SETTING.to_string()
+}
+
+/// A release as (major, minor); anything unparsable counts as the oldest.
+pub fn release_number(release: &str) -> (u32, u32) {
+    let mut it = release
+        .split('.')
+        .map(|p| p.trim().parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// Whether `release` follows KAFKA-15583 (Kafka 3.7): effective min ISR = min(min.insync,
+/// replica count), and the high watermark waits while the ISR is below it.
+pub fn has_effective_min_isr(release: &str) -> bool {
+    release_number(release) >= (3, 7)
+}
+
+/// Whether `release` enables Eligible Leader Replicas by default (KIP-966: available in 4.0,
+/// on by default for new clusters in 4.1), which closes the last-replica-standing loss.
+pub fn has_elr_by_default(release: &str) -> bool {
+    release_number(release) >= (4, 1)
 }
 
 /// Kafka's default flush policy: no fsync of appends (the page cache is written back by the OS).
@@ -63,9 +94,15 @@ pub fn flush_words(flush: &str) -> &'static str {
 }
 
 impl CellConfig {
-    /// A name usable as a store folder: `acks-all_mi-2`, with `_unclean` / `_idem`.
+    /// A name usable as a store folder: `acks-all_mi-2_k4-1` (Kafka 4.1's rules), with `_unclean` / `_idem` /
+    /// `_fsync`.
     pub fn slug(&self) -> String {
-        let mut s = format!("acks-{}_mi-{}", self.acks, self.min_isr);
+        let mut s = format!(
+            "acks-{}_mi-{}_k{}",
+            self.acks,
+            self.min_isr,
+            self.release.replace('.', "-")
+        );
         if self.unclean {
             s.push_str("_unclean");
         }
@@ -90,6 +127,7 @@ impl CellConfig {
         if self.flush == FLUSH_EVERY {
             s.push_str(" log.flush.interval.messages=1");
         }
+        s.push_str(&format!(" (Kafka {})", self.release));
         s
     }
 }
@@ -123,14 +161,21 @@ pub fn promise(c: &CellConfig) -> Promise {
                 .into(),
         ),
         _ => {
-            if c.min_isr > rf {
+            let effective = has_effective_min_isr(&c.release);
+            let min_isr = if effective {
+                c.min_isr.min(rf)
+            } else {
+                c.min_isr
+            };
+            if c.min_isr > rf && !effective {
                 parts.push(format!(
                     "acks=all with min.insync.replicas={} above the replication factor {rf}: \
-                     no send can be acknowledged (NOT_ENOUGH_REPLICAS).",
-                    c.min_isr
+                     no send can be acknowledged (NOT_ENOUGH_REPLICAS; Kafka {} predates \
+                     KAFKA-15583's effective min ISR).",
+                    c.min_isr, c.release
                 ));
                 no_loss = true;
-            } else if c.min_isr <= 1 {
+            } else if min_isr <= 1 {
                 parts.push(
                     "acks=all with min.insync.replicas=1: every in-sync replica has the record, \
                      but the in-sync set may shrink to the leader alone, and then a failure of \
@@ -138,17 +183,28 @@ pub fn promise(c: &CellConfig) -> Promise {
                         .into(),
                 );
             } else {
-                let survives = c.min_isr - 1;
-                let mut t = format!(
-                    "acks=all with min.insync.replicas={}: an acknowledged record is on at least \
-                     {} replicas and survives {survives} broker failure{}; with fewer than {} \
-                     in-sync replicas sends fail with NOT_ENOUGH_REPLICAS instead.",
-                    c.min_isr,
-                    c.min_isr,
-                    if survives == 1 { "" } else { "s" },
-                    c.min_isr
-                );
-                if c.min_isr == rf {
+                let survives = min_isr - 1;
+                let mut t = if c.min_isr > rf {
+                    format!(
+                        "acks=all with min.insync.replicas={} above the replication factor \
+                         {rf}: since Kafka 3.7 (KAFKA-15583) the effective minimum is the \
+                         replica count, {rf}, so every replica must have a record before it is \
+                         acknowledged, and it survives {survives} broker failure{}.",
+                        c.min_isr,
+                        if survives == 1 { "" } else { "s" },
+                    )
+                } else {
+                    format!(
+                        "acks=all with min.insync.replicas={}: an acknowledged record is on at \
+                         least {} replicas and survives {survives} broker failure{}; with fewer \
+                         than {} in-sync replicas sends fail with NOT_ENOUGH_REPLICAS instead.",
+                        c.min_isr,
+                        c.min_isr,
+                        if survives == 1 { "" } else { "s" },
+                        c.min_isr
+                    )
+                };
+                if min_isr == rf {
                     t.push_str(" Any one broker down makes the topic unwritable.");
                 }
                 if c.flush == FLUSH_EVERY {
@@ -157,14 +213,26 @@ pub fn promise(c: &CellConfig) -> Promise {
                          nothing it acknowledged.",
                     );
                     no_loss = true;
+                } else if has_elr_by_default(&c.release) {
+                    t.push_str(&format!(
+                        " Kafka does not fsync by default, but Kafka {} keeps Eligible Leader \
+                         Replicas (KIP-966, on by default since 4.1): a replica leaving the ISR \
+                         at min ISR stays electable and a broker back from an unclean shutdown \
+                         is not, so the last replica standing crashing with its unflushed tail \
+                         does not lose acknowledged writes (the partition may stay offline \
+                         instead).",
+                        c.release
+                    ));
+                    no_loss = true;
                 } else {
-                    t.push_str(
-                        " But Kafka does not fsync by default, and before Eligible Leader \
-                         Replicas (KIP-966, Kafka 4.0/4.1; these cells follow 3.6 rules) the \
-                         ISR may shrink to the leader alone: if that last replica standing then \
-                         crashes losing its unflushed tail, it is the only electable replica and \
-                         the others truncate to it, so acknowledged writes are lost.",
-                    );
+                    t.push_str(&format!(
+                        " But Kafka does not fsync by default, and Kafka {} has no Eligible \
+                         Leader Replicas by default (KIP-966: 4.1): the ISR may shrink to the \
+                         leader alone, and if that last replica standing then crashes losing its \
+                         unflushed tail, it is the only electable replica and the others \
+                         truncate to it, so acknowledged writes are lost.",
+                        c.release
+                    ));
                 }
                 parts.push(t);
             }
@@ -1008,7 +1076,7 @@ struct Grid {
     rows: Vec<(u32, Vec<Option<usize>>)>,
 }
 
-fn grids(m: &Matrix, release: &str) -> Vec<Grid> {
+fn grids(m: &Matrix) -> Vec<Grid> {
     let mut out: Vec<(CellConfig, Grid)> = Vec::new();
     for (i, c) in m.cells.iter().enumerate() {
         let mut key = c.config.clone();
@@ -1017,7 +1085,11 @@ fn grids(m: &Matrix, release: &str) -> Vec<Grid> {
         let pos = match out.iter().position(|(k, _)| *k == key) {
             Some(p) => p,
             None => {
-                let mut title = format!("{release} · {}", flush_words(&c.config.flush));
+                let mut title = format!(
+                    "Kafka {} rules · {}",
+                    c.config.release,
+                    flush_words(&c.config.flush)
+                );
                 if c.config.unclean {
                     title.push_str(" · unclean leader election on");
                 }
@@ -1064,18 +1136,10 @@ fn grids(m: &Matrix, release: &str) -> Vec<Grid> {
     gs
 }
 
-/// The release the matrix's cells follow, from its setup rows (`release`), in words.
-fn release_of(m: &Matrix) -> String {
-    m.setup.iter().find(|(k, _)| k == "release").map_or_else(
-        || "the bundled broker".into(),
-        |(_, v)| v.split(':').next().unwrap_or(v).trim().to_string(),
-    )
-}
-
 /// `matrix.html`; `dir` (the matrix folder) is used to link only reports that exist.
 pub fn render_html(m: &Matrix, dir: Option<&Path>) -> Result<String, ReportError> {
     let cells: Vec<CellView> = m.cells.iter().map(|c| view(c, dir)).collect();
-    let grids = grids(m, &release_of(m));
+    let grids = grids(m);
     let verdicts: Vec<Verdict> = m.cells.iter().flat_map(|c| c.verdicts()).collect();
     let times: Vec<(String, usize, String)> = recipe_times(m)
         .into_iter()
@@ -1273,6 +1337,7 @@ mod tests {
             idempotence: false,
             replication_factor: 3,
             flush: FLUSH_DEFAULT.into(),
+            release: RELEASE_BEFORE_SETTING.into(),
         }
     }
 
@@ -1293,12 +1358,51 @@ mod tests {
         assert!(!p.no_loss && p.text.contains("KIP-966"), "{}", p.text);
         c.flush = FLUSH_EVERY.into();
         assert!(promise(&c).no_loss);
-        assert_eq!(c.slug(), "acks-all_mi-2_fsync");
+        assert_eq!(c.slug(), "acks-all_mi-2_k3-6_fsync");
         c.min_isr = 1;
         assert!(
             !promise(&c).no_loss,
             "min.insync=1 lets the leader acknowledge alone"
         );
+    }
+
+    #[test]
+    fn releases_change_the_promise_where_the_reference_says() {
+        // Last replica standing: lossy before Eligible Leader Replicas are on by default (4.1).
+        for (release, no_loss) in [
+            ("3.6", false),
+            ("3.9", false),
+            ("4.0", false),
+            ("4.1", true),
+        ] {
+            let mut c = cfg("all", 2);
+            c.release = release.into();
+            let p = promise(&c);
+            assert_eq!(p.no_loss, no_loss, "{release}: {}", p.text);
+            assert!(p.text.contains(&format!("Kafka {release}")), "{}", p.text);
+        }
+        // ELR does not help min.insync=1: the leader acknowledges alone.
+        let mut c = cfg("all", 1);
+        c.release = "4.1".into();
+        assert!(!promise(&c).no_loss);
+        // min.insync above the replication factor: unwritable before 3.7, the replica count
+        // from 3.7 (KAFKA-15583).
+        let mut c = cfg("all", 4);
+        c.release = "3.6".into();
+        assert!(promise(&c).text.contains("no send can be acknowledged"));
+        c.release = "3.7".into();
+        let p = promise(&c);
+        assert!(
+            p.text.contains("effective minimum is the replica count") && !p.no_loss,
+            "{}",
+            p.text
+        );
+        c.release = "4.1".into();
+        assert!(promise(&c).no_loss);
+        assert_eq!(c.slug(), "acks-all_mi-4_k4-1");
+        assert!(c.label().ends_with("(Kafka 4.1)"), "{}", c.label());
+        assert_eq!(release_number("4.10"), (4, 10));
+        assert!(has_effective_min_isr("3.7") && !has_effective_min_isr("3.6"));
     }
 
     #[test]
@@ -1554,7 +1658,7 @@ mod tests {
         let pic = html.find("class=\"pic\"").expect("a picture");
         assert!(pic < html.find("Evidence per cell").expect("evidence"));
         assert!(html.contains("Kafka 3.6 rules"));
-        assert!(html.contains("href=\"#cell-acks-all_mi-1\""));
+        assert!(html.contains("href=\"#cell-acks-all_mi-1_k3-6\""));
         assert!(html.contains("class=\"sq notshown\"") || html.contains("sq loss"));
         let md = render_markdown(&m);
         assert!(md.contains("| isr-shrink-crash | 1 | 27.5 s |"), "{md}");
