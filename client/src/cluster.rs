@@ -5,7 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+// tokio's Instant: the real clock in production, virtual time under `harness sim`.
+use tokio::time::Instant;
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{

@@ -4,8 +4,14 @@
 //!
 //! Every failure is a [`ConnError`] that says whether the request may have reached the broker:
 //! `NotSent` only when no byte of it was handed to the socket.
+//!
+//! Connections are opened through a seam: TCP by default, or a [`Connector`] a simulation
+//! thread installs with [`set_thread_connector`] (the in-memory network of `harness sim`).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,9 +20,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use crate::error::ConnError;
@@ -46,6 +50,42 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 3),
 ];
+
+/// The read half of a connection's byte stream.
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection's byte stream.
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+/// What a [`Connector`] returns.
+pub type ConnectFuture =
+    Pin<Box<dyn Future<Output = std::io::Result<(ReadHalf, WriteHalf)>> + Send>>;
+
+/// Opens byte streams to brokers in place of TCP (a simulator's network).
+pub trait Connector: Send + Sync + std::fmt::Debug {
+    /// Connects to `addr` (`host:port`).
+    fn connect(&self, addr: &str) -> ConnectFuture;
+}
+
+thread_local! {
+    static CONNECTOR: RefCell<Option<Arc<dyn Connector>>> = const { RefCell::new(None) };
+}
+
+/// Installs (or with `None` removes) the calling thread's connector; threads without one
+/// connect over TCP. Only a simulation thread installs one.
+pub fn set_thread_connector(c: Option<Arc<dyn Connector>>) {
+    CONNECTOR.with(|cell| *cell.borrow_mut() = c);
+}
+
+/// Opens a stream to `addr`: through the thread's connector, else TCP with `TCP_NODELAY`.
+async fn open_stream(addr: &str) -> std::io::Result<(ReadHalf, WriteHalf)> {
+    let connector = CONNECTOR.with(|cell| cell.borrow().clone());
+    if let Some(c) = connector {
+        return c.connect(addr).await;
+    }
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    Ok((Box::new(r), Box::new(w)))
+}
 
 type Waiter = oneshot::Sender<Result<Bytes, ConnError>>;
 
@@ -81,7 +121,7 @@ impl Shared {
 }
 
 struct Writer {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     next_corr: i32,
 }
 
@@ -111,7 +151,7 @@ impl Drop for Connection {
     }
 }
 
-async fn read_loop(mut half: OwnedReadHalf, shared: Arc<Shared>) {
+async fn read_loop(mut half: ReadHalf, shared: Arc<Shared>) {
     let reason = loop {
         let mut len = [0u8; 4];
         if let Err(e) = half.read_exact(&mut len).await {
@@ -182,13 +222,11 @@ impl Connection {
         request_timeout: Duration,
         first_version: i16,
     ) -> Result<Connection, ConnError> {
-        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        let (r, w) = match tokio::time::timeout(connect_timeout, open_stream(addr)).await {
             Err(_) => return Err(ConnError::NotSent(format!("connect {addr}: timed out"))),
             Ok(Err(e)) => return Err(ConnError::NotSent(format!("connect {addr}: {e}"))),
-            Ok(Ok(s)) => s,
+            Ok(Ok(halves)) => halves,
         };
-        let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
         });

@@ -17,7 +17,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's Instant: the real clock in production, virtual time under `harness sim`.
+use tokio::time::Instant;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -338,7 +340,7 @@ impl Consumer {
                 let first =
                     futures::future::select_all(self.inflight.values_mut().map(|f| &mut f.task));
                 // At the deadline the fetches stay in flight for the next poll.
-                let Ok((first, i, _)) = tokio::time::timeout_at(deadline.into(), first).await
+                let Ok((first, i, _)) = tokio::time::timeout_at(deadline, first).await
                 else {
                     return Ok(out);
                 };

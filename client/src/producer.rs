@@ -32,7 +32,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's Instant: the real clock in production, virtual time under `harness sim`.
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -407,7 +409,7 @@ async fn attempt(
         };
         cluster.conn_to_node(leader).await.map_err(conn_attempt)
     };
-    let conn = match tokio::time::timeout_at(deadline.into(), route).await {
+    let conn = match tokio::time::timeout_at(deadline, route).await {
         Err(_) => return Attempt::NotSent("delivery timeout before sending".into()),
         Ok(Err(a)) => return a,
         Ok(Ok(c)) => c,
@@ -816,7 +818,7 @@ impl PartitionSender {
                 }
                 _ = async {
                     match wake {
-                        Some(w) => tokio::time::sleep_until(w.into()).await,
+                        Some(w) => tokio::time::sleep_until(w).await,
                         None => std::future::pending::<()>().await,
                     }
                 } => {}

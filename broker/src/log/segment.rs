@@ -79,7 +79,9 @@ impl Segment {
         index_interval_bytes: u32,
         now_ms: i64,
     ) -> Result<Segment, LogError> {
-        Self::empty(dir, base_offset, index_interval_bytes, true, now_ms)
+        let seg = Self::empty(dir, base_offset, index_interval_bytes, true, now_ms)?;
+        crate::storage::durable(&seg.log_path(), 0);
+        Ok(seg)
     }
 
     /// A segment with its three files open (truncated when `truncate`) and nothing scanned yet.
@@ -157,6 +159,8 @@ impl Segment {
             seg.log.sync_all().map_err(io_err(&log_p, "fsync"))?;
         }
         seg.size = pos;
+        // What recovery found on disk is what a simulated crash kept: durable.
+        crate::storage::durable(&log_p, pos);
         let rebuilt = seg.rewrite_index_files_if_different()?;
         Ok((seg, report, rebuilt))
     }
@@ -332,6 +336,7 @@ impl Segment {
     pub fn truncate_at(&mut self, pos: u64, next_offset: i64) -> Result<(), LogError> {
         let log_p = self.log_path();
         self.log.set_len(pos).map_err(io_err(&log_p, "truncate"))?;
+        crate::storage::truncated(&log_p, pos);
         self.size = pos;
         self.next_offset = next_offset;
         // Rebuild the in-memory indexes and timestamps from what remains.
@@ -353,12 +358,15 @@ impl Segment {
     pub fn sync(&self) -> Result<(), LogError> {
         self.log
             .sync_data()
-            .map_err(io_err(&self.log_path(), "fsync"))
+            .map_err(io_err(&self.log_path(), "fsync"))?;
+        crate::storage::durable(&self.log_path(), self.size);
+        Ok(())
     }
 
     /// Removes the segment's files.
     pub fn delete(self) -> Result<(), LogError> {
         let (a, b, c) = Self::paths(&self.dir, self.base_offset);
+        crate::storage::deleted(&a);
         for p in [a, b, c] {
             match fs::remove_file(&p) {
                 Ok(()) => {}

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use std::io::Cursor;
 
 use openraft::{BasicNode, Raft};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
@@ -26,12 +25,14 @@ pub use image::{Command, CommandResult, MetadataImage, NodeId, PartitionInfo, NO
 use rpc::{Request, Response};
 
 use crate::clock::Clock;
+use crate::transport::{BoxStream, Listener};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for the metadata log.
     pub TypeConfig:
         D = Command,
         R = CommandResult,
+        AsyncRuntime = crate::runtime::RaftRuntime,
 );
 
 /// Errors of the metadata quorum, each naming what and where.
@@ -453,7 +454,7 @@ impl Controller {
     }
 }
 
-async fn serve_controller(ctrl: Arc<Controller>, listener: TcpListener) {
+async fn serve_controller(ctrl: Arc<Controller>, mut listener: Box<dyn Listener>) {
     // Connection tasks live in this set, so aborting the server (shutdown) ends them too.
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -461,7 +462,6 @@ async fn serve_controller(ctrl: Arc<Controller>, listener: TcpListener) {
             continue;
         };
         while conns.try_join_next().is_some() {}
-        let _ = stream.set_nodelay(true);
         let ctrl = ctrl.clone();
         conns.spawn(async move {
             loop {
@@ -483,7 +483,7 @@ async fn serve_controller(ctrl: Arc<Controller>, listener: TcpListener) {
 async fn to_active_controller(
     voters: &BTreeMap<NodeId, String>,
     guess: &mut Option<NodeId>,
-    conns: &mut HashMap<NodeId, Option<TcpStream>>,
+    conns: &mut HashMap<NodeId, Option<BoxStream>>,
     req: &Request,
     deadline: Instant,
 ) -> Result<Response, MetadataError> {
@@ -522,7 +522,7 @@ async fn to_active_controller(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        if Instant::now() > deadline {
+        if tokio::time::Instant::now().into_std() > deadline {
             return Err(MetadataError::NoController(Duration::ZERO));
         }
     }
@@ -566,7 +566,7 @@ impl MetadataNode {
             .await
             .map_err(|e| MetadataError::Raft(e.to_string()))?;
             let my_addr = config.voters[&config.node_id].clone();
-            let listener = TcpListener::bind(&my_addr)
+            let listener = crate::transport::bind(&my_addr)
                 .await
                 .map_err(io(&format!("binding controller listener {my_addr}")))?;
             let ctrl = Arc::new(Controller {
@@ -620,7 +620,7 @@ impl MetadataNode {
                         incarnation: cfg.incarnation.clone(),
                         want_shut_down,
                     };
-                    let deadline = Instant::now() + cfg.heartbeat_interval;
+                    let deadline = tokio::time::Instant::now().into_std() + cfg.heartbeat_interval;
                     if let Ok(Response::Heartbeat { fenced, image }) =
                         to_active_controller(&cfg.voters, &mut guess, &mut conns, &req, deadline)
                             .await
@@ -722,7 +722,7 @@ impl MetadataNode {
     ) -> Result<CommandResult, MetadataError> {
         let mut guess = None;
         let mut conns = HashMap::new();
-        let deadline = Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now().into_std() + timeout;
         match to_active_controller(
             &self.config.voters,
             &mut guess,

@@ -15,8 +15,9 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::transport::{self, BoxStream};
 
 use super::image::{Command, CommandResult, MetadataImage, NodeId};
 use super::TypeConfig;
@@ -80,7 +81,10 @@ pub enum Response {
 }
 
 /// Writes one frame.
-pub async fn write_frame<T: Serialize>(s: &mut TcpStream, msg: &T) -> std::io::Result<()> {
+pub async fn write_frame<T: Serialize, S: AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    msg: &T,
+) -> std::io::Result<()> {
     let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -89,7 +93,9 @@ pub async fn write_frame<T: Serialize>(s: &mut TcpStream, msg: &T) -> std::io::R
 }
 
 /// Reads one frame (bounded by [`MAX_FRAME`]).
-pub async fn read_frame<T: DeserializeOwned>(s: &mut TcpStream) -> std::io::Result<T> {
+pub async fn read_frame<T: DeserializeOwned, S: AsyncRead + Unpin + ?Sized>(
+    s: &mut S,
+) -> std::io::Result<T> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -105,16 +111,14 @@ pub async fn read_frame<T: DeserializeOwned>(s: &mut TcpStream) -> std::io::Resu
 
 /// One request/response exchange on a fresh or kept connection.
 pub async fn call(
-    conn: &mut Option<TcpStream>,
+    conn: &mut Option<BoxStream>,
     addr: &str,
     req: &Request,
     timeout: Duration,
 ) -> std::io::Result<Response> {
     let fut = async {
         if conn.is_none() {
-            let s = TcpStream::connect(addr).await?;
-            let _ = s.set_nodelay(true);
-            *conn = Some(s);
+            *conn = Some(transport::connect(addr).await?);
         }
         let s = conn
             .as_mut()
@@ -147,7 +151,7 @@ pub struct Network;
 pub struct PeerClient {
     target: u64,
     addr: String,
-    conn: Option<TcpStream>,
+    conn: Option<BoxStream>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {

@@ -477,7 +477,7 @@ pub async fn produce(
                 (Some(mode), Some(part), Some(records)) => {
                     let now = broker.clock.now_ms();
                     let b = broker.clone();
-                    let res = tokio::task::spawn_blocking(move || {
+                    let res = crate::runtime::spawn_blocking(move || {
                         let mut st = part.state();
                         let headers: Vec<BatchHeader> = split_batches(&records)
                             .filter_map(|b| b.ok().map(|(h, _)| h))
@@ -605,7 +605,7 @@ pub async fn fetch(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fet
         let b = broker.clone();
         let r = req.clone();
         let (resp, bytes, any_error) =
-            match tokio::task::spawn_blocking(move || fetch_once(&b, &r, version)).await {
+            match crate::runtime::spawn_blocking(move || fetch_once(&b, &r, version)).await {
                 Ok(x) => x,
                 Err(_) => return FetchResponse::default(),
             };
@@ -616,7 +616,7 @@ pub async fn fetch(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fet
         let remaining = max_wait - waited;
         if tokio::time::timeout(remaining, rx.changed()).await.is_err() {
             let b = broker.clone();
-            return tokio::task::spawn_blocking(move || fetch_once(&b, &req, version).0)
+            return crate::runtime::spawn_blocking(move || fetch_once(&b, &req, version).0)
                 .await
                 .unwrap_or_default();
         }
@@ -987,7 +987,7 @@ pub async fn handle(broker: &Arc<Broker>, req: RequestKind, version: i16) -> Opt
         RequestKind::ListOffsets(r) => {
             let b = broker.clone();
             ResponseKind::ListOffsets(
-                tokio::task::spawn_blocking(move || list_offsets(&b, r, version))
+                crate::runtime::spawn_blocking(move || list_offsets(&b, r, version))
                     .await
                     .ok()?,
             )
@@ -1013,7 +1013,7 @@ pub async fn handle(broker: &Arc<Broker>, req: RequestKind, version: i16) -> Opt
         RequestKind::OffsetForLeaderEpoch(r) => {
             let b = broker.clone();
             ResponseKind::OffsetForLeaderEpoch(
-                tokio::task::spawn_blocking(move || offsets_for_leader_epoch(&b, r))
+                crate::runtime::spawn_blocking(move || offsets_for_leader_epoch(&b, r))
                     .await
                     .ok()?,
             )

@@ -213,7 +213,7 @@ async fn append_as(
     let bytes = buf.freeze();
     let b = broker.clone();
     let deadline = now + timeout_ms;
-    let res = tokio::task::spawn_blocking(move || {
+    let res = crate::runtime::spawn_blocking(move || {
         let mut st = part.state();
         let r = st.append_as_leader(bytes.clone(), acks, now);
         let waiter = match &r {
@@ -292,7 +292,7 @@ pub type LoadedRecords = Vec<LoadedRecord>;
 /// COORDINATOR_LOAD_IN_PROGRESS while records above the high watermark remain.
 pub async fn load(part: &Arc<Hosted>) -> Result<LoadedRecords, i16> {
     let h = part.clone();
-    tokio::task::spawn_blocking(move || read_all(&h))
+    crate::runtime::spawn_blocking(move || read_all(&h))
         .await
         .map_err(|_| codes::COORDINATOR_NOT_AVAILABLE)??
         .ok_or(codes::COORDINATOR_LOAD_IN_PROGRESS)

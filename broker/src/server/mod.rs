@@ -395,7 +395,7 @@ impl Broker {
                 let snapshot = Arc::new(snapshot);
                 tx.send_replace(snapshot.clone());
                 let b = self.clone();
-                let _ = tokio::task::spawn_blocking(move || b.reconcile(&snapshot)).await;
+                let _ = crate::runtime::spawn_blocking(move || b.reconcile(&snapshot)).await;
                 result
             }
             MetadataSource::Quorum(n) => {
@@ -765,7 +765,7 @@ impl Broker {
             while rx.changed().await.is_ok() {
                 let image = rx.borrow_and_update().clone();
                 let b2 = b.clone();
-                let _ = tokio::task::spawn_blocking(move || b2.reconcile(&image)).await;
+                let _ = crate::runtime::spawn_blocking(move || b2.reconcile(&image)).await;
             }
         }));
         let b = self.clone();
@@ -789,7 +789,7 @@ impl Broker {
                     last_hw_checkpoint = now;
                 }
                 let b2 = b.clone();
-                let _ = tokio::task::spawn_blocking(move || {
+                let _ = crate::runtime::spawn_blocking(move || {
                     b2.groups.tick(&b2, now);
                     b2.housekeeping(retention);
                     if hw_checkpoint {

@@ -13,14 +13,16 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::transport::Listener;
 
 use super::handlers;
 use super::Broker;
 
-/// Accepts connections forever.
-pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
+/// Accepts connections forever (a TCP listener in production, a simulated one under
+/// `harness sim`).
+pub async fn serve<L: Listener>(broker: Arc<Broker>, mut listener: L) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -43,8 +45,10 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
 /// Why a connection ended.
 type Reason = String;
 
-async fn connection(broker: Arc<Broker>, mut stream: TcpStream) -> Result<(), Reason> {
-    let _ = stream.set_nodelay(true);
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    broker: Arc<Broker>,
+    mut stream: S,
+) -> Result<(), Reason> {
     let max = broker.config.socket_request_max_bytes;
     loop {
         let mut len_buf = [0u8; 4];

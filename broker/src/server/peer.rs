@@ -1,5 +1,6 @@
 //! An async Kafka-protocol connection from this broker to another (follower fetches,
 //! OffsetsForLeaderEpoch, ListOffsets as a replica): framing, headers, correlation ids, timeouts.
+//! Connections are made through the [`crate::transport`] seam.
 
 use std::time::Duration;
 
@@ -7,7 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::transport::{self, BoxStream};
 
 /// Largest response frame accepted from a peer broker.
 const MAX_RESPONSE: usize = 256 << 20;
@@ -15,7 +17,7 @@ const MAX_RESPONSE: usize = 256 << 20;
 /// One connection to a peer broker.
 #[derive(Debug)]
 pub struct PeerConn {
-    stream: TcpStream,
+    stream: BoxStream,
     corr: i32,
     client_id: String,
 }
@@ -27,12 +29,11 @@ impl PeerConn {
         client_id: String,
         timeout: Duration,
     ) -> std::io::Result<PeerConn> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(timeout, transport::connect(addr))
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect {addr}"))
             })??;
-        let _ = stream.set_nodelay(true);
         Ok(PeerConn {
             stream,
             corr: 0,

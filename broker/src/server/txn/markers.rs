@@ -72,7 +72,7 @@ pub async fn write_marker(
     ));
     let b = broker.clone();
     let offsets = topic == OFFSETS_TOPIC;
-    let rx = tokio::task::spawn_blocking(move || {
+    let rx = crate::runtime::spawn_blocking(move || {
         let mut st = part.state();
         let r = st.append_as_leader(bytes.clone(), Acks::All, now);
         let rx = match &r {

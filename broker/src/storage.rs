@@ -1,0 +1,51 @@
+//! The broker's storage seam: what a simulated disk needs to know to lose unfsynced writes at a
+//! crash. Segment `.log` files report their durable length (after an fsync, at creation, after
+//! recovery on open, and after a truncation) to the thread's [`DiskObserver`]; production has
+//! none, so this is one thread-local check per fsync. Other files the broker writes (
+//! checkpoints, the Raft log) are fsynced before they are used and count as durable.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Told the durable length of segment files.
+pub trait DiskObserver: Send + Sync + std::fmt::Debug {
+    /// `path` is durable up to `len` bytes (anything past it is in the page cache only).
+    fn durable(&self, path: &Path, len: u64);
+    /// `path` was cut to `len` bytes: its durable length is at most `len`.
+    fn truncated(&self, path: &Path, len: u64);
+    /// `path` was deleted.
+    fn deleted(&self, path: &Path);
+}
+
+thread_local! {
+    static OBSERVER: RefCell<Option<Arc<dyn DiskObserver>>> = const { RefCell::new(None) };
+}
+
+/// Installs (or removes) the calling thread's disk observer (a simulator's disk).
+pub fn set_thread_observer(o: Option<Arc<dyn DiskObserver>>) {
+    OBSERVER.with(|c| *c.borrow_mut() = o);
+}
+
+fn with(f: impl FnOnce(&dyn DiskObserver)) {
+    OBSERVER.with(|c| {
+        if let Some(o) = c.borrow().as_ref() {
+            f(o.as_ref());
+        }
+    });
+}
+
+/// `path` is durable up to `len`.
+pub fn durable(path: &Path, len: u64) {
+    with(|o| o.durable(path, len));
+}
+
+/// `path` was truncated to `len`.
+pub fn truncated(path: &Path, len: u64) {
+    with(|o| o.truncated(path, len));
+}
+
+/// `path` was deleted.
+pub fn deleted(path: &Path) {
+    with(|o| o.deleted(path));
+}
