@@ -20,7 +20,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::history::{History, Op, OpType, Process};
+use crate::fasthash::FastMap;
+use crate::history::{History, Op, OpType, Process, RawOp};
+use crate::txns::MopSink;
 
 /// One completed client op: when it was invoked and how long it took.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,8 +143,13 @@ pub struct FaultEvent {
 pub struct Stats {
     /// Time of the last op, nanoseconds since the test started.
     pub duration_ns: u64,
-    /// Every completed client op, in completion order.
+    /// Completed client ops, in completion order: every one up to [`MAX_POINTS`] ok and
+    /// [`MAX_POINTS`] others, an even sample of each past that (the ones a report links to are
+    /// always in); `completed` counts them all.
     pub points: Vec<LatencyPoint>,
+    /// Client ops completed (every one, sampled or not).
+    #[serde(default)]
+    pub completed: u64,
     /// Quantiles per (function, completion type), sorted by function then type.
     pub quantiles: Vec<Quantiles>,
     /// Completions per second.
@@ -173,75 +180,369 @@ pub struct Unseen {
 
 /// The unseen series of a history, in `bucket_ns` buckets up to `duration_ns` (n log n).
 pub fn unseen(history: &History, bucket_ns: u64, duration_ns: u64) -> Unseen {
-    let t = crate::txns::build(history);
-    let bucket_ns = bucket_ns.max(1);
-    // (key, value) → (ack time, first read time)
-    let mut acked: HashMap<(u32, i64), u64> = HashMap::new();
-    let mut first_read: HashMap<(u32, i64), u64> = HashMap::new();
-    for tx in &t.txns {
-        let Some(done) = tx.complete_ns else { continue };
-        if tx.status != crate::txns::Status::Ok {
-            continue;
-        }
-        for (k, v, _) in t.sends(tx) {
-            acked.entry((*k, *v)).or_insert(done);
-        }
-        for r in t.reads(tx) {
-            first_read.entry((r.key, r.value)).or_insert(done);
-        }
+    let mut c = Collector::new();
+    for op in &history.ops {
+        c.op_value(op);
     }
-    let first = history.ops.iter().map(|o| o.time_ns).min().unwrap_or(0);
-    let (bucket_ns, start_ns, n) = buckets(bucket_ns, first, duration_ns);
-    let mut delta = vec![0i64; n + 1];
-    let slot = |ns: u64| ((ns.saturating_sub(start_ns) / bucket_ns) as usize).min(n);
-    for (kv, a) in &acked {
-        let end = first_read.get(kv).copied();
-        if end.is_some_and(|r| r <= *a) {
-            continue;
-        }
-        delta[slot(*a)] += 1;
-        if let Some(r) = end {
-            delta[slot(r)] -= 1;
-        }
-    }
-    let mut counts = Vec::with_capacity(n);
-    let mut cur = 0i64;
-    for d in delta.iter().take(n) {
-        cur += d;
-        counts.push(cur.max(0) as u64);
-    }
-    let final_start_ns = history
-        .ops
-        .iter()
-        .find(|o| o.process == Process::Client(crate::history::FINAL_PROCESS))
-        .map(|o| o.time_ns);
-    Unseen {
-        bucket_ns,
-        start_ns,
-        counts,
-        final_start_ns,
-    }
+    c.unseen_series(bucket_ns, duration_ns)
 }
 
 /// One second, the default throughput bucket.
 pub const SECOND_NS: u64 = 1_000_000_000;
 
-/// Computes every statistic with 1-second throughput buckets.
+/// Computes every statistic with 1-second throughput buckets (see [`Collector`]).
 pub fn analyze(history: &History) -> Stats {
-    let points = latency_points(history);
-    let quantiles = quantiles(&points);
-    let duration_ns = history.ops.iter().map(|o| o.time_ns).max().unwrap_or(0);
-    let throughput = throughput(&points, SECOND_NS, duration_ns);
-    let (faults, fault_events) = fault_intervals(history);
-    let unseen = unseen(history, SECOND_NS / 4, duration_ns);
-    Stats {
-        duration_ns,
-        points,
-        quantiles,
-        throughput,
-        faults,
-        fault_events,
-        unseen,
+    let mut c = Collector::new();
+    for op in &history.ops {
+        c.op_value(op);
+    }
+    c.finish()
+}
+
+/// Reads a history file and computes its statistics, streaming (see [`Collector`]); the
+/// completions in `keep` always keep their latency points. Returns the warnings of reading.
+pub fn analyze_file(
+    path: &std::path::Path,
+    keep: impl IntoIterator<Item = u64>,
+) -> Result<(Stats, Vec<String>), crate::history::HistoryError> {
+    let mut c = Collector::new();
+    c.keep(keep);
+    let warnings = crate::history::scan(path, |raw| c.op(&raw))?;
+    Ok((c.finish(), warnings))
+}
+
+/// Latency points kept per class (ok completions; fail and info ones) before the collector
+/// samples them: past this many, every other kept point is dropped and the stride doubles, so
+/// a class keeps between half this and this many points, evenly spread over the history.
+pub const MAX_POINTS: usize = 200_000;
+
+/// A uniform sample of one class of points, thinned by halves.
+#[derive(Debug)]
+struct Sample {
+    points: Vec<LatencyPoint>,
+    stride: u64,
+    seen: u64,
+}
+
+impl Sample {
+    fn new() -> Sample {
+        Sample {
+            points: Vec::new(),
+            stride: 1,
+            seen: 0,
+        }
+    }
+
+    fn offer(&mut self, make: impl FnOnce() -> LatencyPoint) {
+        let take = self.seen.is_multiple_of(self.stride);
+        self.seen += 1;
+        if !take {
+            return;
+        }
+        self.points.push(make());
+        if self.points.len() >= MAX_POINTS {
+            let mut i = 0usize;
+            self.points.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            self.stride *= 2;
+        }
+    }
+}
+
+/// A client op between its invocation and completion.
+#[derive(Debug, Default)]
+struct OpenOp {
+    index: u64,
+    time_ns: u64,
+    f: u16,
+    /// The invocation's micro-ops, as JSON text (read only if the completion has none).
+    value: String,
+}
+
+/// The micro-op parts the unseen series needs, of the op being read.
+#[derive(Debug, Default)]
+struct Mops {
+    keys: FastMap<String, u32>,
+    sends: Vec<(u32, i64)>,
+    reads: Vec<(u32, i64)>,
+}
+
+impl MopSink for Mops {
+    fn intern_key(&mut self, key: &str) -> u32 {
+        if let Some(id) = self.keys.get(key) {
+            return *id;
+        }
+        let id = self.keys.len() as u32;
+        self.keys.insert(key.to_string(), id);
+        id
+    }
+    fn send(&mut self, key: &str, value: i64, _offset: Option<i64>) {
+        let k = self.intern_key(key);
+        self.sends.push((k, value));
+    }
+    fn read_key(&mut self, key: u32, _offset: Option<i64>, value: i64) {
+        self.reads.push((key, value));
+    }
+}
+
+/// "Not yet" in the unseen table.
+const NEVER: u64 = u64::MAX;
+
+/// Computes [`Stats`] from ops fed one at a time, in history order, without holding the
+/// history: per completed client op a few numbers (its latency and completion time, for
+/// quantiles and throughput), a uniform sample of latency points ([`MAX_POINTS`] per class,
+/// plus every completion asked for with [`Collector::keep`]), each acknowledged or read value's
+/// first acknowledgement and first read (the unseen series), and the nemesis ops (fault
+/// intervals).
+#[derive(Debug)]
+pub struct Collector {
+    fns: Vec<String>,
+    fn_ids: FastMap<String, u16>,
+    open: FastMap<Process, OpenOp>,
+    /// Latencies per (function id, completion type order).
+    latencies: BTreeMap<(u16, u8), Vec<u64>>,
+    /// Completion times per completion type.
+    done: BTreeMap<&'static str, Vec<u64>>,
+    ok: Sample,
+    other: Sample,
+    kept: Vec<LatencyPoint>,
+    keep: std::collections::HashSet<u64>,
+    completed: u64,
+    mops: Mops,
+    /// (key, value) → (first acknowledgement, first read), completion times of ok ops.
+    values: FastMap<(u32, i64), (u64, u64)>,
+    nemesis: Vec<Op>,
+    first_ns: u64,
+    last_ns: u64,
+    final_start_ns: Option<u64>,
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Collector::new()
+    }
+}
+
+impl Collector {
+    /// An empty collector.
+    pub fn new() -> Collector {
+        Collector {
+            fns: Vec::new(),
+            fn_ids: FastMap::default(),
+            open: FastMap::default(),
+            latencies: BTreeMap::new(),
+            done: BTreeMap::new(),
+            ok: Sample::new(),
+            other: Sample::new(),
+            kept: Vec::new(),
+            keep: Default::default(),
+            completed: 0,
+            mops: Mops::default(),
+            values: FastMap::default(),
+            nemesis: Vec::new(),
+            first_ns: NEVER,
+            last_ns: 0,
+            final_start_ns: None,
+        }
+    }
+
+    /// Always keeps the latency points of these completions (the ops a report links to).
+    pub fn keep(&mut self, completions: impl IntoIterator<Item = u64>) {
+        self.keep.extend(completions);
+    }
+
+    fn fn_id(&mut self, f: &str) -> u16 {
+        if let Some(id) = self.fn_ids.get(f) {
+            return *id;
+        }
+        let id = u16::try_from(self.fns.len()).unwrap_or(u16::MAX);
+        if id < u16::MAX {
+            self.fns.push(f.to_string());
+            self.fn_ids.insert(f.to_string(), id);
+        }
+        id
+    }
+
+    /// An op held in memory.
+    pub fn op_value(&mut self, op: &Op) {
+        let value = (!op.value.is_null())
+            .then(|| serde_json::value::to_raw_value(&op.value).ok())
+            .flatten();
+        // The text came from a Value, so it parses; nothing else can fail.
+        let _ = self.op(&RawOp {
+            index: op.index,
+            time_ns: op.time_ns,
+            process: op.process.clone(),
+            op_type: op.op_type,
+            f: op.f.as_str().into(),
+            value: value.as_deref(),
+        });
+    }
+
+    /// The next op of the history, as [`crate::history::scan`] reads it. An error names what
+    /// in its `value` could not be read.
+    pub fn op(&mut self, raw: &RawOp<'_>) -> Result<(), String> {
+        let (index, time_ns, process, op_type) =
+            (raw.index, raw.time_ns, &raw.process, raw.op_type);
+        let (f, value) = (raw.f.as_ref(), raw.value.map(|v| v.get()));
+        self.first_ns = self.first_ns.min(time_ns);
+        self.last_ns = self.last_ns.max(time_ns);
+        if process.is_nemesis() {
+            let value = match value {
+                Some(v) => serde_json::from_str(v).map_err(|e| format!("bad value: {e}"))?,
+                None => Value::Null,
+            };
+            self.nemesis.push(Op {
+                index,
+                time_ns,
+                process: process.clone(),
+                op_type,
+                f: f.to_string(),
+                value,
+            });
+            return Ok(());
+        }
+        if self.final_start_ns.is_none()
+            && *process == Process::Client(crate::history::FINAL_PROCESS)
+        {
+            self.final_start_ns = Some(time_ns);
+        }
+        if op_type == OpType::Invoke {
+            let fid = self.fn_id(f);
+            let o = self.open.entry(process.clone()).or_default();
+            o.index = index;
+            o.time_ns = time_ns;
+            o.f = fid;
+            o.value.clear();
+            o.value.push_str(value.unwrap_or(""));
+            return Ok(());
+        }
+        let Some(inv) = self.open.remove(process) else {
+            return Ok(());
+        };
+        self.completed += 1;
+        let latency = time_ns.saturating_sub(inv.time_ns);
+        self.latencies
+            .entry((inv.f, type_order(op_type)))
+            .or_default()
+            .push(latency);
+        self.done
+            .entry(type_name(op_type))
+            .or_default()
+            .push(time_ns);
+        let fns = &self.fns;
+        let point = || LatencyPoint {
+            invoke_ns: inv.time_ns,
+            latency_ns: latency,
+            f: fns.get(inv.f as usize).cloned().unwrap_or_default(),
+            op_type,
+            process: process.clone(),
+            invoke_index: inv.index,
+            complete_index: index,
+        };
+        if self.keep.contains(&index) {
+            self.kept.push(point());
+        } else if op_type == OpType::Ok {
+            self.ok.offer(point);
+        } else {
+            self.other.offer(point);
+        }
+        if op_type == OpType::Ok {
+            let mops = value.or_else(|| (!inv.value.is_empty()).then_some(inv.value.as_str()));
+            if let Some(text) = mops {
+                self.mops.sends.clear();
+                self.mops.reads.clear();
+                crate::txns::feed_raw_into(&mut self.mops, text)
+                    .map_err(|e| format!("bad micro-ops in `value`: {e}"))?;
+                for &(k, v) in &self.mops.sends {
+                    let e = self.values.entry((k, v)).or_insert((NEVER, NEVER));
+                    if e.0 == NEVER {
+                        e.0 = time_ns;
+                    }
+                }
+                for &(k, v) in &self.mops.reads {
+                    let e = self.values.entry((k, v)).or_insert((NEVER, NEVER));
+                    if e.1 == NEVER {
+                        e.1 = time_ns;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn unseen_series(&self, bucket_ns: u64, duration_ns: u64) -> Unseen {
+        let first = if self.first_ns == NEVER {
+            0
+        } else {
+            self.first_ns
+        };
+        let (bucket_ns, start_ns, n) = buckets(bucket_ns.max(1), first, duration_ns);
+        let mut delta = vec![0i64; n + 1];
+        let slot = |ns: u64| ((ns.saturating_sub(start_ns) / bucket_ns) as usize).min(n);
+        for &(ack, read) in self.values.values() {
+            if ack == NEVER || read <= ack {
+                continue;
+            }
+            delta[slot(ack)] += 1;
+            if read != NEVER {
+                delta[slot(read)] -= 1;
+            }
+        }
+        let mut counts = Vec::with_capacity(n);
+        let mut cur = 0i64;
+        for d in delta.iter().take(n) {
+            cur += d;
+            counts.push(cur.max(0) as u64);
+        }
+        Unseen {
+            bucket_ns,
+            start_ns,
+            counts,
+            final_start_ns: self.final_start_ns,
+        }
+    }
+
+    /// Every statistic, with 1-second throughput buckets and quarter-second unseen buckets.
+    pub fn finish(self) -> Stats {
+        let duration_ns = self.last_ns;
+        let unseen = self.unseen_series(SECOND_NS / 4, duration_ns);
+        let fns = &self.fns;
+        let mut groups: Vec<(&str, u8, Vec<u64>)> = self
+            .latencies
+            .into_iter()
+            .map(|((f, t), v)| (fns.get(f as usize).map_or("", String::as_str), t, v))
+            .collect();
+        groups.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let quantiles = groups
+            .into_iter()
+            .map(|(f, t, v)| group_quantiles(f, type_of_order(t), v))
+            .collect();
+        let done = self
+            .done
+            .iter()
+            .flat_map(|(t, v)| v.iter().map(move |ns| (*ns, *t)));
+        let throughput = throughput_of(done, SECOND_NS, duration_ns);
+        let mut points = self.kept;
+        points.extend(self.ok.points);
+        points.extend(self.other.points);
+        points.sort_by_key(|p| p.complete_index);
+        let (faults, fault_events) = fault_intervals(&History {
+            ops: self.nemesis,
+            warnings: Vec::new(),
+        });
+        Stats {
+            duration_ns,
+            points,
+            completed: self.completed,
+            quantiles,
+            throughput,
+            faults,
+            fault_events,
+            unseen,
+        }
     }
 }
 
@@ -281,6 +582,15 @@ fn type_order(t: OpType) -> u8 {
     }
 }
 
+fn type_of_order(t: u8) -> OpType {
+    match t {
+        0 => OpType::Ok,
+        1 => OpType::Info,
+        2 => OpType::Fail,
+        _ => OpType::Invoke,
+    }
+}
+
 /// The name of a completion type as the history writes it.
 pub fn type_name(t: OpType) -> &'static str {
     match t {
@@ -300,29 +610,31 @@ fn rank(v: &[u64], q: f64) -> u64 {
 
 /// Latency quantiles (p50, p90, p99, max) per (function, completion type); O(n log n).
 pub fn quantiles(points: &[LatencyPoint]) -> Vec<Quantiles> {
-    let mut groups: BTreeMap<(&str, u8), (OpType, Vec<u64>)> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, u8), Vec<u64>> = BTreeMap::new();
     for p in points {
         groups
             .entry((p.f.as_str(), type_order(p.op_type)))
-            .or_insert_with(|| (p.op_type, Vec::new()))
-            .1
+            .or_default()
             .push(p.latency_ns);
     }
     groups
         .into_iter()
-        .map(|((f, _), (op_type, mut v))| {
-            v.sort_unstable();
-            Quantiles {
-                f: f.to_string(),
-                op_type,
-                count: v.len(),
-                p50_ns: rank(&v, 0.50),
-                p90_ns: rank(&v, 0.90),
-                p99_ns: rank(&v, 0.99),
-                max_ns: v[v.len() - 1],
-            }
-        })
+        .map(|((f, t), v)| group_quantiles(f, type_of_order(t), v))
         .collect()
+}
+
+/// The quantiles of one non-empty group of latencies.
+fn group_quantiles(f: &str, op_type: OpType, mut v: Vec<u64>) -> Quantiles {
+    v.sort_unstable();
+    Quantiles {
+        f: f.to_string(),
+        op_type,
+        count: v.len(),
+        p50_ns: rank(&v, 0.50),
+        p90_ns: rank(&v, 0.90),
+        p99_ns: rank(&v, 0.99),
+        max_ns: v.last().copied().unwrap_or(0),
+    }
 }
 
 /// The quantiles of `f` completing with `op_type`, if any op did.
@@ -333,16 +645,33 @@ pub fn quantile_of<'a>(qs: &'a [Quantiles], f: &str, op_type: OpType) -> Option<
 /// Completions per bucket of `bucket_ns` (by completion time), per completion type, from the
 /// first completion's bucket to `duration_ns`, in at most [`MAX_BUCKETS`] buckets; O(n).
 pub fn throughput(points: &[LatencyPoint], bucket_ns: u64, duration_ns: u64) -> Throughput {
-    let done = |p: &LatencyPoint| p.invoke_ns.saturating_add(p.latency_ns);
-    let first = points.iter().map(done).min().unwrap_or(0);
-    let end = points.iter().map(done).max().unwrap_or(0).max(duration_ns);
+    let done = points.iter().map(|p| {
+        (
+            p.invoke_ns.saturating_add(p.latency_ns),
+            type_name(p.op_type),
+        )
+    });
+    throughput_of(done, bucket_ns, duration_ns)
+}
+
+/// [`throughput`] of (completion time, completion type name) pairs.
+fn throughput_of<'a>(
+    done: impl Iterator<Item = (u64, &'a str)> + Clone,
+    bucket_ns: u64,
+    duration_ns: u64,
+) -> Throughput {
+    let first = done.clone().map(|d| d.0).min().unwrap_or(0);
+    let end = done
+        .clone()
+        .map(|d| d.0)
+        .max()
+        .unwrap_or(0)
+        .max(duration_ns);
     let (bucket_ns, start_ns, n) = buckets(bucket_ns, first, end);
     let mut series: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for p in points {
-        let b = ((done(p) - start_ns) / bucket_ns) as usize;
-        let s = series
-            .entry(type_name(p.op_type).to_string())
-            .or_insert_with(|| vec![0; n]);
+    for (ns, t) in done {
+        let b = ((ns - start_ns) / bucket_ns) as usize;
+        let s = series.entry(t.to_string()).or_insert_with(|| vec![0; n]);
         if let Some(slot) = s.get_mut(b) {
             *slot += 1;
         }

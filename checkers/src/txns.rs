@@ -640,23 +640,73 @@ pub fn kind_of(f: &str) -> Kind {
     }
 }
 
+/// What the micro-op parser ([`feed_raw_into`]) hands each micro-op's parts to: a
+/// [`Builder`], or a lighter collector that needs only some of them (the report's unseen
+/// series, [`crate::stats::Collector`]).
+pub trait MopSink {
+    /// The id of a key name (interned on first use).
+    fn intern_key(&mut self, key: &str) -> u32;
+    /// A send micro-op.
+    fn send(&mut self, key: &str, value: i64, offset: Option<i64>);
+    /// The partition a send or poll records for a key.
+    fn partition(&mut self, _key: &str, _partition: u32) {}
+    /// A poll micro-op begins.
+    fn poll(&mut self) {}
+    /// A record the latest poll returned.
+    fn read_key(&mut self, key: u32, offset: Option<i64>, value: i64);
+    /// A partition or key an `assign`/`subscribe` names.
+    fn target(&mut self, _target: TargetRef<'_>) {}
+    /// A partition or key a `rebalance` micro-op names.
+    fn rebalance(&mut self, _target: TargetRef<'_>) {}
+}
+
+impl MopSink for Builder {
+    fn intern_key(&mut self, key: &str) -> u32 {
+        self.key_id(key)
+    }
+    fn send(&mut self, key: &str, value: i64, offset: Option<i64>) {
+        Builder::send(self, key, value, offset)
+    }
+    fn partition(&mut self, key: &str, partition: u32) {
+        Builder::partition(self, key, partition)
+    }
+    fn poll(&mut self) {
+        Builder::poll(self)
+    }
+    fn read_key(&mut self, key: u32, offset: Option<i64>, value: i64) {
+        Builder::read_key(self, key, offset, value)
+    }
+    fn target(&mut self, target: TargetRef<'_>) {
+        Builder::target(self, target)
+    }
+    fn rebalance(&mut self, target: TargetRef<'_>) {
+        Builder::rebalance(self, target)
+    }
+}
+
 /// Feeds micro-ops given as raw JSON text straight into a [`Builder`], without building a
 /// `serde_json::Value` (the fast path of [`crate::check_file`]).
 pub fn feed_raw(b: &mut Builder, json: &str) -> Result<(), serde_json::Error> {
+    feed_raw_into(b, json)
+}
+
+/// Feeds micro-ops given as raw JSON text into any [`MopSink`], without building a
+/// `serde_json::Value`.
+pub fn feed_raw_into<S: MopSink>(sink: &mut S, json: &str) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(json);
-    serde::de::DeserializeSeed::deserialize(raw::Mops(b), &mut de)?;
+    serde::de::DeserializeSeed::deserialize(raw::Mops(sink), &mut de)?;
     de.end()
 }
 
 mod raw {
-    //! Serde seeds and visitors that parse micro-ops into a [`Builder`].
+    //! Serde seeds and visitors that parse micro-ops into a [`MopSink`].
 
     use std::borrow::Cow;
     use std::fmt;
 
     use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-    use super::{Builder, TargetRef};
+    use super::{MopSink, TargetRef};
 
     /// A string, borrowed from the input when it has no escapes.
     pub struct Str<'de>(pub Cow<'de, str>);
@@ -703,16 +753,16 @@ mod raw {
     }
 
     /// The micro-op list.
-    pub struct Mops<'b>(pub &'b mut Builder);
+    pub struct Mops<'b, S>(pub &'b mut S);
 
-    impl<'de> DeserializeSeed<'de> for Mops<'_> {
+    impl<'de, S: MopSink> DeserializeSeed<'de> for Mops<'_, S> {
         type Value = ();
         fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_any(self)
         }
     }
 
-    impl<'de> Visitor<'de> for Mops<'_> {
+    impl<'de, S: MopSink> Visitor<'de> for Mops<'_, S> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a list of micro-ops")
@@ -734,16 +784,16 @@ mod raw {
     /// One micro-op: `["send", k, v | [o, v], p?]`, `["poll", {k: [[o, v], ...]}, {k: p}?]`,
     /// `["rebalance", [p | k, ...]]`, an `assign`'s partition number or key name, or anything
     /// else (ignored).
-    struct Mop<'b>(&'b mut Builder);
+    struct Mop<'b, S>(&'b mut S);
 
-    impl<'de> DeserializeSeed<'de> for Mop<'_> {
+    impl<'de, S: MopSink> DeserializeSeed<'de> for Mop<'_, S> {
         type Value = ();
         fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_any(self)
         }
     }
 
-    impl<'de> Visitor<'de> for Mop<'_> {
+    impl<'de, S: MopSink> Visitor<'de> for Mop<'_, S> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a micro-op such as [\"send\", key, value]")
@@ -891,16 +941,16 @@ mod raw {
     }
 
     /// A poll's result: `{key: [[offset, value], ...]}` (or null).
-    struct Polled<'b>(&'b mut Builder);
+    struct Polled<'b, S>(&'b mut S);
 
-    impl<'de> DeserializeSeed<'de> for Polled<'_> {
+    impl<'de, S: MopSink> DeserializeSeed<'de> for Polled<'_, S> {
         type Value = ();
         fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_any(self)
         }
     }
 
-    impl<'de> Visitor<'de> for Polled<'_> {
+    impl<'de, S: MopSink> Visitor<'de> for Polled<'_, S> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a map of key to [[offset, value], ...]")
@@ -920,19 +970,19 @@ mod raw {
         }
     }
 
-    struct Records<'b> {
-        b: &'b mut Builder,
+    struct Records<'b, S> {
+        b: &'b mut S,
         key: u32,
     }
 
-    impl<'de> DeserializeSeed<'de> for Records<'_> {
+    impl<'de, S: MopSink> DeserializeSeed<'de> for Records<'_, S> {
         type Value = ();
         fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_seq(self)
         }
     }
 
-    impl<'de> Visitor<'de> for Records<'_> {
+    impl<'de, S: MopSink> Visitor<'de> for Records<'_, S> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a list of [offset, value]")

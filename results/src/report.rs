@@ -5,6 +5,7 @@
 //! latency over time and quantiles, throughput over time, and for keys with findings an
 //! offset-by-observer view. Statistics come from `checkers::stats`.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -165,17 +166,155 @@ pub fn read_test_json(path: &Path) -> Result<Value, ReportError> {
     Ok(v)
 }
 
+/// At most this many client ops kept for the keys `results.json` names (their offset views).
+pub const MAX_KEY_OPS: usize = 50_000;
+
+/// At most this many nemesis ops get the client ops around them kept (the history view links
+/// the first 100 fault intervals and 100 other nemesis events).
+pub const MAX_NEMESIS_CONTEXT: usize = 400;
+
+/// What `results.json` points at: the op indices its examples name and the keys they concern.
+pub fn referenced(results: &Value) -> (BTreeSet<u64>, BTreeSet<String>) {
+    let mut ops = BTreeSet::new();
+    let mut keys = BTreeSet::new();
+    let found = results["anomalies"].as_object().into_iter().flatten();
+    for (_, f) in found {
+        for ex in f["examples"].as_array().into_iter().flatten() {
+            ops.extend(example_ops(ex));
+            if let Some(k) = ex.get("key").and_then(Value::as_str) {
+                keys.insert(k.to_string());
+            }
+        }
+    }
+    (ops, keys)
+}
+
+/// One history line, copied out of the reader's buffer.
+#[derive(Debug, Default, Clone)]
+struct Line {
+    index: u64,
+    time_ns: u64,
+    process: Option<Process>,
+    op_type: Option<OpType>,
+    f: String,
+    value: String,
+}
+
+impl Line {
+    fn set(&mut self, raw: &checkers::history::RawOp<'_>) {
+        self.index = raw.index;
+        self.time_ns = raw.time_ns;
+        self.process = Some(raw.process.clone());
+        self.op_type = Some(raw.op_type);
+        self.f.clear();
+        self.f.push_str(&raw.f);
+        self.value.clear();
+        self.value.push_str(raw.value.map_or("", |v| v.get()));
+    }
+
+    fn op(&self) -> Result<Op, String> {
+        Ok(Op {
+            index: self.index,
+            time_ns: self.time_ns,
+            process: self.process.clone().unwrap_or_else(Process::nemesis),
+            op_type: self.op_type.unwrap_or(OpType::Info),
+            f: self.f.clone(),
+            value: if self.value.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&self.value).map_err(|e| format!("bad value: {e}"))?
+            },
+        })
+    }
+}
+
 impl Run {
-    /// Loads `history.jsonl`, `results.json` and `test.json` from `dir`.
+    /// Loads `results.json` and `test.json` from `dir`, then reads `history.jsonl` once,
+    /// streaming, into its statistics ([`stats::Collector`]) and an excerpt: every nemesis op
+    /// with the [`CONTEXT_OPS`] ops on each side of the first [`MAX_NEMESIS_CONTEXT`], the ops
+    /// within [`CONTEXT_OPS`] of an op `results.json` names with the invocations of named
+    /// completions, and up to [`MAX_KEY_OPS`] client ops that send or read a key it names (with
+    /// their invocations). The history is never held whole, nor as JSON values per op.
     pub fn load(dir: &Path) -> Result<Run, ReportError> {
-        let history = checkers::read_history(&dir.join("history.jsonl"))?;
+        let test = read_test_json(&dir.join("test.json"))?;
+        let results = read_json(&dir.join("results.json"))?;
+        let (linked, keys) = referenced(&results);
+        let needles: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+        let mut collector = stats::Collector::new();
+        collector.keep(linked.iter().copied());
+        let mut excerpt: BTreeMap<u64, Op> = BTreeMap::new();
+        // Each open client op's invocation, and the last CONTEXT_OPS lines.
+        let mut invokes: HashMap<Process, Line> = HashMap::new();
+        let mut recent: std::collections::VecDeque<Line> = Default::default();
+        let (mut op_count, mut key_ops, mut nemesis_seen) = (0u64, 0usize, 0usize);
+        let mut after_nemesis = 0u64;
+        let near = |i: u64| {
+            linked
+                .range(i.saturating_sub(CONTEXT_OPS)..=i.saturating_add(CONTEXT_OPS))
+                .next()
+                .is_some()
+        };
+        let warnings = checkers::history::scan(&dir.join("history.jsonl"), |raw| {
+            op_count += 1;
+            collector.op(&raw)?;
+            let text = raw.value.map_or("", |v| v.get());
+            let nemesis = raw.process.is_nemesis();
+            let mut keep = nemesis || near(raw.index) || after_nemesis > 0;
+            after_nemesis = after_nemesis.saturating_sub(1);
+            if nemesis && nemesis_seen < MAX_NEMESIS_CONTEXT {
+                nemesis_seen += 1;
+                after_nemesis = CONTEXT_OPS;
+                for l in &recent {
+                    if let Entry::Vacant(e) = excerpt.entry(l.index) {
+                        e.insert(l.op()?);
+                    }
+                }
+            }
+            let mut with_invoke = linked.contains(&raw.index);
+            if !nemesis
+                && raw.op_type == OpType::Ok
+                && key_ops < MAX_KEY_OPS
+                && needles.iter().any(|n| text.contains(n.as_str()))
+            {
+                keep = true;
+                with_invoke = true;
+                key_ops += 1;
+            }
+            if !nemesis {
+                if raw.op_type == OpType::Invoke {
+                    invokes.entry(raw.process.clone()).or_default().set(&raw);
+                } else if let Some(inv) = invokes.get(&raw.process) {
+                    if let (true, Entry::Vacant(e)) = (with_invoke, excerpt.entry(inv.index)) {
+                        e.insert(inv.op()?);
+                    }
+                }
+            }
+            if let (true, Entry::Vacant(e)) = (keep, excerpt.entry(raw.index)) {
+                let mut l = Line::default();
+                l.set(&raw);
+                e.insert(l.op()?);
+            }
+            if CONTEXT_OPS > 0 {
+                let mut l = if recent.len() as u64 >= CONTEXT_OPS {
+                    recent.pop_front().unwrap_or_default()
+                } else {
+                    Line::default()
+                };
+                l.set(&raw);
+                recent.push_back(l);
+            }
+            Ok(())
+        })?;
         Ok(Run {
             dir: dir.to_path_buf(),
-            test: read_test_json(&dir.join("test.json"))?,
-            results: read_json(&dir.join("results.json"))?,
-            stats: stats::analyze(&history),
-            op_count: history.ops.len() as u64,
-            history,
+            test,
+            results,
+            stats: collector.finish(),
+            op_count,
+            history: History {
+                ops: excerpt.into_values().collect(),
+                warnings,
+            },
         })
     }
 }
