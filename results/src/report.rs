@@ -118,6 +118,7 @@ pub const TEST_JSON_FIELDS: &[(&str, &str)] = &[
     ("command_line", "array"),
     ("versions", "object"),
     ("nemesis_schedule", "object"),
+    ("kafka_release", "string"),
 ];
 
 fn json_type(v: &Value) -> &'static str {
