@@ -135,6 +135,11 @@ pub struct ReleaseRules {
     /// watermark while the ISR is below the (effective) min ISR, so acks=1 records written then
     /// stay invisible to consumers and acks=all waiters time out until the ISR recovers.
     pub hw_requires_min_isr: bool,
+    /// Kafka 4.0+ (KAFKA-18106, PR #18045): the default of `broker.reregistration.policy`: a
+    /// broker registering a new incarnation while its old session is alive fences the old one
+    /// first (`fence`); before 4.0 the controller answers DUPLICATE_BROKER_REGISTRATION until
+    /// the old session expires (`refuse`).
+    pub fence_reregistration: bool,
     /// Kafka 4.0+ (KIP-966): Eligible Leader Replicas are available
     /// (`eligible.leader.replicas.enable` may be set); before 4.0 setting it is refused.
     pub elr_available: bool,
@@ -152,6 +157,7 @@ impl ReleaseRules {
             txn_verification_default: release >= KafkaRelease::V3_6,
             effective_min_isr: release >= KafkaRelease::V3_7,
             hw_requires_min_isr: release >= KafkaRelease::V3_7,
+            fence_reregistration: release >= KafkaRelease::V4_0,
             elr_available: release >= KafkaRelease::V4_0,
             elr_default: release >= KafkaRelease::V4_1,
         }
@@ -193,6 +199,7 @@ mod tests {
         assert!(!r("3.6").hw_requires_min_isr && r("3.7").hw_requires_min_isr);
         assert!(!r("3.6").effective_min_isr && r("3.7").effective_min_isr);
         assert!(!r("3.9").elr_available && r("4.0").elr_available);
+        assert!(!r("3.9").fence_reregistration && r("4.0").fence_reregistration);
         assert!(!r("4.0").elr_default && r("4.1").elr_default);
     }
 }

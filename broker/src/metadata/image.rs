@@ -49,6 +49,22 @@ pub struct PartitionInfo {
     pub leader_epoch: i32,
     /// Bumped on every change of leader or ISR.
     pub partition_epoch: i32,
+    /// KIP-966 Eligible Leader Replicas: replicas out of the ISR that still hold every
+    /// committed record (they left while the ISR was below min ISR, when the high watermark
+    /// cannot advance), so they may be elected when no ISR member can. Empty unless
+    /// [`ClusterFeatures::eligible_leader_replicas`].
+    #[serde(default)]
+    pub elr: Vec<NodeId>,
+}
+
+/// Cluster-wide settings the controller's decisions follow, from the active controller's
+/// config (written with each broker registration, so every controller applies the same ones).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterFeatures {
+    /// `eligible.leader.replicas.enable` (KIP-966; `kafka.release` 4.0+, default on from 4.1).
+    pub eligible_leader_replicas: bool,
+    /// The controller's `min.insync.replicas` (topics may override it).
+    pub min_insync_replicas: i32,
 }
 
 /// A topic.
@@ -74,6 +90,9 @@ pub struct MetadataImage {
     /// The next idempotent-producer id to hand out.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// The settings the controller's elections follow (ELR, min ISR).
+    #[serde(default)]
+    pub features: ClusterFeatures,
 }
 
 /// A change proposed to the metadata log.
@@ -95,6 +114,15 @@ pub enum Command {
         /// incarnation is unfenced.
         #[serde(default)]
         incarnation: String,
+        /// KIP-966 unclean-shutdown detection: the new incarnation's previous process did not
+        /// shut down cleanly (its clean-shutdown file did not name the registered broker
+        /// epoch). With ELR on, the broker leaves every ISR and ELR: its log may have lost
+        /// records it had acknowledged.
+        #[serde(default)]
+        unclean_shutdown: bool,
+        /// The active controller's cluster settings (ELR, min ISR), applied to the image.
+        #[serde(default)]
+        features: Option<ClusterFeatures>,
     },
     /// The controller saw no heartbeat within the session timeout (or a clean shutdown).
     FenceBroker {
@@ -227,7 +255,12 @@ impl MetadataImage {
                 port,
                 unclean,
                 incarnation,
+                unclean_shutdown,
+                features,
             } => {
+                if let Some(f) = features {
+                    self.features = f.clone();
+                }
                 let previous = self.brokers.get(id).cloned();
                 if let Some(b) = &previous {
                     if !b.fenced && b.incarnation != *incarnation {
@@ -238,6 +271,10 @@ impl MetadataImage {
                             "broker re-registers with a new incarnation: fencing the old one first");
                         self.fence(*id, *unclean);
                     }
+                }
+                if *unclean_shutdown && self.features.eligible_leader_replicas {
+                    // Before any election: it must not be elected from the ELR it leaves.
+                    self.remove_unclean_replica(*id);
                 }
                 let epoch = match &previous {
                     Some(b) if b.incarnation == *incarnation => b.epoch,
@@ -307,6 +344,7 @@ impl MetadataImage {
                             replicas,
                             leader_epoch: 0,
                             partition_epoch: 0,
+                            elr: Vec::new(),
                         }
                     })
                     .collect();
@@ -364,6 +402,8 @@ impl MetadataImage {
                     .iter()
                     .find(|(r, e)| self.brokers.get(r).is_some_and(|b| b.epoch != **e));
                 let stale_epoch = stale_epoch.map(|(r, e)| (*r, *e));
+                let elr_on = self.features.eligible_leader_replicas;
+                let min_isr = self.topics.get(topic).map_or(1, |t| self.min_isr(t));
                 let Some(p) = self
                     .topics
                     .get_mut(topic)
@@ -405,9 +445,9 @@ impl MetadataImage {
                         format!("{topic}-{partition}: replica {r} fetched with broker epoch {e}, which is not its current registration's"),
                     );
                 }
-                p.isr = isr.clone();
+                set_isr(p, isr.clone(), min_isr, elr_on, &[]);
                 p.partition_epoch += 1;
-                tracing::info!(topic = %topic, partition, isr = ?p.isr, partition_epoch = p.partition_epoch, "ISR changed");
+                tracing::info!(topic = %topic, partition, isr = ?p.isr, elr = ?p.elr, partition_epoch = p.partition_epoch, "ISR changed");
                 CommandResult {
                     partition: Some(p.clone()),
                     ..CommandResult::default()
@@ -428,17 +468,22 @@ impl MetadataImage {
         for name in names {
             let t = &self.topics[&name];
             let unclean_t = self.topic_unclean(t, unclean);
+            let min_isr = self.min_isr(t);
+            let elr_on = self.features.eligible_leader_replicas;
             for p in 0..t.partitions.len() {
                 let info = &self.topics[&name].partitions[p];
                 if info.leader == id {
                     self.elect(&name, p, unclean_t, Some(id));
-                } else if info.isr.contains(&id) && info.isr.len() > 1 {
-                    // KRaft removes a fenced broker from every ISR it is in.
+                } else if info.isr.contains(&id) && (info.isr.len() > 1 || elr_on) {
+                    // KRaft removes a fenced broker from every ISR it is in; without ELR the
+                    // last member stays (so it can be elected when it returns), with ELR the
+                    // ISR may become empty and the broker stays eligible in the ELR.
                     let part = self.topics.get_mut(&name).map(|t| &mut t.partitions[p]);
                     if let Some(part) = part {
-                        part.isr.retain(|r| *r != id);
+                        let isr = part.isr.iter().copied().filter(|r| *r != id).collect();
+                        set_isr(part, isr, min_isr, elr_on, &[]);
                         part.partition_epoch += 1;
-                        tracing::info!(topic = %name, partition = p, isr = ?part.isr, "ISR shrunk: fenced broker removed");
+                        tracing::info!(topic = %name, partition = p, isr = ?part.isr, elr = ?part.elr, "ISR shrunk: fenced broker removed");
                     }
                 }
             }
@@ -454,23 +499,41 @@ impl MetadataImage {
             .filter(|b| !b.fenced)
             .map(|b| b.id)
             .collect();
+        let elr_on = self.features.eligible_leader_replicas;
+        let min_isr = self.topics.get(topic).map_or(1, |t| self.min_isr(t));
         let Some(part) = self.topics.get_mut(topic).map(|t| &mut t.partitions[p]) else {
             return;
         };
+        let old_elr = part.elr.clone();
         let clean = part
             .replicas
             .iter()
             .copied()
             .find(|r| part.isr.contains(r) && live.contains(r) && Some(*r) != gone);
-        let (leader, isr) = match clean {
-            Some(l) => {
+        // KIP-966: with no live ISR member, a live Eligible Leader Replica is elected (it has
+        // every committed record: it left the ISR while the high watermark was held).
+        let eligible = part
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| elr_on && part.elr.contains(r) && live.contains(r) && Some(*r) != gone);
+        let (leader, isr) = match (clean, eligible) {
+            (Some(l), _) => {
                 let mut isr = part.isr.clone();
                 if let Some(g) = gone {
-                    isr.retain(|r| *r != g);
+                    // With ELR the last ISR member leaves too (into the ELR).
+                    if isr.len() > 1 || elr_on {
+                        isr.retain(|r| *r != g);
+                    }
                 }
                 (l, isr)
             }
-            None => {
+            (None, Some(l)) => {
+                tracing::info!(topic, partition = p, leader = l, elr = ?part.elr,
+                    "leader elected from the Eligible Leader Replicas (KIP-966)");
+                (l, vec![l])
+            }
+            (None, None) => {
                 let any = part
                     .replicas
                     .iter()
@@ -478,24 +541,76 @@ impl MetadataImage {
                     .find(|r| live.contains(r) && Some(*r) != gone);
                 match (unclean, any) {
                     (true, Some(l)) => {
-                        tracing::warn!(topic, partition = p, leader = l, old_isr = ?part.isr,
+                        // With ELR this is KIP-966's unclean recovery: nothing in ISR or ELR
+                        // can lead, and unclean election is allowed.
+                        tracing::warn!(topic, partition = p, leader = l, old_isr = ?part.isr, elr = ?part.elr,
                             "UNCLEAN leader election: a replica outside the ISR leads; acknowledged writes may be lost");
+                        part.elr.clear();
                         (l, vec![l])
                     }
                     _ => {
                         // Kafka keeps the last ISR member in the ISR while it is offline, so it
-                        // can be elected when it returns.
-                        (NO_LEADER, part.isr.clone())
+                        // can be elected when it returns; with ELR the ISR may be empty and
+                        // the fenced leader stays eligible in the ELR.
+                        let mut isr = part.isr.clone();
+                        if let Some(g) = gone.filter(|_| elr_on) {
+                            isr.retain(|r| *r != g);
+                        }
+                        (NO_LEADER, isr)
                     }
                 }
             }
         };
-        if leader != part.leader || isr != part.isr {
+        let old_isr = part.isr.clone();
+        if elr_on {
+            set_isr(part, isr.clone(), min_isr, true, &[]);
+        }
+        if leader != part.leader || isr != old_isr || part.elr != old_elr {
             part.leader_epoch += i32::from(leader != part.leader);
             part.leader = leader;
             part.isr = isr;
             part.partition_epoch += 1;
-            tracing::info!(topic, partition = p, leader, leader_epoch = part.leader_epoch, isr = ?part.isr, "partition leader changed");
+            tracing::info!(topic, partition = p, leader, leader_epoch = part.leader_epoch, isr = ?part.isr, elr = ?part.elr, "partition leader changed");
+        }
+    }
+
+    /// A topic's `min.insync.replicas`, else the controller's; capped at the replica count
+    /// (the effective min ISR of Kafka 3.7+, which every release with ELR has).
+    fn min_isr(&self, topic: &TopicInfo) -> usize {
+        let configured = topic
+            .configs
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(self.features.min_insync_replicas)
+            .max(1) as usize;
+        let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+        configured.min(rf.max(1))
+    }
+
+    /// KIP-966 unclean-shutdown handling at registration: the broker leaves every ISR and ELR
+    /// it is in (its log may lack records it acknowledged), then leaderless partitions are
+    /// elected again without it.
+    fn remove_unclean_replica(&mut self, id: NodeId) {
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        for name in names {
+            let min_isr = self.min_isr(&self.topics[&name]);
+            let Some(t) = self.topics.get_mut(&name) else {
+                continue;
+            };
+            for (p, part) in t.partitions.iter_mut().enumerate() {
+                if !part.isr.contains(&id) && !part.elr.contains(&id) {
+                    continue;
+                }
+                let isr: Vec<NodeId> = part.isr.iter().copied().filter(|r| *r != id).collect();
+                set_isr(part, isr, min_isr, true, &[id]);
+                if part.leader == id {
+                    part.leader = NO_LEADER;
+                    part.leader_epoch += 1;
+                }
+                part.partition_epoch += 1;
+                tracing::info!(topic = %name, partition = p, broker = id, isr = ?part.isr, elr = ?part.elr,
+                    "unclean shutdown detected at registration: removed from ISR and ELR (KIP-966)");
+            }
         }
     }
 
@@ -510,6 +625,37 @@ impl MetadataImage {
             }
         }
     }
+}
+
+/// Sets a partition's ISR, keeping its ELR as KIP-966's `PartitionChangeBuilder` does: with
+/// the ISR at or above min ISR the ELR is empty; below it, the ELR is the old ISR and ELR minus
+/// the new ISR and minus replicas that shut down uncleanly. Without ELR only the ISR changes.
+fn set_isr(
+    part: &mut PartitionInfo,
+    isr: Vec<NodeId>,
+    min_isr: usize,
+    elr_on: bool,
+    unclean_shutdown: &[NodeId],
+) {
+    if elr_on {
+        if isr.len() >= min_isr {
+            part.elr.clear();
+        } else {
+            let mut elr: Vec<NodeId> = part
+                .isr
+                .iter()
+                .chain(&part.elr)
+                .copied()
+                .filter(|r| !isr.contains(r) && !unclean_shutdown.contains(r))
+                .collect();
+            elr.sort_unstable();
+            elr.dedup();
+            part.elr = elr;
+        }
+    } else {
+        part.elr.clear();
+    }
+    part.isr = isr;
 }
 
 #[cfg(test)]
@@ -648,6 +794,8 @@ mod tests {
                 port: 1,
                 unclean: false,
                 incarnation: incarnation.into(),
+                unclean_shutdown: false,
+                features: None,
             },
         );
     }
@@ -711,5 +859,126 @@ mod tests {
         let current = img.brokers[&3].epoch;
         let r = img.apply(i + 2, &expand(current, p0.partition_epoch));
         assert_eq!(r.error_code, 0, "{}", r.message);
+    }
+
+    /// Last replica standing (kafka-bugs.md #9) in the controller: ISR {1,2,3}, min ISR 2, the
+    /// leader shrinks the ISR to itself, is fenced, and re-registers after an unclean shutdown.
+    /// Without ELR it stays the only electable replica and leads again; with ELR (KIP-966) a
+    /// replica that left the ISR while it was under min ISR leads, and the unclean broker
+    /// leaves the ELR.
+    #[test]
+    fn eligible_leader_replicas_elect_past_an_unclean_last_isr_member() {
+        for elr in [false, true] {
+            let (mut img, mut i) = cluster();
+            img.features = ClusterFeatures {
+                eligible_leader_replicas: elr,
+                min_insync_replicas: 2,
+            };
+            let p0 = img.partition("t", 0).expect("p0").clone();
+            assert_eq!((p0.leader, p0.replicas.clone()), (1, vec![1, 2, 3]));
+            i += 1;
+            let r = img.apply(
+                i,
+                &Command::AlterPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    leader: 1,
+                    leader_epoch: p0.leader_epoch,
+                    partition_epoch: p0.partition_epoch,
+                    isr: vec![1],
+                    broker_epochs: BTreeMap::new(),
+                },
+            );
+            assert_eq!(r.error_code, 0, "{}", r.message);
+            let p = img.partition("t", 0).expect("p0");
+            assert_eq!(p.elr, if elr { vec![2, 3] } else { vec![] });
+            i += 1;
+            img.apply(
+                i,
+                &Command::FenceBroker {
+                    id: 1,
+                    unclean: false,
+                },
+            );
+            let p = img.partition("t", 0).expect("p0").clone();
+            if elr {
+                assert_eq!(
+                    (p.leader, p.isr.clone()),
+                    (2, vec![2]),
+                    "elected from the ELR"
+                );
+                assert_eq!(p.elr, vec![1, 3], "the fenced leader stays eligible");
+            } else {
+                assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![1]), "offline");
+            }
+            i += 1;
+            img.apply(
+                i,
+                &Command::RegisterBroker {
+                    id: 1,
+                    host: "h".into(),
+                    port: 1,
+                    unclean: false,
+                    incarnation: "inc-1-restarted".into(),
+                    unclean_shutdown: true,
+                    features: None,
+                },
+            );
+            let p = img.partition("t", 0).expect("p0");
+            if elr {
+                assert_eq!(p.leader, 2);
+                assert_eq!(p.elr, vec![3], "the unclean broker left the ELR");
+            } else {
+                assert_eq!(
+                    (p.leader, p.isr.clone()),
+                    (1, vec![1]),
+                    "the crashed last ISR member leads again on whatever it kept"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn with_elr_an_unclean_last_isr_member_leaves_the_partition_offline_or_to_unclean_recovery() {
+        for unclean in [false, true] {
+            let (mut img, mut i) = cluster();
+            img.features = ClusterFeatures {
+                eligible_leader_replicas: true,
+                min_insync_replicas: 2,
+            };
+            // Brokers 2 and 3 fenced first: 2 leaves an ISR still at min ISR (so not into the
+            // ELR: the HW may move past it), 3 leaves it under min ISR (into the ELR); neither is
+            // live when 1 goes.
+            for id in [2, 3] {
+                i += 1;
+                img.apply(i, &Command::FenceBroker { id, unclean });
+            }
+            i += 1;
+            img.apply(i, &Command::FenceBroker { id: 1, unclean });
+            let p = img.partition("t", 0).expect("p0").clone();
+            assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![]));
+            assert_eq!(p.elr, vec![1, 3]);
+            i += 1;
+            img.apply(
+                i,
+                &Command::RegisterBroker {
+                    id: 1,
+                    host: "h".into(),
+                    port: 1,
+                    unclean,
+                    incarnation: "inc-1-restarted".into(),
+                    unclean_shutdown: true,
+                    features: None,
+                },
+            );
+            let p = img.partition("t", 0).expect("p0");
+            assert!(!p.elr.contains(&1), "{p:?}");
+            if unclean {
+                assert_eq!(p.leader, 1, "unclean recovery: the only live replica");
+            } else {
+                assert_eq!(p.leader, NO_LEADER, "offline until an ELR member returns");
+                assert_eq!(p.elr, vec![3]);
+            }
+        }
     }
 }

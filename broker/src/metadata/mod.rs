@@ -21,7 +21,9 @@ use openraft::{BasicNode, Raft};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
-pub use image::{Command, CommandResult, MetadataImage, NodeId, PartitionInfo, NO_LEADER};
+pub use image::{
+    ClusterFeatures, Command, CommandResult, MetadataImage, NodeId, PartitionInfo, NO_LEADER,
+};
 use rpc::{Request, Response};
 
 use crate::clock::Clock;
@@ -95,6 +97,11 @@ pub struct MetadataConfig {
     /// Bug mode `restart-without-fencing`: the controller takes a heartbeat of any incarnation
     /// as the registered one's (see [`crate::replication::ReplicationBugs`]).
     pub restart_without_fencing: bool,
+    /// The cluster settings this controller writes with registrations (ELR, min ISR).
+    pub features: image::ClusterFeatures,
+    /// The broker epoch this node's previous process wrote at a clean shutdown (KIP-966
+    /// `PreviousBrokerEpoch`); `None` after a crash.
+    pub previous_broker_epoch: Option<i64>,
 }
 
 /// How the active controller answers a broker that registers a new incarnation while the
@@ -203,11 +210,19 @@ impl MetadataConfig {
             Some("true") => true,
             Some(v) => return Err(bad("unclean.leader.election.enable", v, "true or false")),
         };
+        // The release's rules (validated by `BrokerConfig`; the default release when absent).
+        let rules = props
+            .get(crate::release::RELEASE_KEY)
+            .and_then(|v| v.parse::<crate::release::KafkaRelease>().ok())
+            .unwrap_or_default()
+            .rules();
         let reregistration = match props
             .get("broker.reregistration.policy")
             .map(String::as_str)
         {
-            None | Some("fence") => Reregistration::Fence,
+            None if rules.fence_reregistration => Reregistration::Fence,
+            None => Reregistration::Refuse,
+            Some("fence") => Reregistration::Fence,
             Some("refuse") => Reregistration::Refuse,
             Some(v) => return Err(bad("broker.reregistration.policy", v, "fence or refuse")),
         };
@@ -228,6 +243,21 @@ impl MetadataConfig {
             incarnation: new_incarnation(),
             reregistration,
             restart_without_fencing: false,
+            features: image::ClusterFeatures {
+                eligible_leader_replicas: match props
+                    .get("eligible.leader.replicas.enable")
+                    .map(String::as_str)
+                {
+                    Some("true") => true,
+                    Some("false") => false,
+                    _ => rules.elr_default,
+                },
+                min_insync_replicas: props
+                    .get("min.insync.replicas")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1),
+            },
+            previous_broker_epoch: None,
         })
     }
 }
@@ -307,6 +337,7 @@ impl Controller {
                 port,
                 incarnation,
                 want_shut_down,
+                previous_broker_epoch,
             } => {
                 if self.leader().await != Some(self.id) {
                     return Response::NotController {
@@ -355,6 +386,10 @@ impl Controller {
                     Some(b) => b.fenced || b.host != host || b.port != port || !same_incarnation,
                 };
                 if needs_register {
+                    // KIP-966: a new incarnation whose previous process did not write the
+                    // registered broker epoch at a clean shutdown shut down uncleanly.
+                    let unclean_shutdown = !same_incarnation
+                        && registered.is_some_and(|b| previous_broker_epoch != Some(b.epoch));
                     let incarnation = match registered {
                         Some(b) if same_incarnation => b.incarnation.clone(),
                         _ => incarnation.clone(),
@@ -365,6 +400,8 @@ impl Controller {
                         port,
                         unclean: self.config.unclean,
                         incarnation,
+                        unclean_shutdown,
+                        features: Some(self.config.features.clone()),
                     };
                     if let r @ (Response::NotController { .. } | Response::Failed(_)) =
                         self.propose(cmd).await
@@ -619,6 +656,7 @@ impl MetadataNode {
                         port: cfg.kafka_port,
                         incarnation: cfg.incarnation.clone(),
                         want_shut_down,
+                        previous_broker_epoch: cfg.previous_broker_epoch,
                     };
                     let deadline = tokio::time::Instant::now().into_std() + cfg.heartbeat_interval;
                     if let Ok(Response::Heartbeat { fenced, image }) =

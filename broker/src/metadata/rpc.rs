@@ -48,6 +48,10 @@ pub enum Request {
         /// Controlled shutdown asked for (Kafka's `want_shut_down`).
         #[serde(default)]
         want_shut_down: bool,
+        /// KIP-966 `PreviousBrokerEpoch`: the broker epoch the previous process wrote in its
+        /// clean-shutdown file (`None`: it did not shut down cleanly).
+        #[serde(default)]
+        previous_broker_epoch: Option<i64>,
     },
     /// A metadata change (CreateTopic, DeleteTopic, AlterPartition, FenceBroker on shutdown).
     Propose(Command),

@@ -35,6 +35,10 @@ pub struct PartitionConfig {
     /// KIP-966 part 1 (Kafka 3.7+/4.x): the leader does not advance the HW while its committed
     /// ISR is smaller than `min.insync.replicas`. `false`: Kafka's classic rule (through 3.6).
     pub hw_requires_min_isr: bool,
+    /// Kafka 3.7+ (KAFKA-15583): the min ISR acks=all and the HW rule use is
+    /// min(`min.insync.replicas`, replica count). `false`: `min.insync.replicas` as set, so a
+    /// value above the replica count refuses every acks=all produce (through 3.6).
+    pub effective_min_isr: bool,
 }
 
 impl Default for PartitionConfig {
@@ -44,6 +48,7 @@ impl Default for PartitionConfig {
             min_insync_replicas: 1,
             truncate_on_fetch: false,
             hw_requires_min_isr: false,
+            effective_min_isr: false,
         }
     }
 }
@@ -481,8 +486,19 @@ impl<L: ReplicaLog> Partition<L> {
     }
     /// Leader with fewer ISR members than `min.insync.replicas` (`UnderMinIsr`).
     pub fn is_under_min_isr(&self) -> bool {
-        self.is_leader() && self.isr.len() < self.config.min_insync_replicas
+        self.is_leader() && self.isr.len() < self.min_isr()
     }
+    /// The min ISR acks=all and (with `hw_requires_min_isr`) the HW follow: Kafka 3.7's
+    /// `effectiveMinIsr` = min(`min.insync.replicas`, replica count) under
+    /// [`PartitionConfig::effective_min_isr`], else `min.insync.replicas` as set.
+    pub fn min_isr(&self) -> usize {
+        if self.config.effective_min_isr && !self.replicas.is_empty() {
+            self.config.min_insync_replicas.min(self.replicas.len())
+        } else {
+            self.config.min_insync_replicas
+        }
+    }
+
     /// The number of acks=all produces waiting.
     pub fn waiting_produces(&self) -> usize {
         self.waiters.len()
@@ -658,10 +674,7 @@ impl<L: ReplicaLog> Partition<L> {
         if !self.is_leader() {
             return Err(ReplicationError::Kafka(ResponseError::NotLeaderOrFollower));
         }
-        if acks == Acks::All
-            && self.isr.len() < self.config.min_insync_replicas
-            && !self.bugs.ignore_min_insync
-        {
+        if acks == Acks::All && self.isr.len() < self.min_isr() && !self.bugs.ignore_min_insync {
             return Err(ReplicationError::Kafka(ResponseError::NotEnoughReplicas));
         }
         let appended = self
@@ -691,8 +704,7 @@ impl<L: ReplicaLog> Partition<L> {
         let leader = self.is_leader();
         let hw = self.high_watermark;
         let leo = self.log.log_end_offset();
-        let enough = self.maximal_isr().len() >= self.config.min_insync_replicas
-            || self.bugs.ignore_min_insync;
+        let enough = self.maximal_isr().len() >= self.min_isr() || self.bugs.ignore_min_insync;
         let ack_before_isr = self.bugs.ack_before_isr;
         let mut done = Vec::new();
         self.waiters.retain(|w| {
@@ -1190,6 +1202,7 @@ mod tests {
             min_insync_replicas: min_isr,
             truncate_on_fetch: false,
             hw_requires_min_isr: false,
+            effective_min_isr: false,
         }
     }
 

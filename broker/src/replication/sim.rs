@@ -505,6 +505,7 @@ mod tests {
             min_insync_replicas: min_isr,
             truncate_on_fetch: false,
             hw_requires_min_isr: false,
+            effective_min_isr: false,
         }
     }
 

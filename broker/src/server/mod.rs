@@ -215,6 +215,25 @@ pub enum OpenError {
     Locked(#[from] crate::dirlock::DirLockError),
 }
 
+/// The file a clean shutdown leaves in the first log dir with the broker epoch (Kafka's
+/// `.kafka_cleanshutdown`, read for KIP-966's `PreviousBrokerEpoch`).
+const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
+
+/// Reads and removes the clean-shutdown file: the previous process's broker epoch if it shut
+/// down cleanly, `None` after a crash (or a first start).
+fn take_clean_shutdown_epoch(dir: &Path) -> Option<i64> {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    let epoch = std::fs::read_to_string(&path).ok()?.trim().parse().ok();
+    if let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!(error = %e, path = %path.display(), "removing the clean-shutdown file failed");
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    tracing::info!(previous_broker_epoch = ?epoch, "the previous process shut down cleanly");
+    epoch
+}
+
 fn load_image(path: &Path) -> Result<MetadataImage, OpenError> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| OpenError::Dir {
@@ -279,6 +298,10 @@ impl Broker {
             // setting says.
             mc.unclean |= bugs.unclean_regardless;
             mc.restart_without_fencing = bugs.restart_without_fencing;
+            mc.features.eligible_leader_replicas = config.eligible_leader_replicas;
+            // KIP-966 unclean-shutdown detection: the epoch the previous process wrote at a
+            // clean shutdown, read once (and removed, so a crash from here on is unclean).
+            mc.previous_broker_epoch = take_clean_shutdown_epoch(&dir);
             let node = MetadataNode::start(mc, clock.clone()).await?;
             // Like a KRaft broker, serve clients only once registered with the active controller
             // and holding its image: a client's first Metadata then names every live broker and
@@ -319,6 +342,8 @@ impl Broker {
                     port: adv.port,
                     unclean: false,
                     incarnation: String::new(),
+                    unclean_shutdown: false,
+                    features: None,
                 },
             );
             save_image(&path, &image).map_err(|e| OpenError::Dir {
@@ -450,6 +475,7 @@ impl Broker {
     }
 
     fn partition_config(&self, topic_configs: &BTreeMap<String, String>) -> PartitionConfig {
+        let rules = self.config.rules();
         PartitionConfig {
             replica_lag_time_max_ms: self.prop_i64(
                 topic_configs,
@@ -459,8 +485,10 @@ impl Broker {
             min_insync_replicas: self
                 .prop_i64(topic_configs, "min.insync.replicas", 1)
                 .max(1) as usize,
-            truncate_on_fetch: false,
-            hw_requires_min_isr: false,
+            // The release's rules (crate::release::ReleaseRules), one decision each.
+            truncate_on_fetch: rules.truncate_on_fetch,
+            hw_requires_min_isr: rules.hw_requires_min_isr,
+            effective_min_isr: rules.effective_min_isr,
         }
     }
 
@@ -847,6 +875,19 @@ impl Broker {
             }
         }
         self.checkpoint_high_watermarks();
+        if let MetadataSource::Quorum(_) = &self.metadata {
+            // KIP-966: the clean-shutdown file names this incarnation's broker epoch, so the
+            // next process registers as having shut down cleanly.
+            let me = self.config.node_id;
+            if let Some(b) = self.image().brokers.get(&me) {
+                let path = self.config.log_dirs[0].join(CLEAN_SHUTDOWN_FILE);
+                let written = std::fs::write(&path, b.epoch.to_string())
+                    .and_then(|()| std::fs::File::open(&path)?.sync_all());
+                if let Err(e) = written {
+                    tracing::error!(error = %e, path = %path.display(), "writing the clean-shutdown file failed");
+                }
+            }
+        }
         tracing::info!("broker shut down cleanly");
     }
 }

@@ -1,0 +1,278 @@
+//! The Kafka release the broker follows (`kafka.release`), shown on real broker processes:
+//! - last replica standing (kafka-bugs.md #9): RF=3, acks=all, min.insync.replicas=2; the
+//!   followers fall out of the ISR (paused), the leader crashes losing its page cache and
+//!   returns. Under 3.6 rules it is the only electable replica and the acknowledged records are
+//!   lost; under 4.1 rules (Eligible Leader Replicas, KIP-966) a replica that left the ISR while
+//!   it was under min ISR leads and nothing is lost; with `flush.messages=1` 3.6 loses nothing.
+//! - 3.7+ rules (KAFKA-15583): an acks=1 record written while the ISR is under min ISR stays
+//!   invisible until the ISR recovers, and min.insync.replicas=3 on RF=2 accepts acks=all.
+//!
+//! The clusters have four (or three) nodes with one controller (node 1) that hosts none of the
+//! partition's replicas, so pausing followers never stops the metadata quorum.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use broker::log::batch::build_batch;
+use support::{create_topic_retrying, records, BrokerProc, Conn};
+
+const TOPIC: &str = "standing";
+const RECORDS: usize = 40;
+
+/// (leader, ISR) of partition `p` of `topic` as the controller (node 1) reports it.
+fn view(nodes: &[BrokerProc], topic: &str, p: usize) -> Option<(i32, Vec<i32>)> {
+    let mut c = Conn::try_connect(&nodes[0].addr())?;
+    c.topic_metadata(topic).ok()?.get(p).cloned()
+}
+
+fn wait_view(
+    nodes: &[BrokerProc],
+    topic: &str,
+    p: usize,
+    what: &str,
+    pred: impl Fn(&(i32, Vec<i32>)) -> bool,
+) -> (i32, Vec<i32>) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(v) = view(nodes, topic, p).filter(|v| pred(v)) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Produces `value` to `p` on `node` with `acks`, retrying retriable errors for up to 20 s;
+/// returns the offset.
+fn produce(node: &BrokerProc, topic: &str, p: usize, value: &str, acks: i16) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, off) = node
+            .connect()
+            .produce(
+                topic,
+                p as i32,
+                build_batch(0, 0, &[(None, Some(value.as_bytes()))]),
+                acks,
+            )
+            .expect("produce answered");
+        if code == 0 {
+            return off;
+        }
+        assert!(Instant::now() < deadline, "produce kept failing: {code}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every record of `p` below the leader's high watermark.
+fn read_all(node: &BrokerProc, topic: &str, p: usize) -> (i64, Vec<(i64, Vec<u8>)>) {
+    let mut c = node.connect();
+    let mut seen = Vec::new();
+    let mut next = 0;
+    loop {
+        let (err, hw, _, bytes) = c.fetch(topic, p as i32, next, 100);
+        assert_eq!(err, 0, "fetch from node {}", node.node_id);
+        let recs = records(bytes);
+        if recs.is_empty() || next >= hw {
+            return (hw, seen);
+        }
+        next = recs.last().map_or(next, |r| r.0 + 1);
+        seen.extend(recs);
+    }
+}
+
+/// Empties every segment file of `topic-p` on `node` and drops its indexes: the records were
+/// in the lost page cache only.
+fn lose_page_cache(node: &BrokerProc, topic: &str, p: usize) {
+    let pdir = node.dir.join(format!("data/{topic}-{p}"));
+    for e in std::fs::read_dir(&pdir).expect("partition dir").flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".log") {
+            std::fs::write(e.path(), b"").expect("empty segment");
+        } else if name.ends_with(".index") || name.ends_with(".timeindex") {
+            std::fs::remove_file(e.path()).expect("remove index");
+        }
+    }
+}
+
+/// Runs last replica standing under `release` (with `flush.messages=1` when `flush`) and
+/// returns the acknowledged values lost.
+fn last_replica_standing(release: &str, flush: bool) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut props = vec![
+        ("kafka.release", release),
+        ("min.insync.replicas", "2"),
+        ("replica.lag.time.max.ms", "1000"),
+    ];
+    if flush {
+        props.push(("log.flush.interval.messages", "1"));
+    }
+    let mut nodes = BrokerProc::start_cluster_with_args(dir.path(), 4, 1, &props, &[]);
+    create_topic_retrying(&nodes, TOPIC, 4, 3);
+    // Round-robin over brokers 1-4: partition 1 is on 2, 3, 4 (led by 2), not on controller 1.
+    let p = 1;
+    let (leader, _) = wait_view(&nodes, TOPIC, p, "the whole ISR", |(l, isr)| {
+        *l > 1 && isr.len() == 3 && !isr.contains(&1)
+    });
+    let li = (leader - 1) as usize;
+    for i in 0..RECORDS {
+        let off = produce(&nodes[li], TOPIC, p, &format!("v{i}"), -1);
+        assert_eq!(off, i as i64, "acknowledged at its offset");
+    }
+    let followers: Vec<usize> = (1..4).filter(|i| *i != li).collect();
+    for f in &followers {
+        nodes[*f].signal("STOP");
+    }
+    wait_view(
+        &nodes,
+        TOPIC,
+        p,
+        "the ISR shrunk to the leader",
+        |(l, isr)| *l == leader && isr == &vec![leader],
+    );
+    nodes[li].kill9();
+    if !flush {
+        lose_page_cache(&nodes[li], TOPIC, p);
+    }
+    for f in &followers {
+        nodes[*f].signal("CONT");
+    }
+    // The controller fences the crashed leader after the session timeout: 3.6 rules leave the
+    // partition offline (its last ISR member is gone), 4.1 rules elect from the ELR.
+    let (after, _) = wait_view(&nodes, TOPIC, p, "the crashed leader fenced", |(l, _)| {
+        *l != leader
+    });
+    println!("kafka.release={release} flush={flush}: after the crash the leader is {after}");
+    nodes[li].restart();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let leader = loop {
+        let (l, _) = wait_view(&nodes, TOPIC, p, "all three back in the ISR", |(l, isr)| {
+            *l > 1 && isr.len() == 3
+        });
+        // Confirmed by the leader itself (the controller's image may be ahead of it).
+        let own = Conn::try_connect(&nodes[(l - 1) as usize].addr())
+            .and_then(|mut c| c.topic_metadata(TOPIC).ok())
+            .and_then(|v| v.get(p).cloned());
+        if own.is_some_and(|(ol, isr)| ol == l && isr.len() == 3) {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no leader confirms the ISR");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Followers truncate right after the leader change; let them.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, seen) = read_all(&nodes[(leader - 1) as usize], TOPIC, p);
+    (0..RECORDS)
+        .map(|i| format!("v{i}"))
+        .filter(|v| !seen.iter().any(|(_, val)| val == v.as_bytes()))
+        .collect()
+}
+
+#[test]
+fn last_replica_standing_loses_acknowledged_writes_under_3_6_rules() {
+    let lost = last_replica_standing("3.6", false);
+    println!("3.6, default flush: {} of {RECORDS} lost", lost.len());
+    assert!(
+        !lost.is_empty(),
+        "the crashed last ISR member led again on its emptied log and nothing was lost?"
+    );
+}
+
+#[test]
+fn last_replica_standing_loses_nothing_under_4_1_rules_with_eligible_leader_replicas() {
+    let lost = last_replica_standing("4.1", false);
+    assert!(lost.is_empty(), "acknowledged records lost: {lost:?}");
+}
+
+#[test]
+fn last_replica_standing_loses_nothing_under_3_6_rules_with_an_fsync_per_message() {
+    let lost = last_replica_standing("3.6", true);
+    assert!(lost.is_empty(), "acknowledged records lost: {lost:?}");
+}
+
+/// What the 3.7 rules change, under `release`: (HW includes an acks=1 record written while the
+/// ISR is under min ISR; it does once the ISR recovered; the acks=all answer of a topic with
+/// min.insync.replicas=3 and RF=2).
+fn under_min_isr(release: &str) -> (bool, bool, i16) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let props = [
+        ("kafka.release", release),
+        ("min.insync.replicas", "2"),
+        ("replica.lag.time.max.ms", "1000"),
+    ];
+    let nodes = BrokerProc::start_cluster_with_args(dir.path(), 3, 1, &props, &[]);
+    create_topic_retrying(&nodes, "under", 3, 2);
+    // Round-robin over brokers 1-3: partition 1 is on 2 and 3 (led by 2).
+    let p = 1;
+    let (leader, _) = wait_view(&nodes, "under", p, "the whole ISR", |(l, isr)| {
+        *l == 2 && isr.len() == 2
+    });
+    let li = (leader - 1) as usize;
+    produce(&nodes[li], "under", p, "before", -1);
+    nodes[2].signal("STOP");
+    wait_view(
+        &nodes,
+        "under",
+        p,
+        "the ISR shrunk to the leader",
+        |(_, isr)| isr == &vec![leader],
+    );
+    let off = produce(&nodes[li], "under", p, "under-min-isr", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let (hw, _) = read_all(&nodes[li], "under", p);
+    let visible_under = hw > off;
+    nodes[2].signal("CONT");
+    wait_view(&nodes, "under", p, "the ISR recovered", |(_, isr)| {
+        isr.len() == 2
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let visible_after = loop {
+        let (hw, seen) = read_all(&nodes[li], "under", p);
+        if hw > off {
+            break seen.iter().any(|(o, v)| *o == off && v == b"under-min-isr");
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut c = nodes[0].connect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.create_topic_rf("capped", 3, 2, &[("min.insync.replicas", "3")]) != 0 {
+        assert!(Instant::now() < deadline, "creating capped failed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_view(&nodes, "capped", p, "the whole ISR", |(l, isr)| {
+        *l == 2 && isr.len() == 2
+    });
+    let (code, _) = nodes[li]
+        .connect()
+        .produce(
+            "capped",
+            p as i32,
+            build_batch(0, 0, &[(None, Some(b"capped"))]),
+            -1,
+        )
+        .expect("produce answered");
+    (visible_under, visible_after, code)
+}
+
+#[test]
+fn under_3_7_rules_records_under_min_isr_wait_for_the_isr_and_min_isr_is_capped_at_rf() {
+    let (under, after, code) = under_min_isr("3.7");
+    assert!(!under, "an acks=1 record under min ISR was visible at once");
+    assert!(after, "the record became visible once the ISR recovered");
+    assert_eq!(code, 0, "min.insync.replicas=3 on RF=2 accepts acks=all");
+}
+
+#[test]
+fn under_3_6_rules_records_under_min_isr_are_visible_and_min_isr_above_rf_refuses() {
+    let (under, after, code) = under_min_isr("3.6");
+    assert!(
+        under,
+        "3.6 advanced the HW with the ISR at the leader alone"
+    );
+    assert!(after);
+    assert_eq!(code, 19, "NOT_ENOUGH_REPLICAS");
+}
