@@ -359,7 +359,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            crate::queue::example_ops(&lost[0]),
+            crate::findings::example_ops(&lost[0]),
             vec![3, 5],
             "the report cites both ops"
         );

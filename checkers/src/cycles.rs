@@ -27,7 +27,7 @@ use petgraph::visit::EdgeRef;
 use serde_json::{json, Value};
 
 use crate::analysis::{Analysis, NONE as NO_REC};
-use crate::queue::Findings;
+use crate::findings::Findings;
 use crate::txns::{Status, Txns};
 
 /// Edge type bits.

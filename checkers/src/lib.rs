@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod commits;
 pub mod cycles;
 pub mod fasthash;
+pub mod findings;
 pub mod history;
 pub mod queue;
 pub mod stats;
@@ -73,10 +74,16 @@ impl PhaseTimer {
         PhaseTimer(std::env::var_os("CHECKERS_TIMING").map(|_| std::time::Instant::now()))
     }
 
-    /// Ends a phase: prints its duration and starts the next.
+    /// Ends a phase: prints its duration and the resident memory, and starts the next.
     pub(crate) fn phase(&mut self, name: &str) {
         if let Some(t) = &mut self.0 {
-            eprintln!("checkers: {name}: {:.2} s", t.elapsed().as_secs_f64());
+            let rss = std::fs::read_to_string("/proc/self/status")
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .map_or_else(String::new, |kb| format!(", {} MB resident", kb / 1024));
+            eprintln!("checkers: {name}: {:.2} s{rss}", t.elapsed().as_secs_f64());
             *t = std::time::Instant::now();
         }
     }

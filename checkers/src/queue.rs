@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 
 use crate::analysis::{Analysis, IntMap, UnitReads, NONE};
 use crate::commits::{Commits, LOST_COMMIT};
+use crate::findings::Findings;
+pub use crate::findings::{example_ops, explanation, is_op_field, Finding, MAX_EXAMPLES};
 use crate::history::{History, Process};
 use crate::txns::{self, Kind, ReadRec, Status, Txns};
 
@@ -164,20 +166,6 @@ pub const POLICY: &[(&str, Rule)] = &[
     ("lost-commit", Rule::Always),
 ];
 
-/// One anomaly kind's findings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Finding {
-    /// How many.
-    pub count: usize,
-    /// Up to [`MAX_EXAMPLES`] examples.
-    pub examples: Vec<Value>,
-    /// What the anomaly means.
-    pub explanation: String,
-}
-
-/// Examples kept per kind.
-pub const MAX_EXAMPLES: usize = 8;
-
 /// The checker's answer, serialised as `results.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
@@ -221,53 +209,6 @@ pub const KINDS: &[&str] = &[
     "lost-commit",
 ];
 
-fn explanation(kind: &str) -> &'static str {
-    match kind {
-        "lost-write" => "A committed send was never read by an ok poll, although a record its partition's log holds after it was: the log lost a committed write (bound: the highest first index of any value an ok poll read, as in Jepsen).",
-        "unseen" => "A send acknowledged ok was never read by an ok poll (lost writes included, as in Jepsen's count).",
-        "duplicate" => "One record (key, value) appears at several offsets of its partition: it was written more than once.",
-        "inconsistent-offsets" => "One offset of a partition holds several different records, as seen by different observers.",
-        "no-writer-of-value" => "A poll read a record (key, value) that no operation of the history ever sent: the log returned data nobody wrote (Jepsen stops with :no-writer-of-value).",
-        "G1a" => "An ok poll read a value whose send definitely failed (aborted read).",
-        "poll-skip" => "A process's successive polls of a partition skipped records that exist, with no reassignment away from it between them.",
-        "nonmonotonic-poll" => "A process's successive polls of a partition went back (or repeated) records, with no reassignment away from it between them.",
-        "int-poll-skip" => "Within one op, consecutive records of a partition skipped records that exist (partitions rebalanced during the op excepted).",
-        "int-nonmonotonic-poll" => "Within one op, records of a partition went backwards or repeated (partitions rebalanced during the op excepted).",
-        "nonmonotonic-send" => "A process's later op sent to a partition at or before the position of its earlier op's last send there.",
-        "int-send-skip" => "Within one op, another write landed between two sends to one partition (expected: writes are never isolated).",
-        "int-nonmonotonic-send" => "Within one op, a later send to a partition landed at or before an earlier one.",
-        "precommitted-read" => "An op polled a value it sent itself, before it committed.",
-        "G0" => "Write cycle: ops whose writes are ordered one way on one key and the other way on another (ww edges only).",
-        "G1c" => "Circular information flow: a cycle of write-write and write-read dependencies, each op seeing or following the other's effects.",
-        "G0-process" => "A write cycle that also uses the order of ops within one process.",
-        "G1c-process" => "A cycle of ww/wr dependencies that also uses the order of ops within one process.",
-        "G0-realtime" => "A write cycle that also uses realtime order: an op completed before another was invoked, yet its write is ordered after the other's.",
-        "G1c-realtime" => "A cycle of ww/wr dependencies that also uses realtime order (an op completed before another began).",
-        "lost-commit" => "A read of the group's committed offsets returned, for a partition, less than (or nothing after) an offset commit acknowledged before the read began: an acknowledged commit was lost.",
-        _ => "",
-    }
-}
-
-/// Whether a finding example's field names op indices (`op`, `ops`, `*_op`).
-pub fn is_op_field(name: &str) -> bool {
-    name == "op" || name == "ops" || name.ends_with("_op")
-}
-
-/// The op indices (history positions) a finding example names, in field order.
-pub fn example_ops(example: &Value) -> Vec<u64> {
-    let mut out = Vec::new();
-    if let Some(obj) = example.as_object() {
-        for (_, v) in obj.iter().filter(|(k, _)| is_op_field(k)) {
-            match v {
-                Value::Number(n) => out.extend(n.as_u64()),
-                Value::Array(a) => out.extend(a.iter().filter_map(Value::as_u64)),
-                _ => {}
-            }
-        }
-    }
-    out
-}
-
 /// The kinds that invalidate a run with these options ([`POLICY`] less `options.allow`).
 pub fn invalidating(options: &CheckOptions) -> Vec<String> {
     POLICY
@@ -275,35 +216,6 @@ pub fn invalidating(options: &CheckOptions) -> Vec<String> {
         .filter(|(k, rule)| rule.invalidates(options) && !options.allow.iter().any(|a| a == k))
         .map(|(k, _)| k.to_string())
         .collect()
-}
-
-pub(crate) struct Findings(pub BTreeMap<String, Finding>);
-
-impl Findings {
-    pub(crate) fn add(&mut self, kind: &str, example: Value) {
-        let f = self.0.entry(kind.to_string()).or_insert_with(|| Finding {
-            explanation: explanation(kind).to_string(),
-            ..Finding::default()
-        });
-        f.count += 1;
-        if f.examples.len() < MAX_EXAMPLES {
-            f.examples.push(example);
-        }
-    }
-
-    /// Whether another example of `kind` would be kept.
-    fn wants_example(&self, kind: &str) -> bool {
-        self.0
-            .get(kind)
-            .is_none_or(|f| f.examples.len() < MAX_EXAMPLES)
-    }
-
-    /// Counts a finding past the kept examples, without building its example.
-    fn count(&mut self, kind: &str) {
-        if let Some(f) = self.0.get_mut(kind) {
-            f.count += 1;
-        }
-    }
 }
 
 /// Most skipped records named in one example.

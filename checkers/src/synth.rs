@@ -2,15 +2,20 @@
 //! log (every op takes effect atomically between its invoke and its completion) driven by
 //! concurrent processes doing sends, polls and optionally transactions, with indeterminate and
 //! failed ops and a final read phase; plus on-demand injection of each anomaly kind, recording
-//! the key and ops that prove it so tests can check the checker's attribution.
+//! the key and ops that prove it so tests can check the checker's attribution. And
+//! [`write_real_run`]: valid histories shaped like real runs (64 topic-partitions, thousands of
+//! processes with crashes, final reads of one poll per partition), streamed to a file, for the
+//! benchmark.
 
 use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};
 
-use crate::history::{History, Op, OpType, Process};
+use crate::history::{History, Op, OpType, Process, FINAL_PROCESS};
 
 /// Shape of a synthetic history.
 #[derive(Debug, Clone)]
@@ -719,4 +724,209 @@ fn complete_value(mops: &[Mop]) -> Value {
             })
             .collect(),
     )
+}
+
+/// The shape of a history like a real run's ([`write_real_run`]): keys `k<i>` in
+/// `partitions` topic-partitions (`i % partitions`, recorded in every send and poll as the
+/// workload records them), `workers` workers whose ops overlap, crashes that end a process
+/// (`processes` processes over the run), assign-mode consumers reading a few partitions each
+/// (up to 20 records per partition per poll), and final reads of one poll per partition
+/// holding all its records. Valid for every checker.
+#[derive(Debug, Clone)]
+pub struct RealRunConfig {
+    /// Seed of every choice.
+    pub seed: u64,
+    /// Client operations (two lines each).
+    pub ops: usize,
+    /// Topic-partitions.
+    pub partitions: usize,
+    /// Concurrent workers.
+    pub workers: usize,
+    /// Processes over the run (each crash starts a new one).
+    pub processes: usize,
+    /// Keys written at once; a key retires after `writes_per_key` writes.
+    pub active_keys: usize,
+    /// Writes per key.
+    pub writes_per_key: u64,
+    /// A fresh consumer (after a crash) reads its partitions from the start, as the workload's
+    /// do; otherwise it starts 100 records before each partition's end (caught up).
+    pub reread: bool,
+}
+
+impl Default for RealRunConfig {
+    fn default() -> Self {
+        RealRunConfig {
+            seed: 1,
+            ops: 100_000,
+            partitions: 64,
+            workers: 64,
+            processes: 24_000,
+            active_keys: 256,
+            writes_per_key: 512,
+            reread: false,
+        }
+    }
+}
+
+/// A worker's op in flight: its completion line, written when the worker is next picked.
+struct RealWorker {
+    process: u64,
+    pending: Option<(&'static str, &'static str, String)>,
+    assigned: Vec<usize>,
+    positions: Vec<usize>,
+}
+
+/// Writes one valid history shaped like a real run ([`RealRunConfig`]) to `path` as JSON
+/// Lines, streaming (10M ops need no memory beyond the simulated logs); returns its lines.
+pub fn write_real_run(path: &Path, cfg: &RealRunConfig) -> std::io::Result<u64> {
+    let (ops, seed, reread) = (cfg.ops, cfg.seed, cfg.reread);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut logs: Vec<Vec<(u32, u64)>> = vec![Vec::new(); cfg.partitions];
+    let mut keys: Vec<(u32, u64)> = (0..cfg.active_keys as u32).map(|k| (k, 0)).collect();
+    let mut next_key = cfg.active_keys as u32;
+    let mut next_process = cfg.workers as u64;
+    let crash_p = cfg.processes.saturating_sub(cfg.workers) as f64 / ops.max(1) as f64;
+    let assign = |rng: &mut ChaCha8Rng| -> Vec<usize> {
+        let first = rng.random_range(0..cfg.partitions);
+        (0..8).map(|i| (first + i * 8) % cfg.partitions).collect()
+    };
+    let mut workers: Vec<RealWorker> = (0..cfg.workers as u64)
+        .map(|p| RealWorker {
+            process: p,
+            pending: None,
+            assigned: assign(&mut rng),
+            positions: vec![0; cfg.partitions],
+        })
+        .collect();
+    let (mut index, mut time) = (0u64, 0u64);
+    let mut line = |w: &mut BufWriter<std::fs::File>,
+                    process: u64,
+                    t: &str,
+                    f: &str,
+                    value: &str|
+     -> std::io::Result<()> {
+        time += rng_step(index);
+        writeln!(
+            w,
+            r#"{{"index":{index},"time_ns":{time},"process":{process},"type":"{t}","f":"{f}","value":{value}}}"#
+        )?;
+        index += 1;
+        Ok(())
+    };
+    let mut invoked = 0;
+    while invoked < ops {
+        let i = rng.random_range(0..cfg.workers);
+        if let Some((t, f, value)) = workers[i].pending.take() {
+            line(&mut w, workers[i].process, t, f, &value)?;
+            if t == "info" {
+                // A crashed worker continues as a new process with a fresh consumer.
+                workers[i].process = next_process;
+                next_process += 1;
+                workers[i].assigned = assign(&mut rng);
+                workers[i].positions = logs
+                    .iter()
+                    .map(|l| {
+                        if reread {
+                            0
+                        } else {
+                            l.len().saturating_sub(100)
+                        }
+                    })
+                    .collect();
+            }
+            continue;
+        }
+        invoked += 1;
+        let p = workers[i].process;
+        if rng.random_bool(crash_p.min(1.0)) {
+            line(&mut w, p, "invoke", "crash", "null")?;
+            workers[i].pending = Some(("info", "crash", "null".into()));
+        } else if rng.random_bool(0.5) {
+            let slot = rng.random_range(0..keys.len());
+            let (k, v) = keys[slot];
+            let part = k as usize % cfg.partitions;
+            logs[part].push((k, v));
+            let offset = logs[part].len() - 1;
+            keys[slot].1 += 1;
+            if keys[slot].1 >= cfg.writes_per_key {
+                keys[slot] = (next_key, 0);
+                next_key += 1;
+            }
+            line(
+                &mut w,
+                p,
+                "invoke",
+                "send",
+                &format!(r#"[["send","k{k}",{v},{part}]]"#),
+            )?;
+            let done = format!(r#"[["send","k{k}",[{offset},{v}],{part}]]"#);
+            workers[i].pending = Some(("ok", "send", done));
+        } else {
+            line(&mut w, p, "invoke", "poll", r#"[["poll"]]"#)?;
+            let worker = &mut workers[i];
+            let mut by_key: std::collections::BTreeMap<u32, (usize, Vec<(usize, u64)>)> =
+                Default::default();
+            for &part in worker.assigned.iter().take(rng.random_range(1..=4)) {
+                let pos = worker.positions[part];
+                let end = logs[part].len().min(pos + 20);
+                for (o, (k, v)) in logs[part][pos..end].iter().enumerate() {
+                    by_key
+                        .entry(*k)
+                        .or_insert((part, Vec::new()))
+                        .1
+                        .push((pos + o, *v));
+                }
+                worker.positions[part] = end;
+            }
+            let reads: Vec<String> = by_key
+                .iter()
+                .map(|(k, (_, rs))| {
+                    let pairs: Vec<String> = rs.iter().map(|(o, v)| format!("[{o},{v}]")).collect();
+                    format!(r#""k{k}":[{}]"#, pairs.join(","))
+                })
+                .collect();
+            let parts: Vec<String> = by_key
+                .iter()
+                .map(|(k, (part, _))| format!(r#""k{k}":{part}"#))
+                .collect();
+            let done = format!(
+                r#"[["poll",{{{}}},{{{}}}]]"#,
+                reads.join(","),
+                parts.join(",")
+            );
+            worker.pending = Some(("ok", "poll", done));
+        }
+    }
+    for worker in &mut workers {
+        if let Some((t, f, value)) = worker.pending.take() {
+            line(&mut w, worker.process, t, f, &value)?;
+        }
+    }
+    // Final reads: one poll per partition holding all its records.
+    for (part, log) in logs.iter().enumerate() {
+        line(&mut w, FINAL_PROCESS, "invoke", "poll", r#"[["poll"]]"#)?;
+        let mut by_key: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+        for (o, (k, v)) in log.iter().enumerate() {
+            by_key.entry(*k).or_default().push(format!("[{o},{v}]"));
+        }
+        let reads: Vec<String> = by_key
+            .iter()
+            .map(|(k, rs)| format!(r#""k{k}":[{}]"#, rs.join(",")))
+            .collect();
+        let parts: Vec<String> = by_key.keys().map(|k| format!(r#""k{k}":{part}"#)).collect();
+        let done = format!(
+            r#"[["poll",{{{}}},{{{}}}]]"#,
+            reads.join(","),
+            parts.join(",")
+        );
+        line(&mut w, FINAL_PROCESS, "ok", "poll", &done)?;
+    }
+    w.flush()?;
+    Ok(index)
+}
+
+/// A deterministic time step (ns) between lines.
+fn rng_step(index: u64) -> u64 {
+    50_000 + (index.wrapping_mul(2_654_435_761) % 100_000)
 }

@@ -210,3 +210,45 @@ fn long_chains_do_not_overflow_the_stack() {
     assert_eq!(r.valid, json!(true), "{:#?}", r.anomalies);
     assert!(r.stats["graph"]["edges"]["process"].as_u64().unwrap_or(0) > 90_000);
 }
+
+#[test]
+fn real_run_shaped_histories_use_64_partitions_crashes_and_one_final_poll_per_partition() {
+    use checkers::synth::{write_real_run, RealRunConfig};
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("history.jsonl");
+    let cfg = RealRunConfig {
+        ops: 20_000,
+        processes: 500,
+        ..RealRunConfig::default()
+    };
+    let lines = write_real_run(&path, &cfg).expect("write");
+    let h = checkers::read_history(&path).expect("read");
+    assert_eq!(h.ops.len() as u64, lines);
+    let mut partitions = BTreeSet::new();
+    let mut processes = std::collections::HashSet::new();
+    let mut final_polls = 0;
+    for op in &h.ops {
+        processes.insert(op.process.clone());
+        if op.op_type != checkers::OpType::Ok {
+            continue;
+        }
+        for m in op.value.as_array().into_iter().flatten() {
+            if m[0] == "send" {
+                partitions.extend(m[3].as_u64());
+            }
+        }
+        if op.process == checkers::Process::Client(checkers::history::FINAL_PROCESS) {
+            final_polls += 1;
+        }
+    }
+    assert_eq!(partitions.len(), 64, "sends name 64 partitions");
+    assert_eq!(final_polls, 64, "one final poll per partition");
+    assert!(
+        processes.len() > 300,
+        "crashes start new processes: {}",
+        processes.len()
+    );
+    let r = checkers::check_file(&path, &CheckOptions::default()).expect("check");
+    assert_eq!(r.valid, json!(true), "{:?}", r.anomalies.keys());
+}
