@@ -55,6 +55,11 @@ pub enum Command {
     Matrix(Box<crate::matrix::MatrixArgs>),
     /// Serve the run store over HTTP: runs with verdicts, each report and its files.
     Serve(crate::serve::ServeArgs),
+    /// Deterministic simulation: the brokers with their Raft quorum, the native client's queue
+    /// workload and the nemesis in one process on virtual time, every choice from --seed; the
+    /// run is stored like a real one (check, report). --seeds N sweeps seeds. Exit 0 valid,
+    /// 1 invalid, 2 unknown.
+    Sim(Box<crate::sim::SimArgs>),
 }
 
 /// Flags of `harness reproduce`.
@@ -143,8 +148,9 @@ pub struct TestArgs {
     pub final_time_limit: Option<u64>,
     /// Fault kinds, comma-separated: partition, packet-loss, latency, kill, pause, clock, disk,
     /// file-corruption, and the scripted follower-restart-failover, replication-cut-failover,
-    /// coordinator-cut-failover, and the risk-aimed leader-isolation, isr-shrink-crash; `none`
-    /// for a fault-free run [default: partition,kill].
+    /// coordinator-cut-failover, the risk-aimed leader-isolation, isr-shrink-crash, and
+    /// zombie-consumer (a subscribed native consumer stalls past its session, then commits);
+    /// `none` for a fault-free run [default: partition,kill].
     #[arg(long, value_name = "KINDS")]
     pub nemesis: Option<String>,
     /// Mean seconds between faults [default: 10].

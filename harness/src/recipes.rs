@@ -23,6 +23,9 @@ pub enum RecipeClient {
     AsIs,
     /// A producer that retries after a short request timeout (what duplicates need).
     Retries,
+    /// Subscribed consumers of the native client, which heartbeat from `poll`, so a worker
+    /// that stops polling loses its membership (what a zombie needs).
+    GroupMembers,
 }
 
 /// One documented risk and the faults aimed at it.
@@ -65,6 +68,10 @@ fn acks_all_min_isr_2_up(c: &CellConfig) -> bool {
 
 fn unclean_on(c: &CellConfig) -> bool {
     c.unclean && c.acks != "0"
+}
+
+fn acks_all(c: &CellConfig) -> bool {
+    c.acks == "all"
 }
 
 fn retries_without_idempotence(c: &CellConfig) -> bool {
@@ -135,14 +142,28 @@ pub const RISK_RECIPES: &[RiskRecipe] = &[
         bears_on: retries_without_idempotence,
         on_request: true,
     },
+    RiskRecipe {
+        name: "zombie-commit",
+        risk: "a consumer that stalls past its session (a long GC pause) loses its partitions to \
+               a rebalance, then commits its old positions; Kafka refuses the commit of a \
+               member that is gone or of a stale generation, else the group's offsets move \
+               back and the new owner's commits are lost (lost-commit). Aimed at acks=all \
+               cells: the group's offsets are written like acks=all records \
+               (offsets.commit.required.acks=-1) under the cell's min.insync.replicas, so a \
+               lost commit there is a broken promise, not another face of a lossy setting",
+        window: "subscribed consumers commit after every poll; one at a time stops polling \
+                 (and so heartbeating) for twice its 3 s session while the others take its \
+                 partitions and commit past it, then commits as the member it was",
+        nemesis: &[FaultKind::ZombieConsumer],
+        interval: 8.0,
+        client: RecipeClient::GroupMembers,
+        bears_on: acks_all,
+        on_request: false,
+    },
 ];
 
 /// Recipes of the documented risks left out, and why (shown in the matrix's setup).
-pub const LEFT_OUT: &[(&str, &str)] = &[(
-    "zombie-commit",
-    "a consumer committing after a rebalance took its partitions: the queue workload has no \
-     consumer that stalls past its session and then commits, so no recipe can aim at it yet",
-)];
+pub const LEFT_OUT: &[(&str, &str)] = &[];
 
 /// The recipe named `name`.
 pub fn by_name(name: &str) -> Option<&'static RiskRecipe> {
@@ -175,9 +196,16 @@ pub fn apply(recipe: &RiskRecipe, cell_spec: &TestSpec) -> TestSpec {
     for (k, v) in FAST_FAILOVER {
         spec.broker.insert(k.to_string(), v.to_string());
     }
-    if recipe.client == RecipeClient::Retries {
-        spec.client.retries = spec.client.retries.max(10);
-        spec.client.request_timeout_ms = 2000;
+    match recipe.client {
+        RecipeClient::AsIs => {}
+        RecipeClient::Retries => {
+            spec.client.retries = spec.client.retries.max(10);
+            spec.client.request_timeout_ms = 2000;
+        }
+        RecipeClient::GroupMembers => {
+            spec.client.consumer_mode = crate::spec::ConsumerMode::Subscribe;
+            spec.client.client = crate::spec::ClientKind::Native;
+        }
     }
     spec
 }
@@ -211,20 +239,28 @@ mod tests {
         assert_eq!(names(&cell("0", 1, false, false), &[]), ["leader-failover"]);
         assert_eq!(
             names(&cell("all", 1, false, false), &[]),
-            ["isr-shrink-crash"]
+            ["isr-shrink-crash", "zombie-commit"]
         );
         assert_eq!(
             names(&cell("all", 2, false, false), &[]),
-            ["last-replica-standing"]
+            ["last-replica-standing", "zombie-commit"]
         );
-        // min.insync above the replication factor: nothing is writable, nothing to aim at.
-        assert!(names(&cell("all", 4, false, false), &[]).is_empty());
+        // min.insync above the replication factor: under 3.6 nothing is writable, so only the
+        // group's commits are aimed at; from 3.7 the replica count is the minimum.
+        assert_eq!(names(&cell("all", 4, false, false), &[]), ["zombie-commit"]);
+        let mut newer = cell("all", 4, false, false);
+        newer.release = "3.7".into();
+        assert_eq!(
+            names(&newer, &[]),
+            ["last-replica-standing", "zombie-commit"]
+        );
         assert_eq!(
             names(&cell("all", 2, true, false), &["retry-duplicates"]),
             [
                 "last-replica-standing",
                 "unclean-election",
-                "retry-duplicates"
+                "retry-duplicates",
+                "zombie-commit"
             ]
         );
         assert!(names(&cell("all", 2, false, true), &["retry-duplicates"])
@@ -250,5 +286,8 @@ mod tests {
         assert!(r.interval * 1000.0 > 3000.0);
         let d = apply(by_name("retry-duplicates").expect("recipe"), &base);
         assert!(d.client.retries >= 10 && d.client.request_timeout_ms == 2000);
+        let z = apply(by_name("zombie-commit").expect("recipe"), &base);
+        assert_eq!(z.nemesis, vec![FaultKind::ZombieConsumer]);
+        assert!(crate::workload::can_stall(&z));
     }
 }

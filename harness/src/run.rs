@@ -149,6 +149,9 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
         Duration::from_secs_f64(spec.nemesis_interval),
         nemesis::schedule::ScheduleOptions {
             data_port: system.client_port(),
+            // Twice the native consumers' 3 s session: the group has rebalanced and the new
+            // owners have committed by the time a zombie commits.
+            ..Default::default()
         },
     )
     .context("generating the nemesis schedule")?;
@@ -272,7 +275,13 @@ fn run_in(
             "the backend named its nodes {names:?}, the schedule expects {node_names:?}"
         ))
     } else {
-        let nemesis = Arc::new(Nemesis::new(nodes.clone(), seeds.nemesis));
+        let stalls = Arc::new(workloads::stall::ConsumerStalls::default());
+        let mut nemesis = Nemesis::new(nodes.clone(), seeds.nemesis);
+        if crate::workload::can_stall(spec) {
+            nemesis = nemesis
+                .with_client_faults(Arc::new(crate::workload::WorkloadFaults(stalls.clone())));
+        }
+        let nemesis = Arc::new(nemesis);
         match nemesis.check_supported(&spec.nemesis) {
             Ok(()) => deploy_and_run(
                 &Plan {
@@ -280,6 +289,7 @@ fn run_in(
                     system,
                     seeds,
                     schedule,
+                    stalls,
                 },
                 &nodes,
                 cluster.files(),
@@ -363,6 +373,8 @@ struct Plan<'a> {
     system: &'a dyn crate::system::System,
     seeds: &'a crate::seeds::Seeds,
     schedule: &'a Schedule,
+    /// Zombie-consumer requests, shared by the nemesis and the workload.
+    stalls: Arc<workloads::stall::ConsumerStalls>,
 }
 
 fn deploy_and_run(
@@ -377,6 +389,7 @@ fn deploy_and_run(
         system,
         seeds,
         schedule,
+        ..
     } = *plan;
     let progress = crate::progress::Progress::new();
     progress.phase("deploying brokers");
@@ -460,7 +473,14 @@ fn deploy_and_run(
         ops_done.clone(),
         last_fault,
     );
-    let main = crate::workload::run_main(spec, &bootstrap, history.clone(), &INTERRUPTED, ops_done);
+    let main = crate::workload::run_main(
+        spec,
+        &bootstrap,
+        history.clone(),
+        &INTERRUPTED,
+        ops_done,
+        plan.stalls.clone(),
+    );
     drop(watch);
     if let Some(driver) = driver {
         let applied = driver.finish()?;

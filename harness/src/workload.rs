@@ -12,6 +12,7 @@ use checkers::HistoryWriter;
 use workloads::client::{ClientSettings, OpenClient, QueueClient};
 use workloads::queue::QueueConfig;
 use workloads::runner::{self, RunConfig};
+use workloads::stall::ConsumerStalls;
 
 use crate::spec::{ClientKind, ConsumerMode, TestSpec};
 
@@ -36,6 +37,27 @@ pub fn settings(spec: &TestSpec, bootstrap: &str) -> ClientSettings {
         group_id: GROUP.to_string(),
         transactions: spec.client.transactions,
     }
+}
+
+/// The nemesis's way into the workload's consumers: `zombie-consumer` stall requests.
+#[derive(Debug)]
+pub struct WorkloadFaults(pub Arc<ConsumerStalls>);
+
+impl nemesis::nemesis::ClientFaults for WorkloadFaults {
+    fn stall_consumer(&self, stall: Duration) -> Result<serde_json::Value, nemesis::NemesisError> {
+        let waiting = self.0.request(stall);
+        Ok(serde_json::json!({
+            "stall_ms": stall.as_millis() as u64,
+            "requests_waiting": waiting,
+        }))
+    }
+}
+
+/// Whether the spec's consumers can be made zombies: subscribed consumers of the native
+/// client, which heartbeats from `poll` (librdkafka heartbeats from its own thread, so a
+/// stalled worker would stay a member and never be a zombie).
+pub fn can_stall(spec: &TestSpec) -> bool {
+    spec.client.consumer_mode == ConsumerMode::Subscribe && spec.client.client == ClientKind::Native
 }
 
 /// The run config of a spec.
@@ -139,6 +161,7 @@ pub fn run_main(
     history: Arc<HistoryWriter>,
     stop: &'static AtomicBool,
     ops: Arc<std::sync::atomic::AtomicU64>,
+    stalls: Arc<ConsumerStalls>,
 ) -> Result<u64> {
     let open = opener(spec, bootstrap)?;
     Ok(runner::run_main(
@@ -147,6 +170,7 @@ pub fn run_main(
         history,
         stop,
         ops,
+        stalls,
     )?)
 }
 

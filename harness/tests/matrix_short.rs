@@ -150,6 +150,8 @@ fn aimed_recipes_show_every_documented_loss_and_the_fsynced_promise_holds() {
             "3.6,4.1",
             "--flush",
             "default,every-message",
+            "--recipes",
+            "last-replica-standing",
             "--budget",
             "1",
         ],

@@ -33,12 +33,20 @@ struct Active {
     down: BTreeSet<String>,
 }
 
+/// Faults the nemesis applies through the workload's clients rather than on a node.
+pub trait ClientFaults: Send + Sync + std::fmt::Debug {
+    /// Makes one subscribed consumer a zombie: it stops polling for `stall`, then commits its
+    /// old positions. Returns what the op records.
+    fn stall_consumer(&self, stall: Duration) -> Result<serde_json::Value, NemesisError>;
+}
+
 /// Applies faults to a set of nodes and guarantees they are undone.
 #[derive(Debug)]
 pub struct Nemesis {
     nodes: BTreeMap<String, Arc<dyn Node>>,
     rng: Mutex<ChaCha8Rng>,
     active: Mutex<Active>,
+    clients: Option<Arc<dyn ClientFaults>>,
 }
 
 impl Nemesis {
@@ -51,7 +59,14 @@ impl Nemesis {
                 .collect(),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             active: Mutex::new(Active::default()),
+            clients: None,
         }
+    }
+
+    /// The nemesis with the workload's client faults (what `zombie-consumer` needs).
+    pub fn with_client_faults(mut self, clients: Arc<dyn ClientFaults>) -> Self {
+        self.clients = Some(clients);
+        self
     }
 
     /// The node names, sorted.
@@ -62,6 +77,13 @@ impl Nemesis {
     /// Refuses fault kinds that some node cannot do, with the reason (call it at run start).
     pub fn check_supported(&self, kinds: &[FaultKind]) -> Result<(), NemesisError> {
         for kind in kinds {
+            if *kind == FaultKind::ZombieConsumer && self.clients.is_none() {
+                return Err(NemesisError::Invalid(
+                    "zombie-consumer needs the workload's subscribed consumers; this run has \
+                     none to stall"
+                        .into(),
+                ));
+            }
             for node in self.nodes.values() {
                 node.capabilities()
                     .check(*kind)
@@ -105,6 +127,13 @@ impl Nemesis {
     /// Applies one action; returns the op to record in the history.
     pub fn apply(&self, action: &Action) -> Result<NemesisOp, NemesisError> {
         match action {
+            Action::StallConsumer { stall_ms } => {
+                let clients = self.clients.as_ref().ok_or_else(|| {
+                    NemesisError::Invalid("no workload consumers to stall".into())
+                })?;
+                let value = clients.stall_consumer(Duration::from_millis(*stall_ms))?;
+                Ok(NemesisOp::new("stall-consumer", value))
+            }
             Action::StartPartition { topology, seed } => {
                 let names = self.node_names();
                 let grudge = match seed {

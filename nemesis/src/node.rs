@@ -60,11 +60,18 @@ pub enum FaultKind {
     /// election without unclean election may pick. Built from partitions, kills and the disk
     /// fault FS.
     IsrShrinkCrash,
+    /// A zombie consumer, applied in the workload rather than on a node: one subscribed
+    /// consumer stops polling (and so heartbeating) for longer than its session, as after a
+    /// long GC pause, while the group rebalances its partitions to the others and they commit
+    /// past its positions; then it commits its old positions as its old generation before it
+    /// notices. Kafka refuses the commit (the member is gone or its generation is stale); a
+    /// coordinator that took it would move the group's offsets back (`lost-commit`).
+    ZombieConsumer,
 }
 
 impl FaultKind {
     /// Every fault kind, in a fixed order.
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Partition,
         FaultKind::PacketLoss,
         FaultKind::Latency,
@@ -78,6 +85,7 @@ impl FaultKind {
         FaultKind::CoordinatorCutFailover,
         FaultKind::LeaderIsolation,
         FaultKind::IsrShrinkCrash,
+        FaultKind::ZombieConsumer,
     ];
 
     /// The name used on the command line (`--nemesis partition,kill`).
@@ -96,6 +104,7 @@ impl FaultKind {
             FaultKind::CoordinatorCutFailover => "coordinator-cut-failover",
             FaultKind::LeaderIsolation => "leader-isolation",
             FaultKind::IsrShrinkCrash => "isr-shrink-crash",
+            FaultKind::ZombieConsumer => "zombie-consumer",
         }
     }
 
@@ -110,6 +119,8 @@ impl FaultKind {
             FaultKind::IsrShrinkCrash => {
                 vec![FaultKind::Partition, FaultKind::Kill, FaultKind::Disk]
             }
+            // Nothing of a node: the workload's consumers do it.
+            FaultKind::ZombieConsumer => Vec::new(),
             k => vec![k],
         }
     }

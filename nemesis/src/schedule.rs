@@ -189,6 +189,13 @@ pub enum Action {
         /// Target nodes.
         nodes: Vec<String>,
     },
+    /// Make one subscribed consumer of the workload a zombie: it stops polling for `stall_ms`
+    /// (past its session), then commits its old positions as its old generation. Applied
+    /// through the nemesis's [`crate::nemesis::ClientFaults`], not on a node; it ends itself.
+    StallConsumer {
+        /// How long the consumer stops polling, in milliseconds.
+        stall_ms: u64,
+    },
     /// Stop the node's service, corrupt a file in its data dir, start it again.
     CorruptFile {
         /// Target node.
@@ -297,11 +304,16 @@ pub fn final_heal(nodes: &[String]) -> Vec<Action> {
 pub struct ScheduleOptions {
     /// The services' data port (Kafka's listener), which a replication cut drops.
     pub data_port: u16,
+    /// How long a zombie consumer stops polling (longer than the consumers' session timeout).
+    pub consumer_stall_ms: u64,
 }
 
 impl Default for ScheduleOptions {
     fn default() -> Self {
-        ScheduleOptions { data_port: 9092 }
+        ScheduleOptions {
+            data_port: 9092,
+            consumer_stall_ms: 6000,
+        }
     }
 }
 
@@ -546,6 +558,15 @@ fn steps(
                 Some(Action::StopPartition),
             ))
         }
+        FaultKind::ZombieConsumer => Ok((
+            vec![(
+                0,
+                Action::StallConsumer {
+                    stall_ms: options.consumer_stall_ms,
+                },
+            )],
+            None,
+        )),
         _ => {
             let (start, stop) = pair(kind, nodes, rng)?;
             Ok((vec![(0, start)], stop))
@@ -701,7 +722,8 @@ fn pair(
         | FaultKind::ReplicationCutFailover
         | FaultKind::CoordinatorCutFailover
         | FaultKind::LeaderIsolation
-        | FaultKind::IsrShrinkCrash => {
+        | FaultKind::IsrShrinkCrash
+        | FaultKind::ZombieConsumer => {
             return Err(NemesisError::Invalid(
                 "a scripted fault has no single start/stop pair".into(),
             ))

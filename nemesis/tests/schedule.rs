@@ -87,7 +87,10 @@ fn scripted_failovers_name_one_partitions_leader_and_followers() {
         &[FaultKind::ReplicationCutFailover],
         Duration::from_secs(120),
         Duration::from_secs(5),
-        ScheduleOptions { data_port: 19092 },
+        ScheduleOptions {
+            data_port: 19092,
+            ..Default::default()
+        },
     )
     .expect("schedule");
     let Action::StartPartition {

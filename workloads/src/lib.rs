@@ -6,6 +6,7 @@
 //! - [`native`]: the queue client on our own async client (`client` crate).
 //! - `rdkafka` (feature `rdkafka`): the queue client on librdkafka.
 //! - [`runner`]: the main phase (workers, pacing, history) and the final reads, for any client.
+//! - [`stall`]: zombie consumers the nemesis asks for (`zombie-consumer`).
 
 pub mod client;
 pub mod native;
@@ -13,3 +14,4 @@ pub mod queue;
 #[cfg(feature = "rdkafka")]
 pub mod rdkafka;
 pub mod runner;
+pub mod stall;

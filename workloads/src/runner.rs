@@ -18,6 +18,7 @@ use crate::client::{
     ClientError, CommitResult, MopResult, OpenClient, QueueClient, Record, SendResult, TxnResult,
 };
 use crate::queue::{Invocation, Mop, QueueConfig, QueueGenerator};
+use crate::stall::{zombie_commit, ConsumerStalls};
 
 /// The process id of the final phase's reader (the checkers' convention).
 pub use checkers::history::FINAL_PROCESS;
@@ -128,7 +129,7 @@ pub enum WorkloadError {
 
 /// The history value of a completed send: `[["send", key, [offset, value] | value,
 /// partition]]` (the offset only when acknowledged).
-fn send_value(key: &str, partition: u32, value: u64, result: &SendResult) -> (OpType, Value) {
+pub fn send_value(key: &str, partition: u32, value: u64, result: &SendResult) -> (OpType, Value) {
     match result {
         SendResult::Ok(offset) => (
             OpType::Ok,
@@ -214,7 +215,7 @@ fn txn_value(ms: &[Mop], result: &TxnResult) -> (OpType, Value) {
 /// The history value of a completed poll: per key, the `[offset, value]` pairs in read order,
 /// then each key's partition (`[["poll", {k: [[o, v], ...]}, {k: p}]]`: the checkers build
 /// version orders per partition).
-fn poll_value(records: &[Record]) -> Value {
+pub fn poll_value(records: &[Record]) -> Value {
     let mut reads: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     let mut partitions: BTreeMap<&str, u32> = BTreeMap::new();
     for r in records {
@@ -268,6 +269,7 @@ pub fn run_main(
     history: Arc<HistoryWriter>,
     stop: &'static AtomicBool,
     ops: Arc<AtomicU64>,
+    stalls: Arc<ConsumerStalls>,
 ) -> Result<u64, WorkloadError> {
     let generator = Arc::new(Mutex::new(QueueGenerator::new(
         config.queue.clone(),
@@ -279,11 +281,12 @@ pub fn run_main(
     let partitions = config.queue.partitions;
     let mut handles = Vec::new();
     for first in 0..concurrency {
-        let (open, history, generator, ops) = (
+        let (open, history, generator, ops, stalls) = (
             open.clone(),
             history.clone(),
             generator.clone(),
             ops.clone(),
+            stalls.clone(),
         );
         handles.push(std::thread::spawn(move || -> Result<(), WorkloadError> {
             let mut process = first;
@@ -351,6 +354,21 @@ pub fn run_main(
                         &mut group,
                         &ops,
                     )?;
+                    // A subscribed member may be asked to become a zombie.
+                    if client.to_commit().is_some() {
+                        if let Some(stall) = stalls.take() {
+                            process = zombie_commit(
+                                &mut *client,
+                                &history,
+                                process,
+                                process + concurrency,
+                                stall,
+                                stop,
+                                end,
+                            )?;
+                            ops.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
                 if t == OpType::Info {
                     // Unknown outcome: this process is done; a new one takes its place with
