@@ -1,4 +1,5 @@
-//! Elle-style dependency cycles over a queue history, on a petgraph graph.
+//! Elle-style dependency cycles over a queue history, on a compressed-sparse-row graph (the
+//! search inside one component uses a small petgraph graph).
 //!
 //! Nodes are the committed operations: ok sends, polls and transactions, and indeterminate
 //! ones whose writes a read proved visible. Edges:
@@ -12,8 +13,8 @@
 //!   ([`crate::txns`]): `a → barrier(a) → … → barrier_before(b) → b`, three edges per op, with
 //!   the same reachability. A cycle's run of barrier nodes is shown as one realtime step.
 //!
-//! Strongly connected components (Kosaraju: iterative, so million-node chains cannot overflow
-//! the stack as a recursive Tarjan does) bound the search; in each component the shortest
+//! Strongly connected components (Tarjan's algorithm, iterative, so million-node chains cannot
+//! overflow the stack) bound the search; in each component the shortest
 //! cycle is looked for with growing edge sets (ww; ww+wr; +process; +realtime), so the first
 //! cycle found is the least suspect explanation, and is named by the edges it uses: `G0`
 //! (ww only), `G1c` (with wr), and their `-process` and `-realtime` variants. Each finding
@@ -23,7 +24,6 @@ use std::collections::{HashMap, VecDeque};
 
 use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::EdgeRef;
 use serde_json::{json, Value};
 
 use crate::analysis::{Analysis, NONE as NO_REC};
@@ -49,15 +49,43 @@ const SEARCH: [u8; 6] = [
 /// Components larger than this are searched from a bounded number of start nodes.
 const MAX_BFS_STARTS: usize = 32;
 
-/// The dependency graph of one history.
+/// The dependency graph of one history, in compressed sparse row form: node `n`'s out-edges
+/// are `targets[start[n]..start[n + 1]]` with their edge bits in `bits` (5 bytes an edge, where
+/// an adjacency-list graph takes about 20).
 pub struct DependencyGraph<'a> {
-    graph: DiGraph<u32, u8>,
+    /// Node weights: a txn position, or `BARRIER + k` for barrier `k`.
+    weight: Vec<u32>,
+    start: Vec<u64>,
+    targets: Vec<u32>,
+    bits: Vec<u8>,
     txns: &'a Txns,
     a: &'a Analysis<'a>,
 }
 
 /// No node.
 const NONE: u32 = u32::MAX;
+
+/// Tarjan's state: per node its DFS number, low link and whether it is on the stack; the
+/// stack of visited nodes; the DFS's own stack of (node, next out-edge position).
+struct Tarjan {
+    index: Vec<u32>,
+    low: Vec<u32>,
+    on_stack: Vec<bool>,
+    stack: Vec<u32>,
+    call: Vec<(u32, u64)>,
+    next: u32,
+}
+
+impl Tarjan {
+    fn visit(&mut self, v: u32, first_edge: u64) {
+        self.index[v as usize] = self.next;
+        self.low[v as usize] = self.next;
+        self.next += 1;
+        self.stack.push(v);
+        self.on_stack[v as usize] = true;
+        self.call.push((v, first_edge));
+    }
+}
 
 /// Node weights at or above this are barrier nodes (`BARRIER + k`), below it txn positions.
 const BARRIER: u32 = 1 << 31;
@@ -74,145 +102,254 @@ fn edge_name(bit: u8) -> &'static str {
     }
 }
 
+/// Every edge of the graph over `a` (nodes numbered by `node_of`, barrier `k` at
+/// `first_barrier + k - 1`), handed to `edge(from, to, bit)`; `ww_deps` false leaves out ww
+/// edges. Run twice by [`DependencyGraph::build`]: once to count, once to fill.
+fn edges(
+    a: &Analysis,
+    ww_deps: bool,
+    node_of: &[u32],
+    chain: &[u32],
+    first_barrier: u32,
+    edge: &mut dyn FnMut(u32, u32, u8),
+) {
+    let txns = a.t;
+    let t = &txns.txns;
+    let node = |i: u32| -> Option<u32> { Some(node_of[i as usize]).filter(|n| *n != NONE) };
+    let writer = |r: u32| -> Option<u32> {
+        let w = a.writer[r as usize];
+        if w == NO_REC || t[w as usize].status == Status::Fail {
+            return None;
+        }
+        node(w)
+    };
+    // ww
+    if ww_deps {
+        for u in &a.units {
+            let mut prev: Option<u32> = None;
+            for (index, run) in u.by_offset.chunk_by(|x, y| x.0 == y.0).enumerate() {
+                if run.len() != 1 {
+                    prev = None;
+                    continue;
+                }
+                let r = run[0].1;
+                if a.first_index[r as usize] != index as u32 {
+                    continue;
+                }
+                let Some(w) = writer(r) else {
+                    continue;
+                };
+                if let Some(pw) = prev {
+                    if pw != w {
+                        edge(pw, w, WW);
+                    }
+                }
+                prev = Some(w);
+            }
+        }
+    }
+    // wr, process. With ww edges, a writer whose record sits in an unbroken stretch of its
+    // partition's ww chain already reaches, through that chain, the writer of any later
+    // record of the stretch: of a reader's records in one stretch only the latest needs its
+    // wr edge (Jepsen's "T2's highest read"); the rest would add no reachability, and a
+    // final read of every record would otherwise add an edge per record.
+    let mut last_of_process: HashMap<u32, u32> = HashMap::new();
+    let mut writers: Vec<u32> = Vec::new();
+    let mut latest: Vec<(u32, u32, u32, u32)> = Vec::new();
+    for (i, tx) in t.iter().enumerate() {
+        let Some(me) = node(i as u32) else {
+            continue;
+        };
+        writers.clear();
+        latest.clear();
+        let start = txns.read_start(tx);
+        for (j, rd) in txns.reads(tx).iter().enumerate() {
+            let r = a.read_rec[start + j];
+            let Some(w) = writer(r) else { continue };
+            match chain.get(r as usize).copied().filter(|s| *s != NONE) {
+                Some(seg) => latest.push((txns.unit_of(rd.key), seg, a.first_index[r as usize], w)),
+                None if w != me => writers.push(w),
+                None => {}
+            }
+        }
+        latest.sort_unstable_by_key(|x| (x.0, x.1, std::cmp::Reverse(x.2)));
+        for run in latest.chunk_by(|x, y| x.0 == y.0 && x.1 == y.1) {
+            if run[0].3 != me {
+                writers.push(run[0].3);
+            }
+        }
+        writers.sort_unstable();
+        writers.dedup();
+        for w in &writers {
+            edge(*w, me, WR);
+        }
+        if let Some(prev) = last_of_process.insert(tx.process, me) {
+            edge(prev, me, PROCESS);
+        }
+    }
+    // realtime, through the barrier chain
+    let barrier_node = |k: u32| first_barrier + k - 1;
+    for k in 2..=txns.barriers {
+        edge(barrier_node(k - 1), barrier_node(k), REALTIME);
+    }
+    for (i, tx) in t.iter().enumerate() {
+        let Some(me) = node(i as u32) else {
+            continue;
+        };
+        if tx.barrier > 0 {
+            edge(me, barrier_node(tx.barrier), REALTIME);
+        }
+        if tx.barrier_before > 0 {
+            edge(barrier_node(tx.barrier_before), me, REALTIME);
+        }
+    }
+}
+
 impl<'a> DependencyGraph<'a> {
     /// Builds the graph over the analysis; `ww_deps` false leaves out ww edges.
     pub(crate) fn build(a: &'a Analysis<'a>, ww_deps: bool) -> Self {
         let txns = a.t;
-        let t = &txns.txns;
-        // Committed ops are the nodes.
-        let mut graph: DiGraph<u32, u8> = DiGraph::new();
-        let mut node_of: Vec<u32> = vec![NONE; t.len()];
+        // Committed ops are the nodes, then one node per barrier.
+        let mut weight: Vec<u32> = Vec::new();
+        let mut node_of: Vec<u32> = vec![NONE; txns.txns.len()];
         for (i, n) in node_of.iter_mut().enumerate() {
             if a.committed[i] {
-                *n = graph.add_node(i as u32).index() as u32;
+                *n = weight.len() as u32;
+                weight.push(i as u32);
             }
         }
-        let node = |i: u32| -> Option<NodeIndex> {
-            let n = node_of[i as usize];
-            (n != NONE).then(|| NodeIndex::new(n as usize))
-        };
-        let writer = |r: u32| -> Option<NodeIndex> {
-            let w = a.writer[r as usize];
-            if w == NO_REC || t[w as usize].status == Status::Fail {
-                return None;
-            }
-            node(w)
-        };
-        // ww
-        if ww_deps {
-            for u in &a.units {
-                let mut prev: Option<NodeIndex> = None;
-                for (index, run) in u.by_offset.chunk_by(|x, y| x.0 == y.0).enumerate() {
-                    if run.len() != 1 {
-                        prev = None;
-                        continue;
-                    }
-                    let r = run[0].1;
-                    if a.first_index[r as usize] != index as u32 {
-                        continue;
-                    }
-                    let Some(w) = writer(r) else {
-                        continue;
-                    };
-                    if let Some(pw) = prev {
-                        if pw != w {
-                            graph.add_edge(pw, w, WW);
-                        }
-                    }
-                    prev = Some(w);
-                }
-            }
-        }
-        // wr, process. With ww edges, a writer whose record sits in an unbroken stretch of its
-        // partition's ww chain already reaches, through that chain, the writer of any later
-        // record of the stretch: of a reader's records in one stretch only the latest needs its
-        // wr edge (Jepsen's "T2's highest read"); the rest would add no reachability, and a
-        // final read of every record would otherwise add an edge per record.
+        let first_barrier = weight.len() as u32;
+        weight.extend((1..=txns.barriers).map(|k| BARRIER + k));
         let chain = if ww_deps {
             chain_segments(a)
         } else {
             Vec::new()
         };
-        let mut last_of_process: HashMap<u32, NodeIndex> = HashMap::new();
-        let mut writers: Vec<NodeIndex> = Vec::new();
-        let mut latest: Vec<(u32, u32, u32, NodeIndex)> = Vec::new();
-        for (i, tx) in t.iter().enumerate() {
-            let Some(me) = node(i as u32) else {
-                continue;
-            };
-            writers.clear();
-            latest.clear();
-            let start = txns.read_start(tx);
-            for (j, rd) in txns.reads(tx).iter().enumerate() {
-                let r = a.read_rec[start + j];
-                let Some(w) = writer(r) else { continue };
-                match chain.get(r as usize).copied().filter(|s| *s != NONE) {
-                    Some(seg) => {
-                        latest.push((txns.unit_of(rd.key), seg, a.first_index[r as usize], w))
-                    }
-                    None if w != me => writers.push(w),
-                    None => {}
-                }
-            }
-            latest.sort_unstable_by_key(|x| (x.0, x.1, std::cmp::Reverse(x.2)));
-            for run in latest.chunk_by(|x, y| x.0 == y.0 && x.1 == y.1) {
-                if run[0].3 != me {
-                    writers.push(run[0].3);
-                }
-            }
-            writers.sort_unstable();
-            writers.dedup();
-            for w in &writers {
-                graph.add_edge(*w, me, WR);
-            }
-            if let Some(prev) = last_of_process.insert(tx.process, me) {
-                graph.add_edge(prev, me, PROCESS);
-            }
+        // Count each node's out-edges, then fill them in place.
+        let mut start = vec![0u64; weight.len() + 1];
+        edges(
+            a,
+            ww_deps,
+            &node_of,
+            &chain,
+            first_barrier,
+            &mut |f, _, _| {
+                start[f as usize + 1] += 1;
+            },
+        );
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
         }
-        // realtime, through the barrier chain
-        let first_barrier = graph.node_count();
-        let barrier_node = |k: u32| NodeIndex::new(first_barrier + k as usize - 1);
-        for k in 1..=txns.barriers {
-            let b = graph.add_node(BARRIER + k);
-            if k > 1 {
-                graph.add_edge(barrier_node(k - 1), b, REALTIME);
-            }
+        let total = start.last().copied().unwrap_or(0) as usize;
+        let mut targets = vec![0u32; total];
+        let mut bits = vec![0u8; total];
+        let mut cursor: Vec<u64> = start[..weight.len()].to_vec();
+        edges(
+            a,
+            ww_deps,
+            &node_of,
+            &chain,
+            first_barrier,
+            &mut |f, to, bit| {
+                let c = &mut cursor[f as usize];
+                targets[*c as usize] = to;
+                bits[*c as usize] = bit;
+                *c += 1;
+            },
+        );
+        DependencyGraph {
+            weight,
+            start,
+            targets,
+            bits,
+            txns,
+            a,
         }
-        for (i, tx) in t.iter().enumerate() {
-            let Some(me) = node(i as u32) else {
-                continue;
-            };
-            if tx.barrier > 0 {
-                graph.add_edge(me, barrier_node(tx.barrier), REALTIME);
-            }
-            if tx.barrier_before > 0 {
-                graph.add_edge(barrier_node(tx.barrier_before), me, REALTIME);
-            }
-        }
-        DependencyGraph { graph, txns, a }
+    }
+
+    /// Node `n`'s out-edges: (target, edge bit).
+    fn out(&self, n: u32) -> impl Iterator<Item = (u32, u8)> + '_ {
+        let (s, e) = (
+            self.start[n as usize] as usize,
+            self.start[n as usize + 1] as usize,
+        );
+        self.targets[s..e]
+            .iter()
+            .copied()
+            .zip(self.bits[s..e].iter().copied())
     }
 
     /// Sizes, for the result's stats.
     pub fn stats(&self) -> Value {
         let mut counts = [0usize; 4];
-        for e in self.graph.edge_weights() {
+        for e in &self.bits {
             counts[e.trailing_zeros() as usize] += 1;
         }
         json!({
-            "nodes": self.graph.node_count(),
+            "nodes": self.weight.len(),
             "edges": {"ww": counts[0], "wr": counts[1], "process": counts[2], "realtime": counts[3]},
         })
     }
 
+    /// The strongly connected components of more than one node (Tarjan's algorithm,
+    /// iterative: million-node chains cannot overflow the stack).
+    fn components(&self) -> Vec<Vec<u32>> {
+        let n = self.weight.len();
+        let mut st = Tarjan {
+            index: vec![NONE; n],
+            low: vec![0; n],
+            on_stack: vec![false; n],
+            stack: Vec::new(),
+            call: Vec::new(),
+            next: 0,
+        };
+        let mut out = Vec::new();
+        for root in 0..n as u32 {
+            if st.index[root as usize] != NONE {
+                continue;
+            }
+            st.visit(root, self.start[root as usize]);
+            while let Some(&(v, pos)) = st.call.last() {
+                if pos < self.start[v as usize + 1] {
+                    if let Some(top) = st.call.last_mut() {
+                        top.1 += 1;
+                    }
+                    let w = self.targets[pos as usize];
+                    if st.index[w as usize] == NONE {
+                        st.visit(w, self.start[w as usize]);
+                    } else if st.on_stack[w as usize] {
+                        st.low[v as usize] = st.low[v as usize].min(st.index[w as usize]);
+                    }
+                    continue;
+                }
+                st.call.pop();
+                if let Some(&(u, _)) = st.call.last() {
+                    st.low[u as usize] = st.low[u as usize].min(st.low[v as usize]);
+                }
+                if st.low[v as usize] == st.index[v as usize] {
+                    let mut comp = Vec::new();
+                    while let Some(w) = st.stack.pop() {
+                        st.on_stack[w as usize] = false;
+                        comp.push(w);
+                        if w == v {
+                            break;
+                        }
+                    }
+                    if comp.len() > 1 {
+                        out.push(comp);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Finds one cycle per strongly connected component and adds it to the findings.
     pub(crate) fn report(&self, findings: &mut Findings) {
-        let mut sccs: Vec<Vec<NodeIndex>> = kosaraju_scc(&self.graph)
-            .into_iter()
-            .filter(|c| c.len() > 1)
-            .collect();
+        let mut sccs = self.components();
         sccs.sort_by_key(|c| {
             c.iter()
-                .map(|n| self.graph[*n])
+                .map(|n| self.weight[*n as usize])
                 .filter(|w| *w < BARRIER)
                 .min()
         });
@@ -225,21 +362,20 @@ impl<'a> DependencyGraph<'a> {
 
     /// The shortest cycle in a component, with the least suspect edge set that has one:
     /// its kind and its steps (from, to, edge bit).
-    fn shortest_cycle(&self, scc: &[NodeIndex]) -> Option<(&'static str, Vec<Step>)> {
-        let local: HashMap<NodeIndex, usize> =
-            scc.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    fn shortest_cycle(&self, scc: &[u32]) -> Option<(&'static str, Vec<Step>)> {
+        let local: HashMap<u32, usize> = scc.iter().enumerate().map(|(i, n)| (*n, i)).collect();
         for mask in SEARCH {
             let mut sub: DiGraph<(), u8> = DiGraph::with_capacity(scc.len(), scc.len() * 2);
             for _ in scc {
                 sub.add_node(());
             }
             for (i, n) in scc.iter().enumerate() {
-                for e in self.graph.edges(*n) {
-                    if e.weight() & mask == 0 {
+                for (to, bit) in self.out(*n) {
+                    if bit & mask == 0 {
                         continue;
                     }
-                    if let Some(&j) = local.get(&e.target()) {
-                        sub.add_edge(NodeIndex::new(i), NodeIndex::new(j), *e.weight());
+                    if let Some(&j) = local.get(&to) {
+                        sub.add_edge(NodeIndex::new(i), NodeIndex::new(j), bit);
                     }
                 }
             }
@@ -251,7 +387,7 @@ impl<'a> DependencyGraph<'a> {
             let mut starts: Vec<NodeIndex> = part
                 .iter()
                 .copied()
-                .filter(|n| self.graph[scc[n.index()]] < BARRIER)
+                .filter(|n| self.weight[scc[n.index()] as usize] < BARRIER)
                 .collect();
             starts.sort();
             for s in starts.into_iter().take(MAX_BFS_STARTS) {
@@ -265,10 +401,10 @@ impl<'a> DependencyGraph<'a> {
             let mut steps = Vec::new();
             let mut used = 0u8;
             // Walk the path from txn to txn; a run of barrier nodes is one realtime step.
-            let mut from = self.graph[scc[path[0].index()]];
+            let mut from = self.weight[scc[path[0].index()] as usize];
             let mut via_barrier = false;
             for w in path.windows(2) {
-                let to = self.graph[scc[w[1].index()]];
+                let to = self.weight[scc[w[1].index()] as usize];
                 if to >= BARRIER {
                     via_barrier = true;
                     continue;
