@@ -15,7 +15,9 @@ use broker::log::batch::build_batch;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use support::{active_controller, create_topic_retrying, records, BrokerProc, Conn};
+use support::{
+    active_controller, create_topic_retrying, lose_page_cache, records, BrokerProc, Conn,
+};
 
 const TOPIC: &str = "fenced";
 const RECORDS: usize = 100;
@@ -131,20 +133,6 @@ fn setup_with(
     (nodes, p)
 }
 
-/// Empties every segment file of partition `p` on `node` and drops its indexes: the records
-/// were in the lost page cache only.
-fn lose_page_cache(node: &BrokerProc, p: usize) {
-    let pdir = node.dir.join(format!("data/{TOPIC}-{p}"));
-    for e in std::fs::read_dir(&pdir).expect("partition dir").flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.ends_with(".log") {
-            std::fs::write(e.path(), b"").expect("empty segment");
-        } else if name.ends_with(".index") || name.ends_with(".timeindex") {
-            std::fs::remove_file(e.path()).expect("remove index");
-        }
-    }
-}
-
 /// The acknowledged values the current leader of `p` does not serve once the restarted broker
 /// is back in the ISR, with a leader epoch of at least `min_epoch` (the leader's own view).
 fn lost_after_recovery(nodes: &[BrokerProc], p: usize, min_epoch: i32) -> Vec<String> {
@@ -196,7 +184,7 @@ fn crash_and_restart_inside_session(nodes: &mut [BrokerProc], p: usize) -> (i32,
     let (leader, epoch, _) = partitions(&nodes[p].addr()).expect("metadata")[p].clone();
     assert_eq!(leader as usize, p + 1);
     nodes[p].kill9();
-    lose_page_cache(&nodes[p], p);
+    lose_page_cache(&nodes[p], TOPIC, p);
     let restarted = Instant::now();
     nodes[p].restart();
     (epoch, restarted)
@@ -231,7 +219,7 @@ fn leader_restarted_after_the_session_with_an_empty_log_loses_nothing() {
     let (mut nodes, p) = setup(dir.path(), "2000", &[]);
     let leader = (p + 1) as i32;
     nodes[p].kill9();
-    lose_page_cache(&nodes[p], p);
+    lose_page_cache(&nodes[p], TOPIC, p);
     let (_, e, _) = wait_for(
         &nodes,
         p,

@@ -36,6 +36,12 @@ pub struct Recipe {
     /// Other bug modes switched on with it: behaviour of the same historical releases without
     /// which the bug's scenario cannot happen (the control runs without any of them).
     pub also: &'static [&'static str],
+    /// The Kafka release whose rules the broker follows for the bug and its control (the
+    /// broker's `kafka.release`), so the recipe stays reproducible whatever the default
+    /// release: 3.6 where the bug needs the high watermark to advance with the ISR below
+    /// min.insync (3.7+ holds it, KAFKA-15583) or needs no Eligible Leader Replicas (4.1's
+    /// default, KIP-966).
+    pub release: &'static str,
 }
 
 /// The client side of a recipe.
@@ -80,6 +86,7 @@ pub const RECIPES: &[Recipe] = &[
         tolerate: &[],
         client: ClientNeeds::Any,
         also: &[],
+        release: "3.6",
     },
     Recipe {
         bug: "read-above-hw",
@@ -91,6 +98,7 @@ pub const RECIPES: &[Recipe] = &[
         tolerate: &[],
         client: ClientNeeds::Any,
         also: &[],
+        release: "3.6",
     },
     Recipe {
         bug: "ignore-min-insync",
@@ -109,6 +117,7 @@ pub const RECIPES: &[Recipe] = &[
         tolerate: UNCLEAN_ELECTION,
         client: ClientNeeds::Any,
         also: &[],
+        release: "3.6",
     },
     Recipe {
         bug: "hw-truncation",
@@ -129,6 +138,7 @@ pub const RECIPES: &[Recipe] = &[
         // restarts fencing the old incarnation they leave the ISR and the scenario cannot
         // happen.
         also: &["restart-without-fencing"],
+        release: "3.6",
     },
     Recipe {
         bug: "epoch-lookup-next-epoch",
@@ -140,6 +150,7 @@ pub const RECIPES: &[Recipe] = &[
         tolerate: &[],
         client: ClientNeeds::Any,
         also: &[],
+        release: "3.6",
     },
     Recipe {
         bug: "isr-join-below-epoch-start",
@@ -151,6 +162,7 @@ pub const RECIPES: &[Recipe] = &[
         tolerate: &[],
         client: ClientNeeds::Any,
         also: &[],
+        release: "3.6",
     },
     Recipe {
         bug: "dedupe-missing",
@@ -162,6 +174,7 @@ pub const RECIPES: &[Recipe] = &[
         tolerate: &[],
         client: ClientNeeds::Idempotent,
         also: &[],
+        release: "3.6",
     },
     Recipe {
         bug: "unclean-regardless",
@@ -180,6 +193,7 @@ pub const RECIPES: &[Recipe] = &[
         tolerate: &[],
         client: ClientNeeds::Any,
         also: &[],
+        release: "3.6",
     },
     Recipe {
         bug: "ignore-abort-markers",
@@ -191,6 +205,7 @@ pub const RECIPES: &[Recipe] = &[
         tolerate: &[],
         client: ClientNeeds::Transactional,
         also: &[],
+        release: "3.6",
     },
     Recipe {
         bug: "offset-commit-before-isr",
@@ -211,6 +226,7 @@ pub const RECIPES: &[Recipe] = &[
         tolerate: UNCLEAN_ELECTION,
         client: ClientNeeds::Group,
         also: &[],
+        release: "3.6",
     },
     Recipe {
         bug: "restart-without-fencing",
@@ -229,6 +245,9 @@ pub const RECIPES: &[Recipe] = &[
         tolerate: &[],
         client: ClientNeeds::Any,
         also: &[],
+        // 4.0 is the release that fixed it (KAFKA-18106): the bug switches its fencing off,
+        // and the control shows the fix (3.6's default refuses the new incarnation instead).
+        release: "4.0",
     },
 ];
 
@@ -274,6 +293,8 @@ pub fn attempt_spec(base: &TestSpec, recipe: &Recipe, control: bool, seed: u64) 
             spec.client.request_timeout_ms = 2000;
         }
     }
+    spec.broker
+        .insert("kafka.release".into(), recipe.release.to_string());
     for (k, v) in recipe.broker {
         spec.broker.insert(k.to_string(), v.to_string());
     }
@@ -466,6 +487,16 @@ mod tests {
         assert_eq!(s.seed, 9);
         assert_eq!(s.nemesis, vec![FaultKind::Partition]);
         assert!(attempt_spec(&base, r, true, 9).bugs.is_empty());
+        // The recipe's release, for the bug and its control alike, whatever the default.
+        for control in [false, true] {
+            let s = attempt_spec(&base, r, control, 9);
+            assert_eq!(s.broker["kafka.release"], "3.6");
+        }
+        let r = recipe("restart-without-fencing").expect("recipe");
+        assert_eq!(
+            attempt_spec(&base, r, true, 9).broker["kafka.release"],
+            "4.0"
+        );
     }
 
     #[test]

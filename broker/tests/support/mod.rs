@@ -504,6 +504,20 @@ pub fn active_controller(node: &BrokerProc) -> i32 {
     }
 }
 
+/// Empties every segment file of `topic-p` on `node` and drops its indexes: the records were
+/// in the lost page cache only (kill -9 of a machine, not just the process).
+pub fn lose_page_cache(node: &BrokerProc, topic: &str, p: usize) {
+    let pdir = node.dir.join(format!("data/{topic}-{p}"));
+    for e in std::fs::read_dir(&pdir).expect("partition dir").flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".log") {
+            std::fs::write(e.path(), b"").expect("empty segment");
+        } else if name.ends_with(".index") || name.ends_with(".timeindex") {
+            std::fs::remove_file(e.path()).expect("remove index");
+        }
+    }
+}
+
 /// How many segment files (`*.log`) a partition directory holds.
 pub fn segment_files(partition_dir: &Path) -> usize {
     std::fs::read_dir(partition_dir)
