@@ -561,6 +561,11 @@ pub enum Behaviour {
     Reorders,
     /// A value was written more than once.
     Duplicates,
+    /// The consumer group's committed offsets went back (`lost-commit`).
+    LosesCommits,
+    /// Another invalidating finding (e.g. a dependency cycle, an aborted read, a read of a
+    /// value nobody wrote): the run is invalid for a reason the kinds above do not name.
+    OtherFinding,
     /// The broker refused most sends (fewer than half acknowledged; at acks=0, more than half
     /// refused outright).
     Unavailable,
@@ -582,6 +587,8 @@ impl Behaviour {
             Behaviour::LosesSentRecords => "loses sent records",
             Behaviour::Reorders => "reorders",
             Behaviour::Duplicates => "duplicates",
+            Behaviour::LosesCommits => "loses committed offsets",
+            Behaviour::OtherFinding => "other finding",
             Behaviour::Unavailable => "unavailable",
             Behaviour::Unknown => "unknown",
             Behaviour::CouldNotRun => "could not run",
@@ -596,6 +603,8 @@ impl Behaviour {
             Behaviour::LosesAcknowledgedWrites | Behaviour::LosesSentRecords => "loss",
             Behaviour::Reorders => "reorder",
             Behaviour::Duplicates => "dup",
+            Behaviour::LosesCommits => "loss",
+            Behaviour::OtherFinding => "other",
             Behaviour::Unavailable => "unavail",
             Behaviour::Unknown | Behaviour::CouldNotRun => "unknown",
             Behaviour::RiskNotShown => "notshown",
@@ -612,6 +621,8 @@ impl Behaviour {
                 | Behaviour::LosesSentRecords
                 | Behaviour::Reorders
                 | Behaviour::Duplicates
+                | Behaviour::LosesCommits
+                | Behaviour::OtherFinding
         )
     }
 }
@@ -678,6 +689,16 @@ pub fn run_behaviour(r: &RunSummary, acks: &str) -> Behaviour {
     }
     if r.duplicated > 0 {
         return Behaviour::Duplicates;
+    }
+    if r.anomalies.get("lost-commit").copied().unwrap_or(0) > 0 && invalidates("lost-commit") {
+        return Behaviour::LosesCommits;
+    }
+    // Any other kind that invalidated the run: never "safe" while the checker says invalid.
+    if r.invalidating
+        .iter()
+        .any(|k| k != "duplicate" && r.anomalies.get(k).copied().unwrap_or(0) > 0)
+    {
+        return Behaviour::OtherFinding;
     }
     let total: u64 = r.sends.iter().sum();
     let served = if acks0 {
@@ -886,6 +907,19 @@ impl Cell {
         }
         if p.no_loss && self.behaviour() == Behaviour::Reorders {
             s.push("the log's order or content diverged between observers".to_string());
+        }
+        match self.behaviour() {
+            Behaviour::LosesCommits if p.no_loss => s.push(
+                "the group's committed offsets went back (lost-commit) although this setting \
+                 promises no loss"
+                    .to_string(),
+            ),
+            Behaviour::OtherFinding => s.push(format!(
+                "an invalidating finding Kafka never allows: {}",
+                self.worst_finding()
+                    .map_or_else(|| "?".to_string(), |(k, _)| k)
+            )),
+            _ => {}
         }
         if p.no_duplicates && self.duplicated() > 0 {
             s.push(format!(
@@ -1364,6 +1398,43 @@ mod tests {
             !promise(&c).no_loss,
             "min.insync=1 lets the leader acknowledge alone"
         );
+    }
+
+    #[test]
+    fn lost_commits_and_other_findings_are_never_safe() {
+        let commit = run(
+            json!({"lost-commit": {"count": 2}}),
+            [100, 0, 0],
+            json!(false),
+        );
+        let commit = RunSummary {
+            invalidating: vec!["lost-commit".into()],
+            ..commit
+        };
+        assert_eq!(behaviour(&commit), Behaviour::LosesCommits);
+        assert!(behaviour(&commit).is_violation());
+        let mut safe_setting = cfg("all", 2);
+        safe_setting.flush = FLUSH_EVERY.into();
+        let c = Cell {
+            config: safe_setting,
+            runs: vec![commit],
+            recipes: vec!["zombie-commit".into()],
+            budget_s: 60.0,
+        };
+        assert!(c.surprise().is_some_and(|s| s.contains("lost-commit")));
+        let cycle = run(json!({"G1c": {"count": 1}}), [100, 0, 0], json!(false));
+        let cycle = RunSummary {
+            invalidating: vec!["G1c".into()],
+            ..cycle
+        };
+        assert_eq!(behaviour(&cycle), Behaviour::OtherFinding);
+        // A kind present but not invalidating (allowed for the run) stays out of it.
+        let allowed = run(json!({"G1c": {"count": 1}}), [100, 0, 0], json!(true));
+        let allowed = RunSummary {
+            invalidating: vec![],
+            ..allowed
+        };
+        assert_eq!(behaviour(&allowed), Behaviour::Safe);
     }
 
     #[test]
