@@ -44,10 +44,10 @@ impl UnitOrder {
 pub struct Analysis<'t> {
     /// The parsed ops.
     pub t: &'t Txns,
-    /// Each record's key id.
-    pub rec_key: Vec<u32>,
+    /// Each record's key id ([`Txns::rec_key`]: records are interned as the history is parsed).
+    pub rec_key: &'t [u32],
     /// Each record's value.
-    pub rec_value: Vec<i64>,
+    pub rec_value: &'t [i64],
     /// Each record's writer: the position in [`Txns::txns`] of the op that sent it ([`NONE`]:
     /// no op sent it).
     pub writer: Vec<u32>,
@@ -64,34 +64,30 @@ pub struct Analysis<'t> {
     pub committed: Vec<bool>,
     /// Per unit: its version order.
     pub units: Vec<UnitOrder>,
-    /// The record of each read, numbered as [`Txns::read_start`] numbers them.
-    pub read_rec: Vec<u32>,
-    ids: IntMap<(u32, i64), u32>,
 }
 
 impl<'t> Analysis<'t> {
     /// Builds the analysis.
     pub fn build(t: &'t Txns) -> Analysis<'t> {
+        let n = t.rec_key.len();
         let mut a = Analysis {
             t,
-            rec_key: Vec::new(),
-            rec_value: Vec::new(),
-            writer: Vec::new(),
-            writer_offset: Vec::new(),
-            first_ok_reader: Vec::new(),
+            rec_key: &t.rec_key,
+            rec_value: &t.rec_value,
+            writer: vec![NONE; n],
+            writer_offset: vec![None; n],
+            first_ok_reader: vec![NONE; n],
             first_index: Vec::new(),
             last_index: Vec::new(),
             committed: vec![false; t.txns.len()],
             units: (0..t.unit_names.len())
                 .map(|_| UnitOrder::default())
                 .collect(),
-            read_rec: Vec::new(),
-            ids: IntMap::default(),
         };
         // Writers: an ok send wins over an earlier attempt of the same value.
         for (i, tx) in t.txns.iter().enumerate() {
             for &(k, v, off) in t.sends(tx) {
-                let r = a.intern(k, v);
+                let Some(r) = t.rec(k, v) else { continue };
                 let w = a.writer[r as usize];
                 if w == NONE || (tx.status == Status::Ok && t.txns[w as usize].status != Status::Ok)
                 {
@@ -101,15 +97,13 @@ impl<'t> Analysis<'t> {
             }
         }
         for (i, tx) in t.txns.iter().enumerate() {
-            let start = t.read_start(tx);
-            if a.read_rec.len() < start {
-                a.read_rec.resize(start, NONE);
+            if tx.status != Status::Ok {
+                continue;
             }
             for r in t.reads(tx) {
-                let id = a.intern(r.key, r.value);
-                a.read_rec.push(id);
-                if tx.status == Status::Ok && a.first_ok_reader[id as usize] == NONE {
-                    a.first_ok_reader[id as usize] = i as u32;
+                let f = &mut a.first_ok_reader[r.rec as usize];
+                if *f == NONE {
+                    *f = i as u32;
                 }
             }
         }
@@ -139,13 +133,14 @@ impl<'t> Analysis<'t> {
                     }
                 }
             }
-            let start = t.read_start(tx);
-            for (j, rd) in t.reads(tx).iter().enumerate() {
-                let r = a.read_rec[start + j];
+            for rd in t.reads(tx) {
+                let r = rd.rec;
                 if let Some(o) = rd.offset() {
                     if seen_at[r as usize] != o {
                         seen_at[r as usize] = o;
-                        a.units[t.unit_of(rd.key) as usize].by_offset.push((o, r));
+                        a.units[t.unit_of(t.key_of(rd)) as usize]
+                            .by_offset
+                            .push((o, r));
                     }
                 }
             }
@@ -173,22 +168,9 @@ impl<'t> Analysis<'t> {
         a
     }
 
-    fn intern(&mut self, key: u32, value: i64) -> u32 {
-        let next = self.rec_key.len() as u32;
-        let id = *self.ids.entry((key, value)).or_insert(next);
-        if id == next {
-            self.rec_key.push(key);
-            self.rec_value.push(value);
-            self.writer.push(NONE);
-            self.writer_offset.push(None);
-            self.first_ok_reader.push(NONE);
-        }
-        id
-    }
-
     /// The record of (key, value), if the history mentions it.
     pub fn rec(&self, key: u32, value: i64) -> Option<u32> {
-        self.ids.get(&(key, value)).copied()
+        self.t.rec(key, value)
     }
 
     /// The unit of a record.
@@ -235,8 +217,9 @@ impl<'t> Analysis<'t> {
         }
         // (unit, poll, segment start, segment end) for each run of one key in one poll.
         let mut start = 0;
-        for run in reads.chunk_by(|a, b| a.key == b.key && a.poll == b.poll) {
-            let unit = self.t.unit_of(run[0].key);
+        let t = self.t;
+        for run in reads.chunk_by(|a, b| t.key_of(a) == t.key_of(b) && a.poll == b.poll) {
+            let unit = t.unit_of(t.key_of(&run[0]));
             out.segs
                 .push((unit, run[0].poll, start as u32, (start + run.len()) as u32));
             start += run.len();

@@ -162,12 +162,16 @@ fn edges(
         };
         writers.clear();
         latest.clear();
-        let start = txns.read_start(tx);
-        for (j, rd) in txns.reads(tx).iter().enumerate() {
-            let r = a.read_rec[start + j];
+        for rd in txns.reads(tx) {
+            let r = rd.rec;
             let Some(w) = writer(r) else { continue };
             match chain.get(r as usize).copied().filter(|s| *s != NONE) {
-                Some(seg) => latest.push((txns.unit_of(rd.key), seg, a.first_index[r as usize], w)),
+                Some(seg) => latest.push((
+                    txns.unit_of(txns.key_of(rd)),
+                    seg,
+                    a.first_index[r as usize],
+                    w,
+                )),
                 None if w != me => writers.push(w),
                 None => {}
             }
@@ -553,12 +557,15 @@ impl<'a> DependencyGraph<'a> {
         self.txns
             .reads(&self.txns.txns[to as usize])
             .iter()
-            .find(|r| {
-                self.a
-                    .rec(r.key, r.value)
-                    .is_some_and(|rec| self.a.writer[rec as usize] == from)
+            .find(|r| self.a.writer[r.rec as usize] == from)
+            .map(|r| {
+                let k = self.txns.key_of(r);
+                (
+                    self.txns.keys[k as usize].as_str(),
+                    self.txns.value_of(r),
+                    r.offset,
+                )
             })
-            .map(|r| (self.txns.keys[r.key as usize].as_str(), r.value, r.offset))
     }
 }
 

@@ -135,6 +135,8 @@ pub enum HistoryError {
 pub struct HistoryWriter {
     inner: Mutex<(BufWriter<File>, u64)>,
     start: Instant,
+    /// Where op times come from instead of `start.elapsed()` (a simulator's virtual time).
+    clock: Option<fn() -> u64>,
 }
 
 impl HistoryWriter {
@@ -143,7 +145,26 @@ impl HistoryWriter {
         Ok(HistoryWriter {
             inner: Mutex::new((BufWriter::new(File::create(path)?), 0)),
             start: Instant::now(),
+            clock: None,
         })
+    }
+
+    /// Creates (truncates) the history file; op times are `clock()` (nanoseconds since the
+    /// test started, e.g. a simulator's virtual time).
+    pub fn create_timed(path: &Path, clock: fn() -> u64) -> std::io::Result<HistoryWriter> {
+        let mut w = Self::create(path)?;
+        w.clock = Some(clock);
+        Ok(w)
+    }
+
+    /// Ops written so far.
+    pub fn len(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// Whether no op was written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Appends an op with the next index and the current time; returns its index.
@@ -157,7 +178,10 @@ impl HistoryWriter {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let op = Op {
             index: g.1,
-            time_ns: self.start.elapsed().as_nanos() as u64,
+            time_ns: match self.clock {
+                Some(clock) => clock(),
+                None => self.start.elapsed().as_nanos() as u64,
+            },
             process,
             op_type,
             f: f.to_string(),

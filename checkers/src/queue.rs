@@ -449,7 +449,7 @@ fn unit_checks(n: &Names, f: &mut Findings) {
         let is_final = final_reader == Some(tx.process as usize);
         for r in t.reads(tx) {
             if let Some(o) = r.offset() {
-                note(r.key, o, r.value, is_final);
+                note(t.key_of(r), o, t.value_of(r), is_final);
             }
         }
     }
@@ -521,10 +521,8 @@ fn record_checks(n: &Names, f: &mut Findings) {
     let mut seen: Vec<Option<(u32, Option<i64>)>> = vec![None; no_writer.len()];
     for (i, tx) in n.t.txns.iter().enumerate() {
         for rd in n.t.reads(tx) {
-            if let Some(r) = a.rec(rd.key, rd.value) {
-                if let Some(&slot) = no_writer.get(&r) {
-                    seen[slot].get_or_insert((i as u32, rd.offset()));
-                }
+            if let Some(&slot) = no_writer.get(&rd.rec) {
+                seen[slot].get_or_insert((i as u32, rd.offset()));
             }
         }
     }
@@ -629,15 +627,14 @@ fn op_checks(n: &Names, f: &mut Findings) {
         if !t.sends(tx).is_empty() {
             let mut reported: Vec<u32> = Vec::new();
             for r in t.reads(tx) {
-                let own = a
-                    .rec(r.key, r.value)
-                    .is_some_and(|rec| a.writer[rec as usize] == i);
-                if own && !reported.contains(&r.key) {
-                    reported.push(r.key);
+                let own = a.writer[r.rec as usize] == i;
+                let key = t.key_of(r);
+                if own && !reported.contains(&key) {
+                    reported.push(key);
                     f.add(
                         "precommitted-read",
-                        json!({"key": n.key(r.key), "partition": n.partition(t.unit_of(r.key)),
-                               "value": r.value, "offset": r.offset(),
+                        json!({"key": n.key(key), "partition": n.partition(t.unit_of(key)),
+                               "value": t.value_of(r), "offset": r.offset(),
                                "process": n.process(i), "op": tx.index}),
                     );
                 }
@@ -650,9 +647,9 @@ fn op_checks(n: &Names, f: &mut Findings) {
             if let Some(prev) = m.get(&unit) {
                 let d = delta(prev.index, idx(first));
                 if d != 1 {
-                    let ex = json!({"key": n.key(first.key), "partition": n.partition(unit),
-                                        "keys": [n.key(prev.key), n.key(first.key)],
-                                        "values": [prev.value, first.value], "delta": d,
+                    let ex = json!({"key": n.key(t.key_of(first)), "partition": n.partition(unit),
+                                        "keys": [n.key(prev.key), n.key(t.key_of(first))],
+                                        "values": [prev.value, t.value_of(first)], "delta": d,
                                         "offset": first.offset(), "process": n.process(i),
                                         "ops": [n.op(prev.op), json!(tx.index)]});
                     let between = (prev.index, idx(first));
@@ -667,9 +664,9 @@ fn op_checks(n: &Names, f: &mut Findings) {
                     if d == 1 {
                         continue;
                     }
-                    let ex = json!({"key": n.key(y.key), "partition": n.partition(unit),
-                                        "keys": [n.key(x.key), n.key(y.key)],
-                                        "values": [x.value, y.value], "delta": d,
+                    let ex = json!({"key": n.key(t.key_of(y)), "partition": n.partition(unit),
+                                        "keys": [n.key(t.key_of(x)), n.key(t.key_of(y))],
+                                        "values": [t.value_of(x), t.value_of(y)], "delta": d,
                                         "offsets": [x.offset(), y.offset()],
                                         "process": n.process(i), "op": tx.index});
                     let kinds = ["int-poll-skip", "int-nonmonotonic-poll"];
@@ -682,8 +679,8 @@ fn op_checks(n: &Names, f: &mut Findings) {
                     unit,
                     Last {
                         index: idx(last),
-                        key: last.key,
-                        value: last.value,
+                        key: t.key_of(last),
+                        value: t.value_of(last),
                         op: i,
                     },
                 );

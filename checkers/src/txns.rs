@@ -57,17 +57,16 @@ pub type Send = (u32, i64, Option<i64>);
 /// The offset of a record read without one (`[null, v]`).
 pub const NO_OFFSET: i64 = i64::MIN;
 
-/// One record a poll returned.
+/// One record a poll returned (16 bytes: the (key, value) pair is interned as a record,
+/// [`Txns::key_of`] and [`Txns::value_of`] give it back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadRec {
-    /// Key id.
-    pub key: u32,
+    /// The record (key, value) read: an index into [`Txns::rec_key`] and [`Txns::rec_value`].
+    pub rec: u32,
     /// Which poll micro-op of its op returned it (0, 1, ...).
     pub poll: u32,
     /// Offset ([`NO_OFFSET`] when the history has none).
     pub offset: i64,
-    /// Value.
-    pub value: i64,
 }
 
 impl ReadRec {
@@ -139,6 +138,11 @@ pub struct Txns {
     pub unit_names: Vec<String>,
     /// The unit of each partition number (u32::MAX for partitions never seen).
     partition_unit: Vec<u32>,
+    /// Each record's key id: every (key, value) sent or read, interned as it was parsed.
+    pub rec_key: Vec<u32>,
+    /// Each record's value.
+    pub rec_value: Vec<i64>,
+    rec_ids: FastMap<(u32, i64), u32>,
 }
 
 fn slice<'s, T>(store: &'s [T], r: &Range<u32>) -> &'s [T] {
@@ -165,7 +169,32 @@ impl Txns {
     /// The op's reads split into runs of one key, as the poll returned them.
     pub fn read_groups<'s>(&'s self, t: &Txn) -> impl Iterator<Item = &'s [ReadRec]> + 's {
         self.reads(t)
-            .chunk_by(|a, b| a.key == b.key && a.poll == b.poll)
+            .chunk_by(|a, b| self.key_of(a) == self.key_of(b) && a.poll == b.poll)
+    }
+
+    /// The key id of a read.
+    pub fn key_of(&self, r: &ReadRec) -> u32 {
+        self.rec_key[r.rec as usize]
+    }
+
+    /// The value of a read.
+    pub fn value_of(&self, r: &ReadRec) -> i64 {
+        self.rec_value[r.rec as usize]
+    }
+
+    /// The record of (key, value), if the history sends or reads it.
+    pub fn rec(&self, key: u32, value: i64) -> Option<u32> {
+        self.rec_ids.get(&(key, value)).copied()
+    }
+
+    fn intern_rec(&mut self, key: u32, value: i64) -> u32 {
+        let next = self.rec_key.len() as u32;
+        let id = *self.rec_ids.entry((key, value)).or_insert(next);
+        if id == next {
+            self.rec_key.push(key);
+            self.rec_value.push(value);
+        }
+        id
     }
 
     /// The keys/partitions an `assign`/`subscribe` op names.
@@ -420,12 +449,14 @@ impl Builder {
         match self.current {
             Current::Invoke(pid) => {
                 let k = self.key_id(key);
+                self.out.intern_rec(k, value);
                 if let Some(o) = self.open.get_mut(&pid) {
                     o.sends.push((k, value, offset));
                 }
             }
             Current::Complete { .. } => {
                 let k = self.key_id(key);
+                self.out.intern_rec(k, value);
                 self.out.send_store.push((k, value, offset));
             }
             Current::None => {}
@@ -453,11 +484,11 @@ impl Builder {
     /// records of one key intern it once.
     pub fn read_key(&mut self, key: u32, offset: Option<i64>, value: i64) {
         if let Current::Complete { polls, .. } = self.current {
+            let rec = self.out.intern_rec(key, value);
             self.out.read_store.push(ReadRec {
-                key,
+                rec,
                 poll: polls.saturating_sub(1),
                 offset: offset.unwrap_or(NO_OFFSET),
-                value,
             });
         }
     }
