@@ -47,6 +47,17 @@ where
     }
 }
 
+/// 16 bytes from the thread's [`SeededRng`] on a simulation thread (None elsewhere: callers
+/// use the OS's entropy there, as before).
+pub fn simulated_random_16() -> Option<[u8; 16]> {
+    if !is_simulated() {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    rand_core_06::RngCore::fill_bytes(&mut SeededRng, &mut out);
+    Some(out)
+}
+
 /// A small per-thread generator (SplitMix64) for openraft's election timeouts. Its seed comes
 /// from std's `RandomState` once per thread: random in production, fixed by the seed under the
 /// simulator, which makes std's hash keys deterministic.

@@ -4,7 +4,9 @@
 //! leaders.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's Instant: the real clock in production, virtual time under `harness sim`.
+use tokio::time::Instant;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};

@@ -141,6 +141,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             harness::serve::serve(&args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sim(args) => {
+            let code = harness::sim::run(&args)?;
+            Ok(ExitCode::from(code))
+        }
         Command::Check { run } => {
             let code = harness::run::check_run(&run)?;
             Ok(ExitCode::from(code))

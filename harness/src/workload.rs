@@ -131,26 +131,35 @@ pub fn create_topic(bootstrap: &str, spec: &TestSpec) -> Result<()> {
     }
     rt.block_on(async {
         let admin = client::Admin::new(config)?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            match admin
-                .create_topic(topic.clone(), Duration::from_secs(15))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                // TOPIC_ALREADY_EXISTS: an earlier attempt created it.
-                Err(client::Error::Broker { code, .. }) if code.0 == 36 => {
-                    admin
-                        .wait_for_leaders(TOPIC, spec.partitions as i32, Duration::from_secs(30))
-                        .await?;
-                    return Ok(());
-                }
-                Err(e) if std::time::Instant::now() > deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-            }
-        }
+        create_topic_retrying(&admin, topic).await
     })
     .with_context(|| format!("creating topic {TOPIC}"))
+}
+
+/// Creates `topic`, retrying for up to a minute (tokio's clock: virtual under `harness sim`),
+/// until it exists and every partition has a leader (TOPIC_ALREADY_EXISTS: an earlier attempt
+/// created it).
+pub async fn create_topic_retrying(
+    admin: &client::Admin,
+    topic: client::NewTopic,
+) -> Result<(), client::Error> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match admin
+            .create_topic(topic.clone(), Duration::from_secs(15))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(client::Error::Broker { code, .. }) if code.0 == 36 => {
+                admin
+                    .wait_for_leaders(&topic.name, topic.partitions, Duration::from_secs(30))
+                    .await?;
+                return Ok(());
+            }
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
 }
 
 /// Runs the workload's main phase for the spec's time limit (or until `stop`); returns how many

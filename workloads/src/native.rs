@@ -200,7 +200,31 @@ fn commit_refused(e: &client::Error) -> bool {
     }
 }
 
-fn records(parts: Vec<PartitionRecords>) -> Vec<Record> {
+/// Assigns `partitions` of `topic` to `c`; the newly assigned ones start at offset 0 (the log
+/// start is found, and reset to, on the first fetch).
+pub async fn assign_from_start(
+    c: &mut Consumer,
+    topic: &str,
+    partitions: &[u32],
+) -> Result<(), client::Error> {
+    let tps: Vec<TopicPartition> = partitions
+        .iter()
+        .map(|p| TopicPartition::new(topic.to_string(), *p as i32))
+        .collect();
+    let fresh: Vec<TopicPartition> = tps
+        .iter()
+        .filter(|tp| !c.assignment().contains(tp))
+        .cloned()
+        .collect();
+    c.assign(tps);
+    for tp in &fresh {
+        c.seek(tp, Seek::Offset(0)).await?;
+    }
+    Ok(())
+}
+
+/// The workload's records of a poll's partitions (keys as text, values as integers).
+pub fn records(parts: Vec<PartitionRecords>) -> Vec<Record> {
     let mut out = Vec::new();
     for part in parts {
         for r in part.records {
@@ -384,25 +408,9 @@ impl QueueClient for NativeClient {
         let Reader::Assigned(c) = &mut self.reader else {
             return Err(ClientError("consumer is not in assign mode".into()));
         };
-        let tps: Vec<TopicPartition> = partitions
-            .iter()
-            .map(|p| TopicPartition::new(topic.clone(), *p as i32))
-            .collect();
-        let fresh: Vec<TopicPartition> = tps
-            .iter()
-            .filter(|tp| !c.assignment().contains(tp))
-            .cloned()
-            .collect();
-        c.assign(tps);
-        self.rt.block_on(async {
-            for tp in &fresh {
-                // Offset 0: the log start is found (and reset to) on the first fetch.
-                c.seek(tp, Seek::Offset(0))
-                    .await
-                    .map_err(|e| err("seek", e))?;
-            }
-            Ok(())
-        })
+        self.rt
+            .block_on(assign_from_start(c, &topic, partitions))
+            .map_err(|e| err("seek", e))
     }
 
     fn subscribe(&mut self) -> Result<(), ClientError> {

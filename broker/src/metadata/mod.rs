@@ -122,6 +122,9 @@ pub enum Reregistration {
 pub fn new_incarnation() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 16];
+    if let Some(seeded) = crate::runtime::simulated_random_16() {
+        return seeded.iter().map(|b| format!("{b:02x}")).collect();
+    }
     let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
     if read.is_err() {
         let here = &bytes as *const _ as usize as u64;

@@ -1,0 +1,518 @@
+//! `harness sim`: the whole cluster (brokers with their Raft metadata quorum), the native
+//! client's queue workload and a nemesis in one process, on one thread, in virtual time, every
+//! choice drawn from one seed. The run is stored like a real one (`test.json`,
+//! `history.jsonl`, `results.json`, `report.html`), so `harness check` and `harness report`
+//! work on it. `--seeds N` sweeps seeds, each in a child process of its own, and prints the
+//! command that replays each failing seed. See docs/SIMULATION.md for what is and is not
+//! simulated.
+
+pub mod clock;
+pub mod disk;
+pub mod entropy;
+pub mod nemesis;
+pub mod net;
+pub mod workload;
+pub mod world;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use checkers::HistoryWriter;
+use clap::Args;
+use results::store::RunDir;
+
+use crate::spec::{FaultKind, TestSpec};
+use nemesis::SimFault;
+
+/// Flags of `harness sim`.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// The seed of everything: schedule, latencies, operations, hash keys, election timeouts.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Sweep this many seeds from --seed on, each in its own process; print each failing seed
+    /// with the command that replays it.
+    #[arg(long)]
+    pub seeds: Option<u64>,
+    /// Broker nodes (the first three are also the Raft controllers).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
+    /// Simulated seconds of the main phase (faults and workload).
+    #[arg(long = "time-limit", default_value_t = 30)]
+    pub time_limit: u64,
+    /// Simulated seconds the final reads may take after the heal.
+    #[arg(long = "final-time-limit", default_value_t = 30)]
+    pub final_time_limit: u64,
+    /// Fault kinds (repeatable or comma-separated); `--no-faults` for none.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SimFault::Partition, SimFault::Kill, SimFault::Pause, SimFault::Clock])]
+    pub nemesis: Vec<SimFault>,
+    /// Inject no faults.
+    #[arg(long = "no-faults")]
+    pub no_faults: bool,
+    /// Mean simulated seconds between faults.
+    #[arg(long = "nemesis-interval", default_value_t = 6)]
+    pub nemesis_interval: u64,
+    /// Workload partitions.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: u32,
+    /// Replication factor.
+    #[arg(long = "replication-factor", default_value_t = 3)]
+    pub replication_factor: u16,
+    /// Client ops per simulated second over all workers.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Concurrent client workers.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u64,
+    /// Producer acks: all, 1 or 0.
+    #[arg(long, default_value = "all")]
+    pub acks: String,
+    /// A broker property, `key=value` (repeatable), e.g. `min.insync.replicas=2`.
+    #[arg(long = "broker", value_name = "KEY=VALUE")]
+    pub broker: Vec<String>,
+    /// A historical bug mode every broker runs with (repeatable).
+    #[arg(long = "bug")]
+    pub bugs: Vec<String>,
+    /// The run store.
+    #[arg(long, default_value = "store")]
+    pub store: PathBuf,
+    /// The test name (the folder under the store).
+    #[arg(long, default_value = "sim")]
+    pub name: String,
+    /// Trace level of the brokers, client and simulator into the run's sim.log (e.g. `debug`,
+    /// `info`, `broker=debug`); lines carry virtual time and node.
+    #[arg(long)]
+    pub trace: Option<String>,
+    /// Keep the brokers' data directories in the run folder (removed by default).
+    #[arg(long = "keep-data")]
+    pub keep_data: bool,
+    /// Virtual milliseconds per step of the world.
+    #[arg(long = "tick-ms", default_value_t = 1)]
+    pub tick_ms: u64,
+}
+
+/// The spec recorded in `test.json` (what `harness check` reads back).
+pub fn spec_of(args: &SimArgs) -> Result<TestSpec> {
+    let mut spec = TestSpec {
+        name: args.name.clone(),
+        nodes: args.nodes as usize,
+        replication_factor: args.replication_factor,
+        partitions: args.partitions,
+        rate: args.rate,
+        concurrency: args.concurrency as usize,
+        time_limit: args.time_limit,
+        final_time_limit: args.final_time_limit,
+        seed: args.seed,
+        store: args.store.clone(),
+        bugs: args.bugs.clone(),
+        nemesis: Vec::new(),
+        ..TestSpec::default()
+    };
+    spec.client.acks = args
+        .acks
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--acks {}: {e}", args.acks))?;
+    for kv in &args.broker {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--broker {kv}: expected key=value"))?;
+        spec.broker
+            .insert(k.trim().to_string(), v.trim().to_string());
+    }
+    if !args.no_faults {
+        for f in &args.nemesis {
+            let kind = match f {
+                SimFault::Partition => FaultKind::Partition,
+                SimFault::Kill => FaultKind::Kill,
+                SimFault::Pause => FaultKind::Pause,
+                SimFault::Clock => FaultKind::Clock,
+            };
+            if !spec.nemesis.contains(&kind) {
+                spec.nemesis.push(kind);
+            }
+        }
+    }
+    Ok(spec)
+}
+
+/// The address of node `id` (1-based) on the simulated network.
+fn addr_of(id: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8))
+}
+
+/// What one simulation produced.
+#[derive(Debug, Clone)]
+pub struct SimOutcome {
+    /// The run folder.
+    pub run: PathBuf,
+    /// Simulated seconds.
+    pub simulated_s: f64,
+    /// Wall seconds of the simulation (without checking).
+    pub wall_s: f64,
+    /// History ops.
+    pub ops: u64,
+    /// Whether the final reads reached every partition's end.
+    pub final_complete: bool,
+}
+
+/// Runs one seed: stores the run, simulates, checks. Returns the checker's exit code (0 valid,
+/// 1 invalid, 2 unknown).
+pub fn run(args: &SimArgs) -> Result<u8> {
+    if let Some(n) = args.seeds {
+        return sweep(args, n);
+    }
+    let spec = spec_of(args)?;
+    let run = RunDir::create(&args.store, &args.name, SystemTime::now())
+        .context("creating the run's store folder")?;
+    let command_line: Vec<String> = std::env::args().collect();
+    let test_json = serde_json::json!({
+        "spec": spec,
+        "seed": args.seed,
+        "command_line": command_line,
+        "versions": { "harness": env!("CARGO_PKG_VERSION") },
+    });
+    run.write_json(&run.test_json(), &test_json)
+        .context("writing test.json")?;
+    // What only a simulation has, beside test.json (whose fields the report reads strictly).
+    let sim_json = serde_json::json!({
+        "simulated": true,
+        "seed": args.seed,
+        "nodes": args.nodes,
+        "tick_ms": args.tick_ms,
+        "nemesis": if args.no_faults { Vec::new() } else {
+            args.nemesis.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>()
+        },
+        "nemesis_interval_s": args.nemesis_interval,
+        "replay": replay_command(args, args.seed),
+    });
+    run.write_json(&run.path.join("sim.json"), &sim_json)
+        .context("writing sim.json")?;
+    println!("harness sim: seed {} → {}", args.seed, run.path.display());
+    let outcome = simulate(args, &spec, &run.path)?;
+    println!(
+        "harness sim: {:.1} simulated s in {:.2} wall s ({:.0}x), {} history ops{}",
+        outcome.simulated_s,
+        outcome.wall_s,
+        outcome.simulated_s / outcome.wall_s.max(1e-9),
+        outcome.ops,
+        if outcome.final_complete {
+            ""
+        } else {
+            "; the final reads did not reach every partition's end"
+        }
+    );
+    let code = crate::run::check_run(&run.path)?;
+    if code != 0 {
+        println!(
+            "harness sim: replay with: {}",
+            replay_command(args, args.seed)
+        );
+    }
+    Ok(code)
+}
+
+/// The command that replays `seed` with `args`' other flags, with tracing into sim.log.
+pub fn replay_command(args: &SimArgs, seed: u64) -> String {
+    let mut out = vec![
+        "harness".to_string(),
+        "sim".into(),
+        "--seed".into(),
+        seed.to_string(),
+    ];
+    out.extend(child_flags(args));
+    out.extend(["--trace".to_string(), "debug".into()]);
+    out.join(" ")
+}
+
+/// `--seeds N`: each seed in a child `harness sim --seed S` (one simulation per process keeps
+/// the process-wide entropy override and tokio's seed counter at their starting points).
+fn sweep(args: &SimArgs, n: u64) -> Result<u8> {
+    let exe = std::env::current_exe().context("finding the harness binary")?;
+    let mut failing = Vec::new();
+    let mut worst = 0u8;
+    for seed in args.seed..args.seed + n {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("sim").arg("--seed").arg(seed.to_string());
+        cmd.args(child_flags(args));
+        let out = cmd
+            .output()
+            .with_context(|| format!("running seed {seed}"))?;
+        let code = out.status.code().unwrap_or(255).clamp(0, 255) as u8;
+        let verdict = match code {
+            0 => "valid",
+            1 => "INVALID",
+            2 => "unknown",
+            _ => "crashed",
+        };
+        println!("seed {seed}: {verdict}");
+        if code != 0 {
+            failing.push((seed, code));
+            worst = worst.max(code.min(2));
+            if code > 2 {
+                eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    }
+    println!("{} of {n} seeds valid", n - failing.len() as u64);
+    for (seed, _) in &failing {
+        println!("replay: {}", replay_command(args, *seed));
+    }
+    Ok(worst)
+}
+
+fn child_flags(args: &SimArgs) -> Vec<String> {
+    let mut v = vec![
+        "--nodes".to_string(),
+        args.nodes.to_string(),
+        "--time-limit".into(),
+        args.time_limit.to_string(),
+        "--final-time-limit".into(),
+        args.final_time_limit.to_string(),
+        "--nemesis-interval".into(),
+        args.nemesis_interval.to_string(),
+        "--partitions".into(),
+        args.partitions.to_string(),
+        "--replication-factor".into(),
+        args.replication_factor.to_string(),
+        "--rate".into(),
+        args.rate.to_string(),
+        "--concurrency".into(),
+        args.concurrency.to_string(),
+        "--acks".into(),
+        args.acks.clone(),
+        "--store".into(),
+        args.store.display().to_string(),
+        "--name".into(),
+        args.name.clone(),
+        "--tick-ms".into(),
+        args.tick_ms.to_string(),
+    ];
+    if args.no_faults {
+        v.push("--no-faults".into());
+    } else {
+        let kinds: Vec<String> = args
+            .nemesis
+            .iter()
+            .map(|f| format!("{f:?}").to_lowercase())
+            .collect();
+        v.push("--nemesis".into());
+        v.push(kinds.join(","));
+    }
+    for b in &args.broker {
+        v.push("--broker".into());
+        v.push(b.clone());
+    }
+    for b in &args.bugs {
+        v.push("--bug".into());
+        v.push(b.clone());
+    }
+    if args.keep_data {
+        v.push("--keep-data".into());
+    }
+    v
+}
+
+/// Prints virtual time and the node stepped in trace lines.
+struct VirtualTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let ns = clock::now_ns();
+        write!(
+            w,
+            "{:>4}.{:03}s n{}",
+            ns / 1_000_000_000,
+            (ns / 1_000_000) % 1_000,
+            clock::current_node()
+        )
+    }
+}
+
+/// Simulates the run into `dir` (history.jsonl) on a fresh thread with seeded entropy.
+pub fn simulate(args: &SimArgs, spec: &TestSpec, dir: &Path) -> Result<SimOutcome> {
+    entropy::enable(args.seed);
+    let (args2, spec2, dir2) = (args.clone(), spec.clone(), dir.to_path_buf());
+    let started = std::time::Instant::now();
+    let handle = std::thread::Builder::new()
+        .name("sim".into())
+        .spawn(move || -> Result<SimOutcome> {
+            let trace_file = match &args2.trace {
+                Some(_) => {
+                    Some(std::fs::File::create(dir2.join("sim.log")).context("creating sim.log")?)
+                }
+                None => None,
+            };
+            match (trace_file, &args2.trace) {
+                (Some(f), Some(level)) => {
+                    let sub = tracing_subscriber::fmt()
+                        .with_writer(std::sync::Mutex::new(f))
+                        .with_ansi(false)
+                        .with_timer(VirtualTime)
+                        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+                        .finish();
+                    tracing::subscriber::with_default(sub, || simulate_here(&args2, &spec2, &dir2))
+                }
+                _ => tracing::subscriber::with_default(
+                    tracing::subscriber::NoSubscriber::default(),
+                    || simulate_here(&args2, &spec2, &dir2),
+                ),
+            }
+        })
+        .context("starting the simulation thread")?;
+    let r = handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("the simulation panicked"))?;
+    entropy::disable();
+    let mut outcome = r?;
+    outcome.wall_s = started.elapsed().as_secs_f64();
+    Ok(outcome)
+}
+
+/// The simulation proper, on the simulation thread.
+fn simulate_here(args: &SimArgs, spec: &TestSpec, dir: &Path) -> Result<SimOutcome> {
+    use broker::runtime::set_simulated;
+    let net = net::SimNet::new(
+        args.seed ^ 0x006e_6574_776f_726b,
+        Duration::from_micros(500),
+        Duration::from_micros(2_500),
+    );
+    let disk = Arc::new(disk::SimDisk::default());
+    set_simulated(true);
+    broker::transport::set_thread_transport(Some(Arc::new(net::BrokerTransport(net.clone()))));
+    client::conn::set_thread_connector(Some(Arc::new(net::ClientConnector(net.clone()))));
+    broker::storage::set_thread_observer(Some(disk.clone()));
+    let result = simulate_world(args, spec, dir, net, disk);
+    broker::storage::set_thread_observer(None);
+    client::conn::set_thread_connector(None);
+    broker::transport::set_thread_transport(None);
+    set_simulated(false);
+    result
+}
+
+fn simulate_world(
+    args: &SimArgs,
+    spec: &TestSpec,
+    dir: &Path,
+    net: Arc<net::SimNet>,
+    disk: Arc<disk::SimDisk>,
+) -> Result<SimOutcome> {
+    let data = dir.join("sim-data");
+    let addrs: Vec<IpAddr> = (1..=args.nodes).map(addr_of).collect();
+    let mut nodes = Vec::new();
+    for i in 0..args.nodes as usize {
+        let ndir = data.join(format!("n{}", i + 1));
+        std::fs::create_dir_all(&ndir).with_context(|| format!("creating {}", ndir.display()))?;
+        let text = crate::deploy::broker_properties(spec, i, &addrs, &ndir);
+        let props: Vec<(String, String)> = broker::config::parse_properties(&text, "sim")
+            .context("broker properties")?
+            .into_iter()
+            .filter(|(k, _)| k != "metrics.listener")
+            .collect();
+        nodes.push(world::Node::new(
+            i as u32 + 1,
+            props,
+            ndir,
+            args.bugs.clone(),
+        ));
+    }
+    let tick = Duration::from_millis(args.tick_ms.max(1));
+    let mut world = world::World::new(nodes, net, disk, tick)?;
+    for n in &mut world.nodes {
+        n.start()?;
+    }
+    let history = Arc::new(
+        HistoryWriter::create_timed(&dir.join("history.jsonl"), clock::now_ns)
+            .context("creating history.jsonl")?,
+    );
+    let bootstrap: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{a}:{}", crate::deploy::KAFKA_PORT))
+        .collect();
+    let settings = crate::workload::settings(spec, &bootstrap.join(","));
+    let client_config =
+        workloads::native::config(&settings, "jepsen-sim").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let topic_keys = ["min.insync.replicas", "unclean.leader.election.enable"];
+    let main_end = Duration::from_secs(args.time_limit);
+    let wcfg = workload::WorkloadConfig {
+        client: client_config,
+        topic: crate::workload::TOPIC.to_string(),
+        partitions: args.partitions,
+        replication_factor: args.replication_factor as i16,
+        topic_configs: spec
+            .broker
+            .iter()
+            .filter(|(k, _)| topic_keys.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        seed: args.seed,
+        concurrency: args.concurrency.max(1),
+        rate: args.rate,
+        main_end,
+        final_limit: Duration::from_secs(args.final_time_limit),
+    };
+    let settle = Duration::from_secs(10);
+    let work = world
+        .control
+        .spawn(workload::run(wcfg, history.clone(), settle));
+    let kinds: BTreeSet<SimFault> = if args.no_faults {
+        BTreeSet::new()
+    } else {
+        args.nemesis.iter().copied().collect()
+    };
+    let schedule = nemesis::schedule(
+        args.seed,
+        &kinds,
+        args.nodes,
+        Duration::from_secs(5),
+        main_end,
+        Duration::from_secs(args.nemesis_interval.max(1)),
+    );
+    let hard_end = main_end + settle + Duration::from_secs(args.final_time_limit + 60);
+    let mut next = 0;
+    let mut healed = false;
+    while !work.is_finished() {
+        let now = Duration::from_nanos(clock::now_ns());
+        while next < schedule.len() && schedule[next].at_ns <= clock::now_ns() {
+            nemesis::apply(&mut world, &schedule[next].action, &history)?;
+            next += 1;
+        }
+        if !healed && now >= main_end {
+            nemesis::heal_all(&mut world, &history)?;
+            healed = true;
+        }
+        if now >= hard_end {
+            tracing::warn!("the simulation reached its hard end before the workload finished");
+            break;
+        }
+        world.step();
+    }
+    let summary = if work.is_finished() {
+        match world.control.block_on(work) {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "the simulated workload failed");
+                None
+            }
+            Err(e) => return Err(anyhow::anyhow!("the simulated workload panicked: {e}")),
+        }
+    } else {
+        work.abort();
+        None
+    };
+    let simulated_s = clock::now_ns() as f64 / 1e9;
+    world.shutdown();
+    if !args.keep_data {
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    Ok(SimOutcome {
+        run: dir.to_path_buf(),
+        simulated_s,
+        wall_s: 0.0,
+        ops: history.len(),
+        final_complete: summary.as_ref().is_some_and(|s| s.final_complete),
+    })
+}

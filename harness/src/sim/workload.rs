@@ -1,0 +1,272 @@
+//! The queue workload inside the simulation: the native client's producer and consumer, the
+//! seeded operation generator and the history values of real runs (`workloads`), driven as
+//! tasks on the client side's runtime in virtual time. Workers send and poll (and reassign)
+//! for the main phase; a worker whose op ends `info` continues as a new process with fresh
+//! clients, as in real runs. Then, after the world healed every fault, a final reader reads
+//! every partition from the start to its end. Transactions, consumer groups and client
+//! crashes are not driven yet.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use checkers::OpType;
+use client::{Consumer, Outcome, Producer, Seek, TopicPartition};
+use serde_json::json;
+use workloads::client::SendResult;
+use workloads::queue::{Invocation, Mop, QueueConfig, QueueGenerator};
+use workloads::runner::{poll_value, send_value, FINAL_PROCESS};
+
+use checkers::HistoryWriter;
+
+/// How long one poll op waits for records.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// What the workload needs.
+#[derive(Debug, Clone)]
+pub struct WorkloadConfig {
+    /// The client configuration (bootstrap, acks, timeouts).
+    pub client: client::Config,
+    /// The topic.
+    pub topic: String,
+    /// Its partitions.
+    pub partitions: u32,
+    /// Its replication factor.
+    pub replication_factor: i16,
+    /// Topic configs (`min.insync.replicas`, ...).
+    pub topic_configs: Vec<(String, String)>,
+    /// The generator's seed.
+    pub seed: u64,
+    /// Concurrent workers.
+    pub concurrency: u64,
+    /// Target ops per second over all workers.
+    pub rate: f64,
+    /// When the main phase ends (virtual time since the start).
+    pub main_end: Duration,
+    /// How long the final reads may take after the heal.
+    pub final_limit: Duration,
+}
+
+/// What the workload did.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadSummary {
+    /// Client ops completed in the main phase.
+    pub ops: u64,
+    /// Whether the final reader reached every partition's end.
+    pub final_complete: bool,
+}
+
+fn since_start() -> Duration {
+    Duration::from_nanos(super::clock::now_ns())
+}
+
+/// Creates the topic (retrying until it exists and has leaders, up to a minute).
+async fn create_topic(cfg: &WorkloadConfig) -> Result<()> {
+    let admin = client::Admin::new(cfg.client.clone()).context("admin client")?;
+    let mut topic = client::NewTopic::new(
+        cfg.topic.clone(),
+        cfg.partitions as i32,
+        cfg.replication_factor,
+    );
+    for (k, v) in &cfg.topic_configs {
+        topic = topic.config(k.clone(), v.clone());
+    }
+    crate::workload::create_topic_retrying(&admin, topic)
+        .await
+        .context("creating the workload topic")
+}
+
+/// A worker's clients.
+struct Clients {
+    producer: Producer,
+    consumer: Consumer,
+}
+
+async fn open(cfg: &WorkloadConfig, process: u64) -> Result<Clients> {
+    let mut c = cfg.client.clone();
+    c.client_id = format!("jepsen-{process}");
+    let producer = Producer::new(c.clone()).context("producer")?;
+    let consumer = Consumer::new(c).context("consumer")?;
+    let mut clients = Clients { producer, consumer };
+    let all: Vec<u32> = (0..cfg.partitions).collect();
+    assign(cfg, &mut clients.consumer, &all).await?;
+    Ok(clients)
+}
+
+async fn assign(cfg: &WorkloadConfig, c: &mut Consumer, partitions: &[u32]) -> Result<()> {
+    workloads::native::assign_from_start(c, &cfg.topic, partitions)
+        .await
+        .context("seek")
+}
+
+async fn worker(
+    cfg: Arc<WorkloadConfig>,
+    first: u64,
+    generator: Arc<Mutex<QueueGenerator>>,
+    history: Arc<HistoryWriter>,
+) -> Result<u64> {
+    let gap = Duration::from_secs_f64(cfg.concurrency as f64 / cfg.rate.max(0.001));
+    let mut process = first;
+    let mut ops = 0;
+    let mut clients = open(&cfg, process).await?;
+    while since_start() < cfg.main_end {
+        let inv = generator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_op();
+        history.invoke(process, inv.f(), inv.to_json())?;
+        let (t, v) = match &inv {
+            Invocation::Send(Mop::Send {
+                key,
+                partition,
+                value,
+            }) => {
+                let out = clients
+                    .producer
+                    .send(
+                        &cfg.topic,
+                        Some(*partition as i32),
+                        Some(Bytes::from(key.clone())),
+                        Some(Bytes::from(value.to_string())),
+                    )
+                    .await;
+                let result = match out {
+                    Outcome::Ok(offset) => SendResult::Ok(offset),
+                    Outcome::Definite(e) => SendResult::Fail(e.to_string()),
+                    Outcome::Indeterminate(e) => SendResult::Info(e.to_string()),
+                };
+                send_value(key, *partition, *value, &result)
+            }
+            Invocation::Assign(ps) => match assign(&cfg, &mut clients.consumer, ps).await {
+                Ok(()) => (OpType::Ok, inv.to_json()),
+                Err(e) => (OpType::Info, json!({"error": format!("{e:#}")})),
+            },
+            Invocation::Poll | Invocation::Send(_) => {
+                match clients.consumer.poll(POLL_WAIT).await {
+                    Ok(parts) => (OpType::Ok, poll_value(&workloads::native::records(parts))),
+                    Err(_) => (OpType::Info, json!([["poll"]])),
+                }
+            }
+            // Not generated: the generator's weights for these are zero in simulation.
+            Invocation::Txn(_) | Invocation::Subscribe | Invocation::Crash => {
+                (OpType::Fail, json!({"error": "not simulated"}))
+            }
+        };
+        history.complete(process, t, inv.f(), v)?;
+        ops += 1;
+        if t == OpType::Info {
+            process += cfg.concurrency;
+            clients = open(&cfg, process).await?;
+        }
+        tokio::time::sleep(gap).await;
+    }
+    Ok(ops)
+}
+
+/// The final phase: a fresh consumer reads every partition from offset 0 to its end.
+async fn final_reads(cfg: &WorkloadConfig, history: &HistoryWriter) -> Result<bool> {
+    let deadline = since_start() + cfg.final_limit;
+    let process = FINAL_PROCESS;
+    let mut c = cfg.client.clone();
+    c.client_id = format!("jepsen-{process}");
+    let mut consumer = Consumer::new(c).context("final consumer")?;
+    let all: Vec<u32> = (0..cfg.partitions).collect();
+    loop {
+        match assign(cfg, &mut consumer, &all).await {
+            Ok(()) => break,
+            Err(e) if since_start() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    let ends = loop {
+        let mut ends = Vec::new();
+        let mut failed = false;
+        for p in &all {
+            let tp = TopicPartition::new(cfg.topic.clone(), *p as i32);
+            match consumer.list_offset(&tp, Seek::Latest).await {
+                Ok(e) => ends.push(e),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            break ends;
+        }
+        if since_start() >= deadline {
+            anyhow::bail!("the final reader could not list the partitions' ends");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut next: Vec<i64> = vec![0; ends.len()];
+    let done = |next: &[i64]| next.iter().zip(&ends).all(|(n, e)| n >= e);
+    while !done(&next) && since_start() < deadline {
+        history.invoke(process, "poll", json!([["poll"]]))?;
+        match consumer.poll(Duration::from_millis(200)).await {
+            Ok(parts) => {
+                let records = workloads::native::records(parts);
+                for r in &records {
+                    if let Some(n) = next.get_mut(r.partition as usize) {
+                        *n = (*n).max(r.offset + 1);
+                    }
+                }
+                for (i, n) in next.iter_mut().enumerate() {
+                    let tp = TopicPartition::new(cfg.topic.clone(), i as i32);
+                    if let Some(p) = consumer.position(&tp) {
+                        *n = (*n).max(p);
+                    }
+                }
+                history.complete(process, OpType::Ok, "poll", poll_value(&records))?;
+            }
+            Err(_) => {
+                history.complete(process, OpType::Info, "poll", json!([["poll"]]))?;
+            }
+        }
+    }
+    Ok(done(&next))
+}
+
+/// Creates the topic, runs the workers until the main phase ends, waits for `settle` (the
+/// world heals every fault when the main phase ends), then runs the final reads.
+pub async fn run(
+    cfg: WorkloadConfig,
+    history: Arc<HistoryWriter>,
+    settle: Duration,
+) -> Result<WorkloadSummary> {
+    create_topic(&cfg).await?;
+    let queue = QueueConfig {
+        partitions: cfg.partitions,
+        txn_weight: 0,
+        crash_weight: 0,
+        subscribe: false,
+        ..QueueConfig::default()
+    };
+    let generator = Arc::new(Mutex::new(QueueGenerator::new(queue, cfg.seed)));
+    let cfg = Arc::new(cfg);
+    let mut handles = Vec::new();
+    for first in 0..cfg.concurrency {
+        handles.push(tokio::spawn(worker(
+            cfg.clone(),
+            first,
+            generator.clone(),
+            history.clone(),
+        )));
+    }
+    let mut summary = WorkloadSummary::default();
+    for h in handles {
+        match h.await {
+            Ok(Ok(n)) => summary.ops += n,
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "a simulated worker stopped"),
+            Err(e) => tracing::warn!(error = %e, "a simulated worker panicked"),
+        }
+    }
+    let end = cfg.main_end + settle;
+    let now = since_start();
+    if end > now {
+        tokio::time::sleep(end - now).await;
+    }
+    summary.final_complete = final_reads(&cfg, &history).await?;
+    Ok(summary)
+}
