@@ -432,7 +432,12 @@ fn deploy_and_run(
             .map(|n| (n.name().to_string(), n.address()))
             .collect();
         let out = run.path.join("metrics.jsonl");
-        crate::scrape::Scraper::start(&targets, mport, &out, std::time::Instant::now())
+        let (meta, now) = (run.path.join("metadata.jsonl"), std::time::Instant::now());
+        crate::scrape::Scraper::start(&targets, mport, &out, now)
+            .and_then(|mut s| {
+                s.watch_metadata(nodes.to_vec(), port, crate::workload::TOPIC, &meta, now)?;
+                Ok(s)
+            })
             .map_err(|e| crate::runlog::say(&format!("harness: warning: no metrics.jsonl: {e}")))
             .ok()
     });

@@ -6,6 +6,11 @@
 //! off by a partition or paused). Netns and docker nodes are reached from the root namespace at
 //! their own address, as the clients reach them.
 //!
+//! Beside it, [`Scraper::watch_metadata`] records the Kafka Metadata the harness sees (each
+//! partition's leader and leader epoch, from the first broker that answers, as the fault
+//! targeting asks it) once a second into `metadata.jsonl`, so the brokers' own reports can be
+//! checked against what clients are told.
+//!
 //! Times are nanoseconds since `start`, which the run takes right after creating the history,
 //! so samples and history ops share (within microseconds) one time base.
 
@@ -62,27 +67,55 @@ impl Scraper {
                 std::thread::Builder::new()
                     .name(format!("scrape-{name}"))
                     .spawn(move || {
-                        let mut next = Instant::now();
-                        while !stop.load(Ordering::SeqCst) {
+                        every_interval(&stop, || {
                             let sample = scrape_one(&client, &url, &name, start);
                             if let Ok(line) = serde_json::to_string(&sample) {
                                 let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
                                 let _ = writeln!(f, "{line}");
                                 let _ = f.flush();
                             }
-                            next += INTERVAL;
-                            // Sleep in short steps so stopping is prompt.
-                            while !stop.load(Ordering::SeqCst) && Instant::now() < next {
-                                std::thread::sleep(Duration::from_millis(50));
-                            }
-                            if Instant::now() > next + INTERVAL {
-                                next = Instant::now();
-                            }
-                        }
+                        })
                     })?,
             );
         }
         Ok(Scraper { stop, threads })
+    }
+
+    /// Also records, once a second until stopped, the Metadata of `topic` as the first of
+    /// `nodes` that answers on `port` gives it, into `out`: `{"time_ns", "leaders", "epochs"}`
+    /// per line, or `{"time_ns", "error"}` when no broker answered.
+    pub fn watch_metadata(
+        &mut self,
+        nodes: Vec<std::sync::Arc<dyn nemesis::Node>>,
+        port: u16,
+        topic: &str,
+        out: &Path,
+        start: Instant,
+    ) -> std::io::Result<()> {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+        let stop = self.stop.clone();
+        let topic = topic.to_string();
+        self.threads.push(
+            std::thread::Builder::new()
+                .name("scrape-metadata".into())
+                .spawn(move || {
+                    every_interval(&stop, || {
+                        let time_ns = start.elapsed().as_nanos() as u64;
+                        let line = match crate::metadata::any_placement(&nodes, port, &topic) {
+                            Some(p) => serde_json::json!({
+                                "time_ns": time_ns, "leaders": p.leaders, "epochs": p.epochs,
+                                "controller": p.controller,
+                            }),
+                            None => serde_json::json!({
+                                "time_ns": time_ns, "error": "no broker answered Metadata",
+                            }),
+                        };
+                        let _ = writeln!(file, "{line}");
+                        let _ = file.flush();
+                    })
+                })?,
+        );
+        Ok(())
     }
 
     /// Stops scraping and waits for the threads.
@@ -101,6 +134,22 @@ impl Scraper {
 impl Drop for Scraper {
     fn drop(&mut self) {
         self.halt();
+    }
+}
+
+/// Calls `f` once per [`INTERVAL`] until `stop` is set, sleeping in short steps so that
+/// stopping is prompt; a call that overran skips the ticks it missed.
+fn every_interval(stop: &AtomicBool, mut f: impl FnMut()) {
+    let mut next = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        f();
+        next += INTERVAL;
+        while !stop.load(Ordering::SeqCst) && Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if Instant::now() > next + INTERVAL {
+            next = Instant::now();
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! in `plots`), the config-safety matrix report (`matrix`), nightly exit codes (`verdict`) and
 //! JUnit XML (`junit`).
 
+pub mod explain;
 pub mod junit;
 pub mod matrix;
 pub mod plots;

@@ -30,6 +30,9 @@ fn err<E: std::fmt::Debug>(plot: &'static str) -> impl Fn(E) -> PlotError {
 /// Width of every plot, pixels.
 pub const WIDTH: u32 = 960;
 
+/// Pixels right of each plot's area kept for its legend, so the legend never covers data.
+pub const LEGEND_WIDTH: u32 = 170;
+
 /// Per-series cap on latency points drawn.
 pub const MAX_POINTS_PER_SERIES: usize = 4000;
 
@@ -105,6 +108,7 @@ pub fn timeline(
         root.fill(&WHITE).map_err(&e)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
+            .margin_right(LEGEND_WIDTH)
             .x_label_area_size(35)
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..end_s, -0.5f64..(workers as f64 - 0.5))
@@ -156,26 +160,75 @@ pub fn timeline(
                 }))
                 .map_err(&e)?;
         }
-        for t in [OpType::Ok, OpType::Fail, OpType::Info] {
-            chart
-                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
-                .map_err(&e)?
-                .label(checkers::stats::type_name(t))
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 4), (x + 12, y + 4)], type_color(t).filled())
-                });
-        }
-        legend_for_bands(&mut chart, bands, &e)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(&e)?;
+        let legend: Legend = [OpType::Ok, OpType::Fail, OpType::Info]
+            .into_iter()
+            .map(|t| {
+                (
+                    checkers::stats::type_name(t).to_string(),
+                    type_color(t),
+                    Swatch::Fill,
+                )
+            })
+            .collect();
+        side_legend(&root, &legend, bands, &e)?;
         root.present().map_err(&e)?;
     }
     Ok(svg)
+}
+
+/// How a legend entry is drawn: a line, a filled swatch, or a band's shade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Swatch {
+    Line,
+    Fill,
+}
+
+/// A plot's legend: label, colour, swatch.
+type Legend = Vec<(String, RGBColor, Swatch)>;
+
+/// Draws `legend` and the fault kinds of `bands` in the margin right of the plotting area
+/// ([`LEGEND_WIDTH`] pixels), so a legend never covers data.
+fn side_legend(
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    legend: &Legend,
+    bands: &[Band],
+    e: &impl Fn(DrawingAreaErrorKind<std::io::Error>) -> PlotError,
+) -> Result<(), PlotError> {
+    let kinds: std::collections::BTreeSet<&str> = bands.iter().map(|b| b.2.as_str()).collect();
+    let mut all: Vec<(String, RGBAColor, Swatch)> = legend
+        .iter()
+        .map(|(l, c, s)| (l.clone(), c.to_rgba(), *s))
+        .collect();
+    all.extend(
+        kinds
+            .into_iter()
+            .map(|k| (format!("fault: {k}"), fault_color(k).mix(0.3), Swatch::Fill)),
+    );
+    let x0 = (WIDTH - LEGEND_WIDTH + 16) as i32;
+    for (i, (label, colour, swatch)) in all.iter().enumerate() {
+        let y = 18 + 16 * i as i32;
+        match swatch {
+            Swatch::Line => root
+                .draw(&PathElement::new(
+                    vec![(x0, y), (x0 + 14, y)],
+                    colour.stroke_width(2),
+                ))
+                .map_err(e)?,
+            Swatch::Fill => root
+                .draw(&Rectangle::new(
+                    [(x0, y - 5), (x0 + 14, y + 5)],
+                    colour.filled(),
+                ))
+                .map_err(e)?,
+        }
+        root.draw(&Text::new(
+            label.clone(),
+            (x0 + 20, y - 6),
+            ("sans-serif", 12).into_font(),
+        ))
+        .map_err(e)?;
+    }
+    Ok(())
 }
 
 type Chart<'a, 'b, Y> =
@@ -200,29 +253,6 @@ where
             )
         }))
         .map_err(e)?;
-    Ok(())
-}
-
-fn legend_for_bands<Y>(
-    chart: &mut Chart<'_, '_, Y>,
-    bands: &[Band],
-    e: &impl Fn(DrawingAreaErrorKind<std::io::Error>) -> PlotError,
-) -> Result<(), PlotError>
-where
-    Y: plotters::coord::ranged1d::Ranged,
-    Y::ValueType: 'static,
-{
-    let kinds: std::collections::BTreeSet<&str> = bands.iter().map(|b| b.2.as_str()).collect();
-    for kind in kinds {
-        let c = fault_color(kind);
-        chart
-            .draw_series(std::iter::empty::<Circle<(f64, Y::ValueType), i32>>())
-            .map_err(e)?
-            .label(format!("fault: {kind}"))
-            .legend(move |(x, y)| {
-                Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.mix(0.3).filled())
-            });
-    }
     Ok(())
 }
 
@@ -256,6 +286,7 @@ pub fn latency(points: &[LatencyPoint], bands: &[Band], end_s: f64) -> Result<St
         root.fill(&WHITE).map_err(&e)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
+            .margin_right(LEGEND_WIDTH)
             .x_label_area_size(35)
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..end_s, (min_ms..max_ms).log_scale())
@@ -267,6 +298,7 @@ pub fn latency(points: &[LatencyPoint], bands: &[Band], end_s: f64) -> Result<St
             .draw()
             .map_err(&e)?;
         draw_bands(&mut chart, bands, min_ms, max_ms, &e)?;
+        let mut legend: Legend = Vec::new();
         for ((f, t), ps) in &series {
             let op_type = ps.first().map_or(OpType::Ok, |p| p.op_type);
             let color = type_color(op_type);
@@ -280,6 +312,12 @@ pub fn latency(points: &[LatencyPoint], bands: &[Band], end_s: f64) -> Result<St
             } else {
                 format!("{f} {t}")
             };
+            let mark = match f.as_str() {
+                "send" => "●",
+                "poll" => "▲",
+                _ => "✕",
+            };
+            legend.push((format!("{mark} {label}"), color, Swatch::Fill));
             let shape = f.clone();
             match shape.as_str() {
                 "send" => {
@@ -305,14 +343,7 @@ pub fn latency(points: &[LatencyPoint], bands: &[Band], end_s: f64) -> Result<St
                 }
             }
         }
-        legend_for_bands(&mut chart, bands, &e)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(&e)?;
+        side_legend(&root, &legend, bands, &e)?;
         root.present().map_err(&e)?;
     }
     Ok(svg)
@@ -340,6 +371,7 @@ pub fn throughput(t: &Throughput, bands: &[Band]) -> Result<String, PlotError> {
         root.fill(&WHITE).map_err(&e)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
+            .margin_right(LEGEND_WIDTH)
             .x_label_area_size(35)
             .y_label_area_size(60)
             .build_cartesian_2d(start_s..end_s, 0f64..max_y)
@@ -351,12 +383,14 @@ pub fn throughput(t: &Throughput, bands: &[Band]) -> Result<String, PlotError> {
             .draw()
             .map_err(&e)?;
         draw_bands(&mut chart, bands, 0.0, max_y, &e)?;
+        let mut legend: Legend = Vec::new();
         for (name, counts) in &t.series {
             let color = match name.as_str() {
                 "ok" => OK_COLOR,
                 "fail" => FAIL_COLOR,
                 _ => INFO_COLOR,
             };
+            legend.push((name.clone(), color, Swatch::Line));
             chart
                 .draw_series(LineSeries::new(
                     counts
@@ -371,14 +405,146 @@ pub fn throughput(t: &Throughput, bands: &[Band]) -> Result<String, PlotError> {
                     PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
                 });
         }
-        legend_for_bands(&mut chart, bands, &e)?;
+        side_legend(&root, &legend, bands, &e)?;
+        root.present().map_err(&e)?;
+    }
+    Ok(svg)
+}
+
+/// Latency quantiles over time (Jepsen's `latency-quantiles`): the ok ops' latencies grouped
+/// into windows of invocation time, one line per quantile (p50, p95, p99, max) per function,
+/// log-scaled milliseconds.
+pub fn latency_quantiles(
+    points: &[LatencyPoint],
+    bands: &[Band],
+    end_s: f64,
+) -> Result<String, PlotError> {
+    let e = err("latency-quantiles");
+    let end_s = end_s.max(1.0);
+    let windows = 60usize;
+    let w = (end_s / windows as f64).max(1.0);
+    let mut groups: BTreeMap<(String, usize), Vec<u64>> = BTreeMap::new();
+    for p in points.iter().filter(|p| p.op_type == OpType::Ok) {
+        let b = (secs(p.invoke_ns) / w) as usize;
+        groups
+            .entry((p.f.clone(), b))
+            .or_default()
+            .push(p.latency_ns);
+    }
+    const QS: [(&str, f64, RGBColor); 4] = [
+        ("p50", 0.5, RGBColor(46, 160, 67)),
+        ("p95", 0.95, RGBColor(30, 120, 200)),
+        ("p99", 0.99, RGBColor(219, 142, 0)),
+        ("max", 1.0, RGBColor(207, 34, 46)),
+    ];
+    // (f, quantile) -> points
+    let mut lines: BTreeMap<(String, usize), Vec<(f64, f64)>> = BTreeMap::new();
+    let (mut lo, mut hi) = (f64::INFINITY, 1.0f64);
+    for ((f, b), mut v) in groups {
+        v.sort_unstable();
+        for (qi, (_, q, _)) in QS.iter().enumerate() {
+            let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+            let ms = v[i] as f64 / 1e6;
+            lo = lo.min(ms);
+            hi = hi.max(ms);
+            lines
+                .entry((f.clone(), qi))
+                .or_default()
+                .push(((b as f64 + 0.5) * w, ms));
+        }
+    }
+    let lo = if lo.is_finite() {
+        (lo / 2.0).max(0.01)
+    } else {
+        0.1
+    };
+    let hi = hi * 1.5;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 320)).into_drawing_area();
+        root.fill(&WHITE).map_err(&e)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .margin_right(LEGEND_WIDTH)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..end_s, (lo..hi).log_scale())
+            .map_err(&e)?;
         chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
+            .configure_mesh()
+            .x_desc("invocation time (s)")
+            .y_desc("ok latency (ms, log)")
             .draw()
             .map_err(&e)?;
+        draw_bands(&mut chart, bands, lo, hi, &e)?;
+        let mut legend: Legend = Vec::new();
+        for ((f, qi), pts) in lines {
+            let (name, _, color) = QS[qi];
+            legend.push((format!("{f} {name}"), color, Swatch::Line));
+            let style = if f == "send" {
+                color.stroke_width(2)
+            } else {
+                color.stroke_width(1)
+            };
+            chart
+                .draw_series(LineSeries::new(pts, style))
+                .map_err(&e)?
+                .label(format!("{f} {name}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], style));
+        }
+        side_legend(&root, &legend, bands, &e)?;
+        root.present().map_err(&e)?;
+    }
+    Ok(svg)
+}
+
+/// Availability over time: per bucket of the throughput, the share of completed ops that were
+/// ok; a bucket in which nothing completed counts as 0 (the clients were waiting), so a run
+/// that stalled for half its length shows it, whatever its overall share.
+pub fn availability(t: &Throughput, bands: &[Band]) -> Result<String, PlotError> {
+    let e = err("availability");
+    let n = t.buckets().max(1);
+    let w = t.bucket_ns.max(1) as f64 / 1e9;
+    let start_s = t.start_ns as f64 / 1e9;
+    let end_s = start_s + (n as f64 * w).max(1.0);
+    let at = |name: &str, i: usize| t.series.get(name).and_then(|s| s.get(i)).copied();
+    let share: Vec<(f64, f64)> = (0..t.buckets())
+        .map(|i| {
+            let ok = at("ok", i).unwrap_or(0);
+            let all: u64 = t.series.values().filter_map(|s| s.get(i)).sum();
+            let v = if all == 0 {
+                0.0
+            } else {
+                100.0 * ok as f64 / all as f64
+            };
+            (start_s + (i as f64 + 0.5) * w, v)
+        })
+        .collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 240)).into_drawing_area();
+        root.fill(&WHITE).map_err(&e)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .margin_right(LEGEND_WIDTH)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(start_s..end_s, 0f64..105.0)
+            .map_err(&e)?;
+        chart
+            .configure_mesh()
+            .x_desc("completion time (s)")
+            .y_desc("ok share of ops (%)")
+            .draw()
+            .map_err(&e)?;
+        draw_bands(&mut chart, bands, 0.0, 105.0, &e)?;
+        let legend: Legend = vec![("ok share".into(), OK_COLOR, Swatch::Line)];
+        chart
+            .draw_series(LineSeries::new(share, OK_COLOR.stroke_width(2)))
+            .map_err(&e)?
+            .label("ok share (0: nothing completed)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], OK_COLOR.stroke_width(2)));
+        side_legend(&root, &legend, bands, &e)?;
         root.present().map_err(&e)?;
     }
     Ok(svg)
@@ -399,6 +565,7 @@ pub fn unseen(u: &checkers::stats::Unseen, bands: &[Band]) -> Result<String, Plo
         root.fill(&WHITE).map_err(&e)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
+            .margin_right(LEGEND_WIDTH)
             .x_label_area_size(35)
             .y_label_area_size(60)
             .build_cartesian_2d(start_s..end_s, 0f64..max_y)
@@ -410,6 +577,7 @@ pub fn unseen(u: &checkers::stats::Unseen, bands: &[Band]) -> Result<String, Plo
             .draw()
             .map_err(&e)?;
         draw_bands(&mut chart, bands, 0.0, max_y, &e)?;
+        let mut legend: Legend = vec![("unseen".into(), INFO_COLOR, Swatch::Line)];
         chart
             .draw_series(LineSeries::new(
                 u.counts
@@ -425,6 +593,7 @@ pub fn unseen(u: &checkers::stats::Unseen, bands: &[Band]) -> Result<String, Plo
             });
         if let Some(f) = u.final_start_ns {
             let x = f as f64 / 1e9;
+            legend.push(("final reads begin".into(), BLACK, Swatch::Line));
             chart
                 .draw_series(LineSeries::new(
                     vec![(x, 0.0), (x, max_y)],
@@ -436,14 +605,7 @@ pub fn unseen(u: &checkers::stats::Unseen, bands: &[Band]) -> Result<String, Plo
                     PathElement::new(vec![(x, y), (x + 14, y)], BLACK.stroke_width(1))
                 });
         }
-        legend_for_bands(&mut chart, bands, &e)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(&e)?;
+        side_legend(&root, &legend, bands, &e)?;
         root.present().map_err(&e)?;
     }
     Ok(svg)

@@ -320,20 +320,40 @@ impl Run {
     }
 }
 
-/// Renders `dir`'s report and writes it to `dir/report.html`; returns its path.
+/// Renders `dir`'s report and writes it to `dir/report.html`, with each plot also as its own
+/// SVG file beside it (as Jepsen writes `latency-raw.svg`, `latency-quantiles.svg`,
+/// `rate.svg`; see [`PLOT_FILES`]); returns the report's path.
 pub fn write(dir: &Path) -> Result<PathBuf, ReportError> {
     let run = Run::load(dir)?;
-    let html = render(&run)?;
+    let (html, plots) = render_with_plots(&run)?;
     let path = dir.join("report.html");
     let tmp = dir.join("report.html.tmp");
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| ReportError::Io { path: p, source }
     };
+    for (name, svg) in plots {
+        let file = dir.join(name);
+        std::fs::write(&file, svg).map_err(io(&file))?;
+    }
     std::fs::write(&tmp, html).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     Ok(path)
 }
+
+/// Plots by file name, as [`render_with_plots`] returns them.
+pub type PlotFiles = Vec<(&'static str, String)>;
+
+/// The plot files [`write`] puts beside `report.html`.
+pub const PLOT_FILES: &[&str] = &[
+    "timeline.svg",
+    "broker-timeline.svg",
+    "latency-raw.svg",
+    "latency-quantiles.svg",
+    "rate.svg",
+    "availability.svg",
+    "unseen.svg",
+];
 
 fn ms(ns: u64) -> String {
     format!("{:.1}", ns as f64 / 1e6)
@@ -343,8 +363,11 @@ fn secs(ns: u64) -> String {
     format!("{:.3}", ns as f64 / 1e9)
 }
 
+/// A process as a reader knows it: `final-reads` for the final phase's reader, `nemesis`, or
+/// the client's number.
 fn process_name(p: &Process) -> String {
     match p {
+        Process::Client(checkers::history::FINAL_PROCESS) => "final-reads".into(),
         Process::Client(n) => n.to_string(),
         Process::Named(s) => s.clone(),
     }
@@ -532,7 +555,12 @@ fn key_views(
                     let who = if is_send {
                         "acked sends".to_string()
                     } else {
-                        format!("process {}", process_name(&op.process))
+                        match &op.process {
+                            Process::Client(checkers::history::FINAL_PROCESS) => {
+                                "final-reads".to_string()
+                            }
+                            p => format!("process {}", process_name(p)),
+                        }
                     };
                     seen.entry(key).or_default().push((o, v, who, op.index));
                 }
@@ -814,9 +842,28 @@ fn v<T: Serialize>(t: &T) -> JValue {
 
 /// Renders the report of a loaded run.
 pub fn render(run: &Run) -> Result<String, ReportError> {
+    render_with_plots(run).map(|(html, _)| html)
+}
+
+/// Examples of each anomaly kind explained in words (see [`crate::explain`]).
+pub const EXPLAINED_EXAMPLES: usize = 5;
+
+/// Renders the report of a loaded run, and returns each plot under its file name
+/// ([`PLOT_FILES`]).
+pub fn render_with_plots(run: &Run) -> Result<(String, PlotFiles), ReportError> {
     let stats = &run.stats;
     let end_s = (stats.duration_ns as f64 / 1e9).max(1.0);
     let bands = plots::bands(&stats.faults, end_s);
+    let samples = crate::timeline::read(&run.dir.join("metrics.jsonl"));
+    let changes = crate::timeline::leader_changes(&samples);
+    let events = crate::explain::Events {
+        history: &run.history,
+        faults: &stats.faults,
+        changes: &changes,
+        partitions: run.test["spec"]["partitions"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok()),
+    };
     let results = &run.results;
     let invalidating: BTreeSet<&str> = results["invalidating"]
         .as_array()
@@ -852,12 +899,22 @@ pub fn render(run: &Run) -> Result<String, ReportError> {
                 }
             }
         }
+        let whys: Vec<Option<String>> = examples
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                (i < EXPLAINED_EXAMPLES)
+                    .then(|| crate::explain::explain(e, &events))
+                    .flatten()
+            })
+            .collect();
         anomalies.push(context! {
             kind => kind,
             count => f["count"].as_u64().unwrap_or(0),
             invalidating => invalidating.contains(kind.as_str()),
             explanation => f["explanation"].as_str().unwrap_or(""),
             examples => v(&examples.iter().map(|e| example_fields(e)).collect::<Vec<_>>()),
+            whys => v(&whys),
         });
     }
     let clean_kinds: Vec<&str> = results["checked"]
@@ -919,8 +976,46 @@ pub fn render(run: &Run) -> Result<String, ReportError> {
         });
     let timeline_svg = plots::timeline(&stats.points, workers, &bands, end_s)?;
     let latency_svg = plots::latency(&stats.points, &bands, end_s)?;
+    let latency_quantiles_svg = plots::latency_quantiles(&stats.points, &bands, end_s)?;
     let throughput_svg = plots::throughput(&stats.throughput, &bands)?;
+    let availability_svg = plots::availability(&stats.throughput, &bands)?;
     let unseen_svg = plots::unseen(&stats.unseen, &bands)?;
+    let fault_bands: Vec<crate::timeline::FaultBand> = stats
+        .faults
+        .iter()
+        .zip(&bands)
+        .map(|(f, b)| crate::timeline::FaultBand {
+            start: b.0,
+            end: b.1,
+            kind: f.kind.clone(),
+            nodes: crate::explain::fault_nodes(&run.history, f),
+        })
+        .collect();
+    let t = &stats.throughput;
+    let column = |name: &str, i: usize| -> u32 {
+        t.series
+            .get(name)
+            .and_then(|s| s.get(i))
+            .map_or(0, |n| *n as u32)
+    };
+    let buckets = t.series.values().map(Vec::len).max().unwrap_or(0);
+    let outcomes: Vec<crate::timeline::Outcomes> = (0..buckets)
+        .map(|i| crate::timeline::Outcomes {
+            ok: column("ok", i),
+            fail: column("fail", i),
+            info: column("info", i),
+        })
+        .collect();
+    let broker_svg = (!samples.is_empty()).then(|| {
+        crate::timeline::svg(
+            &samples,
+            &fault_bands,
+            &outcomes,
+            (t.start_ns as f64 / 1e9, t.bucket_ns.max(1) as f64 / 1e9),
+            end_s,
+        )
+    });
+    let scrape_failures = samples.iter().filter(|s| !s.up).count();
     let quantiles: Vec<_> = stats
         .quantiles
         .iter()
@@ -959,6 +1054,28 @@ pub fn render(run: &Run) -> Result<String, ReportError> {
             format!(
                 "{:.1}% of sends acknowledged",
                 100.0 * ok as f64 / (ok + info + fail) as f64
+            ),
+        ));
+    }
+    if buckets > 0 {
+        let dead = (0..buckets).filter(|i| column("ok", *i) == 0).count();
+        summary.push((
+            "availability over time".into(),
+            format!(
+                "{dead} of {buckets} intervals of {:.0} s with no acknowledged op (see the \
+                 availability plot)",
+                t.bucket_ns as f64 / 1e9
+            ),
+        ));
+    }
+    if !samples.is_empty() {
+        summary.push((
+            "broker metrics".into(),
+            format!(
+                "{} scrapes of /metrics ({scrape_failures} unanswered: node down or cut off), \
+                 {} leader changes (metrics.jsonl)",
+                samples.len(),
+                changes.len()
             ),
         ));
     }
@@ -1013,31 +1130,47 @@ pub fn render(run: &Run) -> Result<String, ReportError> {
             what: "report.html",
             source,
         })?;
-    tmpl.render(context! {
-        title => format!("{name} {stamp}"),
-        run_dir => run.dir.display().to_string(),
-        css => JValue::from_safe_string(CSS.to_string()),
-        verdict => v(&verdict(results)),
-        summary => v(&summary),
-        warnings => v(&warnings),
-        config => config_rows(&run.test),
-        anomalies => v(&anomalies),
-        clean_kinds => v(&clean_kinds),
-        timeline_svg => JValue::from_safe_string(timeline_svg),
-        latency_svg => JValue::from_safe_string(latency_svg),
-        throughput_svg => JValue::from_safe_string(throughput_svg),
-        unseen_svg => JValue::from_safe_string(unseen_svg),
-        quantiles => v(&quantiles),
-        keys => v(&keys),
-        faults => v(&faults),
-        fault_events => v(&fault_events),
-        windows => v(&windows),
-        op_count => run.op_count,
-    })
-    .map_err(|source| ReportError::Template {
-        what: "report.html",
-        source,
-    })
+    let html = tmpl
+        .render(context! {
+            title => format!("{name} {stamp}"),
+            run_dir => run.dir.display().to_string(),
+            css => JValue::from_safe_string(CSS.to_string()),
+            verdict => v(&verdict(results)),
+            semantics => crate::explain::semantics(&run.test),
+            summary => v(&summary),
+            warnings => v(&warnings),
+            config => config_rows(&run.test),
+            anomalies => v(&anomalies),
+            clean_kinds => v(&clean_kinds),
+            timeline_svg => JValue::from_safe_string(timeline_svg.clone()),
+            latency_svg => JValue::from_safe_string(latency_svg.clone()),
+            latency_quantiles_svg => JValue::from_safe_string(latency_quantiles_svg.clone()),
+            throughput_svg => JValue::from_safe_string(throughput_svg.clone()),
+            availability_svg => JValue::from_safe_string(availability_svg.clone()),
+            broker_svg => broker_svg.clone().map(JValue::from_safe_string),
+            leader_changes => v(&changes),
+            unseen_svg => JValue::from_safe_string(unseen_svg.clone()),
+            quantiles => v(&quantiles),
+            keys => v(&keys),
+            faults => v(&faults),
+            fault_events => v(&fault_events),
+            windows => v(&windows),
+            op_count => run.op_count,
+        })
+        .map_err(|source| ReportError::Template {
+            what: "report.html",
+            source,
+        })?;
+    let mut files = vec![
+        ("timeline.svg", timeline_svg),
+        ("latency-raw.svg", latency_svg),
+        ("latency-quantiles.svg", latency_quantiles_svg),
+        ("rate.svg", throughput_svg),
+        ("availability.svg", availability_svg),
+        ("unseen.svg", unseen_svg),
+    ];
+    files.extend(broker_svg.map(|s| ("broker-timeline.svg", s)));
+    Ok((html, files))
 }
 
 #[cfg(test)]

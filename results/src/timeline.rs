@@ -171,7 +171,7 @@ pub struct FaultBand {
     pub nodes: String,
 }
 
-/// Client outcomes in one second: acknowledged, failed and unknown ops.
+/// Client outcomes in one time bucket: acknowledged, failed and unknown ops.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Outcomes {
     /// Ok completions.
@@ -205,9 +205,15 @@ const LANE: f64 = 34.0;
 
 /// The broker timeline as an SVG: a row of fault bands labelled with kind and nodes, one lane
 /// per partition (the leader's node as a coloured bar labelled `n2 e3` at each change, the ISR
-/// size as a step line inside the lane, grey where no leader answered), and a row of client
-/// outcomes per second (green ok, red fail, amber unknown, stacked).
-pub fn svg(samples: &[Sample], bands: &[FaultBand], outcomes: &[Outcomes], end_s: f64) -> String {
+/// size as a step line inside the lane), and a row of client outcomes per bucket (green ok,
+/// red fail, amber unknown, stacked; bucket `i` covers `start_s + i * bucket_s` onwards).
+pub fn svg(
+    samples: &[Sample],
+    bands: &[FaultBand],
+    outcomes: &[Outcomes],
+    (start_s, bucket_s): (f64, f64),
+    end_s: f64,
+) -> String {
     let end_s = end_s.max(1.0);
     let changes = leader_changes(samples);
     let isr = isr_sizes(samples);
@@ -351,8 +357,9 @@ pub fn svg(samples: &[Sample], bands: &[FaultBand], outcomes: &[Outcomes], end_s
         lx = LEFT - 6.0,
         ty = outcome_top + outcome_h / 2.0 + 4.0
     );
-    for (sec, o) in outcomes.iter().enumerate() {
-        let (x0, x1) = (x(sec as f64), x(sec as f64 + 1.0));
+    for (i, o) in outcomes.iter().enumerate() {
+        let t0 = start_s + i as f64 * bucket_s;
+        let (x0, x1) = (x(t0), x(t0 + bucket_s));
         let mut y = outcome_top + outcome_h;
         for (n, c) in [(o.ok, "#2ea043"), (o.fail, "#cf222e"), (o.info, "#db8e00")] {
             if n == 0 {
@@ -455,6 +462,7 @@ mod tests {
                 fail: 1,
                 info: 0,
             }],
+            (0.0, 1.0),
             6.0,
         );
         assert!(svg.contains(">kill n1</text>"), "{svg}");

@@ -18,7 +18,12 @@ fn fixture() -> PathBuf {
 
 fn copy_fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    for f in ["history.jsonl", "results.json", "test.json"] {
+    for f in [
+        "history.jsonl",
+        "results.json",
+        "test.json",
+        "metrics.jsonl",
+    ] {
         std::fs::copy(fixture().join(f), dir.path().join(f)).expect("copy fixture");
     }
     dir
@@ -85,7 +90,7 @@ fn report_shows_each_anomaly_with_its_count_and_op_links() {
     let doc = Html::parse_document(&html);
     // A real document: one title, the banner, the sections.
     let title: Vec<String> = doc
-        .select(&sel("title"))
+        .select(&sel("head > title"))
         .map(|t| t.text().collect())
         .collect();
     assert_eq!(title.len(), 1);
@@ -115,9 +120,10 @@ fn report_shows_each_anomaly_with_its_count_and_op_links() {
             "section #{id}"
         );
     }
+    // The configuration comes after the findings, at the end.
     let config: String = doc
-        .select(&sel("table"))
-        .nth(1)
+        .select(&sel("#configuration ~ table"))
+        .next()
         .expect("config")
         .text()
         .collect();
@@ -198,6 +204,62 @@ fn report_shows_each_anomaly_with_its_count_and_op_links() {
         faults.contains("partition") && faults.contains("kill"),
         "{faults}"
     );
+    // The brokers' view (the fixture's metrics.jsonl): partition 0 led by n1 at epoch 1, then
+    // n2 at epoch 2 (its log ending at 2) while n1 was cut off, then n3 at epoch 3 after n2 was
+    // killed; each leadership drawn, each fault band labelled with its nodes.
+    assert!(html.find("id=\"anomalies\"") < html.find("id=\"configuration\""));
+    let leaders: BTreeSet<(String, String, String)> = doc
+        .select(&sel("#brokers ~ div.plot g.leader-change"))
+        .map(|g| {
+            let a = |n: &str| g.value().attr(n).unwrap_or("").to_string();
+            (a("data-partition"), a("data-leader"), a("data-epoch"))
+        })
+        .collect();
+    for want in [
+        ("0", "n1", "1"),
+        ("0", "n2", "2"),
+        ("0", "n3", "3"),
+        ("1", "n3", "2"),
+    ] {
+        let want = (want.0.to_string(), want.1.to_string(), want.2.to_string());
+        assert!(leaders.contains(&want), "{want:?} not in {leaders:?}");
+    }
+    let band_labels: Vec<String> = doc
+        .select(&sel("g.fault-band > text"))
+        .map(|t| t.text().collect())
+        .collect();
+    assert!(
+        band_labels.iter().any(|l| l == "partition isolating n1"),
+        "{band_labels:?}"
+    );
+    assert!(
+        band_labels.iter().any(|l| l == "kill n2"),
+        "{band_labels:?}"
+    );
+    // The lost write explained by the events around it.
+    let why: String = doc
+        .select(&sel("#anomaly-lost-write .why"))
+        .next()
+        .expect("the lost write is explained")
+        .text()
+        .collect();
+    assert!(
+        why.starts_with(
+            "value 3 of k0 at offset 2 (partition 0) acknowledged by n1 (leader, epoch 1) at 0.2 s"
+        ) && why.contains("network partition isolating n1 at 0.2 s")
+            && why.contains(
+                "n2 elected, epoch 2, at 2.1 s with log end 2 (offset 2 was not in its log)"
+            )
+            && why.contains("n2 killed at 5.7 s"),
+        "{why}"
+    );
+    assert!(banner.contains("bug modes: none"), "{banner}");
+    // Each plot also as its own file, as Jepsen writes them.
+    for f in results::report::PLOT_FILES {
+        let svg =
+            std::fs::read_to_string(dir.path().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(svg.starts_with("<svg"), "{f}");
+    }
     // Self-contained: no script, no external style sheet, image or link.
     assert_eq!(doc.select(&sel("script, link, img, iframe")).count(), 0);
     for a in doc.select(&sel("a[href]")) {
