@@ -275,3 +275,87 @@ fn under_3_6_rules_records_under_min_isr_are_visible_and_min_isr_above_rf_refuse
     assert!(after);
     assert_eq!(code, 19, "NOT_ENOUGH_REPLICAS");
 }
+
+/// KIP-890 part 1 under `release` on three real processes (RF=1 partitions led by brokers 1,
+/// 2 and 3, one `__transaction_state` partition, so the coordinator is one of them and at least
+/// one of partitions 0 and 1 has a leader that must ask it remotely): a transactional producer
+/// adds partitions 0 and 1 to its transaction, then produces to all three. Returns (coordinator, the produce
+/// error code per partition).
+fn transactional_produce_outside_the_transaction(release: &str) -> (i32, Vec<i16>) {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let props = [
+        ("kafka.release", release),
+        ("transaction.state.log.num.partitions", "1"),
+        ("transaction.state.log.replication.factor", "1"),
+    ];
+    let nodes = BrokerProc::start_cluster_with_args(dir.path(), 3, 3, &props, &[]);
+    create_topic_retrying(&nodes, "v", 3, 1);
+    let tid = TransactionalId(StrBytes::from_static_str("verify-me"));
+    // The coordinator is the node whose InitProducerId succeeds (the others: NOT_COORDINATOR).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (coordinator, pid, epoch) = 'found: loop {
+        for n in &nodes {
+            let mut req = InitProducerIdRequest::default();
+            req.transactional_id = Some(tid.clone());
+            req.transaction_timeout_ms = 60_000;
+            let resp: Option<InitProducerIdResponse> = Conn::try_connect(&n.addr())
+                .and_then(|mut c| c.call(ApiKey::InitProducerId, 2, &req).ok());
+            if let Some(r) = resp.filter(|r| r.error_code == 0) {
+                break 'found (n.node_id, r.producer_id.0, r.producer_epoch);
+            }
+        }
+        assert!(Instant::now() < deadline, "no transaction coordinator");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut t = AddPartitionsToTxnTopic::default();
+    t.name = TopicName(StrBytes::from_static_str("v"));
+    t.partitions = vec![0, 1];
+    let mut add = AddPartitionsToTxnRequest::default();
+    add.v3_and_below_transactional_id = tid.clone();
+    add.v3_and_below_producer_id = ProducerId(pid);
+    add.v3_and_below_producer_epoch = epoch;
+    add.v3_and_below_topics = vec![t];
+    let resp: AddPartitionsToTxnResponse = nodes[(coordinator - 1) as usize]
+        .connect()
+        .call(ApiKey::AddPartitionsToTxn, 3, &add)
+        .expect("AddPartitionsToTxn");
+    for r in &resp.results_by_topic_v3_and_below[0].results_by_partition {
+        assert_eq!(r.partition_error_code, 0, "partitions 0 and 1 added");
+    }
+    let codes = (0..3)
+        .map(|p| {
+            let (leader, _) = wait_view(&nodes, "v", p, "a leader", |(l, _)| *l > 0);
+            let mut batch = build_batch(0, 0, &[(None, Some(format!("t{p}").as_bytes()))]);
+            broker::log::batch::stamp_producer(&mut batch, pid, epoch, 0, true);
+            let mut req = support::produce_request("v", p as i32, batch, -1);
+            req.transactional_id = Some(tid.clone());
+            let resp: ProduceResponse = nodes[(leader - 1) as usize]
+                .connect()
+                .call(ApiKey::Produce, 8, &req)
+                .expect("produce answered");
+            resp.responses[0].partition_responses[0].error_code
+        })
+        .collect();
+    (coordinator, codes)
+}
+
+#[test]
+fn a_transactional_produce_outside_the_transaction_is_refused_from_3_6_and_appended_before() {
+    let (coordinator, codes) = transactional_produce_outside_the_transaction("3.6");
+    println!("3.6: coordinator {coordinator}, produce codes {codes:?}");
+    assert_eq!(
+        codes,
+        vec![0, 0, 48],
+        "INVALID_TXN_STATE outside the transaction"
+    );
+    let (coordinator, codes) = transactional_produce_outside_the_transaction("3.5");
+    println!("3.5: coordinator {coordinator}, produce codes {codes:?}");
+    assert_eq!(
+        codes,
+        vec![0, 0, 0],
+        "3.5 appends without asking the coordinator"
+    );
+}

@@ -378,6 +378,33 @@ pub fn control_type(batch: &[u8]) -> Option<ControlType> {
     }
 }
 
+/// Stamps a batch built by [`build_batch`] as an idempotent (or transactional) producer's:
+/// producer id, epoch and base sequence set, the transactional attribute (0x10) set when
+/// `transactional`, and the CRC recomputed (for tests and tools).
+pub fn stamp_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+) {
+    if batch.len() < HEADER_SIZE {
+        return;
+    }
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]);
+    let attributes = if transactional {
+        attributes | 0x10
+    } else {
+        attributes & !0x10
+    };
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// A record's optional key and optional value.
 pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 

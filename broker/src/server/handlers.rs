@@ -102,7 +102,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
-    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddPartitionsToTxn, 0, 4),
     (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::WriteTxnMarkers, 1, 1),
@@ -435,6 +435,35 @@ pub async fn init_producer_id(
     resp
 }
 
+/// KIP-890 part 1 on the leader: a produce carrying a transactional batch must belong to the
+/// producer's ongoing transaction, and name its transactional id. `Ok` for other produces.
+async fn verify_transactional(
+    broker: &Arc<Broker>,
+    txn_id: Option<&str>,
+    topic: &str,
+    partition: i32,
+    records: &Bytes,
+) -> Result<(), i16> {
+    let Some(h) = split_batches(records)
+        .filter_map(|b| b.ok().map(|(h, _)| h))
+        .find(|h| h.is_transactional() && !h.is_control())
+    else {
+        return Ok(());
+    };
+    let Some(id) = txn_id else {
+        return Err(crate::server::txn::state::codes::INVALID_TXN_STATE);
+    };
+    crate::server::txn::verify::verify_produce(
+        broker,
+        id,
+        h.producer_id,
+        h.producer_epoch,
+        topic,
+        partition,
+    )
+    .await
+}
+
 /// Produce. Returns `None` for acks=0 (Kafka sends no response at all). acks=all waits until
 /// the high watermark passes the appended records (or the request's timeout).
 pub async fn produce(
@@ -448,6 +477,11 @@ pub async fn produce(
     let mut appended = false;
     let mut waits = Vec::new();
     let deadline = broker.clock.now_ms() + i64::from(req.timeout_ms.max(0));
+    let txn_id = req
+        .transactional_id
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .filter(|t| !t.is_empty());
     for td in req.topic_data {
         let name = td.name.0.to_string();
         let mut tr = TopicProduceResponse::default();
@@ -474,7 +508,23 @@ pub async fn produce(
                     }
                 }
                 (_, Some(_), None) => pr.error_code = codes::INVALID_RECORD,
-                (Some(mode), Some(part), Some(records)) => {
+                (Some(mode), Some(part), Some(records)) => 'append: {
+                    // Release rule `txn_verification_default` (KIP-890 part 1, Kafka 3.6+),
+                    // through `transaction.partition.verification.enable`.
+                    if broker.config.txn_partition_verification && part.state().is_leader() {
+                        if let Err(code) = verify_transactional(
+                            broker,
+                            txn_id.as_deref(),
+                            &name,
+                            pd.index,
+                            &records,
+                        )
+                        .await
+                        {
+                            pr.error_code = code;
+                            break 'append;
+                        }
+                    }
                     let now = broker.clock.now_ms();
                     let b = broker.clone();
                     let res = crate::runtime::spawn_blocking(move || {

@@ -130,12 +130,15 @@ async fn add_partitions(
     }
 }
 
-/// AddPartitionsToTxn (v0–3).
+/// AddPartitionsToTxn (v0–3 from clients; v4, batched by transaction, from brokers).
 pub async fn add_partitions_to_txn(
     broker: &Arc<Broker>,
     req: AddPartitionsToTxnRequest,
     version: i16,
 ) -> AddPartitionsToTxnResponse {
+    if version >= 4 {
+        return add_partitions_batched(broker, req).await;
+    }
     let id = req.v3_and_below_transactional_id.0.to_string();
     let image = broker.image();
     let mut parts = Vec::new();
@@ -186,6 +189,52 @@ pub async fn add_partitions_to_txn(
             tr.results_by_partition.push(pr);
         }
         resp.results_by_topic_v3_and_below.push(tr);
+    }
+    resp
+}
+
+/// AddPartitionsToTxn v4+, Kafka's broker-to-broker form: transactions batched, each either
+/// added or, with `verify_only`, checked (KIP-890 part 1's verification, `super::verify`).
+async fn add_partitions_batched(
+    broker: &Arc<Broker>,
+    req: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    use kafka_protocol::messages::add_partitions_to_txn_response::AddPartitionsToTxnResult;
+    let mut resp = AddPartitionsToTxnResponse::default();
+    for tx in &req.transactions {
+        let id = tx.transactional_id.0.to_string();
+        let parts: Vec<(String, i32)> = tx
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), *p)))
+            .collect();
+        let (pid, epoch) = (tx.producer_id.0, tx.producer_epoch);
+        let answers: Vec<i16> = if tx.verify_only {
+            super::verify::verify_here(broker, &id, pid, epoch, &parts)
+                .await
+                .unwrap_or_else(|code| vec![code; parts.len()])
+        } else {
+            let code = add_partitions(broker, &id, pid, epoch, &parts)
+                .await
+                .err()
+                .unwrap_or(0);
+            vec![code; parts.len()]
+        };
+        let mut result = AddPartitionsToTxnResult::default();
+        result.transactional_id = tx.transactional_id.clone();
+        let mut answers = answers.into_iter();
+        for t in &tx.topics {
+            let mut tr = AddPartitionsToTxnTopicResult::default();
+            tr.name = t.name.clone();
+            for p in &t.partitions {
+                let mut pr = AddPartitionsToTxnPartitionResult::default();
+                pr.partition_index = *p;
+                pr.partition_error_code = answers.next().unwrap_or(codes::INVALID_TXN_STATE);
+                tr.results_by_partition.push(pr);
+            }
+            result.topic_results.push(tr);
+        }
+        resp.results_by_transaction.push(result);
     }
     resp
 }

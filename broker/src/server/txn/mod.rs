@@ -23,6 +23,7 @@ pub mod api;
 pub mod index;
 pub mod markers;
 pub mod state;
+pub mod verify;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
