@@ -501,7 +501,7 @@ impl<'a> DependencyGraph<'a> {
                     "{} (op {}) completed at {:.3} s, before {} (op {}) was invoked at {:.3} s",
                     name(from),
                     a.index,
-                    a.complete_ns.unwrap_or(0) as f64 / 1e9,
+                    a.complete_ns().unwrap_or(0) as f64 / 1e9,
                     name(to),
                     b.index,
                     b.invoke_ns as f64 / 1e9

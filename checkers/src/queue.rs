@@ -551,7 +551,7 @@ fn op_checks(n: &Names, f: &mut Findings) {
     for (i, tx) in t.txns.iter().enumerate() {
         let i = i as u32;
         let p = tx.process;
-        if tx.complete_ns.is_none() {
+        if tx.complete_ns().is_none() {
             continue;
         }
         if tx.kind == Kind::Reposition {

@@ -96,8 +96,8 @@ pub struct Txn {
     pub process: u32,
     /// Invocation time, ns.
     pub invoke_ns: u64,
-    /// Completion time, ns (None if it never completed).
-    pub complete_ns: Option<u64>,
+    /// Completion time, ns ([`NEVER`] if it never completed; see [`Txn::complete_ns`]).
+    complete: u64,
     /// Outcome.
     pub status: Status,
     /// What it did.
@@ -110,6 +110,26 @@ pub struct Txn {
     pub barrier_before: u32,
     sends: Range<u32>,
     reads: Range<u32>,
+    /// Its targets and rebalances (rare) in [`Txns`]'s `extras`, or [`NEVER_EXTRA`].
+    extra: u32,
+}
+
+/// The completion time of an op that never completed.
+pub const NEVER: u64 = u64::MAX;
+
+/// No targets or rebalances.
+const NEVER_EXTRA: u32 = u32::MAX;
+
+impl Txn {
+    /// Completion time, ns (None if it never completed).
+    pub fn complete_ns(&self) -> Option<u64> {
+        (self.complete != NEVER).then_some(self.complete)
+    }
+}
+
+/// The targets (`assign`/`subscribe`) and rebalances of an op, as ranges of `target_store`.
+#[derive(Debug, Clone)]
+struct Extra {
     targets: Range<u32>,
     rebalances: Range<u32>,
 }
@@ -126,6 +146,7 @@ pub struct Txns {
     send_store: Vec<Send>,
     read_store: Vec<ReadRec>,
     target_store: Vec<Target>,
+    extras: Vec<Extra>,
     /// Barriers raised (the highest barrier number).
     pub barriers: u32,
     /// Each key's recorded partition, by key id.
@@ -199,12 +220,18 @@ impl Txns {
 
     /// The keys/partitions an `assign`/`subscribe` op names.
     pub fn targets(&self, t: &Txn) -> &[Target] {
-        slice(&self.target_store, &t.targets)
+        match self.extras.get(t.extra as usize) {
+            Some(e) => slice(&self.target_store, &e.targets),
+            None => &[],
+        }
     }
 
     /// The keys/partitions the op's `rebalance` micro-ops name.
     pub fn rebalances(&self, t: &Txn) -> &[Target] {
-        slice(&self.target_store, &t.rebalances)
+        match self.extras.get(t.extra as usize) {
+            Some(e) => slice(&self.target_store, &e.rebalances),
+            None => &[],
+        }
     }
 
     /// The unit a key belongs to.
@@ -375,19 +402,17 @@ impl Builder {
         };
         let sends = self.out.send_store.len() as u32;
         let reads = self.out.read_store.len() as u32;
-        let targets = self.out.target_store.len() as u32;
         self.out.txns.push(Txn {
             index,
             process: pid,
             invoke_ns,
-            complete_ns: Some(time_ns),
+            complete: time_ns,
             status,
             kind: kind_of(f),
             polled: false,
             sends: sends..sends,
             reads: reads..reads,
-            targets: targets..targets,
-            rebalances: targets..targets,
+            extra: NEVER_EXTRA,
             barrier: 0,
             barrier_before,
         });
@@ -413,10 +438,11 @@ impl Builder {
             (self.current, self.out.txns.last().map(|t| t.kind))
         {
             let t = self.resolve_target(target);
+            let at = self.out.target_store.len() as u32;
             self.out.target_store.push(t);
-            if let Some(tx) = self.out.txns.last_mut() {
-                tx.targets.end = self.out.target_store.len() as u32;
-                tx.rebalances = tx.targets.end..tx.targets.end;
+            if let Some(e) = self.last_extra(at) {
+                e.targets.end = at + 1;
+                e.rebalances = at + 1..at + 1;
             }
         }
     }
@@ -425,15 +451,28 @@ impl Builder {
     pub fn rebalance(&mut self, target: TargetRef<'_>) {
         if let Current::Complete { .. } = self.current {
             let t = self.resolve_target(target);
+            let at = self.out.target_store.len() as u32;
             self.out.target_store.push(t);
-            if let Some(tx) = self.out.txns.last_mut() {
-                if tx.rebalances.end != self.out.target_store.len() as u32 - 1 {
-                    let at = self.out.target_store.len() as u32 - 1;
-                    tx.rebalances = at..at;
+            if let Some(e) = self.last_extra(at) {
+                if e.rebalances.end != at {
+                    e.rebalances = at..at;
                 }
-                tx.rebalances.end = self.out.target_store.len() as u32;
+                e.rebalances.end = at + 1;
             }
         }
+    }
+
+    /// The current completion's targets and rebalances, made (empty, at `at`) on first use.
+    fn last_extra(&mut self, at: u32) -> Option<&mut Extra> {
+        let tx = self.out.txns.last_mut()?;
+        if tx.extra == NEVER_EXTRA {
+            tx.extra = self.out.extras.len() as u32;
+            self.out.extras.push(Extra {
+                targets: at..at,
+                rebalances: at..at,
+            });
+        }
+        self.out.extras.get_mut(tx.extra as usize)
     }
 
     fn resolve_target(&mut self, target: TargetRef<'_>) -> Target {
@@ -605,19 +644,17 @@ impl Builder {
             self.out.send_store.extend_from_slice(&o.sends);
             let end = self.out.send_store.len() as u32;
             let r = self.out.read_store.len() as u32;
-            let g = self.out.target_store.len() as u32;
             self.out.txns.push(Txn {
                 index: o.index,
                 process: pid,
                 invoke_ns: o.time_ns,
-                complete_ns: None,
+                complete: NEVER,
                 status: Status::Info,
                 kind: o.kind,
                 polled: false,
                 sends: start..end,
                 reads: r..r,
-                targets: g..g,
-                rebalances: g..g,
+                extra: NEVER_EXTRA,
                 barrier: 0,
                 barrier_before: o.barrier_before,
             });
