@@ -59,6 +59,7 @@ pub enum Command {
     /// workload and the nemesis in one process on virtual time, every choice from --seed; the
     /// run is stored like a real one (check, report). --seeds N sweeps seeds. Exit 0 valid,
     /// 1 invalid, 2 unknown.
+    #[cfg(feature = "sim")]
     Sim(Box<crate::sim::SimArgs>),
 }
 

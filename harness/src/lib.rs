@@ -17,6 +17,7 @@ pub mod scrape;
 pub mod seeds;
 pub mod series;
 pub mod serve;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod spec;
 pub mod summary;

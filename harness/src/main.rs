@@ -141,6 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             harness::serve::serve(&args)?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "sim")]
         Command::Sim(args) => {
             let code = harness::sim::run(&args)?;
             Ok(ExitCode::from(code))

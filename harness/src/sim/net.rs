@@ -343,14 +343,21 @@ impl SimListener {
 
 impl Drop for SimListener {
     fn drop(&mut self) {
-        let mut inner = lock(&self.net.inner);
-        if inner
-            .listeners
-            .get(&self.addr)
-            .is_some_and(|s| s.id == self.id)
-        {
-            inner.listeners.remove(&self.addr);
-        }
+        let removed = {
+            let mut inner = lock(&self.net.inner);
+            if inner
+                .listeners
+                .get(&self.addr)
+                .is_some_and(|s| s.id == self.id)
+            {
+                inner.listeners.remove(&self.addr)
+            } else {
+                None
+            }
+        };
+        // Connections still in the backlog close here, outside the network's lock (closing
+        // takes it).
+        drop(removed);
     }
 }
 
@@ -532,5 +539,57 @@ impl client::conn::Connector for ClientConnector {
                 Box::new(w) as client::conn::WriteHalf,
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        rt.block_on(f)
+    }
+
+    #[test]
+    fn bytes_arrive_in_order_cuts_hold_them_and_a_closed_listener_refuses() {
+        let net = SimNet::new(1, Duration::from_micros(500), Duration::from_millis(2));
+        super::super::clock::set_now_ns(0);
+        run(async {
+            let mut l = net.listen("10.0.0.1:9092").expect("listen");
+            let mut c = net.open("10.0.0.1:9092").await.expect("connect");
+            let (mut s, _) = l.accept().await.expect("accept");
+            c.write_all(b"one").await.expect("write");
+            c.write_all(b"two").await.expect("write");
+            // Nothing arrives before the world's clock moves past the latency.
+            super::super::clock::set_now_ns(5_000_000);
+            let mut buf = [0u8; 6];
+            s.read_exact(&mut buf).await.expect("read");
+            assert_eq!(&buf, b"onetwo");
+            // Across a cut bytes are held until the heal.
+            net.cut(&[0], &[0]);
+            c.write_all(b"x").await.expect("write");
+            super::super::clock::set_now_ns(10_000_000);
+            let mut one = [0u8; 1];
+            let held =
+                tokio::time::timeout(Duration::from_millis(50), s.read_exact(&mut one)).await;
+            assert!(held.is_err(), "a byte crossed a cut");
+            net.heal();
+            s.read_exact(&mut one).await.expect("read after heal");
+            assert_eq!(&one, b"x");
+            // A listener dropped with a connection in its backlog (a killed node) closes it.
+            let _pending = net.open("10.0.0.1:9092").await.expect("connect");
+            drop(l);
+            let refused = net.open("10.0.0.1:9092").await;
+            assert_eq!(
+                refused.map(|_| ()).map_err(|e| e.kind()),
+                Err(io::ErrorKind::ConnectionRefused)
+            );
+        });
     }
 }
