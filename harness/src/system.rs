@@ -88,6 +88,11 @@ pub struct CommandSpec {
     /// executables among them; other backends run on hosts that already hold the system.
     #[serde(default)]
     pub image_files: Vec<PathBuf>,
+    /// A port on every node serving Prometheus `/metrics`, scraped once a second into
+    /// `metrics.jsonl` (the bundled broker's gauge names are read; others are kept as a node
+    /// that answered). None: nothing is scraped.
+    #[serde(default)]
+    pub metrics_port: Option<u16>,
 }
 
 fn default_port() -> u16 {
@@ -349,6 +354,10 @@ impl System for Command {
 
     fn client_port(&self) -> u16 {
         self.spec.port
+    }
+
+    fn metrics_port(&self) -> Option<u16> {
+        self.spec.metrics_port
     }
 
     fn describe_start(&self) -> String {
@@ -702,6 +711,7 @@ mod tests {
                 files: Vec::new(),
                 logs: Vec::new(),
                 image_files: Vec::new(),
+                metrics_port: None,
             },
         };
         let err = c.check(&spec).expect_err("bug modes");
