@@ -52,6 +52,13 @@ fn the_report_of_a_reproduced_lost_write_names_the_leader_change_and_the_fault()
     let run = results::store::resolve_latest(&store.path().join("reproduce-ack-before-isr/latest"))
         .expect("latest link");
     let html = std::fs::read_to_string(run.join("report.html")).expect("report.html");
+    // The final phase's reader is named for what it is, in the history view and the timeline.
+    assert!(
+        !html.contains("1000000"),
+        "the final reader shows as a number"
+    );
+    let timeline = std::fs::read_to_string(run.join("timeline.svg")).expect("timeline.svg");
+    assert!(timeline.contains("final-reads"), "no final-reads row");
 
     // Beside the verdict: the bug mode in force and the release rules.
     let banner = &html[html.find("id=\"verdict\"").expect("banner")..];

@@ -85,9 +85,10 @@ fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-/// The timeline of client ops: one row per worker (`process % workers`), a bar from invoke to
-/// completion colored by outcome, fault bands behind; past [`MAX_TIMELINE_OPS`] ops, each
-/// (worker, time bucket) cell is colored by its worst outcome instead.
+/// The timeline of client ops: one row per worker (`process % workers`), and a top row
+/// `final-reads` for the final phase's reader, a bar from invoke to completion colored by
+/// outcome, fault bands behind; past [`MAX_TIMELINE_OPS`] ops, each (row, time bucket) cell is
+/// colored by its worst outcome instead.
 pub fn timeline(
     points: &[LatencyPoint],
     workers: u64,
@@ -96,12 +97,17 @@ pub fn timeline(
 ) -> Result<String, PlotError> {
     let e = err("timeline");
     let workers = workers.max(1);
+    let final_row = points
+        .iter()
+        .any(|p| p.process == checkers::Process::Client(checkers::history::FINAL_PROCESS));
     let row = |p: &LatencyPoint| match &p.process {
+        checkers::Process::Client(checkers::history::FINAL_PROCESS) => workers,
         checkers::Process::Client(n) => n % workers,
         checkers::Process::Named(_) => 0,
     };
+    let rows = workers + u64::from(final_row);
     let end_s = end_s.max(1.0);
-    let height = (120 + 22 * workers as u32).min(900);
+    let height = (120 + 22 * rows as u32).min(900);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
@@ -111,18 +117,26 @@ pub fn timeline(
             .margin_right(LEGEND_WIDTH)
             .x_label_area_size(35)
             .y_label_area_size(60)
-            .build_cartesian_2d(0f64..end_s, -0.5f64..(workers as f64 - 0.5))
+            .build_cartesian_2d(0f64..end_s, -0.5f64..(rows as f64 - 0.5))
             .map_err(&e)?;
+        let label = |y: &f64| {
+            let r = y.round() as i64;
+            if final_row && r == workers as i64 {
+                "final-reads".to_string()
+            } else {
+                r.to_string()
+            }
+        };
         chart
             .configure_mesh()
             .x_desc("time since start (s)")
             .y_desc("worker")
-            .y_labels(workers.min(24) as usize)
-            .y_label_formatter(&|y| format!("{}", y.round() as i64))
+            .y_labels(rows.min(24) as usize)
+            .y_label_formatter(&label)
             .disable_y_mesh()
             .draw()
             .map_err(&e)?;
-        draw_bands(&mut chart, bands, -0.5, workers as f64 - 0.5, &e)?;
+        draw_bands(&mut chart, bands, -0.5, rows as f64 - 0.5, &e)?;
         if points.len() <= MAX_TIMELINE_OPS {
             chart
                 .draw_series(points.iter().map(|p| {
