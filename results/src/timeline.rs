@@ -202,6 +202,25 @@ pub const WIDTH: f64 = 960.0;
 const LEFT: f64 = 90.0;
 const RIGHT: f64 = 20.0;
 const LANE: f64 = 34.0;
+const NODE_ROW: f64 = 14.0;
+
+/// The scrape interval: the median gap between one node's successive samples (1 s when
+/// there are too few to tell).
+fn scrape_interval_ns(samples: &[Sample]) -> u64 {
+    let mut by_node: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for s in samples {
+        by_node.entry(&s.node).or_default().push(s.time_ns);
+    }
+    let mut gaps: Vec<u64> = by_node
+        .values_mut()
+        .flat_map(|t| {
+            t.sort_unstable();
+            t.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()
+        })
+        .collect();
+    gaps.sort_unstable();
+    gaps.get(gaps.len() / 2).copied().unwrap_or(1_000_000_000)
+}
 
 /// The broker timeline as an SVG: a row of fault bands labelled with kind and nodes, one lane
 /// per partition (the leader's node as a coloured bar labelled `n2 e3` at each change, the ISR
@@ -248,7 +267,11 @@ pub fn svg(
     let label_h = 14.0 * label_rows.len().max(1) as f64 + 6.0;
     let top = 10.0 + label_h;
     let lanes_h = LANE * partitions.len() as f64;
-    let outcome_top = top + lanes_h + 8.0;
+    let mut node_names: Vec<&str> = samples.iter().map(|s| s.node.as_str()).collect();
+    node_names.sort_unstable();
+    node_names.dedup();
+    let nodes_top = top + lanes_h + 4.0;
+    let outcome_top = nodes_top + NODE_ROW * node_names.len() as f64 + 8.0;
     let outcome_h = 40.0;
     let axis_y = outcome_top + outcome_h + 4.0;
     let height = axis_y + 30.0;
@@ -341,6 +364,39 @@ pub fn svg(
                 s,
                 "<path class=\"isr-size\" d=\"{d}\" fill=\"none\" stroke=\"#333\" \
                  stroke-dasharray=\"3,2\"><title>partition {p}: ISR size (max {max_isr})</title></path>"
+            );
+        }
+    }
+    // One row per node: when its /metrics did not answer (red: refused, the process down;
+    // amber: timed out, cut off or paused), and when it said it was fenced (grey).
+    let interval = scrape_interval_ns(samples) as f64 / 1e9;
+    for (i, n) in node_names.iter().enumerate() {
+        let y = nodes_top + NODE_ROW * i as f64;
+        let _ = write!(
+            s,
+            "<text x=\"{lx}\" y=\"{ty:.1}\" text-anchor=\"end\">{n}</text>",
+            lx = LEFT - 6.0,
+            ty = y + NODE_ROW - 3.0,
+            n = esc(n)
+        );
+        for smp in samples.iter().filter(|x| x.node == *n) {
+            let (colour, what) = match (&smp.error, smp.up, smp.fenced) {
+                (Some(e), false, _) if e.starts_with("timeout") => ("#db8e00", e.as_str()),
+                (Some(e), false, _) => ("#cf222e", e.as_str()),
+                (_, true, true) => ("#8c959f", "fenced"),
+                _ => continue,
+            };
+            let t = smp.time_ns as f64 / 1e9;
+            let _ = write!(
+                s,
+                "<rect class=\"node-state\" data-node=\"{n}\" x=\"{x0:.1}\" y=\"{y:.1}\" \
+                 width=\"{w:.1}\" height=\"{h:.1}\" fill=\"{colour}\"><title>{n} at {t:.1} s: \
+                 {what}</title></rect>",
+                n = esc(n),
+                x0 = x(t),
+                w = (x(t + interval) - x(t)).max(1.0),
+                h = NODE_ROW - 4.0,
+                what = esc(what),
             );
         }
     }
@@ -468,5 +524,9 @@ mod tests {
         assert!(svg.contains(">kill n1</text>"), "{svg}");
         assert!(svg.contains(">n2 e2</text>"), "{svg}");
         assert!(svg.contains("class=\"isr-size\""));
+        assert!(
+            svg.contains("data-node=\"n1\" x=\""),
+            "n1's unanswered scrape is drawn: {svg}"
+        );
     }
 }

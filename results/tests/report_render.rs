@@ -236,6 +236,11 @@ fn report_shows_each_anomaly_with_its_count_and_op_links() {
         band_labels.iter().any(|l| l == "kill n2"),
         "{band_labels:?}"
     );
+    // The killed node's unanswered scrapes are drawn on its row.
+    assert!(
+        doc.select(&sel("rect.node-state[data-node=n2]")).next().is_some(),
+        "n2 shows as down while killed"
+    );
     // The lost write explained by the events around it.
     let why: String = doc
         .select(&sel("#anomaly-lost-write .why"))
