@@ -190,6 +190,36 @@ pub fn timeline(
     Ok(svg)
 }
 
+/// A chart on `root` in the common frame: margins (the right one kept for the legend),
+/// label areas, and the mesh with the axes' descriptions.
+fn frame<'a, 'b, Y>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    x: std::ops::Range<f64>,
+    y: Y,
+    (x_desc, y_desc): (&str, &str),
+    e: &impl Fn(DrawingAreaErrorKind<std::io::Error>) -> PlotError,
+) -> Result<Chart<'a, 'b, Y::CoordDescType>, PlotError>
+where
+    Y: plotters::coord::ranged1d::AsRangedCoord,
+    Y::CoordDescType:
+        plotters::coord::ranged1d::ValueFormatter<<Y::CoordDescType as Ranged>::ValueType>,
+{
+    let mut chart = ChartBuilder::on(root)
+        .margin(10)
+        .margin_right(LEGEND_WIDTH)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(e)?;
+    Ok(chart)
+}
+
 /// How a legend entry is drawn: a line, a filled swatch, or a band's shade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Swatch {
@@ -298,19 +328,13 @@ pub fn latency(points: &[LatencyPoint], bands: &[Band], end_s: f64) -> Result<St
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 380)).into_drawing_area();
         root.fill(&WHITE).map_err(&e)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .margin_right(LEGEND_WIDTH)
-            .x_label_area_size(35)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..end_s, (min_ms..max_ms).log_scale())
-            .map_err(&e)?;
-        chart
-            .configure_mesh()
-            .x_desc("invocation time (s)")
-            .y_desc("latency (ms, log)")
-            .draw()
-            .map_err(&e)?;
+        let mut chart = frame(
+            &root,
+            0f64..end_s,
+            (min_ms..max_ms).log_scale(),
+            ("invocation time (s)", "latency (ms, log)"),
+            &e,
+        )?;
         draw_bands(&mut chart, bands, min_ms, max_ms, &e)?;
         let mut legend: Legend = Vec::new();
         for ((f, t), ps) in &series {
@@ -383,19 +407,13 @@ pub fn throughput(t: &Throughput, bands: &[Band]) -> Result<String, PlotError> {
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 300)).into_drawing_area();
         root.fill(&WHITE).map_err(&e)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .margin_right(LEGEND_WIDTH)
-            .x_label_area_size(35)
-            .y_label_area_size(60)
-            .build_cartesian_2d(start_s..end_s, 0f64..max_y)
-            .map_err(&e)?;
-        chart
-            .configure_mesh()
-            .x_desc("completion time (s)")
-            .y_desc("completions / s")
-            .draw()
-            .map_err(&e)?;
+        let mut chart = frame(
+            &root,
+            start_s..end_s,
+            0f64..max_y,
+            ("completion time (s)", "completions / s"),
+            &e,
+        )?;
         draw_bands(&mut chart, bands, 0.0, max_y, &e)?;
         let mut legend: Legend = Vec::new();
         for (name, counts) in &t.series {
@@ -477,19 +495,13 @@ pub fn latency_quantiles(
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 320)).into_drawing_area();
         root.fill(&WHITE).map_err(&e)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .margin_right(LEGEND_WIDTH)
-            .x_label_area_size(35)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..end_s, (lo..hi).log_scale())
-            .map_err(&e)?;
-        chart
-            .configure_mesh()
-            .x_desc("invocation time (s)")
-            .y_desc("ok latency (ms, log)")
-            .draw()
-            .map_err(&e)?;
+        let mut chart = frame(
+            &root,
+            0f64..end_s,
+            (lo..hi).log_scale(),
+            ("invocation time (s)", "ok latency (ms, log)"),
+            &e,
+        )?;
         draw_bands(&mut chart, bands, lo, hi, &e)?;
         let mut legend: Legend = Vec::new();
         for ((f, qi), pts) in lines {
@@ -538,19 +550,13 @@ pub fn availability(t: &Throughput, bands: &[Band]) -> Result<String, PlotError>
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 240)).into_drawing_area();
         root.fill(&WHITE).map_err(&e)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .margin_right(LEGEND_WIDTH)
-            .x_label_area_size(35)
-            .y_label_area_size(60)
-            .build_cartesian_2d(start_s..end_s, 0f64..105.0)
-            .map_err(&e)?;
-        chart
-            .configure_mesh()
-            .x_desc("completion time (s)")
-            .y_desc("ok share of ops (%)")
-            .draw()
-            .map_err(&e)?;
+        let mut chart = frame(
+            &root,
+            start_s..end_s,
+            0f64..105.0,
+            ("completion time (s)", "ok share of ops (%)"),
+            &e,
+        )?;
         draw_bands(&mut chart, bands, 0.0, 105.0, &e)?;
         let legend: Legend = vec![("ok share".into(), OK_COLOR, Swatch::Line)];
         chart
@@ -577,19 +583,13 @@ pub fn unseen(u: &checkers::stats::Unseen, bands: &[Band]) -> Result<String, Plo
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 260)).into_drawing_area();
         root.fill(&WHITE).map_err(&e)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .margin_right(LEGEND_WIDTH)
-            .x_label_area_size(35)
-            .y_label_area_size(60)
-            .build_cartesian_2d(start_s..end_s, 0f64..max_y)
-            .map_err(&e)?;
-        chart
-            .configure_mesh()
-            .x_desc("time (s)")
-            .y_desc("acknowledged, unread")
-            .draw()
-            .map_err(&e)?;
+        let mut chart = frame(
+            &root,
+            start_s..end_s,
+            0f64..max_y,
+            ("time (s)", "acknowledged, unread"),
+            &e,
+        )?;
         draw_bands(&mut chart, bands, 0.0, max_y, &e)?;
         let mut legend: Legend = vec![("unseen".into(), INFO_COLOR, Swatch::Line)];
         chart
