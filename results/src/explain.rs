@@ -173,9 +173,13 @@ fn example_offset(ex: &Value) -> Option<i64> {
         .or_else(|| ex["offsets"].get(0).and_then(Value::as_i64))
 }
 
-/// One example in words, or None when it names no key.
+/// One example in words: by its key and offset when it names them, else by the node it names
+/// (a broker that could not be brought back: the faults that hit it), else by the ops it
+/// names (the faults and elections around them); None when it names none of these.
 pub fn explain(ex: &Value, ev: &Events<'_>) -> Option<String> {
-    let key = ex["key"].as_str()?;
+    let Some(key) = ex["key"].as_str() else {
+        return explain_without_key(ex, ev);
+    };
     let partition = ex["partition"].as_i64().map(|p| p as i32).or_else(|| {
         let n = ev.partitions.filter(|n| *n > 0)?;
         let i: u64 = key.strip_prefix('k')?.parse().ok()?;
@@ -320,6 +324,65 @@ pub fn explain(ex: &Value, ev: &Events<'_>) -> Option<String> {
     Some(parts.join("; "))
 }
 
+/// An example without a key: the faults that hit the node it names, or the faults and leader
+/// changes within a few seconds of the ops it names.
+fn explain_without_key(ex: &Value, ev: &Events<'_>) -> Option<String> {
+    if let Some(node) = ex["node"].as_str() {
+        let hits: Vec<String> = ev
+            .faults
+            .iter()
+            .filter(|f| {
+                fault_nodes(ev.history, f)
+                    .split([' ', '|'])
+                    .any(|n| n == node)
+            })
+            .take(2 * MAX_FAULTS)
+            .map(|f| fault_words(ev.history, f))
+            .collect();
+        return Some(if hits.is_empty() {
+            format!("no fault named {node} before it failed")
+        } else {
+            format!("faults on {node}: {}", hits.join("; "))
+        });
+    }
+    let ops = checkers::queue::example_ops(ex);
+    let first = ev.history.ops.iter().find(|o| ops.contains(&o.index))?;
+    let t = first.time_ns;
+    let (from, until) = (t.saturating_sub(3_000_000_000), t + 3_000_000_000);
+    let mut events: Vec<(u64, String)> = ev
+        .faults
+        .iter()
+        .filter(|f| f.start_ns <= until && f.end_ns.is_none_or(|e| e >= from))
+        .take(MAX_FAULTS)
+        .map(|f| (f.start_ns, fault_words(ev.history, f)))
+        .collect();
+    events.extend(
+        ev.changes
+            .iter()
+            .filter(|c| c.time_ns >= from && c.time_ns <= until)
+            .take(2 * MAX_CHANGES)
+            .map(|c| {
+                (
+                    c.time_ns,
+                    format!(
+                        "{} elected for partition {}, epoch {}, at {}",
+                        c.leader,
+                        c.partition,
+                        c.epoch,
+                        secs(c.time_ns)
+                    ),
+                )
+            }),
+    );
+    events.sort_by_key(|e| e.0);
+    let mut parts = vec![format!("op {} at {}", first.index, secs(t))];
+    if events.is_empty() {
+        parts.push("no fault or leader change within 3 s of it".into());
+    }
+    parts.extend(events.into_iter().map(|e| e.1));
+    Some(parts.join("; "))
+}
+
 /// The run's bug modes and Kafka release rules, for beside the verdict: e.g. `bug modes:
 /// ack-before-isr; Kafka release rules: 3.6`.
 pub fn semantics(test: &Value) -> String {
@@ -449,6 +512,44 @@ mod tests {
              12.1 s; n2 killed at 12.3 s with 96 kB of unfsynced data lost (until 20.0 s); n4 \
              elected, epoch 4, at 15.0 s with log end 38 (offset 40 was not in its log); the \
              final reads have offset 40 = value 901"
+        );
+    }
+
+    #[test]
+    fn an_unrecoverable_broker_is_told_by_the_faults_on_it() {
+        let history = History {
+            ops: vec![op(
+                0,
+                1_000,
+                Process::nemesis(),
+                OpType::Info,
+                "kill",
+                json!({"nodes": ["n3"]}),
+            )],
+            warnings: vec![],
+        };
+        let faults = vec![FaultInterval {
+            kind: "kill".into(),
+            node: None,
+            start_f: "kill".into(),
+            start_ns: 1_000_000_000,
+            end_ns: None,
+            start_index: 0,
+            end_index: None,
+        }];
+        let ev = Events {
+            history: &history,
+            faults: &faults,
+            changes: &[],
+            partitions: None,
+        };
+        assert_eq!(
+            explain(&json!({"node": "n3", "op": 0}), &ev).as_deref(),
+            Some("faults on n3: n3 killed at 1.0 s")
+        );
+        assert_eq!(
+            explain(&json!({"ops": [0]}), &ev).as_deref(),
+            Some("op 0 at 1.0 s; n3 killed at 1.0 s")
         );
     }
 
