@@ -24,6 +24,7 @@ use super::clock::{current_node, now_ns};
 /// One direction of a connection.
 #[derive(Debug)]
 struct Pipe {
+    id: u64,
     src: u32,
     dst: u32,
     /// Chunks written, each with the virtual time it arrives.
@@ -39,8 +40,9 @@ struct Pipe {
 }
 
 impl Pipe {
-    fn new(src: u32, dst: u32) -> Pipe {
+    fn new(id: u64, src: u32, dst: u32) -> Pipe {
         Pipe {
+            id,
             src,
             dst,
             in_flight: VecDeque::new(),
@@ -98,7 +100,9 @@ struct Inner {
     min_latency_ns: u64,
     max_latency_ns: u64,
     listeners: BTreeMap<String, Slot>,
-    pipes: Vec<Weak<Mutex<Pipe>>>,
+    /// Pipes with bytes or an end of stream in flight (the only ones a tick looks at).
+    active: BTreeMap<u64, Weak<Mutex<Pipe>>>,
+    next_pipe: u64,
     cuts: BTreeSet<(u32, u32)>,
     next_id: u64,
     connections: u64,
@@ -119,7 +123,8 @@ impl SimNet {
                 min_latency_ns: min.as_nanos() as u64,
                 max_latency_ns: max.as_nanos().max(min.as_nanos()) as u64,
                 listeners: BTreeMap::new(),
-                pipes: Vec::new(),
+                active: BTreeMap::new(),
+                next_pipe: 0,
                 cuts: BTreeSet::new(),
                 next_id: 0,
                 connections: 0,
@@ -159,35 +164,59 @@ impl SimNet {
         lock(&self.inner).connections
     }
 
-    /// Wakes every reader with bytes or an end of stream due by now; drops dead pipes.
+    /// Wakes every reader with bytes or an end of stream due by now; forgets pipes with
+    /// nothing left in flight.
     pub fn deliver(&self) {
         let now = now_ns();
-        let (pipes, cuts) = {
-            let mut inner = lock(&self.inner);
-            inner.pipes.retain(|w| w.strong_count() > 0);
-            (inner.pipes.clone(), inner.cuts.clone())
+        let (active, cuts) = {
+            let inner = lock(&self.inner);
+            let active: Vec<(u64, Weak<Mutex<Pipe>>)> = inner
+                .active
+                .iter()
+                .map(|(id, w)| (*id, w.clone()))
+                .collect();
+            (active, inner.cuts.clone())
         };
-        for w in pipes {
-            let Some(p) = w.upgrade() else { continue };
+        let mut idle = Vec::new();
+        for (id, w) in active {
+            let Some(p) = w.upgrade() else {
+                idle.push(id);
+                continue;
+            };
             let waker = {
                 let mut p = lock(&p);
                 let cut = cuts.contains(&(p.src, p.dst));
-                if p.waker.is_some() && p.due(now, cut) {
+                let waker = if p.waker.is_some() && p.due(now, cut) {
                     p.waker.take()
                 } else {
                     None
+                };
+                if p.in_flight.is_empty() && p.eof_at.is_none_or(|t| t <= now) {
+                    idle.push(id);
                 }
+                waker
             };
             if let Some(w) = waker {
                 w.wake();
             }
         }
+        if !idle.is_empty() {
+            let mut inner = lock(&self.inner);
+            for id in idle {
+                inner.active.remove(&id);
+            }
+        }
     }
 
     fn pipe(&self, src: u32, dst: u32) -> PipeRef {
-        let p = Arc::new(Mutex::new(Pipe::new(src, dst)));
-        lock(&self.inner).pipes.push(Arc::downgrade(&p));
-        p
+        let mut inner = lock(&self.inner);
+        inner.next_pipe += 1;
+        Arc::new(Mutex::new(Pipe::new(inner.next_pipe, src, dst)))
+    }
+
+    /// Marks `pipe` as having something in flight.
+    fn activate(&self, pipe: &PipeRef, id: u64) {
+        lock(&self.inner).active.insert(id, Arc::downgrade(pipe));
     }
 
     /// Opens a connection from the current node to `addr`.
@@ -313,6 +342,9 @@ impl SimNet {
         let at = (now_ns() + lat).max(p.last_at);
         p.last_at = at;
         p.in_flight.push_back((at, Bytes::copy_from_slice(buf)));
+        let id = p.id;
+        drop(p);
+        self.activate(pipe, id);
         Ok(())
     }
 
@@ -322,6 +354,9 @@ impl SimNet {
         if p.eof_at.is_none() {
             let at = (now_ns() + lat).max(p.last_at);
             p.eof_at = Some(at);
+            let id = p.id;
+            drop(p);
+            self.activate(pipe, id);
         }
     }
 }
