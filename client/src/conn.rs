@@ -6,7 +6,8 @@
 //! `NotSent` only when no byte of it was handed to the socket.
 //!
 //! Connections are opened through a seam: TCP by default, or a [`Connector`] a simulation
-//! thread installs with [`set_thread_connector`] (the in-memory network of `harness sim`).
+//! thread installs with [`set_thread_connector`] (the in-memory network of `harness sim`);
+//! record timestamps read [`wall_clock_ms`], which such a thread points at virtual time.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -73,6 +74,28 @@ thread_local! {
 /// connect over TCP. Only a simulation thread installs one.
 pub fn set_thread_connector(c: Option<Arc<dyn Connector>>) {
     CONNECTOR.with(|cell| *cell.borrow_mut() = c);
+}
+
+thread_local! {
+    static WALL_CLOCK: std::cell::Cell<Option<fn() -> i64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Installs (or with `None` removes) the calling thread's wall clock for record timestamps (a
+/// simulator's virtual time); threads without one read the system clock.
+pub fn set_thread_wall_clock(clock: Option<fn() -> i64>) {
+    WALL_CLOCK.with(|c| c.set(clock));
+}
+
+/// Milliseconds since the Unix epoch for record timestamps: the thread's wall clock if one is
+/// installed, else the system clock (the client's only wall-clock read).
+pub fn wall_clock_ms() -> i64 {
+    if let Some(clock) = WALL_CLOCK.with(std::cell::Cell::get) {
+        return clock();
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Opens a stream to `addr`: through the thread's connector, else TCP with `TCP_NODELAY`.

@@ -53,12 +53,10 @@ use crate::outcome::{Attempt, Delivery, Outcome, SendError, Step};
 use crate::partitioner::partition_for_key;
 use crate::records::{build_batch, OutRecord, ProducerIdentity};
 
-/// Milliseconds since the Unix epoch, for record timestamps (the client's only wall-clock read).
+/// Milliseconds since the Unix epoch, for record timestamps (through the connection seam's
+/// wall clock: the system's, or a simulator's).
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::conn::wall_clock_ms()
 }
 
 struct Job {

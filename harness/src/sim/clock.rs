@@ -35,6 +35,11 @@ pub(crate) fn set_current_node(n: u32) {
     NODE.with(|c| c.set(n));
 }
 
+/// The clients' wall clock: virtual wall time (record timestamps).
+pub fn client_wall_ms() -> i64 {
+    EPOCH_MS + (now_ns() / 1_000_000) as i64
+}
+
 /// A broker's clock: virtual wall time plus the node's clock offset (the clock nemesis), and
 /// its runtime's virtual monotonic time.
 #[derive(Debug, Clone, Default)]

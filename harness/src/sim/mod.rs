@@ -384,10 +384,12 @@ fn simulate_here(args: &SimArgs, spec: &TestSpec, dir: &Path) -> Result<SimOutco
     set_simulated(true);
     broker::transport::set_thread_transport(Some(Arc::new(net::BrokerTransport(net.clone()))));
     client::conn::set_thread_connector(Some(Arc::new(net::ClientConnector(net.clone()))));
+    client::conn::set_thread_wall_clock(Some(clock::client_wall_ms));
     broker::storage::set_thread_observer(Some(disk.clone()));
     let result = simulate_world(args, spec, dir, net, disk);
     broker::storage::set_thread_observer(None);
     client::conn::set_thread_connector(None);
+    client::conn::set_thread_wall_clock(None);
     broker::transport::set_thread_transport(None);
     set_simulated(false);
     result
