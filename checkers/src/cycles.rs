@@ -55,7 +55,7 @@ const MAX_BFS_STARTS: usize = 32;
 pub struct DependencyGraph<'a> {
     /// Node weights: a txn position, or `BARRIER + k` for barrier `k`.
     weight: Vec<u32>,
-    start: Vec<u64>,
+    start: Vec<u32>,
     targets: Vec<u32>,
     bits: Vec<u8>,
     txns: &'a Txns,
@@ -72,12 +72,12 @@ struct Tarjan {
     low: Vec<u32>,
     on_stack: Vec<bool>,
     stack: Vec<u32>,
-    call: Vec<(u32, u64)>,
+    call: Vec<(u32, u32)>,
     next: u32,
 }
 
 impl Tarjan {
-    fn visit(&mut self, v: u32, first_edge: u64) {
+    fn visit(&mut self, v: u32, first_edge: u32) {
         self.index[v as usize] = self.next;
         self.low[v as usize] = self.next;
         self.next += 1;
@@ -230,7 +230,9 @@ impl<'a> DependencyGraph<'a> {
             Vec::new()
         };
         // Count each node's out-edges, then fill them in place.
-        let mut start = vec![0u64; weight.len() + 1];
+        // Edge positions are u32: 4 billion edges would take 20 GB, far past any history
+        // this machine can check; counts saturate rather than wrap.
+        let mut start = vec![0u32; weight.len() + 1];
         edges(
             a,
             ww_deps,
@@ -238,16 +240,17 @@ impl<'a> DependencyGraph<'a> {
             &chain,
             first_barrier,
             &mut |f, _, _| {
-                start[f as usize + 1] += 1;
+                let c = &mut start[f as usize + 1];
+                *c = c.saturating_add(1);
             },
         );
         for i in 1..start.len() {
-            start[i] += start[i - 1];
+            start[i] = start[i].saturating_add(start[i - 1]);
         }
         let total = start.last().copied().unwrap_or(0) as usize;
         let mut targets = vec![0u32; total];
         let mut bits = vec![0u8; total];
-        let mut cursor: Vec<u64> = start[..weight.len()].to_vec();
+        let mut cursor: Vec<u32> = start[..weight.len()].to_vec();
         edges(
             a,
             ww_deps,
@@ -256,9 +259,12 @@ impl<'a> DependencyGraph<'a> {
             first_barrier,
             &mut |f, to, bit| {
                 let c = &mut cursor[f as usize];
-                targets[*c as usize] = to;
-                bits[*c as usize] = bit;
-                *c += 1;
+                if let (Some(t), Some(b)) =
+                    (targets.get_mut(*c as usize), bits.get_mut(*c as usize))
+                {
+                    (*t, *b) = (to, bit);
+                }
+                *c = c.saturating_add(1);
             },
         );
         DependencyGraph {
