@@ -90,6 +90,9 @@ pub struct SimArgs {
     /// Keep the brokers' data directories in the run folder (removed by default).
     #[arg(long = "keep-data")]
     pub keep_data: bool,
+    /// With --seeds: wall seconds a seed may take before it is killed and reported as hung.
+    #[arg(long = "seed-timeout", default_value_t = 300)]
+    pub seed_timeout: u64,
     /// Virtual milliseconds per step of the world.
     #[arg(long = "tick-ms", default_value_t = 1)]
     pub tick_ms: u64,
@@ -238,23 +241,40 @@ fn sweep(args: &SimArgs, n: u64) -> Result<u8> {
         let mut cmd = std::process::Command::new(&exe);
         cmd.arg("sim").arg("--seed").arg(seed.to_string());
         cmd.args(child_flags(args));
-        let out = cmd
-            .output()
+        // The child's report lines are its own; its errors reach our stderr.
+        cmd.stdout(std::process::Stdio::null());
+        let mut child = cmd
+            .spawn()
             .with_context(|| format!("running seed {seed}"))?;
-        let code = out.status.code().unwrap_or(255).clamp(0, 255) as u8;
-        let verdict = match code {
-            0 => "valid",
-            1 => "INVALID",
-            2 => "unknown",
+        let deadline = std::time::Instant::now() + Duration::from_secs(args.seed_timeout);
+        let status = loop {
+            if let Some(status) = child.try_wait().context("waiting for a seed")? {
+                break Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                // A simulation that stops advancing virtual time (a deadlock or a busy loop in
+                // the code under test) is a finding too.
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let code = match status {
+            Some(s) => s.code().unwrap_or(255).clamp(0, 255) as u8,
+            None => 3,
+        };
+        let verdict = match (code, status) {
+            (_, None) => "HUNG (killed after --seed-timeout)",
+            (0, _) => "valid",
+            (1, _) => "INVALID",
+            (2, _) => "unknown",
             _ => "crashed",
         };
         println!("seed {seed}: {verdict}");
         if code != 0 {
             failing.push((seed, code));
             worst = worst.max(code.min(2));
-            if code > 2 {
-                eprint!("{}", String::from_utf8_lossy(&out.stderr));
-            }
         }
     }
     println!("{} of {n} seeds valid", n - failing.len() as u64);
