@@ -340,8 +340,7 @@ impl Consumer {
                 let first =
                     futures::future::select_all(self.inflight.values_mut().map(|f| &mut f.task));
                 // At the deadline the fetches stay in flight for the next poll.
-                let Ok((first, i, _)) = tokio::time::timeout_at(deadline, first).await
-                else {
+                let Ok((first, i, _)) = tokio::time::timeout_at(deadline, first).await else {
                     return Ok(out);
                 };
                 // That fetch (its task has given its output up), then any other that has
