@@ -135,6 +135,56 @@ fn metrics_show_the_leader_changes_metadata_saw_and_the_report_draws_them() {
         );
     }
     assert!(run.join("broker-timeline.svg").is_file());
+
+    // Kept for a person to look at: the run's report and broker timeline, and a headless
+    // Chromium screenshot of the timeline when a browser is installed.
+    let keep = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("broker-metrics-run");
+    let _ = std::fs::remove_dir_all(&keep);
+    std::fs::create_dir_all(&keep).expect("keep dir");
+    for f in [
+        "report.html",
+        "broker-timeline.svg",
+        "metrics.jsonl",
+        "metadata.jsonl",
+    ] {
+        std::fs::copy(run.join(f), keep.join(f)).expect("copy");
+    }
+    if let Some(chrome) = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find(|c| {
+            Command::new("which")
+                .arg(c)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    {
+        let profile = tempfile::tempdir().expect("profile");
+        let shot = keep.join("broker-timeline.png");
+        let status = Command::new(chrome)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--window-size=980,360",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(format!(
+                "file://{}",
+                keep.join("broker-timeline.svg").display()
+            ))
+            .output()
+            .expect("chromium runs");
+        assert!(status.status.success(), "chromium failed");
+        let png = std::fs::read(&shot).expect("screenshot");
+        assert!(png.len() > 5_000, "a real screenshot, {} bytes", png.len());
+        println!(
+            "screenshot of the run's broker timeline: {}",
+            shot.display()
+        );
+    }
 }
 
 /// Whether the page has a fault band label `kill n<digit>`.

@@ -67,11 +67,16 @@ pub fn nodes_named(value: &Value) -> String {
     if let Some(c) = value["components"].as_object() {
         let groups: BTreeSet<Vec<String>> = c.values().map(strings).collect();
         if groups.len() > 1 {
-            return groups
+            let sides = groups
                 .iter()
                 .map(|g| g.join(" "))
                 .collect::<Vec<_>>()
                 .join(" | ");
+            // Overlapping sides (a bridge, a ring): each node's view; name the topology.
+            return match value["topology"].as_str() {
+                Some(t) => format!("{t}: {sides}"),
+                None => sides,
+            };
         }
     }
     String::new()

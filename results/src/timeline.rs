@@ -252,17 +252,21 @@ pub fn svg(
     // Rows: fault labels (stacked so overlapping bands stay readable), partitions, outcomes.
     let mut label_rows: Vec<f64> = Vec::new();
     let mut band_row = Vec::new();
+    // Where each band's label starts: at the band, or pulled left so it ends inside the plot.
+    let mut label_x = Vec::new();
     for b in bands {
-        let w = 7.0 * (b.kind.len() + b.nodes.len() + 1) as f64;
+        let w = 6.5 * (b.kind.len() + b.nodes.len() + 1) as f64;
+        let lx = x(b.start).min(WIDTH - 2.0 - w).max(2.0);
         let row = label_rows
             .iter()
-            .position(|end| *end < x(b.start))
+            .position(|end| *end < lx)
             .unwrap_or_else(|| {
                 label_rows.push(0.0);
                 label_rows.len() - 1
             });
-        label_rows[row] = x(b.start) + w;
+        label_rows[row] = lx + w;
         band_row.push(row);
+        label_x.push(lx);
     }
     let label_h = 14.0 * label_rows.len().max(1) as f64 + 6.0;
     let top = 10.0 + label_h;
@@ -283,7 +287,7 @@ pub fn svg(
          class=\"broker-timeline\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/>"
     );
     // Fault bands behind everything, each labelled with its kind and nodes.
-    for (b, row) in bands.iter().zip(&band_row) {
+    for ((b, row), lx) in bands.iter().zip(&band_row).zip(&label_x) {
         let colour = crate::plots::fault_color(&b.kind);
         let c = format!("rgb({},{},{})", colour.0, colour.1, colour.2);
         let (x0, x1) = (x(b.start), x(b.end).max(x(b.start) + 2.0));
@@ -296,7 +300,7 @@ pub fn svg(
             s,
             "<g class=\"fault-band\"><title>{t}: {a:.1}–{z:.1} s</title>\
              <rect x=\"{x0:.1}\" y=\"{y0:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" fill=\"{c}\" \
-             fill-opacity=\"0.15\"/><text x=\"{x0:.1}\" y=\"{ty:.1}\" fill=\"{c}\">{t}</text></g>",
+             fill-opacity=\"0.15\"/><text x=\"{lx:.1}\" y=\"{ty:.1}\" fill=\"{c}\">{t}</text></g>",
             t = esc(&label),
             a = b.start,
             z = b.end,
@@ -306,6 +310,7 @@ pub fn svg(
             ty = 20.0 + 14.0 * *row as f64,
         );
     }
+    let interval = scrape_interval_ns(samples) as f64 / 1e9;
     // One lane per partition.
     for (i, p) in partitions.iter().enumerate() {
         let y0 = top + LANE * i as f64;
@@ -342,6 +347,24 @@ pub fn svg(
                 tx = x(t0) + 2.0,
                 ty = y0 + 24.0,
             );
+            // While the leader did not answer its scrapes (down or cut off), its bar is faded:
+            // the leadership is what it last said, not what it was seen doing.
+            for smp in samples.iter().filter(|x| {
+                x.node == c.leader
+                    && !x.up
+                    && x.time_ns >= c.time_ns
+                    && (x.time_ns as f64 / 1e9) < t1
+            }) {
+                let ts = smp.time_ns as f64 / 1e9;
+                let _ = write!(
+                    s,
+                    "<rect class=\"leader-silent\" x=\"{xs:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" \
+                     height=\"10\" fill=\"white\" fill-opacity=\"0.7\"/>",
+                    xs = x(ts),
+                    y = y0 + 3.0,
+                    w = (x((ts + interval).min(t1)) - x(ts)).max(0.5),
+                );
+            }
         }
         // ISR size as a step line in the lane's lower part.
         if let Some(points) = isr.get(p) {
@@ -369,7 +392,6 @@ pub fn svg(
     }
     // One row per node: when its /metrics did not answer (red: refused, the process down;
     // amber: timed out, cut off or paused), and when it said it was fenced (grey).
-    let interval = scrape_interval_ns(samples) as f64 / 1e9;
     for (i, n) in node_names.iter().enumerate() {
         let y = nodes_top + NODE_ROW * i as f64;
         let _ = write!(
