@@ -119,12 +119,30 @@ pub fn spec_of(args: &SimArgs) -> Result<TestSpec> {
         .acks
         .parse()
         .map_err(|e| anyhow::anyhow!("--acks {}: {e}", args.acks))?;
+    let invalid = |field: &str, reason: String| {
+        anyhow::Error::new(crate::spec::SpecError::Invalid {
+            field: field.into(),
+            reason,
+        })
+    };
     for kv in &args.broker {
         let (k, v) = kv
             .split_once('=')
-            .with_context(|| format!("--broker {kv}: expected key=value"))?;
-        spec.broker
-            .insert(k.trim().to_string(), v.trim().to_string());
+            .ok_or_else(|| invalid("--broker", format!("`{kv}`: expected key=value")))?;
+        let k = k.trim();
+        // The linked broker's own list (a real run asks the binary for the same list).
+        if !broker::config::known_keys().any(|known| known == k) {
+            return Err(invalid(
+                "--broker",
+                format!("unknown broker property `{k}` (see `broker --list-config-keys`)"),
+            ));
+        }
+        spec.broker.insert(k.to_string(), v.trim().to_string());
+    }
+    for b in &args.bugs {
+        broker::replication::ReplicationBugs::none()
+            .enable(b)
+            .map_err(|e| invalid("--bug", e.to_string()))?;
     }
     if !args.no_faults {
         for f in &args.nemesis {
@@ -425,6 +443,7 @@ fn simulate_world(
     let data = dir.join("sim-data");
     let addrs: Vec<IpAddr> = (1..=args.nodes).map(addr_of).collect();
     let mut nodes = Vec::new();
+    let stopped = Arc::new(std::sync::Mutex::new(Vec::new()));
     for i in 0..args.nodes as usize {
         let ndir = data.join(format!("n{}", i + 1));
         std::fs::create_dir_all(&ndir).with_context(|| format!("creating {}", ndir.display()))?;
@@ -439,6 +458,7 @@ fn simulate_world(
             props,
             ndir,
             args.bugs.clone(),
+            stopped.clone(),
         ));
     }
     let tick = Duration::from_millis(args.tick_ms.max(1));
@@ -511,6 +531,27 @@ fn simulate_world(
             break;
         }
         world.step();
+        // A broker that exits on its own: `start-failed` while faults run (the final heal
+        // starts it again), `broker-unrecoverable` after the heal (an invalidating finding,
+        // as in real runs).
+        for (id, why) in world.take_stopped() {
+            let node = format!("n{id}");
+            if healed {
+                history
+                    .nemesis(
+                        crate::run::UNRECOVERABLE,
+                        serde_json::json!({"node": node, "reason": why, "log_tail": ""}),
+                    )
+                    .context("recording an unrecoverable broker")?;
+            } else {
+                history
+                    .nemesis(
+                        "start-failed",
+                        serde_json::json!({"nodes": [node], "reason": why}),
+                    )
+                    .context("recording a failed start")?;
+            }
+        }
     }
     let summary = if work.is_finished() {
         match world.control.block_on(work) {

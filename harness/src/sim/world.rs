@@ -48,11 +48,19 @@ pub struct Node {
     pub paused: bool,
     /// Times started.
     pub starts: u32,
+    /// Where a broker that stops (fails to open, or its listener ends) says why.
+    stopped: Arc<std::sync::Mutex<Vec<(u32, String)>>>,
 }
 
 impl Node {
     /// A node that has not started yet.
-    pub fn new(id: u32, props: Vec<(String, String)>, dir: PathBuf, bugs: Vec<String>) -> Node {
+    pub fn new(
+        id: u32,
+        props: Vec<(String, String)>,
+        dir: PathBuf,
+        bugs: Vec<String>,
+        stopped: Arc<std::sync::Mutex<Vec<(u32, String)>>>,
+    ) -> Node {
         Node {
             id,
             props,
@@ -63,6 +71,7 @@ impl Node {
             rt_ns: 0,
             paused: false,
             starts: 0,
+            stopped,
         }
     }
 
@@ -82,10 +91,17 @@ impl Node {
         let clock: Arc<dyn broker::clock::Clock> = Arc::new(self.clock.clone());
         let bugs = self.bugs.clone();
         let id = self.id;
+        let stopped = self.stopped.clone();
         rt.spawn(async move {
-            if let Err(e) = serve_broker(props, clock, bugs).await {
-                tracing::warn!(node = id, error = %format!("{e:#}"), "simulated broker stopped");
-            }
+            let why = match serve_broker(props, clock, bugs).await {
+                Err(e) => format!("{e:#}"),
+                Ok(()) => "its Kafka listener ended".to_string(),
+            };
+            tracing::warn!(node = id, error = %why, "simulated broker stopped");
+            stopped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((id, why));
         });
         self.rt = Some(rt);
         self.rt_ns = now_ns();
@@ -199,6 +215,21 @@ impl World {
                 .block_on(async move { tokio::time::sleep(d).await });
             self.control_ns = now;
         }
+    }
+
+    /// Brokers that stopped by themselves since the last call (the process exited: its runtime
+    /// is dropped, its page cache kept), with why.
+    pub fn take_stopped(&mut self) -> Vec<(u32, String)> {
+        let stopped: Vec<(u32, String)> = match self.nodes.first() {
+            Some(n) => std::mem::take(&mut *n.stopped.lock().unwrap_or_else(|p| p.into_inner())),
+            None => Vec::new(),
+        };
+        for (id, _) in &stopped {
+            if let Some(n) = self.node(*id) {
+                n.kill();
+            }
+        }
+        stopped
     }
 
     /// The node with `id`.
