@@ -3,7 +3,8 @@
 //! sends and reads with interned keys and processes, in completion order; ops never completed
 //! become indeterminate transactions at the end. Also the realtime order, in linear space:
 //! every ok data op (send, poll, transaction) raises a *barrier* when it completes (barriers are
-//! numbered 1, 2, ... in completion order), and every op remembers the last barrier raised
+//! numbered 1, 2, ... in completion order; completions with no invocation between them share
+//! one, since no op can tell them apart), and every op remembers the last barrier raised
 //! before it was invoked; so `a` completed before `b` was invoked exactly when
 //! `barrier(a) <= barrier_before(b)`. Only ok data ops raise barriers: an indeterminate op may
 //! take effect after its completion was recorded.
@@ -317,6 +318,9 @@ pub struct Builder {
     proc_ids: FastMap<Process, u32>,
     open: HashMap<u32, OpenOp>,
     current: Current,
+    /// An op was invoked since the last barrier was raised (the next ok data completion
+    /// raises a new one; otherwise it shares the last).
+    invoked_since_barrier: bool,
 }
 
 impl Default for Builder {
@@ -334,6 +338,7 @@ impl Builder {
             proc_ids: FastMap::default(),
             open: HashMap::new(),
             current: Current::None,
+            invoked_since_barrier: true,
         }
     }
 
@@ -366,6 +371,7 @@ impl Builder {
     pub fn invoke(&mut self, index: u64, time_ns: u64, process: &Process, f: &str) {
         let pid = self.proc_id(process);
         let barrier_before = self.out.barriers;
+        self.invoked_since_barrier = true;
         self.open.insert(
             pid,
             OpenOp {
@@ -550,7 +556,10 @@ impl Builder {
                 t.sends.end = sends_end;
                 t.reads.end = reads_end;
                 if t.status == Status::Ok && t.kind == Kind::Data {
-                    self.out.barriers += 1;
+                    if self.invoked_since_barrier {
+                        self.out.barriers += 1;
+                        self.invoked_since_barrier = false;
+                    }
                     t.barrier = self.out.barriers;
                 }
             }
@@ -1061,5 +1070,50 @@ mod raw {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Completions with no invocation between them share a barrier; the realtime order read
+    /// from barriers stays exact.
+    #[test]
+    fn back_to_back_completions_share_a_barrier() {
+        let mut b = Builder::new();
+        let p = |n| Process::Client(n);
+        let mut index = 0;
+        let mut step = |b: &mut Builder, proc: u64, t: OpType| {
+            if t == OpType::Invoke {
+                b.invoke(index, index, &p(proc), "send");
+            } else {
+                b.complete(index, index, &p(proc), t, "send", false);
+            }
+            b.end();
+            index += 1;
+        };
+        // a and b invoked and complete back to back; c and d invoked, d completes, then c.
+        step(&mut b, 1, OpType::Invoke); // a
+        step(&mut b, 2, OpType::Invoke); // b
+        step(&mut b, 1, OpType::Ok); // a done
+        step(&mut b, 2, OpType::Ok); // b done: no invocation since a's barrier
+        step(&mut b, 3, OpType::Invoke); // c
+        step(&mut b, 4, OpType::Invoke); // d
+        step(&mut b, 4, OpType::Ok); // d done: a new barrier
+        step(&mut b, 3, OpType::Ok); // c done: shares d's
+        let t = b.finish();
+        let by = |i: u64| t.txns.iter().find(|x| x.index == i).expect("op");
+        let (a, b_, d, c) = (by(2), by(3), by(6), by(7));
+        assert_eq!(t.barriers, 2);
+        assert_eq!((a.barrier, b_.barrier), (1, 1));
+        assert_eq!((d.barrier, c.barrier), (2, 2));
+        // a completed before c and d were invoked; d did not complete before c was invoked.
+        assert!(a.barrier <= c.barrier_before && a.barrier <= d.barrier_before);
+        assert!(d.barrier > c.barrier_before);
+        assert!(
+            a.barrier > b_.barrier_before,
+            "b was invoked before a completed"
+        );
     }
 }
