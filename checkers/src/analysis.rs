@@ -52,7 +52,7 @@ pub struct Analysis<'t> {
     /// no op sent it).
     pub writer: Vec<u32>,
     /// The offset its writer's acknowledgement gave, if any.
-    pub writer_offset: Vec<Option<i64>>,
+    writer_offset: Vec<i64>,
     /// The first ok op that read each record ([`NONE`] if none).
     pub first_ok_reader: Vec<u32>,
     /// Each record's lowest and highest dense index in its unit's version order ([`NONE`]: not
@@ -75,7 +75,7 @@ impl<'t> Analysis<'t> {
             rec_key: &t.rec_key,
             rec_value: &t.rec_value,
             writer: vec![NONE; n],
-            writer_offset: vec![None; n],
+            writer_offset: vec![NO_OFFSET; n],
             first_ok_reader: vec![NONE; n],
             first_index: Vec::new(),
             last_index: Vec::new(),
@@ -92,7 +92,7 @@ impl<'t> Analysis<'t> {
                 if w == NONE || (tx.status == Status::Ok && t.txns[w as usize].status != Status::Ok)
                 {
                     a.writer[r as usize] = i as u32;
-                    a.writer_offset[r as usize] = off;
+                    a.writer_offset[r as usize] = off.unwrap_or(NO_OFFSET);
                 }
             }
         }
@@ -166,6 +166,11 @@ impl<'t> Analysis<'t> {
             }
         }
         a
+    }
+
+    /// The offset a record's writer's acknowledgement gave, if any.
+    pub fn writer_offset(&self, r: u32) -> Option<i64> {
+        Some(self.writer_offset[r as usize]).filter(|o| *o != NO_OFFSET)
     }
 
     /// The record of (key, value), if the history mentions it.

@@ -250,7 +250,8 @@ impl<'a> DependencyGraph<'a> {
         let total = start.last().copied().unwrap_or(0) as usize;
         let mut targets = vec![0u32; total];
         let mut bits = vec![0u8; total];
-        let mut cursor: Vec<u32> = start[..weight.len()].to_vec();
+        // Fill with each node's start as its cursor; after, start[n] is where n's edges end,
+        // that is the next node's start: shift back by one.
         edges(
             a,
             ww_deps,
@@ -258,7 +259,7 @@ impl<'a> DependencyGraph<'a> {
             &chain,
             first_barrier,
             &mut |f, to, bit| {
-                let c = &mut cursor[f as usize];
+                let c = &mut start[f as usize];
                 if let (Some(t), Some(b)) =
                     (targets.get_mut(*c as usize), bits.get_mut(*c as usize))
                 {
@@ -267,6 +268,8 @@ impl<'a> DependencyGraph<'a> {
                 *c = c.saturating_add(1);
             },
         );
+        start.pop();
+        start.insert(0, 0);
         DependencyGraph {
             weight,
             start,

@@ -338,7 +338,7 @@ fn unit_checks(n: &Names, f: &mut Findings) {
                 .copied()
                 .filter(|r| {
                     a.writer_of(*r).is_some_and(|w| w.status == Status::Ok)
-                        && a.writer_offset[*r as usize] == Some(offset)
+                        && a.writer_offset(*r) == Some(offset)
                 })
                 .collect();
             let ex = json!({"key": keys[0], "partition": n.partition(unit), "offset": offset,
@@ -404,7 +404,7 @@ fn unit_checks(n: &Names, f: &mut Findings) {
                 "lost-write",
                 json!({"key": n.rec_key(r), "partition": n.partition(unit),
                        "value": a.rec_value[r as usize], "index": a.first_index[r as usize],
-                       "offset": a.writer_offset[r as usize],
+                       "offset": a.writer_offset(r),
                        "max_read_index": bound, "max_read_key": n.rec_key(max_read),
                        "max_read_value": a.rec_value[max_read as usize],
                        "send_op": n.op(a.writer[r as usize]),
@@ -499,7 +499,7 @@ fn record_checks(n: &Names, f: &mut Findings) {
                         "unseen",
                         json!({"key": n.rec_key(r), "partition": n.partition(unit),
                                "value": a.rec_value[r as usize],
-                               "offset": a.writer_offset[r as usize],
+                               "offset": a.writer_offset(r),
                                "send_op": n.op(a.writer[r as usize])}),
                     );
                 } else if w.status == Status::Fail && a.ok_read(r) {
