@@ -1,5 +1,7 @@
 //! The broker's one view of time. Core logic reads wall-clock and monotonic time only through
-//! [`Clock`], so a deterministic simulator can later drive the whole broker from a seed.
+//! [`Clock`] (deadlines that must follow a paused runtime use `tokio::time::Instant`), so the
+//! deterministic simulator (`harness sim`) drives the whole broker from a seed: it gives each
+//! simulated broker a clock of virtual time with a per-node offset for clock faults.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
