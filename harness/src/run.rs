@@ -478,6 +478,7 @@ fn deploy_and_run(
         ops_done.clone(),
         last_fault,
     );
+    let acked = Arc::new(workloads::runner::AckedEnds::default());
     let main = crate::workload::run_main(
         spec,
         &bootstrap,
@@ -485,6 +486,7 @@ fn deploy_and_run(
         &INTERRUPTED,
         ops_done,
         plan.stalls.clone(),
+        acked.clone(),
     );
     drop(watch);
     if let Some(driver) = driver {
@@ -530,7 +532,7 @@ fn deploy_and_run(
     }
     progress.phase("final reads");
     let bootstrap = bootstrap_of(&live, port);
-    crate::workload::final_reads(spec, &bootstrap, &history, &INTERRUPTED)?;
+    crate::workload::final_reads(spec, &bootstrap, &history, &INTERRUPTED, &acked)?;
     progress.line(&format!(
         "harness: {ops} operations, final reads done; checking"
     ));

@@ -171,6 +171,7 @@ pub fn run_main(
     stop: &'static AtomicBool,
     ops: Arc<std::sync::atomic::AtomicU64>,
     stalls: Arc<ConsumerStalls>,
+    acked: Arc<runner::AckedEnds>,
 ) -> Result<u64> {
     let open = opener(spec, bootstrap)?;
     Ok(runner::run_main(
@@ -180,19 +181,23 @@ pub fn run_main(
         stop,
         ops,
         stalls,
+        acked,
     )?)
 }
 
-/// The final phase: a fresh client reads every partition from the start up to its end (or the
-/// final time limit), recorded as polls by process `workloads::runner::FINAL_PROCESS`.
+/// The final phase: a fresh client reads every partition from the start up to its end, or up to
+/// its highest acknowledged offset when the high watermark still lags it (`acked`, noted during
+/// the main phase), or the final time limit, recorded as polls by process
+/// `workloads::runner::FINAL_PROCESS`.
 pub fn final_reads(
     spec: &TestSpec,
     bootstrap: &str,
     history: &HistoryWriter,
     stop: &AtomicBool,
+    acked: &runner::AckedEnds,
 ) -> Result<()> {
     let open = opener(spec, bootstrap)?;
-    if !runner::final_reads(&*open, &run_config(spec), history, stop)? {
+    if !runner::final_reads(&*open, &run_config(spec), history, stop, acked)? {
         crate::runlog::say(&format!(
             "harness: warning: the final reads did not reach every partition's end within \
              {} s",

@@ -108,6 +108,54 @@ pub struct RunConfig {
     pub queue: QueueConfig,
 }
 
+/// Each partition's highest acknowledged offset + 1, noted as the main phase records its ops.
+/// The final reads read at least this far: a leader's high watermark may lag what was
+/// acknowledged for a while after a failover (from Kafka 3.7 it waits while the ISR is below
+/// min.insync, KAFKA-15583), and reading only up to the end offset of that moment would call
+/// acknowledged records unseen that a few seconds later are readable.
+#[derive(Debug, Default)]
+pub struct AckedEnds {
+    ends: Mutex<Vec<i64>>,
+}
+
+impl AckedEnds {
+    /// Notes the acknowledged sends of a completed op's value (`["send", key, [offset, value],
+    /// partition]` micro-ops).
+    pub fn note(&self, value: &Value) {
+        let Some(mops) = value.as_array() else {
+            return;
+        };
+        let mut ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
+        for m in mops {
+            if m.get(0).and_then(Value::as_str) != Some("send") {
+                continue;
+            }
+            let (Some(offset), Some(partition)) = (
+                m.get(2).and_then(|p| p.get(0)).and_then(Value::as_i64),
+                m.get(3).and_then(Value::as_u64),
+            ) else {
+                continue;
+            };
+            let p = partition as usize;
+            if ends.len() <= p {
+                ends.resize(p + 1, 0);
+            }
+            ends[p] = ends[p].max(offset + 1);
+        }
+    }
+
+    /// The ends noted so far, by partition (missing partitions: 0).
+    pub fn get(&self, partitions: usize) -> Vec<i64> {
+        let mut v = self.ends.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        v.resize(partitions.max(v.len()), 0);
+        v
+    }
+}
+
+/// How long the final reads wait for records between the end offsets they were given and the
+/// highest acknowledged offsets, once nothing new arrives.
+const ACKED_TAIL_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Why the workload could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
@@ -270,6 +318,7 @@ pub fn run_main(
     stop: &'static AtomicBool,
     ops: Arc<AtomicU64>,
     stalls: Arc<ConsumerStalls>,
+    acked: Arc<AckedEnds>,
 ) -> Result<u64, WorkloadError> {
     let generator = Arc::new(Mutex::new(QueueGenerator::new(
         config.queue.clone(),
@@ -281,12 +330,13 @@ pub fn run_main(
     let partitions = config.queue.partitions;
     let mut handles = Vec::new();
     for first in 0..concurrency {
-        let (open, history, generator, ops, stalls) = (
+        let (open, history, generator, ops, stalls, acked) = (
             open.clone(),
             history.clone(),
             generator.clone(),
             ops.clone(),
             stalls.clone(),
+            acked.clone(),
         );
         handles.push(std::thread::spawn(move || -> Result<(), WorkloadError> {
             let mut process = first;
@@ -343,6 +393,9 @@ pub fn run_main(
                 };
                 let rebalanced = polled && client.joins() != joins;
                 note_rebalance(&mut v, rebalanced, partitions);
+                if t == OpType::Ok {
+                    acked.note(&v);
+                }
                 history.complete(process, t, inv.f(), v)?;
                 ops.fetch_add(1, Ordering::Relaxed);
                 if polled && t == OpType::Ok {
@@ -403,13 +456,17 @@ pub fn run_main(
 }
 
 /// The final phase: a fresh client (process [`FINAL_PROCESS`]) reads every partition from its
-/// start until it has reached each partition's end, or `config.final_time_limit` passes.
-/// Returns whether every end was reached.
+/// start until it has reached each partition's end (its end offset when the phase began, or
+/// the highest acknowledged offset noted in `acked` when that is further: the client waits for
+/// the high watermark to get there while records keep coming, at most [`ACKED_TAIL_PATIENCE`]
+/// without any), or `config.final_time_limit` passes. Returns whether every end offset was
+/// reached.
 pub fn final_reads(
     open: &OpenClient,
     config: &RunConfig,
     history: &HistoryWriter,
     stop: &AtomicBool,
+    acked: &AckedEnds,
 ) -> Result<bool, WorkloadError> {
     let deadline = Instant::now() + config.final_time_limit;
     let process = FINAL_PROCESS;
@@ -428,12 +485,53 @@ pub fn final_reads(
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
     };
+    let mut ends = ends;
     let mut next: Vec<i64> = vec![0; ends.len()];
-    let done = |next: &[i64]| next.iter().zip(&ends).all(|(n, e)| n >= e);
-    while !done(&next) && Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+    // Past the end offsets, up to the highest acknowledged offsets, while records still come.
+    let acked_ends = acked.get(ends.len());
+    let targets = |ends: &[i64]| -> Vec<i64> {
+        ends.iter()
+            .zip(acked_ends.iter().chain(std::iter::repeat(&0)))
+            .map(|(e, a)| (*e).max(*a))
+            .collect()
+    };
+    let reached = |next: &[i64], goal: &[i64]| next.iter().zip(goal).all(|(n, e)| n >= e);
+    let mut last_progress = Instant::now();
+    let mut last_ends_query = Instant::now();
+    let mut in_tail = false;
+    while !reached(&next, &targets(&ends))
+        && Instant::now() < deadline
+        && !stop.load(Ordering::SeqCst)
+    {
+        if reached(&next, &ends) {
+            if !in_tail {
+                in_tail = true;
+                last_progress = Instant::now();
+            }
+            // Only the acknowledged tail is left: the high watermark may still be catching
+            // up. Look at the end offsets again now and then; give up once nothing moved for
+            // a while (the tail may be lost, which the checker then says).
+            if last_progress.elapsed() >= ACKED_TAIL_PATIENCE {
+                break;
+            }
+            if last_ends_query.elapsed() >= Duration::from_secs(1) {
+                last_ends_query = Instant::now();
+                if let Ok(now) = client.ends() {
+                    if now.iter().zip(&ends).any(|(n, e)| n > e) {
+                        last_progress = Instant::now();
+                    }
+                    for (e, n) in ends.iter_mut().zip(now) {
+                        *e = (*e).max(n);
+                    }
+                }
+            }
+        }
         history.invoke(process, "poll", json!([["poll"]]))?;
         match client.poll(Duration::from_millis(200)) {
             Ok(records) => {
+                if !records.is_empty() {
+                    last_progress = Instant::now();
+                }
                 for r in &records {
                     if let Some(n) = next.get_mut(r.partition as usize) {
                         *n = (*n).max(r.offset + 1);
@@ -453,12 +551,33 @@ pub fn final_reads(
             }
         }
     }
-    Ok(done(&next))
+    Ok(reached(&next, &ends))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acked_ends_keep_the_highest_acknowledged_offset_per_partition() {
+        let a = AckedEnds::default();
+        a.note(&json!([
+            ["send", "k1", [4, 7], 1],
+            ["send", "k2", 9, 0],
+            ["poll", {}]
+        ]));
+        a.note(&json!([
+            ["send", "k1", [2, 8], 1],
+            ["send", "k3", [0, 1], 3]
+        ]));
+        a.note(&json!(null));
+        assert_eq!(a.get(4), vec![0, 5, 0, 1]);
+        assert_eq!(
+            a.get(2),
+            vec![0, 5, 0, 1],
+            "never shorter than what was noted"
+        );
+    }
 
     #[test]
     fn poll_values_group_by_key_in_read_order_and_skip_foreign_records() {
