@@ -1,7 +1,8 @@
 //! The broker's storage seam: what a simulated disk needs to know to lose unfsynced writes at a
 //! crash. Segment `.log` files report their durable length (after an fsync, at creation, after
-//! recovery on open, and after a truncation) to the thread's [`DiskObserver`]; production has
-//! none, so this is one thread-local check per fsync. Other files the broker writes (
+//! recovery on open, and after a truncation) to the thread's [`DiskObserver`], and ask it
+//! before each append and fsync whether the disk fails ([`check_write`]); production has none,
+//! so this is one thread-local check per append and fsync. Other files the broker writes (
 //! checkpoints, the Raft log) are fsynced before they are used and count as durable.
 
 use std::cell::RefCell;
@@ -16,6 +17,10 @@ pub trait DiskObserver: Send + Sync + std::fmt::Debug {
     fn truncated(&self, path: &Path, len: u64);
     /// `path` was deleted.
     fn deleted(&self, path: &Path);
+    /// The error a write or fsync of `path` fails with now (a failing disk), if any.
+    fn write_error(&self, _path: &Path) -> Option<std::io::Error> {
+        None
+    }
 }
 
 thread_local! {
@@ -48,4 +53,12 @@ pub fn truncated(path: &Path, len: u64) {
 /// `path` was deleted.
 pub fn deleted(path: &Path) {
     with(|o| o.deleted(path));
+}
+
+/// Before a write or fsync of `path`: the error a simulated failing disk gives it (EIO), or
+/// `Ok` (always in production).
+pub fn check_write(path: &Path) -> std::io::Result<()> {
+    let mut err = None;
+    with(|o| err = o.write_error(path));
+    err.map_or(Ok(()), Err)
 }

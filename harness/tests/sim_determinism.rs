@@ -1,7 +1,8 @@
 //! `harness sim` is deterministic: one seed simulated twice (two processes) writes
 //! byte-identical histories, under every fault kind the simulator has (partitions, kills that
-//! lose unfsynced writes, pauses, clock jumps). Any wall-clock read, OS-seeded hash map order,
-//! OS thread or unseeded random choice that reaches behaviour shows up here as a difference.
+//! lose unfsynced writes, pauses, clock jumps, failing disks). Any wall-clock read, OS-seeded
+//! hash map order, OS thread or unseeded random choice that reaches behaviour shows up here as
+//! a difference.
 //! A different seed gives a different history, and the run is checked like a real one.
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ fn simulate(store: &Path, seed: u64) -> PathBuf {
             "40",
         ])
         .args(["--final-time-limit", "20", "--nemesis-interval", "3"])
-        .args(["--nemesis", "partition,kill,pause,clock"])
+        .args(["--nemesis", "partition,kill,pause,clock,disk"])
         .arg("--store")
         .arg(store)
         .output()
@@ -66,6 +67,7 @@ fn one_seed_twice_gives_the_same_history_byte_for_byte() {
         "\"start\"",
         "\"pause\"",
         "\"bump-clock\"",
+        "\"start-disk\"",
     ] {
         assert!(text.contains(f), "no {f} op in seed {seed}'s history");
     }

@@ -219,6 +219,7 @@ impl Segment {
         }
         let pos = self.size;
         let log_p = self.log_path();
+        crate::storage::check_write(&log_p).map_err(io_err(&log_p, "append"))?;
         self.log
             .write_all_at(bytes, pos)
             .map_err(io_err(&log_p, "append"))?;
@@ -356,6 +357,7 @@ impl Segment {
 
     /// fsyncs the log file (indexes are derived data and rebuilt on recovery).
     pub fn sync(&self) -> Result<(), LogError> {
+        crate::storage::check_write(&self.log_path()).map_err(io_err(&self.log_path(), "fsync"))?;
         self.log
             .sync_data()
             .map_err(io_err(&self.log_path(), "fsync"))?;

@@ -1,7 +1,8 @@
 //! The simulated disk's page cache: the broker's segment files report how far they are
 //! durable (`broker::storage`), and a crash cuts each file of the crashed node back to that
 //! length, as a power loss or a kill under a page-cache-dropping filesystem would. Other files
-//! the broker writes are fsynced before use and survive whole.
+//! the broker writes are fsynced before use and survive whole. A node's disk can also fail:
+//! its segment appends and fsyncs then return EIO until healed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,9 +12,23 @@ use std::sync::Mutex;
 #[derive(Debug, Default)]
 pub struct SimDisk {
     durable: Mutex<BTreeMap<PathBuf, u64>>,
+    /// Directories whose segment writes and fsyncs fail with EIO.
+    failing: Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 impl SimDisk {
+    /// Segment appends and fsyncs under `dir` fail with EIO until [`SimDisk::heal`].
+    pub fn fail(&self, dir: &Path) {
+        let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        f.insert(dir.to_path_buf());
+    }
+
+    /// Writes under `dir` succeed again.
+    pub fn heal(&self, dir: &Path) {
+        let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        f.remove(dir);
+    }
+
     /// Cuts every tracked file under `dir` back to its durable length; returns the files that
     /// lost bytes and how many.
     pub fn crash(&self, dir: &Path) -> Vec<(String, u64)> {
@@ -54,6 +69,13 @@ impl broker::storage::DiskObserver for SimDisk {
         let mut m = self.durable.lock().unwrap_or_else(|p| p.into_inner());
         m.remove(path);
     }
+
+    fn write_error(&self, path: &Path) -> Option<std::io::Error> {
+        let f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        f.iter()
+            .any(|d| path.starts_with(d))
+            .then(|| std::io::Error::from_raw_os_error(libc::EIO))
+    }
 }
 
 #[cfg(test)]
@@ -82,5 +104,14 @@ mod tests {
         std::fs::write(&f, vec![7u8; 50]).expect("write");
         disk.crash(&node);
         assert_eq!(std::fs::metadata(&f).expect("meta").len(), 20);
+        // A failing disk fails writes under its directory only, until healed.
+        disk.fail(&node);
+        assert_eq!(
+            disk.write_error(&f).map(|e| e.raw_os_error()),
+            Some(Some(libc::EIO))
+        );
+        assert!(disk.write_error(&other).is_none());
+        disk.heal(&node);
+        assert!(disk.write_error(&f).is_none());
     }
 }

@@ -48,7 +48,7 @@ pub struct SimArgs {
     #[arg(long = "final-time-limit", default_value_t = 30)]
     pub final_time_limit: u64,
     /// Fault kinds (repeatable or comma-separated); `--no-faults` for none.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SimFault::Partition, SimFault::Kill, SimFault::Pause, SimFault::Clock])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SimFault::Partition, SimFault::Kill, SimFault::Pause, SimFault::Clock, SimFault::Disk])]
     pub nemesis: Vec<SimFault>,
     /// Inject no faults.
     #[arg(long = "no-faults")]
@@ -151,6 +151,7 @@ pub fn spec_of(args: &SimArgs) -> Result<TestSpec> {
                 SimFault::Kill => FaultKind::Kill,
                 SimFault::Pause => FaultKind::Pause,
                 SimFault::Clock => FaultKind::Clock,
+                SimFault::Disk => FaultKind::Disk,
             };
             if !spec.nemesis.contains(&kind) {
                 spec.nemesis.push(kind);

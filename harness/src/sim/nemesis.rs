@@ -1,9 +1,9 @@
 //! The simulation's nemesis: a schedule of faults drawn from the seed before the run
 //! (partitions into two sides, kills that lose unfsynced writes and restarts, pauses and
-//! resumes, clock jumps and resets), one fault at a time and every enabled kind in turn (in a
-//! seeded order each round), each undone before the next and all
-//! undone by the end of the main phase; the world applies each at its virtual time and records
-//! it in the history with the names real runs use.
+//! resumes, clock jumps and resets, disks failing with EIO and healing), one fault at a time
+//! and every enabled kind in turn (in a seeded order each round), each undone before the next
+//! and all undone by the end of the main phase; the world applies each at its virtual time and
+//! records it in the history with the names real runs use.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -27,6 +27,8 @@ pub enum SimFault {
     Pause,
     /// Jump a broker's wall clock and reset it later.
     Clock,
+    /// Fail a broker's segment appends and fsyncs with EIO, then heal its disk.
+    Disk,
 }
 
 /// One step of the schedule.
@@ -48,6 +50,10 @@ pub enum Action {
     BumpClock(u32, i64),
     /// Reset a node's clock.
     ResetClock(u32),
+    /// Fail a node's disk writes (EIO).
+    DiskFail(u32),
+    /// Heal a node's disk.
+    DiskHeal(u32),
 }
 
 /// An action at a virtual time.
@@ -106,6 +112,7 @@ pub fn schedule(
                 let jump = rng.random_range(-60_000i64..=60_000);
                 (Action::BumpClock(node, jump), Action::ResetClock(node))
             }
+            SimFault::Disk => (Action::DiskFail(node), Action::DiskHeal(node)),
         };
         out.push(Event {
             at_ns: t * 1_000_000,
@@ -173,6 +180,21 @@ pub fn apply(world: &mut World, action: &Action, history: &HistoryWriter) -> std
             world.set_clock_offset(*id, 0);
             history.nemesis("reset-clock", json!({"nodes": [name(id)]}))?;
         }
+        Action::DiskFail(id) => {
+            if let Some(dir) = world.node(*id).map(|n| n.dir.clone()) {
+                world.disk.fail(&dir);
+            }
+            history.nemesis(
+                "start-disk",
+                json!({"nodes": [name(id)], "fault": "eio-writes-and-fsync"}),
+            )?;
+        }
+        Action::DiskHeal(id) => {
+            if let Some(dir) = world.node(*id).map(|n| n.dir.clone()) {
+                world.disk.heal(&dir);
+            }
+            history.nemesis("stop-disk", json!({"nodes": [name(id)]}))?;
+        }
     }
     Ok(())
 }
@@ -193,6 +215,9 @@ pub fn heal_all(world: &mut World, history: &HistoryWriter) -> std::io::Result<(
             apply(world, &Action::Start(id), history)?;
         }
         world.set_clock_offset(id, 0);
+        if let Some(dir) = world.node(id).map(|n| n.dir.clone()) {
+            world.disk.heal(&dir);
+        }
     }
     Ok(())
 }
