@@ -86,8 +86,8 @@ impl<'t> Analysis<'t> {
         };
         // Writers: an ok send wins over an earlier attempt of the same value.
         for (i, tx) in t.txns.iter().enumerate() {
-            for &(k, v, off) in t.sends(tx) {
-                let Some(r) = t.rec(k, v) else { continue };
+            for s in t.sends(tx) {
+                let (r, off) = (s.rec, s.offset());
                 let w = a.writer[r as usize];
                 if w == NONE || (tx.status == Status::Ok && t.txns[w as usize].status != Status::Ok)
                 {
@@ -112,10 +112,10 @@ impl<'t> Analysis<'t> {
                 && match tx.status {
                     Status::Ok => true,
                     Status::Fail => false,
-                    Status::Info => t.sends(tx).iter().any(|&(k, v, _)| {
-                        a.rec(k, v)
-                            .is_some_and(|r| a.first_ok_reader[r as usize] != NONE)
-                    }),
+                    Status::Info => t
+                        .sends(tx)
+                        .iter()
+                        .any(|s| a.first_ok_reader[s.rec as usize] != NONE),
                 };
         }
         // Version orders: committed sends with an offset, every read with one. A record seen
@@ -124,8 +124,10 @@ impl<'t> Analysis<'t> {
         let mut seen_at: Vec<i64> = vec![NO_OFFSET; a.rec_key.len()];
         for (i, tx) in t.txns.iter().enumerate() {
             if a.committed[i] {
-                for &(k, v, off) in t.sends(tx) {
-                    if let (Some(o), Some(r)) = (off, a.rec(k, v)) {
+                for s in t.sends(tx) {
+                    let (k, _, off) = t.send(s);
+                    let r = s.rec;
+                    if let Some(o) = off {
                         if seen_at[r as usize] != o {
                             seen_at[r as usize] = o;
                             a.units[t.unit_of(k) as usize].by_offset.push((o, r));

@@ -543,11 +543,21 @@ impl<'a> DependencyGraph<'a> {
     fn ww_detail(&self, from: u32, to: u32) -> Option<(&str, i64, i64, i64, i64)> {
         let t = &self.txns.txns;
         let mut best: Option<(&str, i64, i64, i64, i64)> = None;
-        for &(k, va, _) in self.txns.sends(&t[from as usize]) {
+        for (k, va, _) in self
+            .txns
+            .sends(&t[from as usize])
+            .iter()
+            .map(|s| self.txns.send(s))
+        {
             let Some(oa) = self.first_offset(k, va) else {
                 continue;
             };
-            for &(k2, vb, _) in self.txns.sends(&t[to as usize]) {
+            for (k2, vb, _) in self
+                .txns
+                .sends(&t[to as usize])
+                .iter()
+                .map(|s| self.txns.send(s))
+            {
                 if self.txns.unit_of(k2) != self.txns.unit_of(k) {
                     continue;
                 }

@@ -440,7 +440,7 @@ fn unit_checks(n: &Names, f: &mut Findings) {
             }
         };
         if tx.status == Status::Ok {
-            for &(k, v, off) in t.sends(tx) {
+            for (k, v, off) in t.sends(tx).iter().map(|s| t.send(s)) {
                 if let Some(o) = off {
                     note(k, o, v, false);
                 }
@@ -570,7 +570,7 @@ fn op_checks(n: &Names, f: &mut Findings) {
         }
         // Sends, grouped by unit in op order.
         sends.clear();
-        for &(k, v, off) in t.sends(tx) {
+        for (k, v, off) in t.sends(tx).iter().map(|s| t.send(s)) {
             sends.push((t.unit_of(k), k, v, a.index(k, v, off), off));
         }
         sends.sort_by_key(|s| s.0);

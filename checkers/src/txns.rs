@@ -52,8 +52,22 @@ pub enum Kind {
     Other,
 }
 
-/// A send micro-op: key id, value, acknowledged offset.
-pub type Send = (u32, i64, Option<i64>);
+/// A send micro-op: its record (key, value; see [`Txns::send`]) and acknowledged offset
+/// ([`NO_OFFSET`]: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Send {
+    /// The record sent.
+    pub rec: u32,
+    /// The offset its acknowledgement gave ([`NO_OFFSET`] when none).
+    pub offset: i64,
+}
+
+impl Send {
+    /// The acknowledged offset, if any.
+    pub fn offset(&self) -> Option<i64> {
+        (self.offset != NO_OFFSET).then_some(self.offset)
+    }
+}
 
 /// The offset of a record read without one (`[null, v]`).
 pub const NO_OFFSET: i64 = i64::MIN;
@@ -164,7 +178,12 @@ pub struct Txns {
     pub rec_key: Vec<u32>,
     /// Each record's value.
     pub rec_value: Vec<i64>,
+    /// (key, value) → record while the history is read; emptied by [`Builder::finish`] into
+    /// `rec_index`.
     rec_ids: FastMap<(u32, i64), u32>,
+    /// (key, value, record), sorted: the record index once every op is in (16 bytes a record,
+    /// where the hash map takes about 40).
+    rec_index: Vec<(u32, i64, u32)>,
 }
 
 fn slice<'s, T>(store: &'s [T], r: &Range<u32>) -> &'s [T] {
@@ -175,6 +194,15 @@ impl Txns {
     /// The op's sends, in op order.
     pub fn sends(&self, t: &Txn) -> &[Send] {
         slice(&self.send_store, &t.sends)
+    }
+
+    /// A send as (key id, value, acknowledged offset).
+    pub fn send(&self, s: &Send) -> (u32, i64, Option<i64>) {
+        (
+            self.rec_key[s.rec as usize],
+            self.rec_value[s.rec as usize],
+            s.offset(),
+        )
     }
 
     /// The records the op's polls returned, in read order (every completion type).
@@ -206,7 +234,13 @@ impl Txns {
 
     /// The record of (key, value), if the history sends or reads it.
     pub fn rec(&self, key: u32, value: i64) -> Option<u32> {
-        self.rec_ids.get(&(key, value)).copied()
+        if let Some(r) = self.rec_ids.get(&(key, value)) {
+            return Some(*r);
+        }
+        self.rec_index
+            .binary_search_by(|(k, v, _)| (*k, *v).cmp(&(key, value)))
+            .ok()
+            .map(|i| self.rec_index[i].2)
     }
 
     fn intern_rec(&mut self, key: u32, value: i64) -> u32 {
@@ -494,15 +528,21 @@ impl Builder {
         match self.current {
             Current::Invoke(pid) => {
                 let k = self.key_id(key);
-                self.out.intern_rec(k, value);
+                let rec = self.out.intern_rec(k, value);
                 if let Some(o) = self.open.get_mut(&pid) {
-                    o.sends.push((k, value, offset));
+                    o.sends.push(Send {
+                        rec,
+                        offset: offset.unwrap_or(NO_OFFSET),
+                    });
                 }
             }
             Current::Complete { .. } => {
                 let k = self.key_id(key);
-                self.out.intern_rec(k, value);
-                self.out.send_store.push((k, value, offset));
+                let rec = self.out.intern_rec(k, value);
+                self.out.send_store.push(Send {
+                    rec,
+                    offset: offset.unwrap_or(NO_OFFSET),
+                });
             }
             Current::None => {}
         }
@@ -669,6 +709,9 @@ impl Builder {
             });
         }
         self.out.resolve_units();
+        let ids = std::mem::take(&mut self.out.rec_ids);
+        self.out.rec_index = ids.into_iter().map(|((k, v), r)| (k, v, r)).collect();
+        self.out.rec_index.sort_unstable();
         self.out
     }
 }
