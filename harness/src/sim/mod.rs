@@ -433,6 +433,14 @@ pub fn simulate(args: &SimArgs, spec: &TestSpec, dir: &Path) -> Result<SimOutcom
         .join()
         .map_err(|_| anyhow::anyhow!("the simulation panicked"))?;
     entropy::disable();
+    if entropy::seeded_calls() == 0 {
+        // std draws the simulation thread's hash keys through getrandom: no seeded call means
+        // the override was not linked into this binary, and the run may not replay.
+        eprintln!(
+            "harness sim: warning: the seeded getrandom was never called; hash map order and \
+             select! choices came from the OS, so this seed may not replay byte for byte"
+        );
+    }
     let mut outcome = r?;
     outcome.wall_s = started.elapsed().as_secs_f64();
     Ok(outcome)
