@@ -101,7 +101,7 @@ impl<'t> Analysis<'t> {
                 continue;
             }
             for r in t.reads(tx) {
-                let f = &mut a.first_ok_reader[r.rec as usize];
+                let f = &mut a.first_ok_reader[r.rec() as usize];
                 if *f == NONE {
                     *f = i as u32;
                 }
@@ -136,7 +136,7 @@ impl<'t> Analysis<'t> {
                 }
             }
             for rd in t.reads(tx) {
-                let r = rd.rec;
+                let r = rd.rec();
                 if let Some(o) = rd.offset() {
                     if seen_at[r as usize] != o {
                         seen_at[r as usize] = o;
@@ -225,10 +225,12 @@ impl<'t> Analysis<'t> {
         // (unit, poll, segment start, segment end) for each run of one key in one poll.
         let mut start = 0;
         let t = self.t;
-        for run in reads.chunk_by(|a, b| t.key_of(a) == t.key_of(b) && a.poll == b.poll) {
+        let mut poll = 0u32;
+        for run in reads.chunk_by(|a, b| t.key_of(a) == t.key_of(b) && !b.first_of_poll()) {
             let unit = t.unit_of(t.key_of(&run[0]));
+            poll += u32::from(run[0].first_of_poll());
             out.segs
-                .push((unit, run[0].poll, start as u32, (start + run.len()) as u32));
+                .push((unit, poll, start as u32, (start + run.len()) as u32));
             start += run.len();
         }
         out.segs.sort_by_key(|s| (s.0, s.1));
@@ -248,7 +250,9 @@ impl<'t> Analysis<'t> {
                     let mut best: Option<usize> = None;
                     for (h, (at, end)) in out.heads.iter().enumerate() {
                         if at < end
-                            && best.is_none_or(|b| reads[*at].offset < reads[out.heads[b].0].offset)
+                            && best.is_none_or(|b| {
+                                reads[*at].raw_offset() < reads[out.heads[b].0].raw_offset()
+                            })
                         {
                             best = Some(h);
                         }

@@ -163,7 +163,7 @@ fn edges(
         writers.clear();
         latest.clear();
         for rd in txns.reads(tx) {
-            let r = rd.rec;
+            let r = rd.rec();
             let Some(w) = writer(r) else { continue };
             match chain.get(r as usize).copied().filter(|s| *s != NONE) {
                 Some(seg) => latest.push((
@@ -576,13 +576,13 @@ impl<'a> DependencyGraph<'a> {
         self.txns
             .reads(&self.txns.txns[to as usize])
             .iter()
-            .find(|r| self.a.writer[r.rec as usize] == from)
+            .find(|r| self.a.writer[r.rec() as usize] == from)
             .map(|r| {
                 let k = self.txns.key_of(r);
                 (
                     self.txns.keys[k as usize].as_str(),
                     self.txns.value_of(r),
-                    r.offset,
+                    r.raw_offset(),
                 )
             })
     }

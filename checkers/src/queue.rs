@@ -521,7 +521,7 @@ fn record_checks(n: &Names, f: &mut Findings) {
     let mut seen: Vec<Option<(u32, Option<i64>)>> = vec![None; no_writer.len()];
     for (i, tx) in n.t.txns.iter().enumerate() {
         for rd in n.t.reads(tx) {
-            if let Some(&slot) = no_writer.get(&rd.rec) {
+            if let Some(&slot) = no_writer.get(&rd.rec()) {
                 seen[slot].get_or_insert((i as u32, rd.offset()));
             }
         }
@@ -627,7 +627,7 @@ fn op_checks(n: &Names, f: &mut Findings) {
         if !t.sends(tx).is_empty() {
             let mut reported: Vec<u32> = Vec::new();
             for r in t.reads(tx) {
-                let own = a.writer[r.rec as usize] == i;
+                let own = a.writer[r.rec() as usize] == i;
                 let key = t.key_of(r);
                 if own && !reported.contains(&key) {
                     reported.push(key);

@@ -72,22 +72,42 @@ impl Send {
 /// The offset of a record read without one (`[null, v]`).
 pub const NO_OFFSET: i64 = i64::MIN;
 
-/// One record a poll returned (16 bytes: the (key, value) pair is interned as a record,
-/// [`Txns::key_of`] and [`Txns::value_of`] give it back).
+/// One record a poll returned, in 12 bytes: the (key, value) pair interned as a record
+/// ([`Txns::key_of`] and [`Txns::value_of`] give it back), a bit marking the first record of
+/// each poll micro-op, and the offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, packed(4))]
 pub struct ReadRec {
-    /// The record (key, value) read: an index into [`Txns::rec_key`] and [`Txns::rec_value`].
-    pub rec: u32,
-    /// Which poll micro-op of its op returned it (0, 1, ...).
-    pub poll: u32,
+    /// The record, with [`FIRST_OF_POLL`] set on a poll's first record.
+    tagged: u32,
     /// Offset ([`NO_OFFSET`] when the history has none).
-    pub offset: i64,
+    offset: i64,
 }
 
+/// The bit of [`ReadRec`]'s record marking the first record of a poll micro-op (so records
+/// number below 2^31).
+const FIRST_OF_POLL: u32 = 1 << 31;
+
 impl ReadRec {
+    /// The record (key, value) read: an index into [`Txns::rec_key`] and [`Txns::rec_value`].
+    pub fn rec(&self) -> u32 {
+        self.tagged & !FIRST_OF_POLL
+    }
+
+    /// Whether this is the first record its poll micro-op returned.
+    pub fn first_of_poll(&self) -> bool {
+        self.tagged & FIRST_OF_POLL != 0
+    }
+
     /// The offset, if the history has one.
     pub fn offset(&self) -> Option<i64> {
-        (self.offset != NO_OFFSET).then_some(self.offset)
+        let o = self.offset;
+        (o != NO_OFFSET).then_some(o)
+    }
+
+    /// The offset, [`NO_OFFSET`] when the history has none.
+    pub fn raw_offset(&self) -> i64 {
+        self.offset
     }
 }
 
@@ -219,17 +239,17 @@ impl Txns {
     /// The op's reads split into runs of one key, as the poll returned them.
     pub fn read_groups<'s>(&'s self, t: &Txn) -> impl Iterator<Item = &'s [ReadRec]> + 's {
         self.reads(t)
-            .chunk_by(|a, b| self.key_of(a) == self.key_of(b) && a.poll == b.poll)
+            .chunk_by(|a, b| self.key_of(a) == self.key_of(b) && !b.first_of_poll())
     }
 
     /// The key id of a read.
     pub fn key_of(&self, r: &ReadRec) -> u32 {
-        self.rec_key[r.rec as usize]
+        self.rec_key[r.rec() as usize]
     }
 
     /// The value of a read.
     pub fn value_of(&self, r: &ReadRec) -> i64 {
-        self.rec_value[r.rec as usize]
+        self.rec_value[r.rec() as usize]
     }
 
     /// The record of (key, value), if the history sends or reads it.
@@ -340,6 +360,8 @@ enum Current {
         pid: u32,
         null_value: bool,
         polls: u32,
+        /// `polls` when the last record was read (a new poll's first record differs).
+        read_poll: u32,
     },
 }
 
@@ -460,6 +482,7 @@ impl Builder {
             pid,
             null_value,
             polls: 0,
+            read_poll: 0,
         };
     }
 
@@ -568,11 +591,17 @@ impl Builder {
     /// As [`Builder::read`], with the key already interned ([`Builder::intern_key`]): a poll's
     /// records of one key intern it once.
     pub fn read_key(&mut self, key: u32, offset: Option<i64>, value: i64) {
-        if let Current::Complete { polls, .. } = self.current {
+        if let Current::Complete {
+            polls,
+            ref mut read_poll,
+            ..
+        } = self.current
+        {
+            let first = polls != *read_poll;
+            *read_poll = polls;
             let rec = self.out.intern_rec(key, value);
             self.out.read_store.push(ReadRec {
-                rec,
-                poll: polls.saturating_sub(1),
+                tagged: rec | if first { FIRST_OF_POLL } else { 0 },
                 offset: offset.unwrap_or(NO_OFFSET),
             });
         }
@@ -1119,6 +1148,32 @@ mod raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_takes_12_bytes_and_marks_each_polls_first_record() {
+        assert_eq!(std::mem::size_of::<ReadRec>(), 12);
+        let mut b = Builder::new();
+        let p = Process::Client(1);
+        b.invoke(0, 0, &p, "txn");
+        b.end();
+        b.complete(1, 1, &p, OpType::Ok, "txn", false);
+        b.poll();
+        b.read("k", Some(0), 1);
+        b.read("k", Some(1), 2);
+        b.poll();
+        b.read("k", Some(2), 3);
+        b.end();
+        let t = b.finish();
+        let firsts: Vec<bool> = t
+            .reads(&t.txns[0])
+            .iter()
+            .map(|r| r.first_of_poll())
+            .collect();
+        assert_eq!(firsts, vec![true, false, true]);
+        assert_eq!(t.read_groups(&t.txns[0]).count(), 2, "one group per poll");
+        let values: Vec<i64> = t.reads(&t.txns[0]).iter().map(|r| t.value_of(r)).collect();
+        assert_eq!(values, vec![1, 2, 3]);
+    }
 
     /// Completions with no invocation between them share a barrier; the realtime order read
     /// from barriers stays exact.
