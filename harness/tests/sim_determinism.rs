@@ -3,7 +3,9 @@
 //! lose unfsynced writes, pauses, clock jumps, failing disks). Any wall-clock read, OS-seeded
 //! hash map order, OS thread or unseeded random choice that reaches behaviour shows up here as
 //! a difference.
-//! A different seed gives a different history, and the run is checked like a real one.
+//! The second run traces, as a replay does: building the trace subscriber on the simulation
+//! thread once shifted its hash keys and changed the run. A different seed gives a different
+//! history, and the run is checked like a real one.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,8 +14,8 @@ fn harness() -> Command {
     Command::new(env!("CARGO_BIN_EXE_harness"))
 }
 
-/// Runs one simulation into `store`; returns its run folder.
-fn simulate(store: &Path, seed: u64) -> PathBuf {
+/// Runs one simulation into `store` (with `extra` flags); returns its run folder.
+fn simulate(store: &Path, seed: u64, extra: &[&str]) -> PathBuf {
     let out = harness()
         .args([
             "sim",
@@ -26,6 +28,7 @@ fn simulate(store: &Path, seed: u64) -> PathBuf {
         ])
         .args(["--final-time-limit", "20", "--nemesis-interval", "3"])
         .args(["--nemesis", "partition,kill,pause,clock,disk"])
+        .args(extra)
         .arg("--store")
         .arg(store)
         .output()
@@ -56,8 +59,10 @@ fn one_seed_twice_gives_the_same_history_byte_for_byte() {
     let b = tempfile::tempdir().expect("tempdir");
     let c = tempfile::tempdir().expect("tempdir");
     let seed = 11;
-    let run_a = simulate(a.path(), seed);
-    let run_b = simulate(b.path(), seed);
+    let run_a = simulate(a.path(), seed, &[]);
+    // The replay traces (as a replay command does): tracing must not change the run.
+    let run_b = simulate(b.path(), seed, &["--trace", "info"]);
+    assert!(run_b.join("sim.log").is_file());
     let (ha, hb) = (history(&run_a), history(&run_b));
     let text = String::from_utf8_lossy(&ha);
     // Every fault kind happened, and clients did work around them.
@@ -100,7 +105,7 @@ fn one_seed_twice_gives_the_same_history_byte_for_byte() {
         .expect("harness check");
     assert!(matches!(recheck.status.code(), Some(0..=2)));
     // Another seed: another history.
-    let run_c = simulate(c.path(), seed + 1);
+    let run_c = simulate(c.path(), seed + 1, &[]);
     assert_ne!(
         history(&run_c),
         ha,

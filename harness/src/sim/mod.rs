@@ -403,30 +403,27 @@ pub fn simulate(args: &SimArgs, spec: &TestSpec, dir: &Path) -> Result<SimOutcom
     entropy::enable(args.seed);
     let (args2, spec2, dir2) = (args.clone(), spec.clone(), dir.to_path_buf());
     let started = std::time::Instant::now();
+    // The trace subscriber is built here, on the calling thread: building it creates hash
+    // maps, and each map built on the simulation thread would shift that thread's sequence of
+    // hash keys, so a traced replay would not be the run it replays.
+    let dispatch = match &args.trace {
+        Some(level) => {
+            let f = std::fs::File::create(dir.join("sim.log")).context("creating sim.log")?;
+            tracing::Dispatch::new(
+                tracing_subscriber::fmt()
+                    .with_writer(std::sync::Mutex::new(f))
+                    .with_ansi(false)
+                    .with_timer(VirtualTime)
+                    .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+                    .finish(),
+            )
+        }
+        None => tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
+    };
     let handle = std::thread::Builder::new()
         .name("sim".into())
         .spawn(move || -> Result<SimOutcome> {
-            let trace_file = match &args2.trace {
-                Some(_) => {
-                    Some(std::fs::File::create(dir2.join("sim.log")).context("creating sim.log")?)
-                }
-                None => None,
-            };
-            match (trace_file, &args2.trace) {
-                (Some(f), Some(level)) => {
-                    let sub = tracing_subscriber::fmt()
-                        .with_writer(std::sync::Mutex::new(f))
-                        .with_ansi(false)
-                        .with_timer(VirtualTime)
-                        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
-                        .finish();
-                    tracing::subscriber::with_default(sub, || simulate_here(&args2, &spec2, &dir2))
-                }
-                _ => tracing::subscriber::with_default(
-                    tracing::subscriber::NoSubscriber::default(),
-                    || simulate_here(&args2, &spec2, &dir2),
-                ),
-            }
+            tracing::dispatcher::with_default(&dispatch, || simulate_here(&args2, &spec2, &dir2))
         })
         .context("starting the simulation thread")?;
     let r = handle
