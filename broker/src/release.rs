@@ -141,7 +141,9 @@ pub struct ReleaseRules {
     /// the old session expires (`refuse`).
     pub fence_reregistration: bool,
     /// Kafka 4.0+ (KIP-966): Eligible Leader Replicas are available
-    /// (`eligible.leader.replicas.enable` may be set); before 4.0 setting it is refused.
+    /// (`eligible.leader.replicas.enable` may be set); before 4.0 setting it is refused. ELR
+    /// brings the last-known-leader election with it (`LastKnownElr`, `metadata::image`): no
+    /// rule of its own.
     pub elr_available: bool,
     /// Kafka 4.1+ (KIP-966, `eligible.leader.replicas.version` enabled for new clusters): the
     /// default of `eligible.leader.replicas.enable`.

@@ -4,6 +4,10 @@
 //!   returns. Under 3.6 rules it is the only electable replica and the acknowledged records are
 //!   lost; under 4.1 rules (Eligible Leader Replicas, KIP-966) a replica that left the ISR while
 //!   it was under min ISR leads and nothing is lost; with `flush.messages=1` 3.6 loses nothing.
+//! - the last known leader (KIP-966 `LastKnownElr`): 4.1 rules with min.insync.replicas=1, the
+//!   ISR shrinks to the leader (no follower enters the ELR: the ISR is at min ISR), the leader
+//!   crashes losing its page cache and returns: with ISR and ELR empty it is elected again as
+//!   the last known leader, and the records it acknowledged alone are gone, as in Kafka.
 //! - 3.7+ rules (KAFKA-15583): an acks=1 record written while the ISR is under min ISR stays
 //!   invisible until the ISR recovers, and min.insync.replicas=3 on RF=2 accepts acks=all.
 //!
@@ -41,6 +45,24 @@ fn wait_view(
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Pauses (SIGSTOP) the followers of `p` (led by `leader`, replicas on nodes 2-4) until the
+/// ISR is the leader alone; returns their indexes in `nodes`.
+fn pause_followers(nodes: &[BrokerProc], topic: &str, p: usize, leader: i32) -> Vec<usize> {
+    let li = (leader - 1) as usize;
+    let followers: Vec<usize> = (1..4).filter(|i| *i != li).collect();
+    for f in &followers {
+        nodes[*f].signal("STOP");
+    }
+    wait_view(
+        nodes,
+        topic,
+        p,
+        "the ISR shrunk to the leader",
+        |(l, isr)| *l == leader && isr == &vec![leader],
+    );
+    followers
 }
 
 /// Produces `value` to `p` on `node` with `acks`, retrying retriable errors for up to 20 s;
@@ -106,17 +128,7 @@ fn last_replica_standing(release: &str, flush: bool) -> Vec<String> {
         let off = produce(&nodes[li], TOPIC, p, &format!("v{i}"), -1);
         assert_eq!(off, i as i64, "acknowledged at its offset");
     }
-    let followers: Vec<usize> = (1..4).filter(|i| *i != li).collect();
-    for f in &followers {
-        nodes[*f].signal("STOP");
-    }
-    wait_view(
-        &nodes,
-        TOPIC,
-        p,
-        "the ISR shrunk to the leader",
-        |(l, isr)| *l == leader && isr == &vec![leader],
-    );
+    let followers = pause_followers(&nodes, TOPIC, p, leader);
     nodes[li].kill9();
     if !flush {
         lose_page_cache(&nodes[li], TOPIC, p);
@@ -175,6 +187,76 @@ fn last_replica_standing_loses_nothing_under_4_1_rules_with_eligible_leader_repl
 fn last_replica_standing_loses_nothing_under_3_6_rules_with_an_fsync_per_message() {
     let lost = last_replica_standing("3.6", true);
     assert!(lost.is_empty(), "acknowledged records lost: {lost:?}");
+}
+
+/// KIP-966's last known leader on real processes: 4.1 rules, RF=3, acks=all,
+/// min.insync.replicas=1. The followers are paused until the ISR is the leader alone; the
+/// records acknowledged then are on the leader only, which crashes losing its page cache. When
+/// it is fenced the partition is offline (ISR empty; the leader is in the ELR and recorded as
+/// last known leader); it returns uncleanly (out of the ELR) and, with ISR and ELR empty, is
+/// elected again as last known leader on its emptied log: those acknowledged records are gone.
+#[test]
+fn under_4_1_rules_with_min_insync_1_the_crashed_last_leader_leads_again_without_its_acked_tail() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let props = [
+        ("kafka.release", "4.1"),
+        ("min.insync.replicas", "1"),
+        ("replica.lag.time.max.ms", "1000"),
+    ];
+    let mut nodes = BrokerProc::start_cluster_with_args(dir.path(), 4, 1, &props, &[]);
+    let topic = "last-known";
+    create_topic_retrying(&nodes, topic, 4, 3);
+    // Round-robin over brokers 1-4: partition 1 is on 2, 3, 4, not on controller 1.
+    let p = 1;
+    let (leader, _) = wait_view(&nodes, topic, p, "the whole ISR", |(l, isr)| {
+        *l > 1 && isr.len() == 3 && !isr.contains(&1)
+    });
+    let li = (leader - 1) as usize;
+    let followers = pause_followers(&nodes, topic, p, leader);
+    let alone: Vec<String> = (0..RECORDS).map(|i| format!("alone{i}")).collect();
+    for (i, v) in alone.iter().enumerate() {
+        let off = produce(&nodes[li], topic, p, v, -1);
+        assert_eq!(
+            off, i as i64,
+            "acknowledged by the leader alone (min.insync=1)"
+        );
+    }
+    nodes[li].kill9();
+    lose_page_cache(&nodes[li], topic, p);
+    for f in &followers {
+        nodes[*f].signal("CONT");
+    }
+    // Fenced at the session timeout: no ISR or ELR member is live (the followers left the ISR
+    // while it was at min ISR, so they are not eligible), the partition is offline.
+    wait_view(&nodes, topic, p, "the partition offline", |(l, isr)| {
+        *l == -1 && isr.is_empty()
+    });
+    nodes[li].restart();
+    let (again, isr) = wait_view(&nodes, topic, p, "a leader again", |(l, _)| *l > 0);
+    println!("after the unclean restart: leader {again} (was {leader}), ISR {isr:?}");
+    assert_eq!(again, leader, "the last known leader is elected");
+    // The partition serves again, on the returned leader's emptied log.
+    let off = produce(&nodes[li], topic, p, "after", -1);
+    let (hw, seen) = read_all(&nodes[li], topic, p);
+    let lost: Vec<&String> = alone
+        .iter()
+        .filter(|v| !seen.iter().any(|(_, val)| val == v.as_bytes()))
+        .collect();
+    println!(
+        "{} of {RECORDS} acknowledged records lost; `after` at offset {off}, HW {hw}; {:.1} s",
+        lost.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        lost.len(),
+        RECORDS,
+        "the unflushed acknowledged tail is gone: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(o, v)| *o == off && v == b"after"),
+        "the new record is readable: {seen:?}"
+    );
 }
 
 /// What the 3.7 rules change, under `release`: (HW includes an acks=1 record written while the

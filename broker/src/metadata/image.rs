@@ -55,6 +55,14 @@ pub struct PartitionInfo {
     /// [`ClusterFeatures::eligible_leader_replicas`].
     #[serde(default)]
     pub elr: Vec<NodeId>,
+    /// KIP-966 `LastKnownElr` as Kafka's controller keeps it in production
+    /// (`useLastKnownLeaderInBalancedRecovery`): the leader the partition had when its ISR
+    /// first became empty, kept while it stays leaderless and cleared once it has a leader
+    /// again. With ISR and ELR both empty this broker is elected (uncleanly) when it is live
+    /// (see [`MetadataImage::apply`]'s elections). Empty unless
+    /// [`ClusterFeatures::eligible_leader_replicas`].
+    #[serde(default)]
+    pub last_known_elr: Vec<NodeId>,
 }
 
 /// Cluster-wide settings the controller's decisions follow, from the active controller's
@@ -345,6 +353,7 @@ impl MetadataImage {
                             leader_epoch: 0,
                             partition_epoch: 0,
                             elr: Vec::new(),
+                            last_known_elr: Vec::new(),
                         }
                     })
                     .collect();
@@ -445,7 +454,9 @@ impl MetadataImage {
                         format!("{topic}-{partition}: replica {r} fetched with broker epoch {e}, which is not its current registration's"),
                     );
                 }
+                let old = p.clone();
                 set_isr(p, isr.clone(), min_isr, elr_on, &[]);
+                track_last_known_leader(p, &old, elr_on);
                 p.partition_epoch += 1;
                 tracing::info!(topic = %topic, partition, isr = ?p.isr, elr = ?p.elr, partition_epoch = p.partition_epoch, "ISR changed");
                 CommandResult {
@@ -481,7 +492,9 @@ impl MetadataImage {
                     let part = self.topics.get_mut(&name).map(|t| &mut t.partitions[p]);
                     if let Some(part) = part {
                         let isr = part.isr.iter().copied().filter(|r| *r != id).collect();
+                        let old = part.clone();
                         set_isr(part, isr, min_isr, elr_on, &[]);
+                        track_last_known_leader(part, &old, elr_on);
                         part.partition_epoch += 1;
                         tracing::info!(topic = %name, partition = p, isr = ?part.isr, elr = ?part.elr, "ISR shrunk: fenced broker removed");
                     }
@@ -490,8 +503,10 @@ impl MetadataImage {
         }
     }
 
-    /// Elects a new leader for one partition whose leader is gone (`gone`), from the live ISR,
-    /// else (unclean) any live replica, else none.
+    /// Elects a new leader for one partition whose leader is gone (`gone`), in the order of
+    /// Kafka's `PartitionChangeBuilder.electAnyLeader`: a live ISR member; else (ELR on) a live
+    /// Eligible Leader Replica; else (ELR on, ISR and ELR both empty) the last known leader if
+    /// it is live; else (unclean) any live replica; else none.
     fn elect(&mut self, topic: &str, p: usize, unclean: bool, gone: Option<NodeId>) {
         let live: Vec<NodeId> = self
             .brokers
@@ -504,73 +519,80 @@ impl MetadataImage {
         let Some(part) = self.topics.get_mut(topic).map(|t| &mut t.partitions[p]) else {
             return;
         };
-        let old_elr = part.elr.clone();
+        let old = part.clone();
+        let electable = |r: &NodeId| live.contains(r) && Some(*r) != gone;
         let clean = part
             .replicas
             .iter()
             .copied()
-            .find(|r| part.isr.contains(r) && live.contains(r) && Some(*r) != gone);
+            .find(|r| part.isr.contains(r) && electable(r));
         // KIP-966: with no live ISR member, a live Eligible Leader Replica is elected (it has
         // every committed record: it left the ISR while the high watermark was held).
         let eligible = part
             .replicas
             .iter()
             .copied()
-            .find(|r| elr_on && part.elr.contains(r) && live.contains(r) && Some(*r) != gone);
-        let (leader, isr) = match (clean, eligible) {
-            (Some(l), _) => {
-                let mut isr = part.isr.clone();
-                if let Some(g) = gone {
-                    // With ELR the last ISR member leaves too (into the ELR).
-                    if isr.len() > 1 || elr_on {
-                        isr.retain(|r| *r != g);
-                    }
-                }
-                (l, isr)
+            .find(|r| elr_on && part.elr.contains(r) && electable(r));
+        // The ISR without the gone leader: with ELR the last ISR member leaves too (into the
+        // ELR); without it Kafka keeps the last member so it can be elected when it returns.
+        let mut remaining = part.isr.clone();
+        if let Some(g) = gone {
+            if remaining.len() > 1 || elr_on {
+                remaining.retain(|r| *r != g);
             }
-            (None, Some(l)) => {
-                tracing::info!(topic, partition = p, leader = l, elr = ?part.elr,
-                    "leader elected from the Eligible Leader Replicas (KIP-966)");
-                (l, vec![l])
-            }
-            (None, None) => {
-                let any = part
-                    .replicas
-                    .iter()
-                    .copied()
-                    .find(|r| live.contains(r) && Some(*r) != gone);
-                match (unclean, any) {
-                    (true, Some(l)) => {
-                        // With ELR this is KIP-966's unclean recovery: nothing in ISR or ELR
-                        // can lead, and unclean election is allowed.
-                        tracing::warn!(topic, partition = p, leader = l, old_isr = ?part.isr, elr = ?part.elr,
-                            "UNCLEAN leader election: a replica outside the ISR leads; acknowledged writes may be lost");
-                        part.elr.clear();
-                        (l, vec![l])
-                    }
-                    _ => {
-                        // Kafka keeps the last ISR member in the ISR while it is offline, so it
-                        // can be elected when it returns; with ELR the ISR may be empty and
-                        // the fenced leader stays eligible in the ELR.
-                        let mut isr = part.isr.clone();
-                        if let Some(g) = gone.filter(|_| elr_on) {
-                            isr.retain(|r| *r != g);
-                        }
-                        (NO_LEADER, isr)
-                    }
-                }
-            }
-        };
-        let old_isr = part.isr.clone();
-        if elr_on {
-            set_isr(part, isr.clone(), min_isr, true, &[]);
         }
-        if leader != part.leader || isr != old_isr || part.elr != old_elr {
-            part.leader_epoch += i32::from(leader != part.leader);
-            part.leader = leader;
+        // KIP-966 `canElectLastKnownLeader`: nothing in the ISR or ELR (after this change) and
+        // exactly one last known leader. Kafka only logs when that broker is not alive; here a
+        // fenced broker cannot lead, so it is elected once it is live (at its registration).
+        let elr_after = if elr_on {
+            next_elr(&old, &remaining, min_isr, &[])
+        } else {
+            Vec::new()
+        };
+        let last_known = match part.last_known_elr.as_slice() {
+            [l] if elr_on && remaining.is_empty() && elr_after.is_empty() && electable(l) => {
+                Some(*l)
+            }
+            _ => None,
+        };
+        let any = part.replicas.iter().copied().find(electable);
+        // `forced`: an unclean election, which sets the ISR to the new leader and clears the ELR
+        // (Kafka's `tryElection` and `maybeUpdateRecordElr`).
+        let (leader, isr, forced) = if let Some(l) = clean {
+            (l, remaining, false)
+        } else if let Some(l) = eligible {
+            tracing::info!(topic, partition = p, leader = l, elr = ?part.elr,
+                "leader elected from the Eligible Leader Replicas (KIP-966)");
+            (l, vec![l], false)
+        } else if let Some(l) = last_known {
+            tracing::warn!(topic, partition = p, leader = l, last_known_elr = ?part.last_known_elr,
+                "last known leader elected with empty ISR and ELR (KIP-966, unclean): records it lost are gone");
+            (l, vec![l], true)
+        } else if let Some(l) = any.filter(|_| unclean) {
+            // With ELR this is KIP-966's unclean recovery: nothing in ISR or ELR can lead, and
+            // unclean election is allowed.
+            tracing::warn!(topic, partition = p, leader = l, old_isr = ?part.isr, elr = ?part.elr,
+                "UNCLEAN leader election: a replica outside the ISR leads; acknowledged writes may be lost");
+            (l, vec![l], true)
+        } else {
+            (NO_LEADER, remaining, false)
+        };
+        if forced {
+            part.elr.clear();
             part.isr = isr;
+        } else {
+            set_isr(part, isr, min_isr, elr_on, &[]);
+        }
+        part.leader_epoch += i32::from(leader != part.leader);
+        part.leader = leader;
+        track_last_known_leader(part, &old, elr_on);
+        if part.leader != old.leader
+            || part.isr != old.isr
+            || part.elr != old.elr
+            || part.last_known_elr != old.last_known_elr
+        {
             part.partition_epoch += 1;
-            tracing::info!(topic, partition = p, leader, leader_epoch = part.leader_epoch, isr = ?part.isr, elr = ?part.elr, "partition leader changed");
+            tracing::info!(topic, partition = p, leader, leader_epoch = part.leader_epoch, isr = ?part.isr, elr = ?part.elr, last_known_elr = ?part.last_known_elr, "partition leader changed");
         }
     }
 
@@ -602,11 +624,13 @@ impl MetadataImage {
                     continue;
                 }
                 let isr: Vec<NodeId> = part.isr.iter().copied().filter(|r| *r != id).collect();
+                let old = part.clone();
                 set_isr(part, isr, min_isr, true, &[id]);
                 if part.leader == id {
                     part.leader = NO_LEADER;
                     part.leader_epoch += 1;
                 }
+                track_last_known_leader(part, &old, true);
                 part.partition_epoch += 1;
                 tracing::info!(topic = %name, partition = p, broker = id, isr = ?part.isr, elr = ?part.elr,
                     "unclean shutdown detected at registration: removed from ISR and ELR (KIP-966)");
@@ -627,9 +651,8 @@ impl MetadataImage {
     }
 }
 
-/// Sets a partition's ISR, keeping its ELR as KIP-966's `PartitionChangeBuilder` does: with
-/// the ISR at or above min ISR the ELR is empty; below it, the ELR is the old ISR and ELR minus
-/// the new ISR and minus replicas that shut down uncleanly. Without ELR only the ISR changes.
+/// Sets a partition's ISR, keeping its ELR as KIP-966's `PartitionChangeBuilder` does
+/// ([`next_elr`]). Without ELR only the ISR changes (and the ELR lists stay empty).
 fn set_isr(
     part: &mut PartitionInfo,
     isr: Vec<NodeId>,
@@ -637,25 +660,56 @@ fn set_isr(
     elr_on: bool,
     unclean_shutdown: &[NodeId],
 ) {
-    if elr_on {
-        if isr.len() >= min_isr {
-            part.elr.clear();
-        } else {
-            let mut elr: Vec<NodeId> = part
-                .isr
-                .iter()
-                .chain(&part.elr)
-                .copied()
-                .filter(|r| !isr.contains(r) && !unclean_shutdown.contains(r))
-                .collect();
-            elr.sort_unstable();
-            elr.dedup();
-            part.elr = elr;
-        }
+    part.elr = if elr_on {
+        next_elr(part, &isr, min_isr, unclean_shutdown)
     } else {
-        part.elr.clear();
-    }
+        Vec::new()
+    };
     part.isr = isr;
+}
+
+/// The ELR a partition gets with ISR `isr` (Kafka's `maybePopulateTargetElr`): with the ISR at
+/// or above min ISR it is empty; below it, the old ISR and ELR minus the new ISR and minus
+/// replicas that shut down uncleanly.
+fn next_elr(
+    part: &PartitionInfo,
+    isr: &[NodeId],
+    min_isr: usize,
+    unclean_shutdown: &[NodeId],
+) -> Vec<NodeId> {
+    if isr.len() >= min_isr {
+        return Vec::new();
+    }
+    let mut elr: Vec<NodeId> = part
+        .isr
+        .iter()
+        .chain(&part.elr)
+        .copied()
+        .filter(|r| !isr.contains(r) && !unclean_shutdown.contains(r))
+        .collect();
+    elr.sort_unstable();
+    elr.dedup();
+    elr
+}
+
+/// KIP-966 `LastKnownElr` after a change from `old` (Kafka's `maybeUpdateLastKnownLeader`):
+/// the first time the ISR becomes empty it records the leader the partition had; once the
+/// partition has a leader again it is cleared. Without ELR it stays empty.
+fn track_last_known_leader(part: &mut PartitionInfo, old: &PartitionInfo, elr_on: bool) {
+    if !elr_on {
+        part.last_known_elr.clear();
+    } else if part.isr.is_empty() && !old.isr.is_empty() {
+        // Kafka writes `[old leader]`, -1 when it had none (which elects nobody, not even
+        // uncleanly); not reached here: with ELR a leaderless partition's ISR has no live
+        // member left to remove. Cleared then.
+        part.last_known_elr = if old.leader == NO_LEADER {
+            Vec::new()
+        } else {
+            vec![old.leader]
+        };
+    } else if part.leader != NO_LEADER {
+        part.last_known_elr.clear();
+    }
 }
 
 #[cfg(test)]
@@ -825,14 +879,7 @@ mod tests {
         assert_eq!(b.epoch, i as i64, "with a new broker epoch");
         assert_eq!(b.incarnation, "inc-1b");
         // Fenced by the session timeout, then back as the same process: the epoch is kept.
-        i += 1;
-        img.apply(
-            i,
-            &Command::FenceBroker {
-                id: 1,
-                unclean: false,
-            },
-        );
+        fence_broker(&mut img, &mut i, 1, false);
         let epoch = img.brokers[&1].epoch;
         reregister(&mut img, &mut i, 1, "inc-1b");
         assert_eq!(img.brokers[&1].epoch, epoch);
@@ -876,30 +923,10 @@ mod tests {
             };
             let p0 = img.partition("t", 0).expect("p0").clone();
             assert_eq!((p0.leader, p0.replicas.clone()), (1, vec![1, 2, 3]));
-            i += 1;
-            let r = img.apply(
-                i,
-                &Command::AlterPartition {
-                    topic: "t".into(),
-                    partition: 0,
-                    leader: 1,
-                    leader_epoch: p0.leader_epoch,
-                    partition_epoch: p0.partition_epoch,
-                    isr: vec![1],
-                    broker_epochs: BTreeMap::new(),
-                },
-            );
-            assert_eq!(r.error_code, 0, "{}", r.message);
+            shrink_isr(&mut img, &mut i, 1, vec![1]);
             let p = img.partition("t", 0).expect("p0");
             assert_eq!(p.elr, if elr { vec![2, 3] } else { vec![] });
-            i += 1;
-            img.apply(
-                i,
-                &Command::FenceBroker {
-                    id: 1,
-                    unclean: false,
-                },
-            );
+            fence_broker(&mut img, &mut i, 1, false);
             let p = img.partition("t", 0).expect("p0").clone();
             if elr {
                 assert_eq!(
@@ -911,19 +938,7 @@ mod tests {
             } else {
                 assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![1]), "offline");
             }
-            i += 1;
-            img.apply(
-                i,
-                &Command::RegisterBroker {
-                    id: 1,
-                    host: "h".into(),
-                    port: 1,
-                    unclean: false,
-                    incarnation: "inc-1-restarted".into(),
-                    unclean_shutdown: true,
-                    features: None,
-                },
-            );
+            register_after_crash(&mut img, &mut i, 1, false);
             let p = img.partition("t", 0).expect("p0");
             if elr {
                 assert_eq!(p.leader, 2);
@@ -958,19 +973,7 @@ mod tests {
             let p = img.partition("t", 0).expect("p0").clone();
             assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![]));
             assert_eq!(p.elr, vec![1, 3]);
-            i += 1;
-            img.apply(
-                i,
-                &Command::RegisterBroker {
-                    id: 1,
-                    host: "h".into(),
-                    port: 1,
-                    unclean,
-                    incarnation: "inc-1-restarted".into(),
-                    unclean_shutdown: true,
-                    features: None,
-                },
-            );
+            register_after_crash(&mut img, &mut i, 1, unclean);
             let p = img.partition("t", 0).expect("p0");
             assert!(!p.elr.contains(&1), "{p:?}");
             if unclean {
@@ -980,5 +983,112 @@ mod tests {
                 assert_eq!(p.elr, vec![3]);
             }
         }
+    }
+
+    fn features(img: &mut MetadataImage, min_insync_replicas: i32) {
+        img.features = ClusterFeatures {
+            eligible_leader_replicas: true,
+            min_insync_replicas,
+        };
+    }
+
+    fn fence_broker(img: &mut MetadataImage, i: &mut u64, id: NodeId, unclean: bool) {
+        *i += 1;
+        img.apply(*i, &Command::FenceBroker { id, unclean });
+    }
+
+    fn register_after_crash(img: &mut MetadataImage, i: &mut u64, id: NodeId, unclean: bool) {
+        *i += 1;
+        img.apply(
+            *i,
+            &Command::RegisterBroker {
+                id,
+                host: "h".into(),
+                port: 1,
+                unclean,
+                incarnation: format!("inc-{id}-after-crash-{i}"),
+                unclean_shutdown: true,
+                features: None,
+            },
+        );
+    }
+
+    fn shrink_isr(img: &mut MetadataImage, i: &mut u64, leader: NodeId, isr: Vec<NodeId>) {
+        let p = img.partition("t", 0).expect("p0").clone();
+        *i += 1;
+        let r = img.apply(
+            *i,
+            &Command::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr,
+                broker_epochs: BTreeMap::new(),
+            },
+        );
+        assert_eq!(r.error_code, 0, "{}", r.message);
+    }
+
+    /// KIP-966 `LastKnownElr` (Kafka's `useLastKnownLeaderInBalancedRecovery`): min ISR 1, the
+    /// ISR shrinks to the leader, the leader is fenced (ISR empty, it stays in the ELR, and is
+    /// recorded as last known leader) and comes back after an unclean shutdown (out of the
+    /// ELR): with ISR and ELR empty the last known leader is elected, uncleanly (ISR forced to
+    /// it), and the record is cleared once the partition has a leader.
+    #[test]
+    fn the_last_known_leader_is_elected_when_isr_and_elr_are_empty() {
+        let (mut img, mut i) = cluster();
+        features(&mut img, 1);
+        shrink_isr(&mut img, &mut i, 1, vec![1]);
+        let p = img.partition("t", 0).expect("p0");
+        assert!(p.elr.is_empty() && p.last_known_elr.is_empty(), "{p:?}");
+        fence_broker(&mut img, &mut i, 1, false);
+        let p = img.partition("t", 0).expect("p0").clone();
+        assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![]));
+        assert_eq!(
+            (p.elr.clone(), p.last_known_elr.clone()),
+            (vec![1], vec![1])
+        );
+        register_after_crash(&mut img, &mut i, 1, false);
+        let q = img.partition("t", 0).expect("p0");
+        assert_eq!((q.leader, q.isr.clone()), (1, vec![1]), "{q:?}");
+        assert!(q.elr.is_empty() && q.last_known_elr.is_empty(), "{q:?}");
+        assert_eq!(q.leader_epoch, p.leader_epoch + 1);
+        // Other partitions kept their leaders and recorded nothing.
+        let p1 = img.partition("t", 1).expect("p1");
+        assert!(
+            p1.leader != NO_LEADER && p1.last_known_elr.is_empty(),
+            "{p1:?}"
+        );
+    }
+
+    /// Kafka's `electAnyLeader` order: ISR, ELR, the last known leader, and only then (with
+    /// `unclean.leader.election.enable`) any live replica. The last known leader here (2) is
+    /// not the first live replica (1), which the unclean path would pick; while it is fenced
+    /// nothing is elected without unclean.
+    #[test]
+    fn the_last_known_leader_comes_before_an_unclean_election() {
+        let (mut img, mut i) = cluster();
+        features(&mut img, 1);
+        // Broker 1 restarts: 2 leads t-0, whose replicas are [1, 2, 3].
+        reregister(&mut img, &mut i, 1, "inc-1b");
+        assert_eq!(img.partition("t", 0).expect("p0").leader, 2);
+        shrink_isr(&mut img, &mut i, 2, vec![2]);
+        fence_broker(&mut img, &mut i, 2, false);
+        let p = img.partition("t", 0).expect("p0").clone();
+        assert_eq!(
+            (p.leader, p.elr.clone(), p.last_known_elr.clone()),
+            (NO_LEADER, vec![2], vec![2])
+        );
+        // Broker 3 registers again: still nothing electable without unclean.
+        reregister(&mut img, &mut i, 3, "inc-3");
+        assert_eq!(img.partition("t", 0).expect("p0").leader, NO_LEADER);
+        // 2 returns uncleanly with unclean election allowed: it leads as last known leader,
+        // ahead of the unclean pick (1, the first live replica).
+        register_after_crash(&mut img, &mut i, 2, true);
+        let p = img.partition("t", 0).expect("p0");
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]), "{p:?}");
+        assert!(p.last_known_elr.is_empty(), "{p:?}");
     }
 }
