@@ -1176,8 +1176,17 @@ impl<L: ReplicaLog> Partition<L> {
     }
 
     /// Truncates the log (and the epoch cache) to `offset`; the HW follows it down.
+    ///
+    /// At or beyond the log end the log keeps every record, but the epoch cache is still cut at
+    /// the log end, as Kafka's `UnifiedLog.truncateTo` does: a broker that led an epoch without
+    /// appending to it holds an entry starting at its log end that the new leader may never have
+    /// seen. Kept, it would be this follower's `last_fetched_epoch` in every fetch, each answered
+    /// with the same diverging epoch, so the follower would loop without ever being recorded as
+    /// caught up (nor rejoin the ISR).
     fn truncate_to(&mut self, offset: i64) -> Result<(), ReplicationError> {
-        if offset >= self.log.log_end_offset() {
+        let leo = self.log.log_end_offset();
+        if offset >= leo {
+            self.epochs.truncate_from_end(leo)?;
             return Ok(());
         }
         self.log.truncate_to(offset).map_err(log_err)?;

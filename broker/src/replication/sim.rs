@@ -824,6 +824,50 @@ mod tests {
         assert_eq!(f3.log_end_offset, 0);
     }
 
+    /// The 4.1 matrix run m9-a (acks-all, min.insync 3): broker 1 led a new epoch without
+    /// appending to it (its epoch cache ends with an entry at its log end), lost the leadership
+    /// to broker 3, which never heard of that epoch, and followed it with the same log end. The
+    /// leader answers its fetches (last fetched epoch 2) with the diverging epoch (1, 1); the
+    /// truncation is to the log end, and must still drop the epoch entry there (Kafka's
+    /// `UnifiedLog.truncateTo`), else every fetch diverges again, the follower never has a fetch
+    /// recorded, never rejoins the ISR, and with min ISR 3 the partition stays unwritable.
+    fn caught_up_follower_with_an_empty_epoch_at_its_end_rejoins_the_isr<L: SimLog>() {
+        let config = PartitionConfig {
+            hw_requires_min_isr: true,
+            effective_min_isr: true,
+            ..cfg_fetch_truncation(3)
+        };
+        let mut sim = Sim::<L>::new(3, config, ReplicationBugs::none());
+        sim.elect(1, &[1, 2, 3]);
+        let w = sim.produce(Acks::All, &["m0"]).unwrap();
+        sim.replicate(10);
+        assert_eq!(sim.acked(w), Some(Ok(())));
+        // Epoch 2: broker 1 alone is told it leads (2 and 3 are away); it appends nothing.
+        sim.elect_informing(1, &[1], &[1]);
+        assert_eq!(sim.p(1).epoch_cache().latest_epoch(), Some(2));
+        // Epoch 3: broker 3 leads, knowing nothing of epoch 2; everyone hears of it.
+        sim.elect(3, &[3]);
+        assert_eq!(sim.p(1).log_end_offset(), sim.p(3).log_end_offset());
+        // One fetch diverges (epoch 2 is unknown to the leader) and truncates nothing but the
+        // epoch entry; the next is an ordinary fetch the leader records.
+        assert_eq!(
+            sim.step(1),
+            Step::Fetch(FetchApplied::Truncated { log_end_offset: 1 })
+        );
+        assert_eq!(sim.p(1).epoch_cache().latest_epoch(), Some(1));
+        assert!(matches!(
+            sim.step(1),
+            Step::Fetch(FetchApplied::Appended { .. })
+        ));
+        sim.replicate(10);
+        assert_eq!(sim.state.isr, vec![1, 2, 3], "broker 1 rejoined the ISR");
+        let w = sim.produce(Acks::All, &["c1"]).unwrap();
+        sim.replicate(10);
+        assert_eq!(sim.acked(w), Some(Ok(())));
+        assert_eq!(sim.values(1), vec!["m0", "c1"]);
+        assert_eq!(sim.records(1), sim.records(3));
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Produce,
@@ -1137,6 +1181,7 @@ mod tests {
         unclean_election_loses_acked_records_as_kafka_does,
         follower_below_epoch_start_does_not_rejoin_isr,
         bug_isr_join_below_epoch_start_readmits_an_empty_follower,
+        caught_up_follower_with_an_empty_epoch_at_its_end_rejoins_the_isr,
         bug_ack_before_isr_loses_an_acknowledged_write_on_failover,
         bug_ignore_min_insync_acknowledges_writes_an_unclean_election_loses,
     );
