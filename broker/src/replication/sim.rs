@@ -837,6 +837,32 @@ mod tests {
             effective_min_isr: true,
             ..cfg_fetch_truncation(3)
         };
+        let mut sim = empty_epoch_then_new_leader::<L>(config);
+        // One fetch diverges (epoch 2 is unknown to the leader) and truncates nothing but the
+        // epoch entry.
+        assert_eq!(
+            sim.step(1),
+            Step::Fetch(FetchApplied::Truncated { log_end_offset: 1 })
+        );
+        rejoins_and_acknowledges(sim);
+    }
+
+    /// The same with OffsetsForLeaderEpoch truncation (before Kafka 2.7): the answer for epoch
+    /// 2 is (1, 1), the truncation to 1 (the log end) must drop the entry 2@1 too, else the
+    /// fetches that follow diverge forever.
+    fn empty_epoch_entry_is_dropped_by_offsets_for_leader_epoch_truncation<L: SimLog>() {
+        let mut sim = empty_epoch_then_new_leader::<L>(cfg(3));
+        assert!(sim.p(1).needs_truncation());
+        assert_eq!(
+            sim.step(1),
+            Step::Truncation(TruncationStep::Done { log_end_offset: 1 })
+        );
+        rejoins_and_acknowledges(sim);
+    }
+
+    /// m0 written in epoch 1 everywhere; broker 1 alone leads epoch 2 and appends nothing;
+    /// broker 3 leads epoch 3 without knowing epoch 2, and everyone hears of it.
+    fn empty_epoch_then_new_leader<L: SimLog>(config: PartitionConfig) -> Sim<L> {
         let mut sim = Sim::<L>::new(3, config, ReplicationBugs::none());
         sim.elect(1, &[1, 2, 3]);
         let w = sim.produce(Acks::All, &["m0"]).unwrap();
@@ -848,12 +874,12 @@ mod tests {
         // Epoch 3: broker 3 leads, knowing nothing of epoch 2; everyone hears of it.
         sim.elect(3, &[3]);
         assert_eq!(sim.p(1).log_end_offset(), sim.p(3).log_end_offset());
-        // One fetch diverges (epoch 2 is unknown to the leader) and truncates nothing but the
-        // epoch entry; the next is an ordinary fetch the leader records.
-        assert_eq!(
-            sim.step(1),
-            Step::Fetch(FetchApplied::Truncated { log_end_offset: 1 })
-        );
+        sim
+    }
+
+    /// After its one truncation broker 1's latest epoch is 1 and its next fetch is an ordinary
+    /// one; it is back in the ISR after some rounds, and an acks=all write is acknowledged.
+    fn rejoins_and_acknowledges<L: SimLog>(mut sim: Sim<L>) {
         assert_eq!(sim.p(1).epoch_cache().latest_epoch(), Some(1));
         assert!(matches!(
             sim.step(1),
@@ -1182,6 +1208,7 @@ mod tests {
         follower_below_epoch_start_does_not_rejoin_isr,
         bug_isr_join_below_epoch_start_readmits_an_empty_follower,
         caught_up_follower_with_an_empty_epoch_at_its_end_rejoins_the_isr,
+        empty_epoch_entry_is_dropped_by_offsets_for_leader_epoch_truncation,
         bug_ack_before_isr_loses_an_acknowledged_write_on_failover,
         bug_ignore_min_insync_acknowledges_writes_an_unclean_election_loses,
     );
