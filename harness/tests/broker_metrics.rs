@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
+mod support;
+
 #[test]
 fn metrics_show_the_leader_changes_metadata_saw_and_the_report_draws_them() {
     let store = tempfile::tempdir().expect("tempdir");
@@ -26,8 +28,8 @@ fn metrics_show_the_leader_changes_metadata_saw_and_the_report_draws_them() {
             text.contains("\"action\":\"kill\"") && text.contains("\"action\":\"start-partition\"")
         })
         .expect("a seed with a kill and a partition");
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args([
+    let out = support::harness(
+        &[
             "test",
             "--nodes",
             "3",
@@ -41,14 +43,11 @@ fn metrics_show_the_leader_changes_metadata_saw_and_the_report_draws_them() {
             &seed.to_string(),
             "--name",
             "metrics",
-            "--store",
-        ])
-        .arg(store.path())
-        .output()
-        .expect("harness runs");
+        ],
+        store.path(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let run =
-        results::store::resolve_latest(&store.path().join("metrics/latest")).expect("latest link");
+    let run = support::latest_run(store.path(), "metrics");
     // Whatever the verdict (or none, if the cluster did not recover), the metrics are there.
     println!("exit {:?}\n{stderr}", out.status.code());
 

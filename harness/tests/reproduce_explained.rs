@@ -4,7 +4,7 @@
 //! log did not hold the write, what the final reads found; the bug mode and the Kafka release
 //! rules stand beside the verdict.
 
-use std::process::Command;
+mod support;
 
 /// The text of every `<div class="why">` inside the anomaly block `kind`.
 fn whys(html: &str, kind: &str) -> Vec<String> {
@@ -26,8 +26,8 @@ fn whys(html: &str, kind: &str) -> Vec<String> {
 #[test]
 fn the_report_of_a_reproduced_lost_write_names_the_leader_change_and_the_fault() {
     let store = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args([
+    let out = support::harness(
+        &[
             "reproduce",
             "ack-before-isr",
             "--nodes",
@@ -38,19 +38,12 @@ fn the_report_of_a_reproduced_lost_write_names_the_leader_change_and_the_fault()
             "90",
             "--time-limit",
             "20",
-            "--store",
-        ])
-        .arg(store.path())
-        .output()
-        .expect("harness runs");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        store.path(),
     );
+    let text = support::output_text(&out);
     assert_eq!(out.status.code(), Some(0), "the bug was found: {text}");
-    let run = results::store::resolve_latest(&store.path().join("reproduce-ack-before-isr/latest"))
-        .expect("latest link");
+    let run = support::latest_run(store.path(), "reproduce-ack-before-isr");
     let html = std::fs::read_to_string(run.join("report.html")).expect("report.html");
     // The final phase's reader is named for what it is, in the history view and the timeline.
     assert!(

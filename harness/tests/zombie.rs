@@ -6,15 +6,16 @@
 //! never go back (no `lost-commit`), and the run checks valid.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use serde_json::Value;
+
+mod support;
 
 #[test]
 fn zombie_commits_after_a_rebalance_are_refused_and_no_commit_is_lost() {
     let store = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args([
+    let out = support::harness(
+        &[
             "test",
             "--nodes",
             "3",
@@ -30,14 +31,11 @@ fn zombie_commits_after_a_rebalance_are_refused_and_no_commit_is_lost() {
             "21",
             "--name",
             "zombie",
-            "--store",
-        ])
-        .arg(store.path())
-        .output()
-        .expect("harness runs");
+        ],
+        store.path(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let run =
-        results::store::resolve_latest(&store.path().join("zombie/latest")).expect("latest link");
+    let run = support::latest_run(store.path(), "zombie");
     let history = std::fs::read_to_string(run.join("history.jsonl")).expect("history");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let ops: Vec<Value> = history
