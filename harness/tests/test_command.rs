@@ -14,6 +14,7 @@ static NETNS: Mutex<()> = Mutex::new(());
 
 /// What one `harness test` run left in its store.
 struct StoredRun {
+    #[cfg_attr(not(feature = "rdkafka"), allow(dead_code))] // read by the librdkafka test only
     run: std::path::PathBuf,
     results: serde_json::Value,
     history: String,
