@@ -78,6 +78,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err(reason);
             }
         };
+        // Counted before the response goes out: a client that has its answer sees the request
+        // in /metrics (the latency is the handling time, the write excluded).
+        let elapsed = broker.clock.instant().duration_since(started);
+        broker.metrics.record_request(api_name, elapsed, false);
         if let Some(out) = reply {
             broker.metrics.add_bytes_out(out.len());
             stream
@@ -85,8 +89,6 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 .await
                 .map_err(|e| format!("write: {e}"))?;
         }
-        let elapsed = broker.clock.instant().duration_since(started);
-        broker.metrics.record_request(api_name, elapsed, false);
     }
 }
 
