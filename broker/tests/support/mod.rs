@@ -105,11 +105,17 @@ impl BrokerProc {
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "broker did not start; see {}",
-                self.dir.join("broker.log").display()
-            );
+            if Instant::now() >= deadline {
+                // The test's temporary folder goes with the panic: show the log's tail here.
+                let log = std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "broker did not start within 60 s; the tail of {}:\n{}",
+                    self.dir.join("broker.log").display(),
+                    tail.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
