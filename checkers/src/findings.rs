@@ -92,6 +92,23 @@ impl Findings {
             .is_none_or(|f| f.examples.len() < MAX_EXAMPLES)
     }
 
+    /// Adds findings made separately after these (as if added here in turn: examples kept in
+    /// order up to [`MAX_EXAMPLES`], counts summed).
+    pub(crate) fn merge(&mut self, other: Findings) {
+        for (kind, g) in other.0 {
+            match self.0.get_mut(&kind) {
+                Some(f) => {
+                    f.count += g.count;
+                    let room = MAX_EXAMPLES.saturating_sub(f.examples.len());
+                    f.examples.extend(g.examples.into_iter().take(room));
+                }
+                None => {
+                    self.0.insert(kind, g);
+                }
+            }
+        }
+    }
+
     /// Counts a finding past the kept examples, without building its example.
     pub(crate) fn count(&mut self, kind: &str) {
         if let Some(f) = self.0.get_mut(kind) {

@@ -720,10 +720,21 @@ pub fn check_txns(
     unit_checks(&names, &mut f);
     record_checks(&names, &mut f);
     timer.phase("unit and record checks");
-    op_checks(&names, &mut f);
-    timer.phase("op checks");
-    let graph = crate::cycles::DependencyGraph::build(&a, options.ww_deps);
-    timer.phase("graph");
+    // The per-op checks and the dependency graph read the analysis only: one thread each.
+    let (op_findings, graph) = std::thread::scope(|s| {
+        let ops = s.spawn(|| {
+            let mut g = Findings(BTreeMap::new());
+            op_checks(&names, &mut g);
+            g
+        });
+        let graph = crate::cycles::DependencyGraph::build(&a, options.ww_deps);
+        match ops.join() {
+            Ok(g) => (g, graph),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    f.merge(op_findings);
+    timer.phase("op checks and graph");
     graph.report(&mut f);
     timer.phase("cycle search");
     for example in commits.lost_commits() {

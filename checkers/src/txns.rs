@@ -69,6 +69,9 @@ impl Send {
     }
 }
 
+/// No record (an empty slot of the dense record index).
+const NO_REC: u32 = u32::MAX;
+
 /// The offset of a record read without one (`[null, v]`).
 pub const NO_OFFSET: i64 = i64::MIN;
 
@@ -198,12 +201,12 @@ pub struct Txns {
     pub rec_key: Vec<u32>,
     /// Each record's value.
     pub rec_value: Vec<i64>,
-    /// (key, value) → record while the history is read; emptied by [`Builder::finish`] into
-    /// `rec_index`.
-    rec_ids: FastMap<(u32, i64), u32>,
-    /// (key, value, record), sorted: the record index once every op is in (16 bytes a record,
-    /// where the hash map takes about 40).
-    rec_index: Vec<(u32, i64, u32)>,
+    /// Per key id, the record of each small non-negative value (the workload's values count
+    /// from 0 per key): `dense[k][v]` ([`NO_REC`]: none yet). No hashing per read, 4 bytes
+    /// per record.
+    rec_dense: Vec<Vec<u32>>,
+    /// (key, value) → record for values `rec_dense` does not hold (negative or far apart).
+    rec_sparse: FastMap<(u32, i64), u32>,
 }
 
 fn slice<'s, T>(store: &'s [T], r: &Range<u32>) -> &'s [T] {
@@ -254,18 +257,47 @@ impl Txns {
 
     /// The record of (key, value), if the history sends or reads it.
     pub fn rec(&self, key: u32, value: i64) -> Option<u32> {
-        if let Some(r) = self.rec_ids.get(&(key, value)) {
-            return Some(*r);
+        let dense = self
+            .rec_dense
+            .get(key as usize)
+            .and_then(|d| d.get(usize::try_from(value).ok()?));
+        match dense {
+            Some(&r) if r != NO_REC => Some(r),
+            // A value the dense index grew over after it was interned sparsely.
+            _ => self.rec_sparse.get(&(key, value)).copied(),
         }
-        self.rec_index
-            .binary_search_by(|(k, v, _)| (*k, *v).cmp(&(key, value)))
-            .ok()
-            .map(|i| self.rec_index[i].2)
     }
 
     fn intern_rec(&mut self, key: u32, value: i64) -> u32 {
         let next = self.rec_key.len() as u32;
-        let id = *self.rec_ids.entry((key, value)).or_insert(next);
+        let k = key as usize;
+        if self.rec_dense.len() <= k {
+            self.rec_dense.resize_with(k + 1, Vec::new);
+        }
+        let dense = &mut self.rec_dense[k];
+        let slot = match usize::try_from(value) {
+            // Grow only while the values stay about dense (at most a few thousand ahead).
+            Ok(v) if v < dense.len() => Some(v),
+            Ok(v) if v <= dense.len().saturating_mul(2) + 4096 => {
+                dense.resize(v + 1, NO_REC);
+                Some(v)
+            }
+            _ => None,
+        };
+        let id = match slot {
+            Some(v) => {
+                let r = &mut dense[v];
+                if *r == NO_REC {
+                    // Interned sparsely before the dense index grew over it?
+                    *r = match self.rec_sparse.is_empty() {
+                        true => next,
+                        false => self.rec_sparse.get(&(key, value)).copied().unwrap_or(next),
+                    };
+                }
+                *r
+            }
+            None => *self.rec_sparse.entry((key, value)).or_insert(next),
+        };
         if id == next {
             self.rec_key.push(key);
             self.rec_value.push(value);
@@ -738,9 +770,6 @@ impl Builder {
             });
         }
         self.out.resolve_units();
-        let ids = std::mem::take(&mut self.out.rec_ids);
-        self.out.rec_index = ids.into_iter().map(|((k, v), r)| (k, v, r)).collect();
-        self.out.rec_index.sort_unstable();
         self.out
     }
 }
@@ -1173,6 +1202,27 @@ mod tests {
         assert_eq!(t.read_groups(&t.txns[0]).count(), 2, "one group per poll");
         let values: Vec<i64> = t.reads(&t.txns[0]).iter().map(|r| t.value_of(r)).collect();
         assert_eq!(values, vec![1, 2, 3]);
+    }
+
+    /// A (key, value) is one record whether its value is interned densely or sparsely, also
+    /// when the dense index later grows over a value first interned sparsely.
+    #[test]
+    fn records_are_interned_once_dense_or_sparse() {
+        let mut t = Txns::default();
+        let far = t.intern_rec(0, 10_000);
+        let neg = t.intern_rec(0, -3);
+        let zero = t.intern_rec(0, 0);
+        for v in 1..12_000 {
+            t.intern_rec(0, v);
+        }
+        assert_eq!(t.intern_rec(0, 10_000), far);
+        assert_eq!(t.intern_rec(0, -3), neg);
+        assert_eq!(t.intern_rec(0, 0), zero);
+        assert_eq!(t.rec(0, 10_000), Some(far));
+        assert_eq!(t.rec(0, -3), Some(neg));
+        assert_eq!(t.rec(0, 12_000), None);
+        assert_eq!(t.rec(1, 0), None);
+        assert_eq!(t.rec_key.len(), 12_001);
     }
 
     /// Completions with no invocation between them share a barrier; the realtime order read
