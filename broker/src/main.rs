@@ -21,7 +21,7 @@ static GLOBAL: broker::alloc::GuardedAlloc = broker::alloc::GuardedAlloc;
 #[command(name = "broker", version, about)]
 struct Args {
     /// Kafka server.properties file.
-    #[arg(long, required_unless_present_any = ["list_bugs", "list_config_keys"])]
+    #[arg(long, required_unless_present_any = ["list_bugs", "list_config_keys", "list_releases"])]
     config: Option<PathBuf>,
     /// Print the bug modes as JSON (`[{"name": ..., "source": ...}]`) and exit: how test
     /// harnesses learn them without linking this crate.
@@ -30,6 +30,10 @@ struct Args {
     /// Print every configuration key this broker knows as a JSON array and exit.
     #[arg(long)]
     list_config_keys: bool,
+    /// Print the Kafka releases `kafka.release` accepts, each with the rules it follows, and
+    /// the default, as JSON (`{"default": ..., "releases": [{"release": ..., ...}]}`) and exit.
+    #[arg(long)]
+    list_releases: bool,
     /// Override a property, `key=value` (repeatable; wins over the file).
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -63,8 +67,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    if args.list_bugs || args.list_config_keys {
-        let json = if args.list_bugs {
+    if args.list_bugs || args.list_config_keys || args.list_releases {
+        let json = if args.list_releases {
+            broker::release::releases_json()
+        } else if args.list_bugs {
             serde_json::Value::Array(
                 broker::replication::bugs::BUG_NAMES
                     .iter()
@@ -112,7 +118,7 @@ fn run(args: Args) -> Result<()> {
     let path = args
         .config
         .clone()
-        .context("--config is required (or --list-bugs / --list-config-keys)")?;
+        .context("--config is required (or --list-bugs / --list-config-keys / --list-releases)")?;
     let config = BrokerConfig::load(&path, &overrides(&args)?)
         .with_context(|| format!("loading {}", path.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

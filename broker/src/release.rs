@@ -60,6 +60,12 @@ pub const RELEASES: &[KafkaRelease] = &[
 /// The release followed when `kafka.release` is not set: the newest implemented.
 pub const DEFAULT_RELEASE: KafkaRelease = KafkaRelease::V4_1;
 
+impl serde::Serialize for KafkaRelease {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl Default for KafkaRelease {
     fn default() -> Self {
         DEFAULT_RELEASE
@@ -113,7 +119,7 @@ impl FromStr for KafkaRelease {
 /// The replication rules a release follows. Each field is one decision the broker's code
 /// consults at exactly one place (as the bug modes of `replication::bugs` are); the doc comment
 /// names the release that introduced it and its KIP/JIRA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ReleaseRules {
     /// The release these rules are.
     pub release: KafkaRelease,
@@ -172,6 +178,15 @@ impl Default for ReleaseRules {
     }
 }
 
+/// What `broker --list-releases` prints: the default release and every release with its
+/// rules, so a harness that does not link this crate learns both from the binary.
+pub fn releases_json() -> serde_json::Value {
+    serde_json::json!({
+        "default": DEFAULT_RELEASE,
+        "releases": RELEASES.iter().map(|r| r.rules()).collect::<Vec<_>>(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +218,18 @@ mod tests {
         assert!(!r("3.9").elr_available && r("4.0").elr_available);
         assert!(!r("3.9").fence_reregistration && r("4.0").fence_reregistration);
         assert!(!r("4.0").elr_default && r("4.1").elr_default);
+    }
+
+    #[test]
+    fn the_release_list_names_the_default_and_each_release_with_its_rules() {
+        let v = releases_json();
+        assert_eq!(v["default"], "4.1");
+        let list = v["releases"].as_array().expect("an array");
+        assert_eq!(list.len(), RELEASES.len());
+        assert_eq!(list[3]["release"], "3.6");
+        assert_eq!(list[3]["effective_min_isr"], false);
+        assert_eq!(list[4]["release"], "3.7");
+        assert_eq!(list[4]["effective_min_isr"], true);
+        assert_eq!(list[7]["elr_default"], true);
     }
 }

@@ -66,19 +66,15 @@ fn parse_flush(s: &str) -> Result<String, String> {
     }
 }
 
-/// The Kafka releases whose rules the bundled broker can follow (`kafka.release`).
-pub const KNOWN_RELEASES: &[&str] = &["2.6", "2.7", "3.5", "3.6", "3.7", "3.9", "4.0", "4.1"];
-
-/// The release the bundled broker follows unless told otherwise (the newest it implements).
-pub const DEFAULT_RELEASE: &str = "4.1";
-
+/// A `--kafka-release` value, checked against the releases the bundled broker lists.
 fn parse_release(s: &str) -> Result<String, String> {
-    if KNOWN_RELEASES.contains(&s) {
+    let known = crate::system::bundled_releases()?;
+    if known.rules_of(s).is_some() {
         Ok(s.to_string())
     } else {
         Err(format!(
             "`{s}` is not a Kafka release the bundled broker follows; known: {}",
-            KNOWN_RELEASES.join(", ")
+            known.names()
         ))
     }
 }
@@ -117,10 +113,10 @@ pub struct MatrixArgs {
     #[arg(long = "flush", value_delimiter = ',', default_value = "default", value_parser = parse_flush)]
     pub flush: Vec<String>,
     /// Kafka releases whose replication rules the bundled broker follows, comma-separated
-    /// (its `kafka.release` setting: 2.6, 2.7, 3.5, 3.6, 3.7, 3.9, 4.0, 4.1); each release is its
-    /// own grid. A `command` system runs whatever release it is, so this axis is for the
-    /// bundled broker only.
-    #[arg(long = "kafka-release", value_delimiter = ',', default_value = DEFAULT_RELEASE, value_parser = parse_release)]
+    /// (its `kafka.release` setting: `broker --list-releases` lists them; default the
+    /// broker's default, the newest); each release is its own grid. A `command` system runs
+    /// whatever release it is, so this axis is for the bundled broker only.
+    #[arg(long = "kafka-release", value_delimiter = ',', value_parser = parse_release)]
     pub releases: Vec<String>,
     /// Rounds every cell runs at least, unless a violation stops it first: a round is each of
     /// the cell's recipes once, then the random nemesis once.
@@ -168,11 +164,29 @@ impl MatrixArgs {
         Ok(spec)
     }
 
+    /// The releases the cells follow: the flag's, or the bundled broker's default.
+    pub fn releases(&self) -> Result<Vec<String>> {
+        if !self.releases.is_empty() {
+            return Ok(self.releases.clone());
+        }
+        let known = crate::system::bundled_releases()
+            .map_err(|e| anyhow::anyhow!("asking the broker for its default release: {e}"))?;
+        Ok(vec![known.default])
+    }
+
     /// Every cell's configuration, row-major (release, flush, acks, unclean, idempotence,
-    /// then min.insync).
-    pub fn cells(&self, rf: u32) -> Vec<CellConfig> {
+    /// then min.insync), each with its release's rules as the bundled broker lists them.
+    pub fn cells(&self, rf: u32) -> Result<Vec<CellConfig>> {
+        let known = crate::system::bundled_releases()
+            .map_err(|e| anyhow::anyhow!("asking the broker for its releases: {e}"))?;
         let mut out = Vec::new();
-        for release in &self.releases {
+        for release in &self.releases()? {
+            let rules = known.rules_of(release).with_context(|| {
+                format!(
+                    "the bundled broker does not follow Kafka {release}; known: {}",
+                    known.names()
+                )
+            })?;
             for flush in &self.flush {
                 for acks in &self.acks_axis {
                     for unclean in &self.unclean {
@@ -186,6 +200,7 @@ impl MatrixArgs {
                                     replication_factor: rf,
                                     flush: flush.clone(),
                                     release: release.clone(),
+                                    rules: Some(rules),
                                 });
                             }
                         }
@@ -193,7 +208,7 @@ impl MatrixArgs {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// The on-request recipes the axes ask for: retry-duplicates when the idempotence axis
@@ -325,7 +340,7 @@ fn run_one(
 pub fn run_matrix(args: &MatrixArgs, argv: &[String]) -> Result<Outcome> {
     let base = args.base_spec()?;
     let rf = u32::from(base.replication_factor);
-    let cells = args.cells(rf);
+    let cells = args.cells(rf)?;
     if cells.is_empty() {
         anyhow::bail!("the matrix has no cells; give --acks-axis and --min-isr values");
     }
@@ -364,7 +379,10 @@ pub fn run_matrix(args: &MatrixArgs, argv: &[String]) -> Result<Outcome> {
             .map(|(n, why)| (format!("recipe {n}"), format!("left out: {why}"))),
     );
     let mut setup = vec![
-        ("release".into(), release_row(&args.releases, base.system)),
+        (
+            "release".into(),
+            release_row(&args.releases()?, base.system),
+        ),
         (
             "nodes".into(),
             format!("{} ({} backend)", base.nodes, base.backend),
@@ -531,7 +549,7 @@ mod tests {
             (base.nodes, base.replication_factor, base.name.as_str()),
             (3, 3, "matrix")
         );
-        let cells = args.cells(3);
+        let cells = args.cells(3).expect("the broker lists its releases");
         let names: Vec<String> = cells.iter().map(|c| c.slug()).collect();
         assert_eq!(
             names,
@@ -547,7 +565,7 @@ mod tests {
             s.seed,
             crate::seeds::derive(40, "matrix/acks-all_mi-2_k4-1/1") & SEED_MASK
         );
-        assert_eq!(s.broker["kafka.release"], DEFAULT_RELEASE);
+        assert_eq!(s.broker["kafka.release"], "4.1");
         assert_ne!(
             s.seed,
             cell_spec(&base, &cells[3], Path::new("/tmp/m"), 2).seed
@@ -578,7 +596,12 @@ mod tests {
         let crate::cli::Command::Matrix(args) = cli.command else {
             panic!("not matrix")
         };
-        let names: Vec<String> = args.cells(3).iter().map(|c| c.slug()).collect();
+        let names: Vec<String> = args
+            .cells(3)
+            .expect("the broker lists its releases")
+            .iter()
+            .map(|c| c.slug())
+            .collect();
         assert_eq!(
             names,
             [
@@ -588,6 +611,10 @@ mod tests {
                 "acks-all_mi-2_k4-1_fsync"
             ]
         );
+        // Each cell carries its release's rules as the broker lists them.
+        let cells = args.cells(3).expect("the broker lists its releases");
+        let rules: Vec<bool> = cells.iter().map(|c| c.rules().effective_min_isr).collect();
+        assert_eq!(rules, [false, false, true, true]);
         let bad = crate::cli::Cli::try_parse_from(["harness", "matrix", "--kafka-release", "3.8"]);
         let err = bad.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("known: 2.6"), "{err}");

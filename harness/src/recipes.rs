@@ -63,7 +63,7 @@ fn acks_all_min_isr_2_up(c: &CellConfig) -> bool {
     // replica count from 3.7 (KAFKA-15583).
     c.acks == "all"
         && c.min_isr >= 2
-        && (c.min_isr <= c.replication_factor || results::matrix::has_effective_min_isr(&c.release))
+        && (c.min_isr <= c.replication_factor || c.rules().effective_min_isr)
 }
 
 fn unclean_on(c: &CellConfig) -> bool {
@@ -223,6 +223,7 @@ mod tests {
             replication_factor: 3,
             flush: results::matrix::FLUSH_DEFAULT.into(),
             release: results::matrix::RELEASE_BEFORE_SETTING.into(),
+            rules: None,
         }
     }
 

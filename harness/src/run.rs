@@ -192,14 +192,19 @@ pub fn run_test(spec: &TestSpec, command_line: &[String]) -> Result<u8> {
 }
 
 /// The Kafka release whose rules the bundled broker follows in this run (its `kafka.release`
-/// setting, or the broker's default); None for a command system, which runs whatever release it
-/// is.
+/// setting, or the default `broker --list-releases` names); None for a command system, which
+/// runs whatever release it is.
 pub fn kafka_release(spec: &TestSpec) -> Option<String> {
     (spec.system == crate::system::SystemKind::Bundled).then(|| {
         spec.broker
             .get("kafka.release")
             .cloned()
-            .unwrap_or_else(|| crate::matrix::DEFAULT_RELEASE.to_string())
+            .unwrap_or_else(|| {
+                crate::system::bundled_releases().map_or_else(
+                    |e| format!("the broker's default (not listed: {e})"),
+                    |r| r.default,
+                )
+            })
     })
 }
 

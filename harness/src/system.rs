@@ -179,6 +179,51 @@ pub fn bundled_config_keys() -> Result<Vec<String>, String> {
         .unwrap_or_default())
 }
 
+/// The Kafka releases the bundled broker can follow (`kafka.release`), as `broker
+/// --list-releases` prints them.
+#[derive(Debug, Clone)]
+pub struct BundledReleases {
+    /// The release the broker follows when `kafka.release` is not set.
+    pub default: String,
+    /// Every release it accepts, oldest first, with the rules its promises depend on.
+    pub releases: Vec<(String, results::matrix::ReleaseRules)>,
+}
+
+impl BundledReleases {
+    /// The rules of `release`, if the broker knows it.
+    pub fn rules_of(&self, release: &str) -> Option<results::matrix::ReleaseRules> {
+        self.releases
+            .iter()
+            .find(|(r, _)| r == release)
+            .map(|(_, rules)| *rules)
+    }
+
+    /// The releases' names, comma-separated.
+    pub fn names(&self) -> String {
+        let names: Vec<&str> = self.releases.iter().map(|(r, _)| r.as_str()).collect();
+        names.join(", ")
+    }
+}
+
+/// The bundled broker's releases (`broker --list-releases`): the harness learns them from the
+/// binary, not by linking the broker.
+pub fn bundled_releases() -> Result<BundledReleases, String> {
+    let v = broker_json("--list-releases")?;
+    let bad = |what: &str| format!("`broker --list-releases` printed no {what}: {v}");
+    let default = v["default"]
+        .as_str()
+        .ok_or_else(|| bad("default"))?
+        .to_string();
+    let mut releases = Vec::new();
+    for r in v["releases"].as_array().ok_or_else(|| bad("releases"))? {
+        let name = r["release"].as_str().ok_or_else(|| bad("release name"))?;
+        let rules: results::matrix::ReleaseRules =
+            serde_json::from_value(r.clone()).map_err(|e| bad(&format!("rules ({e})")))?;
+        releases.push((name.to_string(), rules));
+    }
+    Ok(BundledReleases { default, releases })
+}
+
 /// Runs the bundled broker binary with `flag` and parses its JSON output (cached per flag).
 fn broker_json(flag: &str) -> Result<serde_json::Value, String> {
     static CACHE: std::sync::Mutex<BTreeMap<String, serde_json::Value>> =

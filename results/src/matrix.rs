@@ -46,6 +46,23 @@ pub struct CellConfig {
     /// `3.6`, `4.1`). Matrices written before the setting existed tested 3.6 rules.
     #[serde(default = "release_before_setting")]
     pub release: String,
+    /// The rules that release follows, as the broker that ran the cell listed them
+    /// (`broker --list-releases`); absent in matrices written before, whose rules
+    /// [`CellConfig::rules`] infers from the release number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<ReleaseRules>,
+}
+
+/// The release rules a cell's promise depends on (a subset of what `broker --list-releases`
+/// prints per release; unknown fields there are ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRules {
+    /// KAFKA-15583 (Kafka 3.7): effective min ISR = min(min.insync, replica count), and the
+    /// high watermark waits while the ISR is below it.
+    pub effective_min_isr: bool,
+    /// KIP-966 (Kafka 4.1): Eligible Leader Replicas on by default, which closes the
+    /// last-replica-standing loss.
+    pub elr_default: bool,
 }
 
 /// The release a matrix written before `kafka.release` existed followed.
@@ -55,24 +72,23 @@ fn release_before_setting() -> String {
     RELEASE_BEFORE_SETTING.to_string()
 }
 
-/// A release as (major, minor); anything unparsable counts as the oldest.
-pub fn release_number(release: &str) -> (u32, u32) {
+/// A release as (major, minor); anything unparsable counts as the oldest. Only for matrices
+/// written before cells carried their [`ReleaseRules`].
+fn release_number(release: &str) -> (u32, u32) {
     let mut it = release
         .split('.')
         .map(|p| p.trim().parse::<u32>().unwrap_or(0));
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
-/// Whether `release` follows KAFKA-15583 (Kafka 3.7): effective min ISR = min(min.insync,
-/// replica count), and the high watermark waits while the ISR is below it.
-pub fn has_effective_min_isr(release: &str) -> bool {
-    release_number(release) >= (3, 7)
-}
-
-/// Whether `release` enables Eligible Leader Replicas by default (KIP-966: available in 4.0,
-/// on by default for new clusters in 4.1), which closes the last-replica-standing loss.
-pub fn has_elr_by_default(release: &str) -> bool {
-    release_number(release) >= (4, 1)
+/// The rules of `release` for a matrix written before cells carried them: KAFKA-15583 from
+/// 3.7, ELR by default from 4.1 (as `broker::release` has them).
+fn legacy_rules(release: &str) -> ReleaseRules {
+    let n = release_number(release);
+    ReleaseRules {
+        effective_min_isr: n >= (3, 7),
+        elr_default: n >= (4, 1),
+    }
 }
 
 /// Kafka's default flush policy: no fsync of appends (the page cache is written back by the OS).
@@ -94,6 +110,12 @@ pub fn flush_words(flush: &str) -> &'static str {
 }
 
 impl CellConfig {
+    /// The release rules this cell ran under: the broker's own list, or for an old matrix the
+    /// rules inferred from its release number.
+    pub fn rules(&self) -> ReleaseRules {
+        self.rules.unwrap_or_else(|| legacy_rules(&self.release))
+    }
+
     /// A name usable as a store folder: `acks-all_mi-2_k4-1` (Kafka 4.1's rules), with `_unclean` / `_idem` /
     /// `_fsync`.
     pub fn slug(&self) -> String {
@@ -161,7 +183,7 @@ pub fn promise(c: &CellConfig) -> Promise {
                 .into(),
         ),
         _ => {
-            let effective = has_effective_min_isr(&c.release);
+            let effective = c.rules().effective_min_isr;
             let min_isr = if effective {
                 c.min_isr.min(rf)
             } else {
@@ -213,7 +235,7 @@ pub fn promise(c: &CellConfig) -> Promise {
                          nothing it acknowledged.",
                     );
                     no_loss = true;
-                } else if has_elr_by_default(&c.release) {
+                } else if c.rules().elr_default {
                     t.push_str(&format!(
                         " Kafka does not fsync by default, but Kafka {} keeps Eligible Leader \
                          Replicas (KIP-966, on by default since 4.1): a replica leaving the ISR \
@@ -1372,6 +1394,7 @@ mod tests {
             replication_factor: 3,
             flush: FLUSH_DEFAULT.into(),
             release: RELEASE_BEFORE_SETTING.into(),
+            rules: None,
         }
     }
 
@@ -1473,7 +1496,13 @@ mod tests {
         assert_eq!(c.slug(), "acks-all_mi-4_k4-1");
         assert!(c.label().ends_with("(Kafka 4.1)"), "{}", c.label());
         assert_eq!(release_number("4.10"), (4, 10));
-        assert!(has_effective_min_isr("3.7") && !has_effective_min_isr("3.6"));
+        assert!(legacy_rules("3.7").effective_min_isr && !legacy_rules("3.6").effective_min_isr);
+        // The rules the broker listed win over the release number.
+        c.rules = Some(ReleaseRules {
+            effective_min_isr: true,
+            elr_default: false,
+        });
+        assert!(!promise(&c).no_loss);
     }
 
     #[test]
