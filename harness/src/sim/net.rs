@@ -6,6 +6,12 @@
 //!
 //! The node a connection comes from is the node whose runtime the world is stepping
 //! ([`super::clock::current_node`]); node 0 is the client and nemesis side.
+//!
+//! Links can also be degraded without being cut ([`SimNet::set_link_fault`]): packet loss,
+//! modelled as TCP experiences it (a lost segment is retransmitted after a retransmission
+//! timeout, and everything behind it on that connection waits: loss is delay, never missing
+//! bytes), and extra latency. Every draw comes from the network's seeded generator, and only
+//! for writes across a degraded link, so runs without link faults draw exactly as before.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
@@ -94,9 +100,91 @@ struct Slot {
     waker: Option<Waker>,
 }
 
+/// A degraded link: what [`SimNet::set_link_fault`] puts on the writes from one node to
+/// another (a connection's two directions are two links).
+///
+/// How it is modelled, per write (one segment as far as the model goes) and per connection
+/// attempt across the link:
+///
+/// - **Extra latency**: a uniform draw from `extra_latency_ms` (inclusive; `(lo, hi)` with
+///   `lo > hi` is read as `(hi, lo)`) added to the usual 0.5–2.5 ms.
+/// - **Loss**: each transmission of a write is lost with probability `loss` (clamped to
+///   `0.0..=1.0`). TCP retransmits a lost data segment after its retransmission timeout: 200 ms
+///   (Linux's minimum RTO) for the first retransmission, doubling each time up to 120 s, plus
+///   a seeded jitter of up to a quarter of the timeout (ack timing, the timer's granularity).
+///   The write arrives after the sum of the timeouts of its lost transmissions; every later
+///   write on the connection waits behind it (in-order delivery), as behind a real
+///   retransmission. After 15 lost transmissions (Linux's `tcp_retries2`) a real kernel would
+///   abort the connection; here the bytes arrive after the summed timeouts (over 15 simulated
+///   minutes), which within a run is a connection that never recovers. Use [`SimNet::cut`]
+///   for a link that drops everything.
+/// - **Connection attempts** across a lossy link (either direction lossy): the SYN or the
+///   SYN-ACK is lost with probability `1 - (1 - p_ab)(1 - p_ba)` per attempt, and the attempt
+///   is repeated after 1 s, doubling (Linux's initial SYN timeout); a connection also pays the
+///   extra latency of both directions once (the handshake's round trip).
+/// - An end of stream (FIN) pays the extra latency and waits behind the data as data does.
+///
+/// Loss never resets a connection and never drops bytes: a TCP stream cannot lose data in the
+/// middle without the connection failing, so the only honest effects are delay and, at the
+/// extreme, a connection that stalls until the caller's own timeout fires.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LinkFault {
+    /// Probability that one transmission of a write is lost (0.0 to 1.0).
+    pub loss: f64,
+    /// Extra one-way latency in ms, drawn uniformly from this inclusive range per write.
+    pub extra_latency_ms: (u64, u64),
+}
+
+/// Linux's minimum retransmission timeout for data.
+const RTO_MIN_NS: u64 = 200_000_000;
+/// Linux's maximum retransmission timeout.
+const RTO_MAX_NS: u64 = 120_000_000_000;
+/// Retransmissions of a data segment before Linux gives up (`tcp_retries2`).
+const MAX_RETRIES: u32 = 15;
+/// Linux's initial SYN retransmission timeout.
+const SYN_RTO_NS: u64 = 1_000_000_000;
+/// SYN retransmissions before a connect fails (`tcp_syn_retries`).
+const SYN_RETRIES: u32 = 6;
+
+impl LinkFault {
+    fn loss(&self) -> f64 {
+        if self.loss.is_nan() {
+            0.0
+        } else {
+            self.loss.clamp(0.0, 1.0)
+        }
+    }
+
+    fn latency_range_ns(&self) -> (u64, u64) {
+        let (a, b) = self.extra_latency_ms;
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        (lo.saturating_mul(1_000_000), hi.saturating_mul(1_000_000))
+    }
+
+    /// The delay this fault adds to one write (extra latency plus retransmission timeouts).
+    fn write_delay(&self, rng: &mut ChaCha8Rng) -> u64 {
+        let (lo, hi) = self.latency_range_ns();
+        let mut delay = if hi > 0 { rng.random_range(lo..=hi) } else { 0 };
+        let p = self.loss();
+        if p > 0.0 {
+            let mut rto = RTO_MIN_NS;
+            for _ in 0..MAX_RETRIES {
+                if !rng.random_bool(p) {
+                    break;
+                }
+                delay = delay.saturating_add(rto + rng.random_range(0..=rto / 4));
+                rto = (rto * 2).min(RTO_MAX_NS);
+            }
+        }
+        delay
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     rng: ChaCha8Rng,
+    /// Degraded links, by (from, to).
+    faults: BTreeMap<(u32, u32), LinkFault>,
     min_latency_ns: u64,
     max_latency_ns: u64,
     listeners: BTreeMap<String, Slot>,
@@ -120,6 +208,7 @@ impl SimNet {
         Arc::new(SimNet {
             inner: Mutex::new(Inner {
                 rng: ChaCha8Rng::seed_from_u64(seed),
+                faults: BTreeMap::new(),
                 min_latency_ns: min.as_nanos() as u64,
                 max_latency_ns: max.as_nanos().max(min.as_nanos()) as u64,
                 listeners: BTreeMap::new(),
@@ -138,6 +227,46 @@ impl SimNet {
             .random_range(inner.min_latency_ns..=inner.max_latency_ns)
     }
 
+    /// The one-way delay of a write from `src` to `dst`: the base latency, plus what a link
+    /// fault adds (drawn only when the link has one).
+    fn write_latency(inner: &mut Inner, src: u32, dst: u32) -> u64 {
+        let base = Self::latency(inner);
+        match inner.faults.get(&(src, dst)).copied() {
+            Some(f) => base.saturating_add(f.write_delay(&mut inner.rng)),
+            None => base,
+        }
+    }
+
+    /// What link faults add to a connection attempt from `src` to `dst`: SYN retransmissions
+    /// and the handshake's extra round trip (nothing, and no draw, without a fault).
+    fn connect_delay(inner: &mut Inner, src: u32, dst: u32) -> u64 {
+        let there = inner.faults.get(&(src, dst)).copied();
+        let back = inner.faults.get(&(dst, src)).copied();
+        if there.is_none() && back.is_none() {
+            return 0;
+        }
+        let mut delay = 0u64;
+        for f in [there, back].into_iter().flatten() {
+            let (lo, hi) = f.latency_range_ns();
+            if hi > 0 {
+                delay = delay.saturating_add(inner.rng.random_range(lo..=hi));
+            }
+        }
+        let ok = there.map_or(1.0, |f| 1.0 - f.loss()) * back.map_or(1.0, |f| 1.0 - f.loss());
+        let lost = (1.0 - ok).clamp(0.0, 1.0);
+        if lost > 0.0 {
+            let mut rto = SYN_RTO_NS;
+            for _ in 0..SYN_RETRIES {
+                if !inner.rng.random_bool(lost) {
+                    break;
+                }
+                delay = delay.saturating_add(rto);
+                rto = rto.saturating_mul(2);
+            }
+        }
+        delay
+    }
+
     fn is_cut(&self, a: u32, b: u32) -> bool {
         let inner = lock(&self.inner);
         inner.cuts.contains(&(a, b))
@@ -154,9 +283,47 @@ impl SimNet {
         }
     }
 
-    /// Heals every cut.
+    /// Heals every cut (link faults stay: see [`SimNet::clear_link_faults`]).
     pub fn heal(&self) {
         lock(&self.inner).cuts.clear();
+    }
+
+    /// Degrades the link between nodes `a` and `b` in both directions (see [`LinkFault`] for
+    /// the model), replacing what either direction had. Node 0 is the client side (every
+    /// client), brokers are `1..=n`. Writes already in flight keep their arrival times; the
+    /// fault applies to writes and connection attempts from now on. Deterministic: the draws
+    /// come from the network's seeded generator.
+    ///
+    /// From the nemesis: `world.net.set_link_fault(1, 2, LinkFault { loss: 0.2,
+    /// extra_latency_ms: (5, 50) })`, healed by `world.net.clear_link_faults()`.
+    pub fn set_link_fault(&self, a: u32, b: u32, fault: LinkFault) {
+        let mut inner = lock(&self.inner);
+        inner.faults.insert((a, b), fault);
+        inner.faults.insert((b, a), fault);
+    }
+
+    /// Degrades only the writes from node `from` to node `to` (the other direction keeps
+    /// what it has): e.g. a leader whose outgoing replies are lossy while it hears fine.
+    pub fn set_directed_link_fault(&self, from: u32, to: u32, fault: LinkFault) {
+        lock(&self.inner).faults.insert((from, to), fault);
+    }
+
+    /// Heals the link between `a` and `b` in both directions.
+    pub fn clear_link_fault(&self, a: u32, b: u32) {
+        let mut inner = lock(&self.inner);
+        inner.faults.remove(&(a, b));
+        inner.faults.remove(&(b, a));
+    }
+
+    /// Heals every link fault (cuts stay: see [`SimNet::heal`]). Writes already delayed by a
+    /// fault keep their arrival times, as retransmissions already scheduled do.
+    pub fn clear_link_faults(&self) {
+        lock(&self.inner).faults.clear();
+    }
+
+    /// The fault on writes from `from` to `to`, if any.
+    pub fn link_fault(&self, from: u32, to: u32) -> Option<LinkFault> {
+        lock(&self.inner).faults.get(&(from, to)).copied()
     }
 
     /// Connections opened so far.
@@ -238,6 +405,11 @@ impl SimNet {
                 }
             };
             if !self.is_cut(src, dst) {
+                // A degraded link: the handshake's retransmissions and extra round trip.
+                let extra = Self::connect_delay(&mut lock(&self.inner), src, dst);
+                if extra > 0 {
+                    tokio::time::sleep(Duration::from_nanos(extra)).await;
+                }
                 break;
             }
             // SYNs dropped: wait for the heal (the caller's timeout decides).
@@ -331,7 +503,11 @@ impl SimNet {
     }
 
     fn send(&self, pipe: &PipeRef, buf: &[u8]) -> io::Result<()> {
-        let lat = Self::latency(&mut lock(&self.inner));
+        let (src, dst) = {
+            let p = lock(pipe);
+            (p.src, p.dst)
+        };
+        let lat = Self::write_latency(&mut lock(&self.inner), src, dst);
         let mut p = lock(pipe);
         if p.reader_gone {
             return Err(io::Error::new(
@@ -349,7 +525,24 @@ impl SimNet {
     }
 
     fn close(&self, pipe: &PipeRef) {
-        let lat = Self::latency(&mut lock(&self.inner));
+        let (src, dst) = {
+            let p = lock(pipe);
+            (p.src, p.dst)
+        };
+        let lat = {
+            let mut inner = lock(&self.inner);
+            let base = Self::latency(&mut inner);
+            // A FIN pays a link fault's extra latency; its loss is not modelled (it would be
+            // retransmitted like data, and only the reader's end of stream waits on it).
+            match inner
+                .faults
+                .get(&(src, dst))
+                .map(LinkFault::latency_range_ns)
+            {
+                Some((lo, hi)) if hi > 0 => base + inner.rng.random_range(lo..=hi),
+                _ => base,
+            }
+        };
         let mut p = lock(pipe);
         if p.eof_at.is_none() {
             let at = (now_ns() + lat).max(p.last_at);
@@ -626,5 +819,128 @@ mod tests {
                 Err(io::ErrorKind::ConnectionRefused)
             );
         });
+    }
+
+    /// Gap between the test's writes: longer than any delay but a retransmitted one.
+    const GAP: u64 = 100_000_000;
+
+    /// Arrival times (ns after `t0`) of `n` one-byte writes from node 0 to node 1, the i-th
+    /// made at `t0 + i * GAP`, and of as many replies from node 1 to node 0 made beside them,
+    /// on a fresh connection of `net`.
+    fn arrivals(net: &Arc<SimNet>, n: usize) -> (Vec<u64>, Vec<u64>) {
+        let (up, down, _) = arrivals_and_connect(net, n);
+        (up, down)
+    }
+
+    /// [`arrivals`] and the virtual time the connection took.
+    fn arrivals_and_connect(net: &Arc<SimNet>, n: usize) -> (Vec<u64>, Vec<u64>, Duration) {
+        use super::super::clock::{set_current_node, set_now_ns};
+        run(async {
+            set_current_node(1);
+            let mut l = net.listen("10.0.0.1:9092").expect("listen");
+            set_current_node(0);
+            let started = tokio::time::Instant::now();
+            let mut c = net.open("10.0.0.1:9092").await.expect("connect");
+            let connect = started.elapsed();
+            let (mut s, _) = l.accept().await.expect("accept");
+            let t0 = now_ns();
+            for i in 0..n as u64 {
+                set_now_ns(t0 + i * GAP);
+                c.write_all(b"x").await.expect("write");
+                s.write_all(b"y").await.expect("write");
+            }
+            set_now_ns(t0);
+            let times = |p: &PipeRef| -> Vec<u64> {
+                lock(p).in_flight.iter().map(|(at, _)| at - t0).collect()
+            };
+            (times(&c.write.pipe), times(&s.write.pipe), connect)
+        })
+    }
+
+    /// Each write's delay: its arrival less the time it was written.
+    fn delays(times: &[u64]) -> Vec<u64> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| t - i as u64 * GAP)
+            .collect()
+    }
+
+    fn fault(loss: f64, lo: u64, hi: u64) -> LinkFault {
+        LinkFault {
+            loss,
+            extra_latency_ms: (lo, hi),
+        }
+    }
+
+    #[test]
+    fn link_faults_delay_writes_in_order_deterministically_and_heal() {
+        super::super::clock::set_now_ns(0);
+        let new = || SimNet::new(9, Duration::from_micros(500), Duration::from_micros(2_500));
+        let base = arrivals(&new(), 200);
+        let fast = |d: &[u64]| delays(d).iter().all(|t| *t <= 2_500_000);
+        assert!(fast(&base.0) && fast(&base.1), "{base:?}");
+
+        // A fault on a link no write crosses changes nothing, not even the draws.
+        let other = new();
+        other.set_link_fault(2, 3, fault(0.5, 5, 9));
+        assert_eq!(arrivals(&other, 200), base);
+
+        // Extra latency only, one direction: requests are late by 10-20 ms, replies are not.
+        let slow = new();
+        slow.set_directed_link_fault(0, 1, fault(0.0, 20, 10));
+        let (up, down) = arrivals(&slow, 200);
+        let up = delays(&up);
+        assert!(
+            up.iter().all(|t| (10_500_000..=22_500_000).contains(t)),
+            "{up:?}"
+        );
+        assert!(fast(&down), "{down:?}");
+
+        // Loss both ways: some writes wait for a retransmission (at least 200 ms), nothing is
+        // reordered, most arrive at once; the same seed gives the same times.
+        let lossy = || {
+            let net = new();
+            net.set_link_fault(1, 0, fault(0.3, 0, 0));
+            net
+        };
+        let (up, down) = arrivals(&lossy(), 200);
+        for dir in [&up, &down] {
+            assert!(dir.windows(2).all(|w| w[0] <= w[1]), "reordered: {dir:?}");
+            let d = delays(dir);
+            assert!(
+                d.iter().any(|t| *t >= RTO_MIN_NS),
+                "no retransmission: {d:?}"
+            );
+            assert!(d.iter().any(|t| *t <= 2_500_000), "every write late: {d:?}");
+        }
+        assert_eq!(arrivals(&lossy(), 200), (up, down));
+
+        // Healed: new connections are back to the base latency.
+        let healed = lossy();
+        healed.clear_link_faults();
+        assert_eq!(healed.link_fault(0, 1), None);
+        let (up, down) = arrivals(&healed, 50);
+        assert!(fast(&up) && fast(&down));
+    }
+
+    #[test]
+    fn a_lossy_link_delays_connections_and_an_extreme_one_still_delivers() {
+        super::super::clock::set_now_ns(0);
+        let net = SimNet::new(3, Duration::from_micros(500), Duration::from_micros(2_500));
+        net.set_link_fault(0, 1, fault(1.0, 0, 0));
+        assert_eq!(net.link_fault(1, 0).map(|f| f.loss), Some(1.0));
+        // Every SYN lost: the attempt waits out all of its retransmissions (1+2+...+32 s) in
+        // virtual time, then connects (the model never drops a connection).
+        let (up, _, connect) = arrivals_and_connect(&net, 1);
+        let syn_floor: u64 = (0..SYN_RETRIES).map(|k| SYN_RTO_NS << k).sum();
+        assert!(connect >= Duration::from_nanos(syn_floor), "{connect:?}");
+        // Every transmission lost: the write arrives after 15 doubling timeouts.
+        let floor: u64 = (0..MAX_RETRIES)
+            .map(|k| (RTO_MIN_NS << k).min(RTO_MAX_NS))
+            .sum();
+        assert!(up[0] >= floor, "{up:?}");
+        net.clear_link_fault(1, 0);
+        assert_eq!(net.link_fault(0, 1), None);
     }
 }
