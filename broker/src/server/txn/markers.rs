@@ -28,7 +28,6 @@ use super::state::codes;
 use crate::log::batch::{build_control_batch, ControlType};
 use crate::replication::partition::Acks;
 use crate::server::groups::OFFSETS_TOPIC;
-use crate::server::peer::PeerConn;
 use crate::server::Broker;
 
 /// NOT_LEADER_OR_FOLLOWER
@@ -194,10 +193,6 @@ async fn send_markers(
     commit: bool,
     coordinator_epoch: i32,
 ) -> Vec<(String, i32)> {
-    let Some(info) = broker.image().brokers.get(&leader).cloned() else {
-        return parts;
-    };
-    let addr = format!("{}:{}", info.host, info.port);
     let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for (t, p) in &parts {
         by_topic.entry(t.clone()).or_default().push(*p);
@@ -219,20 +214,22 @@ async fn send_markers(
     let mut req = WriteTxnMarkersRequest::default();
     req.markers = vec![m];
     let client_id = format!("txn-coordinator-{}", broker.config.node_id);
-    let resp: WriteTxnMarkersResponse =
-        match PeerConn::connect(&addr, client_id, PEER_TIMEOUT).await {
-            Ok(mut c) => match c.call(ApiKey::WriteTxnMarkers, 1, &req, PEER_TIMEOUT).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(leader, error = %e, "WriteTxnMarkers failed");
-                    return parts;
-                }
-            },
-            Err(e) => {
-                tracing::debug!(leader, error = %e, "cannot reach partition leader for markers");
-                return parts;
-            }
-        };
+    let call = super::call_broker(
+        broker,
+        leader,
+        client_id,
+        ApiKey::WriteTxnMarkers,
+        1,
+        &req,
+        PEER_TIMEOUT,
+    );
+    let resp: WriteTxnMarkersResponse = match call.await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(leader, error = %e, "WriteTxnMarkers to the partition leader failed");
+            return parts;
+        }
+    };
     let mut ok = BTreeSet::new();
     for mr in &resp.markers {
         for tr in &mr.topics {

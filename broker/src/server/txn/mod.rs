@@ -461,6 +461,37 @@ pub fn state_write_error(code: i16) -> i16 {
     }
 }
 
+/// Sends one request to broker `node` (its address from the metadata image) on a fresh
+/// connection named `client_id`, within `timeout` for the connection and again for the answer:
+/// the coordinator's markers and a leader's KIP-890 verification both reach another broker so.
+pub(crate) async fn call_broker<Req, Resp>(
+    broker: &Arc<Broker>,
+    node: i32,
+    client_id: String,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    req: &Req,
+    timeout: Duration,
+) -> std::io::Result<Resp>
+where
+    Req: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion,
+    Resp: kafka_protocol::protocol::Decodable,
+{
+    let addr = broker
+        .image()
+        .brokers
+        .get(&node)
+        .map(|b| format!("{}:{}", b.host, b.port))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("broker {node} is not in the metadata image"),
+            )
+        })?;
+    let mut conn = super::peer::PeerConn::connect(&addr, client_id, timeout).await?;
+    conn.call(key, version, req, timeout).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

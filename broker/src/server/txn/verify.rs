@@ -19,7 +19,6 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::state::{codes, TxnState};
 use super::TXN_TOPIC;
-use crate::server::peer::PeerConn;
 use crate::server::Broker;
 
 /// NOT_ENOUGH_REPLICAS: what a retriable verification failure is answered with.
@@ -105,12 +104,9 @@ async fn verify_remote(
         .partition(TXN_TOPIC, p)
         .map(|i| i.leader)
         .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
-    let b = image
-        .brokers
-        .get(&leader)
-        .filter(|b| !b.fenced)
-        .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
-    let addr = format!("{}:{}", b.host, b.port);
+    if image.brokers.get(&leader).is_none_or(|b| b.fenced) {
+        return Err(codes::COORDINATOR_NOT_AVAILABLE);
+    }
     let mut tx = AddPartitionsToTxnTransaction::default();
     tx.transactional_id = TransactionalId(StrBytes::from_string(id.to_string()));
     tx.producer_id = ProducerId(producer_id);
@@ -125,13 +121,17 @@ async fn verify_remote(
     let mut req = AddPartitionsToTxnRequest::default();
     req.transactions = vec![tx];
     let client_id = format!("broker-{}-txn-verify", broker.config.node_id);
-    let mut conn = PeerConn::connect(&addr, client_id, VERIFY_TIMEOUT)
-        .await
-        .map_err(|_| codes::COORDINATOR_NOT_AVAILABLE)?;
-    let resp: AddPartitionsToTxnResponse = conn
-        .call(ApiKey::AddPartitionsToTxn, 4, &req, VERIFY_TIMEOUT)
-        .await
-        .map_err(|_| codes::COORDINATOR_NOT_AVAILABLE)?;
+    let resp: AddPartitionsToTxnResponse = super::call_broker(
+        broker,
+        leader,
+        client_id,
+        ApiKey::AddPartitionsToTxn,
+        4,
+        &req,
+        VERIFY_TIMEOUT,
+    )
+    .await
+    .map_err(|_| codes::COORDINATOR_NOT_AVAILABLE)?;
     if resp.error_code != 0 {
         return Err(resp.error_code);
     }
