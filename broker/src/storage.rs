@@ -4,6 +4,10 @@
 //! before each append and fsync whether the disk fails ([`check_write`]); production has none,
 //! so this is one thread-local check per append and fsync. Other files the broker writes (
 //! checkpoints, the Raft log) are fsynced before they are used and count as durable.
+//!
+//! fsyncs go through [`sync_all`] and [`sync_data`]: the system call in production; under a
+//! simulated disk (an observer installed) nothing, since the simulator, not the kernel, decides
+//! what a crash keeps, and a real fsync per simulated one only costs time.
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -61,4 +65,24 @@ pub fn check_write(path: &Path) -> std::io::Result<()> {
     let mut err = None;
     with(|o| err = o.write_error(path));
     err.map_or(Ok(()), Err)
+}
+
+fn observed() -> bool {
+    OBSERVER.with(|c| c.borrow().is_some())
+}
+
+/// `file.sync_all()`, or nothing under a simulated disk (see the module comment).
+pub fn sync_all(file: &std::fs::File) -> std::io::Result<()> {
+    if observed() {
+        return Ok(());
+    }
+    file.sync_all()
+}
+
+/// `file.sync_data()`, or nothing under a simulated disk (see the module comment).
+pub fn sync_data(file: &std::fs::File) -> std::io::Result<()> {
+    if observed() {
+        return Ok(());
+    }
+    file.sync_data()
 }

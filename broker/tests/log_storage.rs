@@ -244,6 +244,47 @@ fn flush_every_message_advances_the_recovery_point() {
     assert!(!lazy.maybe_flush(1_000_000).expect("no flush.ms"));
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    /// Reads remember where they ended to shorten the next one's scan; whatever reads came
+    /// before (and truncations and appends in between), a read returns what a freshly opened
+    /// log returns.
+    #[test]
+    fn reads_after_other_reads_equal_reads_of_a_fresh_log(
+        per in 1usize..4,
+        starts in proptest::collection::vec((0usize..1000, 1usize..3000), 1..30),
+        cut in 0usize..1000,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = Log::open(dir.path(), small_config(), 0).expect("open");
+        fill(&mut log, 80, per, 0);
+        let mut end = log.log_end_offset() as usize;
+        let fresh = |start: i64, max: usize| {
+            let (log, _) = Log::open(dir.path(), small_config(), 0).expect("reopen");
+            log.read(start, max, i64::MAX, true).expect("read").bytes
+        };
+        for (i, (pick, max)) in starts.iter().enumerate() {
+            let start = (pick % (end + 1)) as i64;
+            let start = start - start % per as i64;
+            let got = log.read(start, *max, i64::MAX, true).expect("read").bytes;
+            prop_assert_eq!(&got, &fresh(start, *max));
+            if i == starts.len() / 2 {
+                // A cut below where earlier reads ended, and new batches after it.
+                let at = ((cut % end) / per * per) as i64;
+                log.truncate_to(at).expect("truncate");
+                fill(&mut log, 5, per, 0);
+                end = log.log_end_offset() as usize;
+            }
+        }
+        for (pick, max) in &starts {
+            let start = (pick % (end + 1)) as i64;
+            let start = start - start % per as i64;
+            let got = log.read(start, *max, i64::MAX, true).expect("read").bytes;
+            prop_assert_eq!(&got, &fresh(start, *max));
+        }
+    }
+}
+
 #[test]
 fn truncate_to_a_batch_boundary_across_segments() {
     let dir = tempfile::tempdir().expect("tempdir");

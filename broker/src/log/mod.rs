@@ -180,7 +180,7 @@ fn write_offset_file(path: &Path, value: i64) -> Result<(), LogError> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, format!("{value}\n")).map_err(io_err(&tmp, "write"))?;
     let f = fs::File::open(&tmp).map_err(io_err(&tmp, "open"))?;
-    f.sync_all().map_err(io_err(&tmp, "fsync"))?;
+    crate::storage::sync_all(&f).map_err(io_err(&tmp, "fsync"))?;
     fs::rename(&tmp, path).map_err(io_err(path, "rename"))
 }
 
@@ -437,24 +437,37 @@ impl Log {
             .segments
             .partition_point(|s| s.base_offset() <= start)
             .saturating_sub(1);
-        'segments: for seg in &self.segments[idx..] {
+        for seg in &self.segments[idx..] {
             let Some((mut pos, _)) = seg.position_of(start.max(seg.base_offset()))? else {
                 continue;
             };
+            // Where this read stops in the segment: `(base offset of the batch there, pos)`.
+            let mut end = None;
             while let Some(h) = seg.header_at(pos)? {
                 if h.base_offset >= max_offset_exclusive {
-                    break 'segments;
+                    end = Some((h.base_offset, pos));
+                    break;
                 }
                 let size = h.total_size();
                 if out.len() + size > max_bytes && !(out.is_empty() && min_one_message) {
-                    break 'segments;
+                    end = Some((h.base_offset, pos));
+                    break;
                 }
-                out.extend_from_slice(&seg.read_at(pos, size)?);
+                seg.read_into(pos, size, &mut out)?;
                 first.get_or_insert(h.base_offset);
                 pos += size as u64;
                 if out.len() >= max_bytes {
-                    break 'segments;
+                    end = Some((h.next_offset(), pos));
+                    break;
                 }
+            }
+            match end {
+                Some((offset, pos)) => {
+                    // The next fetch usually starts here.
+                    seg.note_read_end(offset, pos);
+                    break;
+                }
+                None => seg.note_read_end(seg.next_offset(), pos),
             }
         }
         Ok(ReadResult {

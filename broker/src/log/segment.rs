@@ -16,10 +16,14 @@ pub fn file_stem(base_offset: i64) -> String {
     format!("{base_offset:020}")
 }
 
-fn io_err(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> LogError {
-    let path = path.to_path_buf();
-    let what = what.to_string();
-    move |source| LogError::Io { path, what, source }
+/// The error of an I/O call on `path`; the path is copied only when the call fails (reads and
+/// appends are hot paths).
+fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> LogError + 'a {
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+        source,
+    }
 }
 
 /// What scanning a segment's `.log` file found.
@@ -37,7 +41,8 @@ pub struct ScanReport {
 #[derive(Debug)]
 pub struct Segment {
     base_offset: i64,
-    dir: PathBuf,
+    /// The `.log`, `.index` and `.timeindex` paths (built once: they are in every error).
+    paths: (PathBuf, PathBuf, PathBuf),
     log: File,
     index_file: File,
     time_index_file: File,
@@ -50,6 +55,10 @@ pub struct Segment {
     /// Milliseconds (broker clock) of the first append, or of opening for loaded segments.
     created_ms: i64,
     index_interval_bytes: u32,
+    /// A batch boundary a read ended at, `(base offset of the batch there, position)`: the
+    /// next fetch usually starts there, so [`Segment::position_of`] scans from it instead of
+    /// from the sparse index entry before it. Cleared when the segment is truncated.
+    hint: std::sync::Mutex<Option<(i64, u64)>>,
 }
 
 impl Segment {
@@ -80,7 +89,7 @@ impl Segment {
         now_ms: i64,
     ) -> Result<Segment, LogError> {
         let seg = Self::empty(dir, base_offset, index_interval_bytes, true, now_ms)?;
-        crate::storage::durable(&seg.log_path(), 0);
+        crate::storage::durable(seg.log_path(), 0);
         Ok(seg)
     }
 
@@ -95,10 +104,10 @@ impl Segment {
         let (log_p, idx_p, tidx_p) = Self::paths(dir, base_offset);
         Ok(Segment {
             base_offset,
-            dir: dir.to_path_buf(),
             log: Self::open_rw(&log_p, truncate)?,
             index_file: Self::open_rw(&idx_p, truncate)?,
             time_index_file: Self::open_rw(&tidx_p, truncate)?,
+            paths: (log_p, idx_p, tidx_p),
             size: 0,
             next_offset: base_offset,
             index: Vec::new(),
@@ -107,6 +116,7 @@ impl Segment {
             max_timestamp: -1,
             created_ms: now_ms,
             index_interval_bytes,
+            hint: std::sync::Mutex::new(None),
         })
     }
 
@@ -156,7 +166,7 @@ impl Segment {
         report.truncated_bytes = file_len - pos;
         if pos < file_len {
             seg.log.set_len(pos).map_err(io_err(&log_p, "truncate"))?;
-            seg.log.sync_all().map_err(io_err(&log_p, "fsync"))?;
+            crate::storage::sync_all(&seg.log).map_err(io_err(&log_p, "fsync"))?;
         }
         seg.size = pos;
         // What recovery found on disk is what a simulated crash kept: durable.
@@ -196,13 +206,13 @@ impl Segment {
 
     fn rewrite_index_files_if_different(&mut self) -> Result<bool, LogError> {
         let (idx, tidx) = self.encode_indexes();
-        let (_, idx_p, tidx_p) = Self::paths(&self.dir, self.base_offset);
+        let (_, idx_p, tidx_p) = &self.paths;
         let same = |p: &Path, want: &[u8]| fs::read(p).map(|have| have == want).unwrap_or(false);
-        let rebuilt = !same(&idx_p, &idx) || !same(&tidx_p, &tidx);
+        let rebuilt = !same(idx_p, &idx) || !same(tidx_p, &tidx);
         if rebuilt {
             for (file, bytes, p) in [
-                (&self.index_file, &idx, &idx_p),
-                (&self.time_index_file, &tidx, &tidx_p),
+                (&self.index_file, &idx, idx_p),
+                (&self.time_index_file, &tidx, tidx_p),
             ] {
                 file.set_len(0).map_err(io_err(p, "truncate index"))?;
                 file.write_all_at(bytes, 0)
@@ -218,11 +228,11 @@ impl Segment {
             self.created_ms = now_ms;
         }
         let pos = self.size;
-        let log_p = self.log_path();
-        crate::storage::check_write(&log_p).map_err(io_err(&log_p, "append"))?;
+        let log_p = &self.paths.0;
+        crate::storage::check_write(log_p).map_err(io_err(log_p, "append"))?;
         self.log
             .write_all_at(bytes, pos)
-            .map_err(io_err(&log_p, "append"))?;
+            .map_err(io_err(log_p, "append"))?;
         let (n_idx, n_tidx) = (self.index.len(), self.time_index.len());
         self.note_batch(h, pos);
         self.size += bytes.len() as u64;
@@ -231,26 +241,24 @@ impl Segment {
             let mut e = [0u8; 8];
             e[..4].copy_from_slice(&rel.to_be_bytes());
             e[4..].copy_from_slice(&p.to_be_bytes());
-            let (_, idx_p, _) = Self::paths(&self.dir, self.base_offset);
             self.index_file
                 .write_all_at(&e, n_idx as u64 * 8)
-                .map_err(io_err(&idx_p, "append index"))?;
+                .map_err(io_err(&self.paths.1, "append index"))?;
         }
         if self.time_index.len() > n_tidx {
             let (ts, rel) = self.time_index[n_tidx];
             let mut e = [0u8; 12];
             e[..8].copy_from_slice(&ts.to_be_bytes());
             e[8..].copy_from_slice(&rel.to_be_bytes());
-            let (_, _, tidx_p) = Self::paths(&self.dir, self.base_offset);
             self.time_index_file
                 .write_all_at(&e, n_tidx as u64 * 12)
-                .map_err(io_err(&tidx_p, "append time index"))?;
+                .map_err(io_err(&self.paths.2, "append time index"))?;
         }
         Ok(())
     }
 
-    fn log_path(&self) -> PathBuf {
-        Self::paths(&self.dir, self.base_offset).0
+    fn log_path(&self) -> &Path {
+        &self.paths.0
     }
 
     /// Base offset (first offset the segment may hold).
@@ -286,7 +294,7 @@ impl Segment {
         let mut header = [0u8; HEADER_SIZE];
         self.log
             .read_exact_at(&mut header, pos)
-            .map_err(io_err(&self.log_path(), "read"))?;
+            .map_err(io_err(self.log_path(), "read"))?;
         BatchHeader::parse(&header).map(Some)
     }
 
@@ -295,8 +303,19 @@ impl Segment {
         let mut buf = vec![0u8; len];
         self.log
             .read_exact_at(&mut buf, pos)
-            .map_err(io_err(&self.log_path(), "read"))?;
+            .map_err(io_err(self.log_path(), "read"))?;
         Ok(buf)
+    }
+
+    /// Appends the `len` bytes at `pos` to `out` (no buffer of its own).
+    pub fn read_into(&self, pos: u64, len: usize, out: &mut Vec<u8>) -> Result<(), LogError> {
+        let at = out.len();
+        out.resize(at + len, 0);
+        let r = self.log.read_exact_at(&mut out[at..], pos);
+        if r.is_err() {
+            out.truncate(at);
+        }
+        r.map_err(io_err(self.log_path(), "read"))
     }
 
     /// Position of the batch containing `offset` (or the first batch after it), from the sparse
@@ -312,6 +331,13 @@ impl Segment {
         } else {
             u64::from(self.index[slot - 1].1)
         };
+        // A boundary a read ended at, between the index entry and `offset`: a shorter scan
+        // (the same answer: both are batch boundaries at or before `offset`'s batch).
+        if let Some((o, p)) = *self.hint.lock().unwrap_or_else(|e| e.into_inner()) {
+            if o <= offset && p > pos {
+                pos = p;
+            }
+        }
         while let Some(h) = self.header_at(pos)? {
             if h.last_offset() >= offset {
                 return Ok(Some((pos, h)));
@@ -319,6 +345,15 @@ impl Segment {
             pos += h.total_size() as u64;
         }
         Ok(None)
+    }
+
+    /// Notes that a read ended at `pos`, where the batch with base offset `offset` starts (or
+    /// the segment ends): the next [`Segment::position_of`] at or after `offset` scans from
+    /// there.
+    pub fn note_read_end(&self, offset: i64, pos: u64) {
+        if pos <= self.size {
+            *self.hint.lock().unwrap_or_else(|e| e.into_inner()) = Some((offset, pos));
+        }
     }
 
     /// Position from which batches with timestamps >= `ts` may start (time index lookup).
@@ -335,9 +370,10 @@ impl Segment {
 
     /// Cuts the segment at `pos` (a batch boundary) with `next_offset` as its new end.
     pub fn truncate_at(&mut self, pos: u64, next_offset: i64) -> Result<(), LogError> {
-        let log_p = self.log_path();
-        self.log.set_len(pos).map_err(io_err(&log_p, "truncate"))?;
-        crate::storage::truncated(&log_p, pos);
+        *self.hint.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        let log_p = &self.paths.0;
+        self.log.set_len(pos).map_err(io_err(log_p, "truncate"))?;
+        crate::storage::truncated(log_p, pos);
         self.size = pos;
         self.next_offset = next_offset;
         // Rebuild the in-memory indexes and timestamps from what remains.
@@ -357,17 +393,16 @@ impl Segment {
 
     /// fsyncs the log file (indexes are derived data and rebuilt on recovery).
     pub fn sync(&self) -> Result<(), LogError> {
-        crate::storage::check_write(&self.log_path()).map_err(io_err(&self.log_path(), "fsync"))?;
-        self.log
-            .sync_data()
-            .map_err(io_err(&self.log_path(), "fsync"))?;
-        crate::storage::durable(&self.log_path(), self.size);
+        let log_p = self.log_path();
+        crate::storage::check_write(log_p).map_err(io_err(log_p, "fsync"))?;
+        crate::storage::sync_data(&self.log).map_err(io_err(log_p, "fsync"))?;
+        crate::storage::durable(log_p, self.size);
         Ok(())
     }
 
     /// Removes the segment's files.
     pub fn delete(self) -> Result<(), LogError> {
-        let (a, b, c) = Self::paths(&self.dir, self.base_offset);
+        let (a, b, c) = self.paths.clone();
         crate::storage::deleted(&a);
         for p in [a, b, c] {
             match fs::remove_file(&p) {

@@ -44,11 +44,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        crate::storage::sync_all(&f)?;
     }
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+        crate::storage::sync_all(&std::fs::File::open(dir)?)?;
     }
     Ok(())
 }
@@ -215,7 +215,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let res = inner
             .file
             .write_all(&buf)
-            .and_then(|_| inner.file.sync_data());
+            .and_then(|_| crate::storage::sync_data(&inner.file));
         let failed = res
             .as_ref()
             .err()

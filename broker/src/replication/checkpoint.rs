@@ -54,13 +54,13 @@ pub fn write_atomically(
     {
         let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
         file.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
+        crate::storage::sync_all(&file).map_err(io_err(&tmp))?;
     }
     fs::rename(&tmp, path).map_err(io_err(path))?;
     if let Some(dir) = path.parent() {
         // Make the rename durable. Directories can be opened read-only and fsynced on Linux.
         if let Ok(d) = File::open(dir) {
-            d.sync_all().map_err(io_err(dir))?;
+            crate::storage::sync_all(&d).map_err(io_err(dir))?;
         }
     }
     Ok(())
