@@ -190,6 +190,9 @@ struct Inner {
     listeners: BTreeMap<String, Slot>,
     /// Pipes with bytes or an end of stream in flight (the only ones a tick looks at).
     active: BTreeMap<u64, Weak<Mutex<Pipe>>>,
+    /// No active pipe has anything arriving before this time (0: look at them all): ticks
+    /// before it skip [`SimNet::deliver`]'s walk.
+    next_due: u64,
     next_pipe: u64,
     cuts: BTreeSet<(u32, u32)>,
     next_id: u64,
@@ -213,6 +216,7 @@ impl SimNet {
                 max_latency_ns: max.as_nanos().max(min.as_nanos()) as u64,
                 listeners: BTreeMap::new(),
                 active: BTreeMap::new(),
+                next_due: u64::MAX,
                 next_pipe: 0,
                 cuts: BTreeSet::new(),
                 next_id: 0,
@@ -285,7 +289,10 @@ impl SimNet {
 
     /// Heals every cut (link faults stay: see [`SimNet::clear_link_faults`]).
     pub fn heal(&self) {
-        lock(&self.inner).cuts.clear();
+        let mut inner = lock(&self.inner);
+        inner.cuts.clear();
+        // Bytes held at the cut are due now.
+        inner.next_due = 0;
     }
 
     /// Degrades the link between nodes `a` and `b` in both directions (see [`LinkFault`] for
@@ -336,7 +343,12 @@ impl SimNet {
     pub fn deliver(&self) {
         let now = now_ns();
         let (active, cuts) = {
-            let inner = lock(&self.inner);
+            let mut inner = lock(&self.inner);
+            if now < inner.next_due {
+                return;
+            }
+            // Recomputed below from what stays in flight.
+            inner.next_due = u64::MAX;
             let active: Vec<(u64, Weak<Mutex<Pipe>>)> = inner
                 .active
                 .iter()
@@ -345,6 +357,7 @@ impl SimNet {
             (active, inner.cuts.clone())
         };
         let mut idle = Vec::new();
+        let mut next_due = u64::MAX;
         for (id, w) in active {
             let Some(p) = w.upgrade() else {
                 idle.push(id);
@@ -361,17 +374,25 @@ impl SimNet {
                 if p.in_flight.is_empty() && p.eof_at.is_none_or(|t| t <= now) {
                     idle.push(id);
                 }
+                // The next arrival after now. What is due already either woke its reader or
+                // waits for a reader that will take it when it next reads, or for the heal of
+                // a cut (which makes every pipe due again).
+                if let Some(at) = p.in_flight.iter().map(|(at, _)| *at).find(|at| *at > now) {
+                    next_due = next_due.min(at);
+                }
+                if let Some(at) = p.eof_at.filter(|at| *at > now) {
+                    next_due = next_due.min(at);
+                }
                 waker
             };
             if let Some(w) = waker {
                 w.wake();
             }
         }
-        if !idle.is_empty() {
-            let mut inner = lock(&self.inner);
-            for id in idle {
-                inner.active.remove(&id);
-            }
+        let mut inner = lock(&self.inner);
+        inner.next_due = inner.next_due.min(next_due);
+        for id in idle {
+            inner.active.remove(&id);
         }
     }
 
@@ -381,9 +402,11 @@ impl SimNet {
         Arc::new(Mutex::new(Pipe::new(inner.next_pipe, src, dst)))
     }
 
-    /// Marks `pipe` as having something in flight.
-    fn activate(&self, pipe: &PipeRef, id: u64) {
-        lock(&self.inner).active.insert(id, Arc::downgrade(pipe));
+    /// Marks `pipe` as having something in flight, arriving at `at`.
+    fn activate(&self, pipe: &PipeRef, id: u64, at: u64) {
+        let mut inner = lock(&self.inner);
+        inner.active.insert(id, Arc::downgrade(pipe));
+        inner.next_due = inner.next_due.min(at);
     }
 
     /// Opens a connection from the current node to `addr`.
@@ -520,7 +543,7 @@ impl SimNet {
         p.in_flight.push_back((at, Bytes::copy_from_slice(buf)));
         let id = p.id;
         drop(p);
-        self.activate(pipe, id);
+        self.activate(pipe, id, at);
         Ok(())
     }
 
@@ -549,7 +572,7 @@ impl SimNet {
             p.eof_at = Some(at);
             let id = p.id;
             drop(p);
-            self.activate(pipe, id);
+            self.activate(pipe, id, at);
         }
     }
 }
