@@ -330,7 +330,7 @@ pub struct Outcome {
 /// an inconsistent offset is proven by its second observation), and the earliest over the
 /// examples. None for [`ACKED_OVERWRITE`], which only the final reads prove (the caller then
 /// counts the whole main phase).
-fn first_evidence(run: &Path, results: &Value, kind: &str) -> Option<f64> {
+pub fn first_evidence(run: &Path, results: &Value, kind: &str) -> Option<f64> {
     if kind == ACKED_OVERWRITE {
         return None;
     }
@@ -359,7 +359,7 @@ fn first_evidence(run: &Path, results: &Value, kind: &str) -> Option<f64> {
 
 /// The anomaly kinds a run's results show, plus [`ACKED_OVERWRITE`] when an acknowledged
 /// write was overwritten.
-fn observed(results: &Value) -> Vec<String> {
+pub fn observed(results: &Value) -> Vec<String> {
     let mut seen: Vec<String> = results["anomalies"]
         .as_object()
         .map(|o| o.keys().cloned().collect())
@@ -371,6 +371,23 @@ fn observed(results: &Value) -> Vec<String> {
         seen.push(ACKED_OVERWRITE.to_string());
     }
     seen
+}
+
+/// A checked run's `results.json` and its invalidating anomaly kinds.
+pub fn read_results(run: &Path) -> Result<(Value, Vec<String>)> {
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("results.json")).context("reading results.json")?,
+    )
+    .context("parsing results.json")?;
+    let invalidating: Vec<String> = results["invalidating"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((results, invalidating))
 }
 
 /// Runs attempts with seeds `seed`, `seed + 1`, ... until an expected anomaly is found or
@@ -408,18 +425,7 @@ pub fn reproduce(
         outcome.attempts += 1;
         let run = results::store::resolve_latest(&spec.store.join(&spec.name).join("latest"))
             .context("finding the attempt's run folder")?;
-        let results: Value = serde_json::from_str(
-            &std::fs::read_to_string(run.join("results.json")).context("reading results.json")?,
-        )
-        .context("parsing results.json")?;
-        let invalidating: Vec<String> = results["invalidating"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let (results, invalidating) = read_results(&run)?;
         let seen = observed(&results);
         for k in seen
             .iter()

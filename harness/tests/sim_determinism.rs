@@ -1,6 +1,7 @@
 //! `harness sim` is deterministic: one seed simulated twice (two processes) writes
 //! byte-identical histories, under every fault kind the simulator has (partitions, kills that
-//! lose unfsynced writes, pauses, clock jumps, failing disks). Any wall-clock read, OS-seeded
+//! lose unfsynced writes, pauses, clock jumps, failing disks, extra latency and packet loss
+//! between brokers). Any wall-clock read, OS-seeded
 //! hash map order, OS thread or unseeded random choice that reaches behaviour shows up here as
 //! a difference.
 //! The second run traces, as a replay does: building the trace subscriber on the simulation
@@ -24,10 +25,10 @@ fn simulate(store: &Path, seed: u64, extra: &[&str]) -> PathBuf {
             "--nodes",
             "3",
             "--time-limit",
-            "40",
+            "60",
         ])
         .args(["--final-time-limit", "20", "--nemesis-interval", "3"])
-        .args(["--nemesis", "partition,kill,pause,clock,disk"])
+        .args(["--nemesis", "partition,kill,pause,clock,disk,latency,loss"])
         .args(extra)
         .arg("--store")
         .arg(store)
@@ -73,6 +74,8 @@ fn one_seed_twice_gives_the_same_history_byte_for_byte() {
         "\"pause\"",
         "\"bump-clock\"",
         "\"start-disk\"",
+        "\"start-latency\"",
+        "\"start-packet-loss\"",
     ] {
         assert!(text.contains(f), "no {f} op in seed {seed}'s history");
     }

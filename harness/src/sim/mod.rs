@@ -11,6 +11,7 @@ pub mod disk;
 pub mod entropy;
 pub mod nemesis;
 pub mod net;
+pub mod recipe;
 pub mod workload;
 pub mod world;
 
@@ -25,7 +26,7 @@ use checkers::HistoryWriter;
 use clap::Args;
 use results::store::RunDir;
 
-use crate::spec::{FaultKind, TestSpec};
+use crate::spec::TestSpec;
 use nemesis::SimFault;
 
 /// Flags of `harness sim`.
@@ -48,7 +49,7 @@ pub struct SimArgs {
     #[arg(long = "final-time-limit", default_value_t = 30)]
     pub final_time_limit: u64,
     /// Fault kinds (repeatable or comma-separated); `--no-faults` for none.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SimFault::Partition, SimFault::Kill, SimFault::Pause, SimFault::Clock, SimFault::Disk])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SimFault::Partition, SimFault::Kill, SimFault::Pause, SimFault::Clock, SimFault::Disk, SimFault::Latency, SimFault::Loss])]
     pub nemesis: Vec<SimFault>,
     /// Inject no faults.
     #[arg(long = "no-faults")]
@@ -96,6 +97,18 @@ pub struct SimArgs {
     /// Virtual milliseconds per step of the world.
     #[arg(long = "tick-ms", default_value_t = 1)]
     pub tick_ms: u64,
+    /// A bug mode's recipe (`harness reproduce`'s, plus the simulation's aimed faults): its bug
+    /// mode, configuration and faults replace --bug, --nemesis and --nemesis-interval
+    /// (--broker properties still apply on top). The exit code is then the recipe's verdict:
+    /// 1 when the bug's anomaly was found (or, with --control, when the control was not clean).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// With --recipe: the same recipe without its bug mode (it must stay clean).
+    #[arg(long)]
+    pub control: bool,
+    /// Aimed (scripted) faults, set by --recipe.
+    #[arg(skip)]
+    pub aimed: Vec<nemesis::Aimed>,
 }
 
 /// The spec recorded in `test.json` (what `harness check` reads back).
@@ -146,13 +159,7 @@ pub fn spec_of(args: &SimArgs) -> Result<TestSpec> {
     }
     if !args.no_faults {
         for f in &args.nemesis {
-            let kind = match f {
-                SimFault::Partition => FaultKind::Partition,
-                SimFault::Kill => FaultKind::Kill,
-                SimFault::Pause => FaultKind::Pause,
-                SimFault::Clock => FaultKind::Clock,
-                SimFault::Disk => FaultKind::Disk,
-            };
+            let kind = f.kind();
             if !spec.nemesis.contains(&kind) {
                 spec.nemesis.push(kind);
             }
@@ -187,7 +194,9 @@ pub fn run(args: &SimArgs) -> Result<u8> {
     if let Some(n) = args.seeds {
         return sweep(args, n);
     }
-    let spec = spec_of(args)?;
+    let base = spec_of(args)?;
+    let (args, spec) = recipe::apply(args, base)?;
+    let args = &args;
     let run = RunDir::create(&args.store, &args.name, SystemTime::now())
         .context("creating the run's store folder")?;
     let command_line: Vec<String> = std::env::args().collect();
@@ -209,6 +218,9 @@ pub fn run(args: &SimArgs) -> Result<u8> {
             args.nemesis.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>()
         },
         "nemesis_interval_s": args.nemesis_interval,
+        "aimed": args.aimed.iter().map(|a| a.name()).collect::<Vec<_>>(),
+        "recipe": args.recipe,
+        "control": args.control,
         "replay": replay_command(args, args.seed),
     });
     run.write_json(&run.path.join("sim.json"), &sim_json)
@@ -227,7 +239,23 @@ pub fn run(args: &SimArgs) -> Result<u8> {
             "; the final reads did not reach every partition's end"
         }
     );
-    let code = crate::run::check_run(&run.path)?;
+    let mut code = crate::run::check_run(&run.path)?;
+    if let Some(name) = &args.recipe {
+        let r = crate::reproduce::recipe(name)?;
+        let v = recipe::verdict(&run.path, r, args.control, args.time_limit as f64)?;
+        match &v {
+            recipe::Verdict::Found(kind, at) => println!(
+                "harness sim: recipe {name}: found {kind}, first proven at {at:.1} simulated s"
+            ),
+            recipe::Verdict::NotFound => println!("harness sim: recipe {name}: not found"),
+            recipe::Verdict::Clean => println!("harness sim: recipe {name} (control): clean"),
+            recipe::Verdict::Broken(kinds) => println!(
+                "harness sim: recipe {name} (control): BROKEN: {}",
+                kinds.join(", ")
+            ),
+        }
+        code = v.code();
+    }
     if code != 0 {
         println!(
             "harness sim: replay with: {}",
@@ -258,6 +286,7 @@ fn sweep(args: &SimArgs, n: u64) -> Result<u8> {
     let (mut simulated, mut wall) = (0.0f64, 0.0f64);
     let mut failing = Vec::new();
     let mut worst = 0u8;
+    let (mut detect, mut walls) = (Vec::new(), Vec::new());
     for seed in args.seed..args.seed + n {
         let mut cmd = std::process::Command::new(&exe);
         cmd.arg("sim").arg("--seed").arg(seed.to_string());
@@ -293,21 +322,52 @@ fn sweep(args: &SimArgs, n: u64) -> Result<u8> {
         if let Some((sim_s, wall_s)) = speed_line(&out) {
             simulated += sim_s;
             wall += wall_s;
+            walls.push(wall_s);
         }
-        let verdict = match (code, status) {
-            (_, None) => "HUNG (killed after --seed-timeout)",
-            (0, _) => "valid",
-            (1, _) => "INVALID",
-            (2, _) => "unknown",
+        let found_at = found_line(&out);
+        if let Some(at) = found_at {
+            detect.push(at);
+        }
+        let verdict = match (code, status, &args.recipe, args.control) {
+            (_, None, ..) => "HUNG (killed after --seed-timeout)",
+            (0, _, Some(_), false) => "not found",
+            (1, _, Some(_), false) => "FOUND",
+            (0, _, Some(_), true) => "clean",
+            (1, _, Some(_), true) => "BROKEN",
+            (0, ..) => "valid",
+            (1, ..) => "INVALID",
+            (2, ..) => "unknown",
             _ => "crashed",
         };
-        println!("seed {seed}: {verdict}");
+        match found_at {
+            Some(at) => println!("seed {seed}: {verdict} (first proven at {at:.1} simulated s)"),
+            None => println!("seed {seed}: {verdict}"),
+        }
         if code != 0 {
             failing.push((seed, code));
             worst = worst.max(code.min(2));
         }
     }
-    println!("{} of {n} seeds valid", n - failing.len() as u64);
+    match (&args.recipe, args.control) {
+        (Some(r), false) => {
+            let found = failing.iter().filter(|(_, c)| *c == 1).count();
+            println!("recipe {r}: found in {found} of {n} seeds");
+            if let Some(m) = median(&mut detect) {
+                println!(
+                    "time to detect: median {m:.1} simulated s to the first proven anomaly \
+                     (of the seeds that found it)"
+                );
+            }
+            if let Some(m) = median(&mut walls) {
+                println!("wall: median {m:.2} s of simulation per seed");
+            }
+        }
+        (Some(r), true) => println!(
+            "recipe {r} (control): {} of {n} seeds clean",
+            n - failing.len() as u64
+        ),
+        (None, _) => println!("{} of {n} seeds valid", n - failing.len() as u64),
+    }
     let per_seed = started.elapsed().as_secs_f64() / n.max(1) as f64;
     println!(
         "speed: {simulated:.0} simulated s in {wall:.1} wall s of simulation ({:.0}x); {per_seed:.2} \
@@ -328,6 +388,28 @@ fn speed_line(out: &str) -> Option<(f64, f64)> {
     let (sim, rest) = rest.split_once(" simulated s in ")?;
     let (wall, _) = rest.split_once(" wall s")?;
     Some((sim.trim().parse().ok()?, wall.trim().parse().ok()?))
+}
+
+/// The simulated seconds of a child's `first proven at X simulated s` line.
+fn found_line(out: &str) -> Option<f64> {
+    let line = out.lines().find(|l| l.contains(", first proven at "))?;
+    let (_, rest) = line.split_once(", first proven at ")?;
+    let (at, _) = rest.split_once(" simulated s")?;
+    at.trim().parse().ok()
+}
+
+/// The median of `v` (sorted in place), None when empty.
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 fn child_flags(args: &SimArgs) -> Vec<String> {
@@ -378,6 +460,13 @@ fn child_flags(args: &SimArgs) -> Vec<String> {
     }
     if args.keep_data {
         v.push("--keep-data".into());
+    }
+    if let Some(r) = &args.recipe {
+        v.push("--recipe".into());
+        v.push(r.clone());
+    }
+    if args.control {
+        v.push("--control".into());
     }
     v
 }
@@ -513,7 +602,7 @@ fn simulate_world(
     let topic_keys = ["min.insync.replicas", "unclean.leader.election.enable"];
     let main_end = Duration::from_secs(args.time_limit);
     let wcfg = workload::WorkloadConfig {
-        client: client_config,
+        client: client_config.clone(),
         topic: crate::workload::TOPIC.to_string(),
         partitions: args.partitions,
         replication_factor: args.replication_factor as i16,
@@ -546,6 +635,23 @@ fn simulate_world(
         main_end,
         Duration::from_secs(args.nemesis_interval.max(1)),
     );
+    let queue: nemesis::FaultQueue = Default::default();
+    for (i, kind) in args.aimed.iter().enumerate() {
+        world.control.spawn(nemesis::direct(
+            nemesis::DirectorConfig {
+                kind: *kind,
+                client: client_config.clone(),
+                topic: crate::workload::TOPIC.to_string(),
+                partitions: args.partitions,
+                seed: args.seed.wrapping_add(i as u64),
+                start: Duration::from_secs(5),
+                end: main_end,
+                interval: Duration::from_secs(args.nemesis_interval.max(1)),
+                voters: args.nodes.min(3),
+            },
+            queue.clone(),
+        ));
+    }
     let hard_end = main_end + settle + Duration::from_secs(args.final_time_limit + 60);
     let mut next = 0;
     let mut healed = false;
@@ -554,6 +660,16 @@ fn simulate_world(
         while next < schedule.len() && schedule[next].at_ns <= clock::now_ns() {
             nemesis::apply(&mut world, &schedule[next].action, &history)?;
             next += 1;
+        }
+        let aimed: Vec<nemesis::Action> = queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        if !healed {
+            for a in &aimed {
+                nemesis::apply(&mut world, a, &history)?;
+            }
         }
         if !healed && now >= main_end {
             nemesis::heal_all(&mut world, &history)?;

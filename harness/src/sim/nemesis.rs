@@ -5,7 +5,8 @@
 //! and all undone by the end of the main phase; the world applies each at its virtual time and
 //! records it in the history with the names real runs use.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
@@ -29,6 +30,26 @@ pub enum SimFault {
     Clock,
     /// Fail a broker's segment appends and fsyncs with EIO, then heal its disk.
     Disk,
+    /// Extra latency (50-500 ms per write) between two brokers, then healed.
+    Latency,
+    /// Packet loss (10-50%, as TCP retransmission delays) between two brokers, then healed.
+    Loss,
+}
+
+impl SimFault {
+    /// The real nemesis's fault kind it stands for (recorded in `test.json`).
+    pub fn kind(self) -> crate::spec::FaultKind {
+        use crate::spec::FaultKind as K;
+        match self {
+            SimFault::Partition => K::Partition,
+            SimFault::Kill => K::Kill,
+            SimFault::Pause => K::Pause,
+            SimFault::Clock => K::Clock,
+            SimFault::Disk => K::Disk,
+            SimFault::Latency => K::Latency,
+            SimFault::Loss => K::PacketLoss,
+        }
+    }
 }
 
 /// One step of the schedule.
@@ -38,8 +59,21 @@ pub enum Action {
     StartPartition(Vec<u32>, Vec<u32>),
     /// Heal every cut.
     StopPartition,
-    /// Kill a node.
+    /// Kill a node (its unfsynced writes are lost).
     Kill(u32),
+    /// Kill a node keeping its page cache (kill -9 of the process only: nothing is lost).
+    Crash(u32),
+    /// Cut one node from every other broker (clients still reach it).
+    Isolate(u32),
+    /// Start every node that is not running.
+    StartAll,
+    /// Extra latency (ms, a range drawn per write) and packet loss on the link between two
+    /// nodes, both directions.
+    Degrade(u32, u32, u64, u64, u32),
+    /// Heal every degraded link (recorded as the end of a latency fault).
+    StopDegrade,
+    /// Heal every degraded link (recorded as the end of a packet-loss fault).
+    StopLoss,
     /// Start a killed node.
     Start(u32),
     /// Pause a node.
@@ -113,6 +147,21 @@ pub fn schedule(
                 (Action::BumpClock(node, jump), Action::ResetClock(node))
             }
             SimFault::Disk => (Action::DiskFail(node), Action::DiskHeal(node)),
+            SimFault::Latency | SimFault::Loss => {
+                let other = 1 + (node + rng.random_range(0..nodes.max(2) - 1)) % nodes;
+                let on = if kind == SimFault::Latency {
+                    let lo = rng.random_range(50..=200);
+                    Action::Degrade(node, other, lo, lo + rng.random_range(0..=300), 0)
+                } else {
+                    Action::Degrade(node, other, 0, 0, rng.random_range(10..=50))
+                };
+                let off = if kind == SimFault::Latency {
+                    Action::StopDegrade
+                } else {
+                    Action::StopLoss
+                };
+                (on, off)
+            }
         };
         out.push(Event {
             at_ns: t * 1_000_000,
@@ -151,6 +200,66 @@ pub fn apply(world: &mut World, action: &Action, history: &HistoryWriter) -> std
                 "kill",
                 json!({"nodes": [name(id)], "signal": "KILL", "lost-unfsynced": lost}),
             )?;
+        }
+        Action::Crash(id) => {
+            if let Some(n) = world.node(*id) {
+                n.kill();
+            }
+            history.nemesis(
+                "kill",
+                json!({"nodes": [name(id)], "signal": "KILL", "page-cache": "kept"}),
+            )?;
+        }
+        Action::Isolate(id) => {
+            let others: Vec<u32> = world
+                .nodes
+                .iter()
+                .map(|n| n.id)
+                .filter(|n| n != id)
+                .collect();
+            world.net.cut(&[*id], &others);
+            let comps: Vec<Vec<String>> = vec![vec![name(id)], others.iter().map(name).collect()];
+            history.nemesis(
+                "start-partition",
+                json!({"topology": "isolate-node", "components": comps, "clients-cut": false}),
+            )?;
+        }
+        Action::StartAll => {
+            let mut started = Vec::new();
+            for n in world.nodes.iter_mut() {
+                if !n.alive() && n.start().is_ok() {
+                    started.push(name(&n.id));
+                }
+            }
+            history.nemesis("start", json!({"nodes": started}))?;
+        }
+        Action::Degrade(a, b, lo, hi, loss_pct) => {
+            world.net.set_link_fault(
+                *a,
+                *b,
+                super::net::LinkFault {
+                    loss: f64::from(*loss_pct) / 100.0,
+                    extra_latency_ms: (*lo, *hi),
+                },
+            );
+            let f = if *hi > 0 {
+                "start-latency"
+            } else {
+                "start-packet-loss"
+            };
+            history.nemesis(
+                f,
+                json!({"nodes": [name(a), name(b)], "extra-latency-ms": [lo, hi],
+                       "percent": loss_pct}),
+            )?;
+        }
+        Action::StopDegrade => {
+            world.net.clear_link_faults();
+            history.nemesis("stop-latency", json!({"healed": true}))?;
+        }
+        Action::StopLoss => {
+            world.net.clear_link_faults();
+            history.nemesis("stop-packet-loss", json!({"healed": true}))?;
         }
         Action::Start(id) => {
             let started = match world.node(*id) {
@@ -202,6 +311,7 @@ pub fn apply(world: &mut World, action: &Action, history: &HistoryWriter) -> std
 /// Undoes every fault still in force (the end of the main phase).
 pub fn heal_all(world: &mut World, history: &HistoryWriter) -> std::io::Result<()> {
     apply(world, &Action::StopPartition, history)?;
+    apply(world, &Action::StopDegrade, history)?;
     let ids: Vec<u32> = world.nodes.iter().map(|n| n.id).collect();
     for id in ids {
         let (dead, paused) = match world.node(id) {
@@ -254,5 +364,218 @@ mod tests {
             assert!(pair[0].at_ns <= pair[1].at_ns);
             assert!(pair[1].at_ns <= 60_000_000_000);
         }
+    }
+}
+
+/// A scripted fault sequence aimed at one partition (or its leader and followers), its targets
+/// resolved from live metadata when each step is due, as `harness reproduce`'s scripted
+/// nemesis kinds do on real clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Aimed {
+    /// Kill -9 the leader's followers (page caches kept), isolate the leader, restart the
+    /// followers (`follower-restart-failover`: hw-truncation).
+    FollowerRestartFailover,
+    /// Cut the leader from its followers only (it keeps its controller session and shrinks the
+    /// ISR to itself), one interval later isolate it (`replication-cut-failover`).
+    ReplicationCutFailover,
+    /// KAFKA-7128's window (`isr-join-below-epoch-start`): a follower C cut off until the ISR
+    /// is {leader A, B}; then B crashes (page cache kept) and restarts with its checkpointed,
+    /// stale high watermark while A is killed, so B leads with a high watermark at or below
+    /// C's log end and below its epoch's start; C returns over a slow link, and once C is in
+    /// the ISR B is killed before C's fetch response arrives; A restarts, the controller
+    /// elects C.
+    LaggingHwRejoin,
+}
+
+impl Aimed {
+    /// The aimed fault of a scripted `FaultKind` of the real nemesis, if the simulation has it.
+    pub fn of(kind: crate::spec::FaultKind) -> Option<Aimed> {
+        use crate::spec::FaultKind as K;
+        match kind {
+            K::FollowerRestartFailover => Some(Aimed::FollowerRestartFailover),
+            K::ReplicationCutFailover => Some(Aimed::ReplicationCutFailover),
+            _ => None,
+        }
+    }
+
+    /// Its name in `sim.json` and the history.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aimed::FollowerRestartFailover => "follower-restart-failover",
+            Aimed::ReplicationCutFailover => "replication-cut-failover",
+            Aimed::LaggingHwRejoin => "lagging-hw-rejoin",
+        }
+    }
+}
+
+/// Actions the aimed faults' director queues for the world to apply between ticks.
+pub type FaultQueue = Arc<Mutex<VecDeque<Action>>>;
+
+/// What the director needs.
+#[derive(Debug, Clone)]
+pub struct DirectorConfig {
+    /// The aimed fault.
+    pub kind: Aimed,
+    /// A client configuration (the director reads metadata as a client).
+    pub client: client::Config,
+    /// The workload topic.
+    pub topic: String,
+    /// Its partitions.
+    pub partitions: u32,
+    /// The seed of the director's choices.
+    pub seed: u64,
+    /// When the first fault starts.
+    pub start: Duration,
+    /// When the main phase ends (no fault starts after it, every step is before it).
+    pub end: Duration,
+    /// Seconds between faults (a scripted fault's long steps are this long).
+    pub interval: Duration,
+    /// The Raft voters (nodes `1..=voters`).
+    pub voters: u32,
+}
+
+fn since_start() -> Duration {
+    Duration::from_nanos(super::clock::now_ns())
+}
+
+/// The leader and the other replicas of partition `p`, from fresh metadata.
+async fn roles(admin: &client::Admin, topic: &str, p: u32) -> Option<(u32, Vec<u32>, Vec<u32>)> {
+    let info = admin.describe_topic(topic).await.ok()?;
+    let part = info.partitions.iter().find(|x| x.partition == p as i32)?;
+    let leader = u32::try_from(part.leader).ok().filter(|l| *l > 0)?;
+    let others = part
+        .replicas
+        .iter()
+        .filter_map(|r| u32::try_from(*r).ok())
+        .filter(|r| *r != leader)
+        .collect();
+    let isr = part
+        .isr
+        .iter()
+        .filter_map(|r| u32::try_from(*r).ok())
+        .collect();
+    Some((leader, others, isr))
+}
+
+/// Runs the aimed faults on the client side's runtime: one every `interval` on average, each
+/// a scripted sequence on a seeded partition, queued for the world to apply.
+pub async fn direct(cfg: DirectorConfig, queue: FaultQueue) {
+    let Ok(admin) = client::Admin::new(cfg.client.clone()) else {
+        tracing::warn!("the aimed nemesis could not make its admin client");
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0061_696d_6564);
+    let push = |a: Action| queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(a);
+    let step = Duration::from_millis(300);
+    let iv = cfg.interval;
+    // The longest sequence's span, so every fault ends before the main phase does.
+    let span = 3 * iv + Duration::from_secs(10);
+    if cfg.start > since_start() {
+        tokio::time::sleep(cfg.start - since_start()).await;
+    }
+    while since_start() + span < cfg.end {
+        let first = rng.random_range(0..cfg.partitions.max(1));
+        let controller = match admin.describe_cluster().await {
+            Ok(c) => u32::try_from(c.controller).unwrap_or(0),
+            Err(_) => 0,
+        };
+        let mut chosen = None;
+        for i in 0..cfg.partitions.max(1) {
+            let p = (first + i) % cfg.partitions.max(1);
+            let Some((leader, others, isr)) = roles(&admin, &cfg.topic, p).await else {
+                continue;
+            };
+            // The lagging-HW window kills the leader and crashes a follower at once, then
+            // slows the link between the two followers: the metadata quorum must keep two
+            // voters linked normally, so not every replica may be a voter.
+            let all_voters = std::iter::once(leader)
+                .chain(others.iter().copied())
+                .filter(|r| *r <= cfg.voters)
+                .count() as u32
+                >= cfg.voters;
+            if cfg.kind == Aimed::LaggingHwRejoin && (all_voters || isr.len() < 3) {
+                continue;
+            }
+            // A replication cut must leave the leader its controller session: the active
+            // controller is not one of the followers it is cut from (and, when the leader is
+            // the controller, a voter outside the partition keeps its quorum).
+            if cfg.kind == Aimed::ReplicationCutFailover {
+                let spare_voter = (1..=cfg.voters).any(|v| v != leader && !others.contains(&v));
+                if controller == 0
+                    || others.contains(&controller)
+                    || (controller == leader && !spare_voter)
+                    || isr.len() < 2
+                {
+                    continue;
+                }
+            }
+            chosen = Some((p, leader, others));
+            break;
+        }
+        let Some((p, leader, others)) = chosen else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        tracing::info!(fault = cfg.kind.name(), partition = p, leader, followers = ?others,
+            "aimed fault");
+        match cfg.kind {
+            Aimed::FollowerRestartFailover => {
+                for f in &others {
+                    push(Action::Crash(*f));
+                }
+                tokio::time::sleep(step).await;
+                push(Action::Isolate(leader));
+                tokio::time::sleep(step).await;
+                push(Action::StartAll);
+                tokio::time::sleep(iv).await;
+                push(Action::StopPartition);
+            }
+            Aimed::ReplicationCutFailover => {
+                push(Action::StartPartition(vec![leader], others.clone()));
+                tokio::time::sleep(iv).await;
+                push(Action::Isolate(leader));
+                tokio::time::sleep(iv).await;
+                push(Action::StopPartition);
+            }
+            Aimed::LaggingHwRejoin => {
+                let [b, c] = others[..] else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                let a = leader;
+                // C is cut off until the ISR is {A, B} and A acknowledges past C's log end.
+                push(Action::Isolate(c));
+                tokio::time::sleep(iv).await;
+                // B restarts with its checkpointed high watermark as A dies.
+                push(Action::Crash(b));
+                push(Action::Crash(a));
+                tokio::time::sleep(step).await;
+                push(Action::Start(b));
+                push(Action::StopPartition);
+                push(Action::Degrade(b, c, 1_500, 2_000, 0));
+                // Once C is in B's ISR, B dies before C's fetch response arrives.
+                let watch_end = since_start() + 2 * iv + Duration::from_secs(5);
+                while since_start() < watch_end {
+                    if let Some((l, _, isr)) = roles(&admin, &cfg.topic, p).await {
+                        if l == b && isr.contains(&c) {
+                            tracing::info!(partition = p, "aimed fault: C rejoined B's ISR");
+                            break;
+                        }
+                    }
+                    // The leader shrinks a member that is not caught up at its next ISR check
+                    // (every replica.lag.time.max.ms / 2): the window can be tens of ms.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                push(Action::Crash(b));
+                tokio::time::sleep(step).await;
+                push(Action::Start(a));
+                tokio::time::sleep(iv).await;
+                push(Action::StopDegrade);
+                push(Action::StartAll);
+            }
+        }
+        let gap = iv.as_millis() as u64;
+        let gap = rng.random_range(gap / 2..=gap + gap / 2);
+        tokio::time::sleep(Duration::from_millis(gap)).await;
     }
 }

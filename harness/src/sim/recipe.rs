@@ -1,0 +1,207 @@
+//! `harness sim --recipe BUG`: the bug zoo's recipes (`harness reproduce`'s configuration,
+//! client settings and faults for each bug mode) in simulation, plus what only the
+//! simulation adds: aimed fault sequences resolved from live metadata (the scripted kinds of
+//! the real nemesis, and KAFKA-7128's lagging-high-watermark window), and the recipe's verdict
+//! on the checked run (the bug's anomaly found; the control clean of everything the recipe's
+//! configuration does not itself allow).
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+use super::nemesis::{Aimed, SimFault};
+use super::SimArgs;
+use crate::reproduce::{self, Recipe, ACKED_OVERWRITE};
+use crate::spec::{FaultKind, TestSpec};
+
+/// What the simulation changes in a recipe, beyond the bug zoo's version of it.
+struct SimExtra {
+    /// The bug.
+    bug: &'static str,
+    /// Aimed faults that replace the recipe's schedule.
+    aimed: &'static [Aimed],
+    /// Random fault kinds that replace the recipe's (empty: keep the recipe's).
+    random: &'static [SimFault],
+    /// Broker properties on top of the recipe's.
+    broker: &'static [(&'static str, &'static str)],
+    /// Bug modes switched on with it (beyond the recipe's own `also`).
+    also: &'static [&'static str],
+    /// Brokers, when the recipe needs more than `--nodes` says.
+    nodes: Option<u32>,
+}
+
+/// KAFKA-7128 needs a new leader whose high watermark lags its epoch's start: under 3.7+
+/// rules the high watermark stays where it was while the ISR is below min.insync (3.6 lifts
+/// it to the log end as soon as the ISR is the leader alone), and a leader restarted with its
+/// checkpointed high watermark (kept up to 10 s old here) leads before it learns a newer one.
+/// As for hw-truncation, the releases that had the bug kept a broker restarted inside its
+/// session in the ISR (`restart-without-fencing`), which is what lets the restarted broker
+/// lead. Its control runs with neither bug.
+const EXTRAS: &[SimExtra] = &[
+    SimExtra {
+        bug: "isr-join-below-epoch-start",
+        aimed: &[Aimed::LaggingHwRejoin],
+        random: &[],
+        broker: &[
+            ("kafka.release", "3.7"),
+            ("replica.lag.time.max.ms", "2000"),
+            ("broker.session.timeout.ms", "3000"),
+            ("replica.high.watermark.checkpoint.interval.ms", "10000"),
+        ],
+        also: &["restart-without-fencing"],
+        // Five brokers: the metadata quorum (the first three) keeps two voters linked normally
+        // while the partition's leader is dead and its followers' link is slow.
+        nodes: Some(5),
+    },
+    // The replication cut (the real nemesis cuts the leader's data port only, keeping its
+    // controller session): the simulated network cuts whole links, so the leader is cut from
+    // its followers and keeps its link to an active controller that is not one of them,
+    // which five brokers (three of them voters) make possible.
+    SimExtra {
+        bug: "ignore-min-insync",
+        aimed: &[Aimed::ReplicationCutFailover],
+        random: &[],
+        broker: &[],
+        also: &[],
+        nodes: Some(5),
+    },
+    SimExtra {
+        bug: "unclean-regardless",
+        aimed: &[Aimed::ReplicationCutFailover],
+        random: &[],
+        broker: &[],
+        also: &[],
+        nodes: Some(5),
+    },
+];
+
+/// The simulated fault of a real nemesis fault kind: random kinds map one to one (the real
+/// `disk` fault is a kill -9 losing unfsynced writes, which the simulation's `kill` is), the
+/// scripted ones to aimed sequences.
+fn map_kind(kind: FaultKind) -> Result<Result<SimFault, Aimed>> {
+    Ok(Ok(match kind {
+        FaultKind::Partition => SimFault::Partition,
+        FaultKind::Kill | FaultKind::Disk => SimFault::Kill,
+        FaultKind::Pause => SimFault::Pause,
+        FaultKind::Clock => SimFault::Clock,
+        FaultKind::Latency => SimFault::Latency,
+        FaultKind::PacketLoss => SimFault::Loss,
+        other => match Aimed::of(other) {
+            Some(a) => return Ok(Err(a)),
+            None => bail!("the simulation has no `{}` fault yet", other.name()),
+        },
+    }))
+}
+
+/// `args` with the recipe applied (bug modes, broker properties, faults, interval) and the
+/// spec it records (the recipe's client settings included), or `args` as they are.
+pub fn apply(args: &SimArgs, base: TestSpec) -> Result<(SimArgs, TestSpec)> {
+    let Some(name) = &args.recipe else {
+        return Ok((args.clone(), base));
+    };
+    let recipe = reproduce::recipe(name)?;
+    if recipe.client == reproduce::ClientNeeds::Transactional {
+        bail!("recipe {name} needs transactions, which the simulated workload does not run yet");
+    }
+    let mut spec = reproduce::attempt_spec(&base, recipe, args.control, args.seed);
+    spec.name = base.name.clone();
+    let extra = EXTRAS.iter().find(|e| e.bug == recipe.bug);
+    let mut out = args.clone();
+    out.nemesis.clear();
+    out.aimed.clear();
+    for k in &spec.nemesis {
+        match map_kind(*k)? {
+            Ok(f) => out.nemesis.push(f),
+            Err(a) => out.aimed.push(a),
+        }
+    }
+    if let Some(e) = extra {
+        out.aimed = e.aimed.to_vec();
+        if !e.aimed.is_empty() || !e.random.is_empty() {
+            out.nemesis = e.random.to_vec();
+        }
+        for (k, v) in e.broker {
+            spec.broker.insert(k.to_string(), v.to_string());
+        }
+        if !args.control {
+            spec.bugs.extend(e.also.iter().map(|b| b.to_string()));
+        }
+        if let Some(n) = e.nodes {
+            out.nodes = out.nodes.max(n);
+            spec.nodes = out.nodes as usize;
+        }
+    }
+    out.nemesis_interval = spec.nemesis_interval.round().max(1.0) as u64;
+    // The user's --broker properties win over the recipe's.
+    for kv in &args.broker {
+        if let Some((k, v)) = kv.split_once('=') {
+            spec.broker
+                .insert(k.trim().to_string(), v.trim().to_string());
+        }
+    }
+    out.broker = spec
+        .broker
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    out.bugs = spec.bugs.clone();
+    out.acks = "all".into();
+    out.no_faults = false;
+    spec.nemesis = out.nemesis.iter().map(|f| f.kind()).collect();
+    spec.nemesis.dedup();
+    Ok((out, spec))
+}
+
+/// The recipe's verdict on a checked run: for the bug, the expected anomaly found and when
+/// (simulated seconds from the start until its first example was proven; an acknowledged
+/// write overwritten is proven by the final reads only and counts as the whole main phase);
+/// for the control, the invalidating kinds the recipe does not tolerate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The bug's anomaly, first proven at this many simulated seconds.
+    Found(String, f64),
+    /// Not found.
+    NotFound,
+    /// The control is clean.
+    Clean,
+    /// The control shows these kinds.
+    Broken(Vec<String>),
+}
+
+impl Verdict {
+    /// The exit code: 1 when found (or the control broken), else 0.
+    pub fn code(&self) -> u8 {
+        match self {
+            Verdict::Found(..) | Verdict::Broken(_) => 1,
+            Verdict::NotFound | Verdict::Clean => 0,
+        }
+    }
+}
+
+/// Judges the run in `run` (checked: `results.json` exists) by `recipe`.
+pub fn verdict(run: &Path, recipe: &Recipe, control: bool, main_s: f64) -> Result<Verdict> {
+    let (results, invalidating) = reproduce::read_results(run)?;
+    let seen = reproduce::observed(&results);
+    if control {
+        let broken: Vec<String> = seen
+            .iter()
+            .filter(|k| *k == ACKED_OVERWRITE || invalidating.contains(k))
+            .filter(|k| !recipe.tolerate.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        return Ok(if broken.is_empty() {
+            Verdict::Clean
+        } else {
+            Verdict::Broken(broken)
+        });
+    }
+    Ok(
+        match recipe.expect.iter().find(|k| seen.iter().any(|s| s == *k)) {
+            Some(kind) => {
+                let at = reproduce::first_evidence(run, &results, kind).unwrap_or(main_s);
+                Verdict::Found(kind.to_string(), at.min(main_s))
+            }
+            None => Verdict::NotFound,
+        },
+    )
+}
