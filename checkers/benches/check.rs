@@ -6,16 +6,21 @@
 //! before each partition's end (caught up, as steady-state consumers are);
 //! `CHECK_BENCH_REREAD=1` makes it read from the start instead, as the workload's fresh
 //! consumers do (every crash re-reads its partitions: far more reads). Each history is written
-//! to a JSON Lines file first, then checked by `check_file`, streaming, as `harness check`
-//! does, then read by `stats::analyze_file`, the report's streaming pass (`Run::load`). Peak
-//! memory (VmHWM) is reset before each phase and printed per phase. Sizes (client ops, two
+//! to a JSON Lines file first, then checked by `check_file_full`, streaming, as `harness check`
+//! does; then the report's part (`results::report::Run::from_checked`): its statistics from the
+//! check's pass (`stats::of_summary`) and its excerpt (`read_ops`, made to read the whole file
+//! by naming the last op). Peak memory (VmHWM) is reset before each phase and printed per
+//! phase. Sizes (client ops, two
 //! lines each) can be chosen with `CHECK_BENCH_SIZES=1000000,10000000`. Prints one line per
 //! size.
 
 use std::time::Instant;
 
+use std::collections::BTreeSet;
+
+use checkers::history::read_ops;
 use checkers::synth::{write_real_run, RealRunConfig};
-use checkers::{check_file, stats, CheckOptions};
+use checkers::{check_file_full, stats, CheckOptions, ExcerptLimits};
 
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -55,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let dir = tempfile::tempdir()?;
     println!(
-        "ops        lines      file MB  write s  check s  cpu s    peak MB  stats s  cpu s    peak MB  total s  valid"
+        "ops        lines      file MB  write s  check s  cpu s    peak MB  report s cpu s    peak MB  total s  valid"
     );
     for n in sizes {
         let path = dir.path().join(format!("history-{n}.jsonl"));
@@ -71,25 +76,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let size_mb = std::fs::metadata(&path)?.len() as f64 / 1e6;
         reset_peak();
         let (t0, c0) = (Instant::now(), cpu_s());
-        let result = check_file(&path, &CheckOptions::default())?;
+        let checked = check_file_full(&path, &CheckOptions::default())?;
         let (check_s, cpu) = (t0.elapsed().as_secs_f64(), cpu_s() - c0);
         let check_peak = peak_rss_mb();
-        // The report's pass over the history (what `results::report::Run::load` streams; its
-        // excerpt and the rendering of bounded plots are small beside it).
-        let anomalies = result.anomalies.len();
-        let valid = result.valid.clone();
-        drop(result);
+        // The report's part (what `results::report::Run::from_checked` does before rendering
+        // its bounded plots): the statistics from the check's pass, then the excerpt's lines.
+        // The ops a finding names, plus the history's last op, so the excerpt reads the whole
+        // file (the worst case).
+        let anomalies = checked.result.anomalies.len();
+        let valid = checked.result.valid.clone();
+        let mut linked: BTreeSet<u64> = checked
+            .result
+            .anomalies
+            .values()
+            .flat_map(|f| f.examples.iter().flat_map(checkers::queue::example_ops))
+            .collect();
+        linked.insert(lines.saturating_sub(1));
         reset_peak();
         let (t1, c1) = (Instant::now(), cpu_s());
-        let (s, _) = stats::analyze_file(&path, [])?;
+        let s = stats::of_summary(&checked.summary, &linked);
+        let limits = ExcerptLimits {
+            context: 3,
+            nemesis_context: 400,
+            key_ops: 50_000,
+        };
+        let wanted = checked
+            .summary
+            .excerpt_indices(&linked, &BTreeSet::new(), limits);
+        let excerpt = read_ops(&path, &wanted, checked.summary.indices_increasing)?;
         let (stats_s, stats_cpu) = (t1.elapsed().as_secs_f64(), cpu_s() - c1);
         let stats_peak = peak_rss_mb();
+        drop(checked);
         println!(
             "{n:<10} {lines:<10} {size_mb:<8.0} {write_s:<8.1} {check_s:<8.2} {cpu:<8.2} {check_peak:<8.0} {stats_s:<8.2} {stats_cpu:<8.2} {stats_peak:<8.0} {:<8.2} {valid}",
             check_s + stats_s,
         );
         assert!(s.completed as usize >= n, "every op completed");
-        let _ = anomalies;
+        assert!(!excerpt.is_empty(), "the excerpt has the last op");
         if valid != serde_json::json!(true) {
             println!("  {anomalies} anomaly kinds found on a valid history");
         }

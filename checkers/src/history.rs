@@ -233,7 +233,42 @@ pub struct RawOp<'a> {
     pub f: std::borrow::Cow<'a, str>,
     /// The micro-ops or details, unparsed (absent or `null` when the op carries none).
     #[serde(borrow, default)]
-    pub value: Option<&'a serde_json::value::RawValue>,
+    pub value: Option<RawJson<'a>>,
+}
+
+impl RawOp<'_> {
+    /// The op with its value parsed (an error says what is wrong with the value).
+    pub fn into_op(self) -> Result<Op, String> {
+        let value = match self.value {
+            Some(v) => serde_json::from_str(v.get()).map_err(|e| format!("bad value: {e}"))?,
+            None => Value::Null,
+        };
+        Ok(Op {
+            index: self.index,
+            time_ns: self.time_ns,
+            process: self.process,
+            op_type: self.op_type,
+            f: self.f.into_owned(),
+            value,
+        })
+    }
+}
+
+/// A JSON value's text, unparsed (from a history line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawJson<'a>(pub &'a str);
+
+impl<'a> RawJson<'a> {
+    /// The text.
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawJson<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'de serde_json::value::RawValue>::deserialize(d).map(|r| RawJson(r.get()))
+    }
 }
 
 /// Reads a history line by line, checking each (JSON shape, an invoke per completion, no
@@ -242,6 +277,17 @@ pub struct RawOp<'a> {
 /// or an error from `each`, is an error naming the line.
 pub fn scan(
     path: &Path,
+    each: impl FnMut(RawOp<'_>) -> Result<(), String>,
+) -> Result<Vec<String>, HistoryError> {
+    scan_with(path, false, each)
+}
+
+/// As [`scan`]; with `values_checked_by_caller`, lines written as this crate writes them are
+/// read by [`crate::fastparse::raw_op`], which leaves each `value` unvalidated: for callers
+/// that parse every value themselves ([`crate::check_file_full`]).
+pub fn scan_with(
+    path: &Path,
+    values_checked_by_caller: bool,
     mut each: impl FnMut(RawOp<'_>) -> Result<(), String>,
 ) -> Result<Vec<String>, HistoryError> {
     let io = |source| HistoryError::Io {
@@ -272,7 +318,11 @@ pub fn scan(
             line: n,
             message,
         };
-        let op: RawOp = match serde_json::from_str(text) {
+        // A last line without its newline may be cut short: the general path tells.
+        let fast = (values_checked_by_caller && complete_line)
+            .then(|| crate::fastparse::raw_op(text))
+            .flatten();
+        let op: RawOp = match fast.map_or_else(|| serde_json::from_str(text), Ok) {
             Ok(op) => op,
             Err(e) if !complete_line => {
                 warnings.push(format!(
@@ -308,22 +358,82 @@ pub fn scan(
     Ok(warnings)
 }
 
+/// The `index` of a history line written as this crate writes them (`{"index":N,...`).
+fn leading_index(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(br#"{"index":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 || rest.get(digits) != Some(&b',') {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+/// Reads the ops at these history indices (an excerpt: the lines' indices are read without
+/// parsing the rest of each line, and only the wanted lines are parsed), in file order. A
+/// truncated last line is skipped; a malformed line that is wanted is an error naming it. The
+/// file is assumed checked already ([`scan`]): nothing else is validated. `in_order`: the
+/// file's indices increase line by line (`HistorySummary::indices_increasing`), so reading stops
+/// after the last wanted index.
+pub fn read_ops(
+    path: &Path,
+    wanted: &std::collections::BTreeSet<u64>,
+    in_order: bool,
+) -> Result<Vec<Op>, HistoryError> {
+    let io = |source| HistoryError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    let Some(&last) = wanted.last() else {
+        return Ok(out);
+    };
+    let file = File::open(path).map_err(io)?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+            break;
+        }
+        n += 1;
+        let complete_line = line.ends_with(b"\n");
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let malformed = |e: serde_json::Error| HistoryError::Malformed {
+            path: path.to_path_buf(),
+            line: n,
+            message: format!("not a history op: {e}"),
+        };
+        let index = match leading_index(text)
+            .ok_or(())
+            .or_else(|()| serde_json::from_slice::<RawOp>(text).map(|op| op.index))
+        {
+            Ok(i) => i,
+            Err(_) if !complete_line => break,
+            Err(e) => return Err(malformed(e)),
+        };
+        if wanted.contains(&index) {
+            match serde_json::from_slice::<Op>(text) {
+                Ok(op) => out.push(op),
+                Err(_) if !complete_line => break,
+                Err(e) => return Err(malformed(e)),
+            }
+        }
+        if in_order && index >= last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// Reads a whole history into memory (see [`scan`] for what is checked).
 pub fn read_history(path: &Path) -> Result<History, HistoryError> {
     let mut ops = Vec::new();
     let warnings = scan(path, |raw| {
-        let value = match raw.value {
-            Some(v) => serde_json::from_str(v.get()).map_err(|e| format!("bad value: {e}"))?,
-            None => Value::Null,
-        };
-        ops.push(Op {
-            index: raw.index,
-            time_ns: raw.time_ns,
-            process: raw.process,
-            op_type: raw.op_type,
-            f: raw.f.into_owned(),
-            value,
-        });
+        ops.push(raw.into_op()?);
         Ok(())
     })?;
     Ok(History { ops, warnings })

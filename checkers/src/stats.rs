@@ -377,7 +377,7 @@ impl Collector {
             process: op.process.clone(),
             op_type: op.op_type,
             f: op.f.as_str().into(),
-            value: value.as_deref(),
+            value: value.as_deref().map(|v| crate::history::RawJson(v.get())),
         });
     }
 
@@ -474,35 +474,13 @@ impl Collector {
     }
 
     fn unseen_series(&self, bucket_ns: u64, duration_ns: u64) -> Unseen {
-        let first = if self.first_ns == NEVER {
-            0
-        } else {
-            self.first_ns
-        };
-        let (bucket_ns, start_ns, n) = buckets(bucket_ns.max(1), first, duration_ns);
-        let mut delta = vec![0i64; n + 1];
-        let slot = |ns: u64| ((ns.saturating_sub(start_ns) / bucket_ns) as usize).min(n);
-        for &(ack, read) in self.values.values() {
-            if ack == NEVER || read <= ack {
-                continue;
-            }
-            delta[slot(ack)] += 1;
-            if read != NEVER {
-                delta[slot(read)] -= 1;
-            }
-        }
-        let mut counts = Vec::with_capacity(n);
-        let mut cur = 0i64;
-        for d in delta.iter().take(n) {
-            cur += d;
-            counts.push(cur.max(0) as u64);
-        }
-        Unseen {
+        unseen_of(
+            self.values.values().copied(),
+            self.first_ns,
             bucket_ns,
-            start_ns,
-            counts,
-            final_start_ns: self.final_start_ns,
-        }
+            duration_ns,
+            self.final_start_ns,
+        )
     }
 
     /// Every statistic, with 1-second throughput buckets and quarter-second unseen buckets.
@@ -510,40 +488,187 @@ impl Collector {
         let duration_ns = self.last_ns;
         let unseen = self.unseen_series(SECOND_NS / 4, duration_ns);
         let fns = &self.fns;
-        let mut groups: Vec<(&str, u8, Vec<u64>)> = self
+        let latencies = self
             .latencies
             .into_iter()
             .map(|((f, t), v)| (fns.get(f as usize).map_or("", String::as_str), t, v))
             .collect();
-        groups.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        let quantiles = groups
-            .into_iter()
-            .map(|(f, t, v)| group_quantiles(f, type_of_order(t), v))
-            .collect();
-        let done = self
-            .done
-            .iter()
-            .flat_map(|(t, v)| v.iter().map(move |ns| (*ns, *t)));
-        let throughput = throughput_of(done, SECOND_NS, duration_ns);
         let mut points = self.kept;
         points.extend(self.ok.points);
         points.extend(self.other.points);
-        points.sort_by_key(|p| p.complete_index);
-        let (faults, fault_events) = fault_intervals(&History {
-            ops: self.nemesis,
-            warnings: Vec::new(),
-        });
-        Stats {
-            duration_ns,
+        assemble(Parts {
+            latencies,
+            done: self.done,
             points,
             completed: self.completed,
-            quantiles,
-            throughput,
-            faults,
-            fault_events,
+            nemesis: self.nemesis,
+            duration_ns,
             unseen,
+        })
+    }
+}
+
+/// The unseen series of (first acknowledgement, first ok read) times ([`NEVER`]: none), in
+/// `bucket_ns` buckets from `first_ns` up to `duration_ns`.
+fn unseen_of(
+    values: impl Iterator<Item = (u64, u64)>,
+    first_ns: u64,
+    bucket_ns: u64,
+    duration_ns: u64,
+    final_start_ns: Option<u64>,
+) -> Unseen {
+    let first = if first_ns == NEVER { 0 } else { first_ns };
+    let (bucket_ns, start_ns, n) = buckets(bucket_ns.max(1), first, duration_ns);
+    let mut delta = vec![0i64; n + 1];
+    let slot = |ns: u64| ((ns.saturating_sub(start_ns) / bucket_ns) as usize).min(n);
+    for (ack, read) in values {
+        if ack == NEVER || read <= ack {
+            continue;
+        }
+        delta[slot(ack)] += 1;
+        if read != NEVER {
+            delta[slot(read)] -= 1;
         }
     }
+    let mut counts = Vec::with_capacity(n);
+    let mut cur = 0i64;
+    for d in delta.iter().take(n) {
+        cur += d;
+        counts.push(cur.max(0) as u64);
+    }
+    Unseen {
+        bucket_ns,
+        start_ns,
+        counts,
+        final_start_ns,
+    }
+}
+
+/// What [`Stats`] are assembled from, however the history was read.
+struct Parts<'a> {
+    /// Latencies per (function, completion type order).
+    latencies: Vec<(&'a str, u8, Vec<u64>)>,
+    /// Completion times per completion type.
+    done: BTreeMap<&'static str, Vec<u64>>,
+    /// Kept latency points (any order).
+    points: Vec<LatencyPoint>,
+    completed: u64,
+    nemesis: Vec<Op>,
+    duration_ns: u64,
+    unseen: Unseen,
+}
+
+fn assemble(p: Parts<'_>) -> Stats {
+    let mut groups = p.latencies;
+    groups.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let quantiles = groups
+        .into_iter()
+        .map(|(f, t, v)| group_quantiles(f, type_of_order(t), v))
+        .collect();
+    let done = p
+        .done
+        .iter()
+        .flat_map(|(t, v)| v.iter().map(move |ns| (*ns, *t)));
+    let throughput = throughput_of(done, SECOND_NS, p.duration_ns);
+    let mut points = p.points;
+    points.sort_by_key(|p| p.complete_index);
+    let (faults, fault_events) = fault_intervals(&History {
+        ops: p.nemesis,
+        warnings: Vec::new(),
+    });
+    Stats {
+        duration_ns: p.duration_ns,
+        points,
+        completed: p.completed,
+        quantiles,
+        throughput,
+        faults,
+        fault_events,
+        unseen: p.unseen,
+    }
+}
+
+/// The statistics of a history already read by the check ([`crate::check_file_full`]): the
+/// same as [`Collector`] computes reading the file, without reading it again. The completions
+/// in `keep` always keep their latency points.
+pub fn of_summary(s: &crate::HistorySummary, keep: &std::collections::BTreeSet<u64>) -> Stats {
+    let t = &s.txns;
+    let mut latencies: FastMap<(u8, u8), Vec<u64>> = FastMap::default();
+    let mut done: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
+    let (mut ok, mut other, mut kept) = (Sample::new(), Sample::new(), Vec::new());
+    let mut completed = 0u64;
+    // Each record's first acknowledgement and first ok read.
+    let mut values: Vec<(u64, u64)> = vec![(NEVER, NEVER); t.rec_key.len()];
+    for (at, tx) in t.txns.iter().enumerate() {
+        let (Some(done_ns), Some(invoke_index)) = (tx.complete_ns(), t.invoke_index(at)) else {
+            continue;
+        };
+        let op_type = match tx.status {
+            crate::txns::Status::Ok => OpType::Ok,
+            crate::txns::Status::Info => OpType::Info,
+            crate::txns::Status::Fail => OpType::Fail,
+        };
+        completed += 1;
+        let latency = done_ns.saturating_sub(tx.invoke_ns);
+        latencies
+            .entry((tx.f, type_order(op_type)))
+            .or_default()
+            .push(latency);
+        done.entry(type_name(op_type)).or_default().push(done_ns);
+        let point = || LatencyPoint {
+            invoke_ns: tx.invoke_ns,
+            latency_ns: latency,
+            f: t.f_name(tx).to_string(),
+            op_type,
+            process: t.processes[tx.process as usize].clone(),
+            invoke_index,
+            complete_index: tx.index,
+        };
+        if keep.contains(&tx.index) {
+            kept.push(point());
+        } else if op_type == OpType::Ok {
+            ok.offer(point);
+        } else {
+            other.offer(point);
+        }
+        if op_type == OpType::Ok {
+            for send in t.sends(tx) {
+                let v = &mut values[send.rec as usize];
+                if v.0 == NEVER {
+                    v.0 = done_ns;
+                }
+            }
+            for read in t.reads(tx) {
+                let v = &mut values[read.rec() as usize];
+                if v.1 == NEVER {
+                    v.1 = done_ns;
+                }
+            }
+        }
+    }
+    let (first_ns, duration_ns) = s.span_ns.unwrap_or((NEVER, 0));
+    let unseen = unseen_of(
+        values.into_iter(),
+        first_ns,
+        SECOND_NS / 4,
+        duration_ns,
+        s.final_start_ns,
+    );
+    let latencies = latencies
+        .into_iter()
+        .map(|((f, ty), v)| (t.fns.get(f as usize).map_or("", String::as_str), ty, v))
+        .collect();
+    kept.extend(ok.points);
+    kept.extend(other.points);
+    assemble(Parts {
+        latencies,
+        done,
+        points: kept,
+        completed,
+        nemesis: s.nemesis.clone(),
+        duration_ns,
+        unseen,
+    })
 }
 
 /// Pairs each client completion with its process's open invocation (O(n)); completions without

@@ -142,6 +142,8 @@ pub struct Txn {
     pub kind: Kind,
     /// It carried a poll micro-op (ok completions only).
     pub polled: bool,
+    /// Its invocation's function, an index into [`Txns::fns`].
+    pub f: u8,
     /// The barrier this op raised when it completed (ok data ops; 0 for none).
     pub barrier: u32,
     /// The last barrier raised before this op was invoked (0 for none).
@@ -150,7 +152,13 @@ pub struct Txn {
     reads: Range<u32>,
     /// Its targets and rebalances (rare) in [`Txns`]'s `extras`, or [`NEVER_EXTRA`].
     extra: u32,
+    /// History index of its completion minus that of its invocation ([`NO_INVOKE`]: no
+    /// invocation, or too far apart: see [`Txns::invoke_index`]).
+    invoke_gap: u32,
 }
+
+/// No invocation gap recorded (see [`Txns::invoke_index`]).
+const NO_INVOKE: u32 = u32::MAX;
 
 /// The completion time of an op that never completed.
 pub const NEVER: u64 = u64::MAX;
@@ -179,6 +187,12 @@ pub struct Txns {
     pub txns: Vec<Txn>,
     /// Interned key names.
     pub keys: Vec<String>,
+    /// Interned invocation functions (`send`, `poll`, ...; at most 255, later ones share the
+    /// last).
+    pub fns: Vec<String>,
+    /// Invocation indices too far from their completions for [`Txn`]'s gap, by position in
+    /// `txns`.
+    far_invokes: FastMap<u32, u64>,
     /// Interned processes.
     pub processes: Vec<Process>,
     send_store: Vec<Send>,
@@ -214,6 +228,23 @@ fn slice<'s, T>(store: &'s [T], r: &Range<u32>) -> &'s [T] {
 }
 
 impl Txns {
+    /// History index of an op's invocation (None for a completion without one).
+    pub fn invoke_index(&self, at: usize) -> Option<u64> {
+        let t = self.txns.get(at)?;
+        if t.complete == NEVER {
+            return Some(t.index);
+        }
+        match t.invoke_gap {
+            NO_INVOKE => self.far_invokes.get(&(at as u32)).copied(),
+            gap => Some(t.index - u64::from(gap)),
+        }
+    }
+
+    /// The function an op was invoked with.
+    pub fn f_name(&self, t: &Txn) -> &str {
+        self.fns.get(t.f as usize).map_or("", String::as_str)
+    }
+
     /// The op's sends, in op order.
     pub fn sends(&self, t: &Txn) -> &[Send] {
         slice(&self.send_store, &t.sends)
@@ -379,6 +410,7 @@ impl Txns {
 struct OpenOp {
     index: u64,
     kind: Kind,
+    f: u8,
     time_ns: u64,
     sends: Vec<Send>,
     barrier_before: u32,
@@ -455,9 +487,20 @@ impl Builder {
         id
     }
 
+    fn fn_id(&mut self, f: &str) -> u8 {
+        if let Some(i) = self.out.fns.iter().position(|x| x == f) {
+            return i as u8;
+        }
+        if self.out.fns.len() < usize::from(u8::MAX) {
+            self.out.fns.push(f.to_string());
+        }
+        (self.out.fns.len() - 1) as u8
+    }
+
     /// A client process invokes an op.
     pub fn invoke(&mut self, index: u64, time_ns: u64, process: &Process, f: &str) {
         let pid = self.proc_id(process);
+        let fid = self.fn_id(f);
         let barrier_before = self.out.barriers;
         self.invoked_since_barrier = true;
         self.open.insert(
@@ -465,6 +508,7 @@ impl Builder {
             OpenOp {
                 index,
                 kind: kind_of(f),
+                f: fid,
                 time_ns,
                 sends: Vec::new(),
                 barrier_before,
@@ -485,9 +529,18 @@ impl Builder {
         null_value: bool,
     ) {
         let pid = self.proc_id(process);
-        let (invoke_ns, barrier_before) = match self.open.get(&pid) {
-            Some(o) => (o.time_ns, o.barrier_before),
-            None => (time_ns, 0),
+        let (invoke_ns, barrier_before, invoke, fid) = match self.open.get(&pid) {
+            Some(o) => (o.time_ns, o.barrier_before, Some(o.index), o.f),
+            None => (time_ns, 0, None, self.fn_id(f)),
+        };
+        let at = self.out.txns.len() as u32;
+        let invoke_gap = match invoke {
+            Some(i) if i <= index && index - i < u64::from(NO_INVOKE) => (index - i) as u32,
+            Some(i) => {
+                self.out.far_invokes.insert(at, i);
+                NO_INVOKE
+            }
+            None => NO_INVOKE,
         };
         let status = match op_type {
             OpType::Ok => Status::Ok,
@@ -504,9 +557,11 @@ impl Builder {
             status,
             kind: kind_of(f),
             polled: false,
+            f: fid,
             sends: sends..sends,
             reads: reads..reads,
             extra: NEVER_EXTRA,
+            invoke_gap,
             barrier: 0,
             barrier_before,
         });
@@ -762,9 +817,11 @@ impl Builder {
                 status: Status::Info,
                 kind: o.kind,
                 polled: false,
+                f: o.f,
                 sends: start..end,
                 reads: r..r,
                 extra: NEVER_EXTRA,
+                invoke_gap: 0,
                 barrier: 0,
                 barrier_before: o.barrier_before,
             });
@@ -1181,6 +1238,7 @@ mod tests {
     #[test]
     fn a_read_takes_12_bytes_and_marks_each_polls_first_record() {
         assert_eq!(std::mem::size_of::<ReadRec>(), 12);
+        assert_eq!(std::mem::size_of::<Txn>(), 64);
         let mut b = Builder::new();
         let p = Process::Client(1);
         b.invoke(0, 0, &p, "txn");

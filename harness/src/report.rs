@@ -32,6 +32,18 @@ pub fn render_after_run(run: &Path) {
     }
 }
 
+/// As [`render_after_run`], right after a check in one pass ([`checkers::check_file_full`]):
+/// the report's statistics come from the check's pass and only its excerpt is read from the
+/// history again.
+pub fn render_checked_after_run(run: &Path, summary: &checkers::HistorySummary) {
+    let rendered = results::report::write_checked(run, summary)
+        .with_context(|| format!("rendering {}/report.html", run.display()));
+    match rendered {
+        Ok(p) => crate::runlog::say(&format!("harness: report {}", p.display())),
+        Err(e) => crate::runlog::say(&format!("harness: warning: no report: {e:#}")),
+    }
+}
+
 /// The JUnit case of one run: its verdict from `results.json` (Crashed when the harness failed
 /// or there is no results.json) and a message naming the invalidating findings.
 pub fn run_case(

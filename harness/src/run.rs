@@ -610,10 +610,10 @@ pub fn check_run(run: &Path) -> Result<u8> {
             checkers::CheckOptions::default()
         }
     };
-    let result = checkers::check_file(&history, &options)
+    let checkers::Checked { result, summary } = checkers::check_file_full(&history, &options)
         .with_context(|| format!("checking {}", history.display()))?;
     let mut value = serde_json::to_value(&result).context("serialising results")?;
-    add_unrecoverable_brokers(&history, &mut value)?;
+    add_unrecoverable_brokers(&summary.nemesis, &mut value);
     let tmp = run.join("results.json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&value)?)
         .with_context(|| format!("writing {}", tmp.display()))?;
@@ -644,7 +644,7 @@ pub fn check_run(run: &Path) -> Result<u8> {
     let verdict = results::verdict::Verdict::from_valid(&value["valid"]);
     println!("valid: {}", value["valid"]);
     crate::runlog::write_line(&format!("valid: {}", value["valid"]));
-    crate::report::render_after_run(run);
+    crate::report::render_checked_after_run(run, &summary);
     Ok(results::verdict::exit_code(&[verdict]))
 }
 
@@ -679,26 +679,20 @@ pub const UNRECOVERABLE: &str = "broker-unrecoverable";
 /// Adds the `broker-unrecoverable` nemesis ops of the history to a checker result (as an
 /// invalidating anomaly: a fault the harness injected left a broker unable to start, which
 /// Kafka's recovery is meant to survive).
-fn add_unrecoverable_brokers(history: &Path, value: &mut serde_json::Value) -> Result<()> {
-    use std::io::BufRead;
-    let file =
-        std::fs::File::open(history).with_context(|| format!("opening {}", history.display()))?;
+fn add_unrecoverable_brokers(nemesis: &[checkers::Op], value: &mut serde_json::Value) {
     let mut examples = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let Ok(line) = line else { break };
-        if !line.contains(UNRECOVERABLE) {
-            continue;
-        }
-        if let Ok(op) = serde_json::from_str::<serde_json::Value>(&line) {
-            if op["f"] == UNRECOVERABLE && op["process"] == "nemesis" {
-                let mut ex = op["value"].clone();
-                ex["op"] = op["index"].clone();
-                examples.push(ex);
-            }
-        }
+    for op in nemesis.iter().filter(|op| op.f == UNRECOVERABLE) {
+        // The op's details with its index (details that are not a map go under `value`).
+        let mut ex = match &op.value {
+            serde_json::Value::Object(m) => m.clone(),
+            serde_json::Value::Null => serde_json::Map::new(),
+            other => serde_json::Map::from_iter([("value".to_string(), other.clone())]),
+        };
+        ex.insert("op".into(), op.index.into());
+        examples.push(serde_json::Value::Object(ex));
     }
     if examples.is_empty() {
-        return Ok(());
+        return;
     }
     let nodes: Vec<String> = examples
         .iter()
@@ -720,5 +714,4 @@ fn add_unrecoverable_brokers(history: &Path, value: &mut serde_json::Value) -> R
         inv.push(serde_json::json!(UNRECOVERABLE));
     }
     value["valid"] = serde_json::json!(false);
-    Ok(())
 }

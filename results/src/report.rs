@@ -320,12 +320,64 @@ impl Run {
     }
 }
 
+impl Run {
+    /// As [`Run::load`], for a run just checked in one pass ([`checkers::check_file_full`],
+    /// whose `results.json` is already written): the statistics come from the check's pass
+    /// ([`stats::of_summary`]), and of `history.jsonl` only the excerpt's lines are parsed
+    /// ([`checkers::history::read_ops`]; the rest of each line is skipped unread).
+    pub fn from_checked(
+        dir: &Path,
+        summary: &checkers::HistorySummary,
+    ) -> Result<Run, ReportError> {
+        let test = read_test_json(&dir.join("test.json"))?;
+        let results = read_json(&dir.join("results.json"))?;
+        let (linked, keys) = referenced(&results);
+        let stats = stats::of_summary(summary, &linked);
+        let limits = checkers::ExcerptLimits {
+            context: CONTEXT_OPS,
+            nemesis_context: MAX_NEMESIS_CONTEXT,
+            key_ops: MAX_KEY_OPS,
+        };
+        let wanted = summary.excerpt_indices(&linked, &keys, limits);
+        let ops = checkers::history::read_ops(
+            &dir.join("history.jsonl"),
+            &wanted,
+            summary.indices_increasing,
+        )?;
+        Ok(Run {
+            dir: dir.to_path_buf(),
+            test,
+            results,
+            stats,
+            op_count: summary.ops,
+            history: History {
+                ops,
+                warnings: summary.warnings.clone(),
+            },
+        })
+    }
+}
+
+/// As [`write`], for a run just checked ([`Run::from_checked`]): the history is not read again
+/// beyond the excerpt's lines.
+pub fn write_checked(
+    dir: &Path,
+    summary: &checkers::HistorySummary,
+) -> Result<PathBuf, ReportError> {
+    write_run(&Run::from_checked(dir, summary)?)
+}
+
 /// Renders `dir`'s report and writes it to `dir/report.html`, with each plot also as its own
 /// SVG file beside it (as Jepsen writes `latency-raw.svg`, `latency-quantiles.svg`,
 /// `rate.svg`; see [`PLOT_FILES`]); returns the report's path.
 pub fn write(dir: &Path) -> Result<PathBuf, ReportError> {
-    let run = Run::load(dir)?;
-    let (html, plots) = render_with_plots(&run)?;
+    write_run(&Run::load(dir)?)
+}
+
+/// Renders a loaded run into its folder (see [`write`]).
+fn write_run(run: &Run) -> Result<PathBuf, ReportError> {
+    let dir = run.dir.as_path();
+    let (html, plots) = render_with_plots(run)?;
     let path = dir.join("report.html");
     let tmp = dir.join("report.html.tmp");
     let io = |p: &Path| {

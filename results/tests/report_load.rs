@@ -41,17 +41,22 @@ fn write_history(dir: &Path, n: u64, t0: u64) -> u64 {
     index
 }
 
-#[test]
-fn the_history_is_streamed_into_stats_and_an_excerpt_of_what_results_name() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lines = write_history(dir.path(), 20_000, 0);
+/// A `results.json` whose one lost write names key k3 and op 30002.
+fn write_results(dir: &Path) {
     std::fs::write(
-        dir.path().join("results.json"),
+        dir.join("results.json"),
         r#"{"valid": false, "invalidating": ["lost-write"], "checked": ["lost-write"],
             "anomalies": {"lost-write": {"count": 1, "explanation": "gone",
               "examples": [{"key": "k3", "offset": 7, "send_op": 30002}]}}}"#,
     )
     .expect("results");
+}
+
+#[test]
+fn the_history_is_streamed_into_stats_and_an_excerpt_of_what_results_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines = write_history(dir.path(), 20_000, 0);
+    write_results(dir.path());
     let run = Run::load(dir.path()).expect("loads");
     assert_eq!(run.op_count, lines);
     assert_eq!(run.stats.completed, 20_000);
@@ -113,4 +118,27 @@ fn a_run_with_a_bad_test_json_is_an_error_naming_the_field() {
         .expect_err("unknown field")
         .to_string();
     assert!(e.contains("field `nemesis`: unknown"), "{e}");
+}
+
+/// A run just checked loads from the check's pass (`Run::from_checked`) into the same
+/// statistics and excerpt as a fresh load of its files.
+#[test]
+fn a_checked_run_loads_as_its_files_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines = write_history(dir.path(), 20_000, 0);
+    write_results(dir.path());
+    let checked = checkers::check_file_full(
+        &dir.path().join("history.jsonl"),
+        &checkers::CheckOptions::default(),
+    )
+    .expect("checks");
+    let fresh = Run::load(dir.path()).expect("loads");
+    let run = Run::from_checked(dir.path(), &checked.summary).expect("loads from the check");
+    assert_eq!(run.op_count, lines);
+    assert_eq!(run.stats, fresh.stats);
+    assert_eq!(run.history.ops, fresh.history.ops);
+    assert_eq!(
+        report::render(&run).expect("renders"),
+        report::render(&fresh).expect("renders")
+    );
 }
