@@ -11,7 +11,8 @@
 //! check's pass (`stats::of_summary`) and its excerpt (`read_ops`, made to read the whole file
 //! by naming the last op). Peak memory (VmHWM) is reset before each phase and printed per
 //! phase. Sizes (client ops, two
-//! lines each) can be chosen with `CHECK_BENCH_SIZES=1000000,10000000`. Prints one line per
+//! lines each) can be chosen with `CHECK_BENCH_SIZES=1000000,10000000`; `CHECK_BENCH_KEEP=dir`
+//! keeps the histories in `dir` and reuses them on the next run. Prints one line per
 //! size.
 
 use std::time::Instant;
@@ -71,7 +72,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             reread,
             ..RealRunConfig::default()
         };
-        let lines = write_real_run(&path, &cfg)?;
+        // CHECK_BENCH_KEEP=dir keeps each history there and reuses one already written
+        // (profiling the check alone).
+        let kept = std::env::var_os("CHECK_BENCH_KEEP").map(|d| {
+            std::path::PathBuf::from(d).join(format!("history-{n}-{}.jsonl", u8::from(reread)))
+        });
+        let path = kept.clone().unwrap_or(path);
+        let lines = match std::fs::metadata(&path) {
+            Ok(_) if kept.is_some() => {
+                std::fs::read(&path)?.split(|b| *b == b'\n').count() as u64 - 1
+            }
+            _ => write_real_run(&path, &cfg)?,
+        };
         let write_s = t0.elapsed().as_secs_f64();
         let size_mb = std::fs::metadata(&path)?.len() as f64 / 1e6;
         reset_peak();
@@ -116,7 +128,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if valid != serde_json::json!(true) {
             println!("  {anomalies} anomaly kinds found on a valid history");
         }
-        std::fs::remove_file(&path)?;
+        if kept.is_none() {
+            std::fs::remove_file(&path)?;
+        }
     }
     Ok(())
 }

@@ -113,29 +113,30 @@ impl<'a> Cursor<'a> {
         let neg = self.b.get(self.at) == Some(&b'-');
         self.at += usize::from(neg);
         let start = self.at;
-        let mut v: i64 = 0;
-        while let Some(c) = self.b.get(self.at).filter(|c| c.is_ascii_digit()) {
-            let d = i64::from(c - b'0');
-            v = v
-                .checked_mul(10)
-                .and_then(|v| {
-                    if neg {
-                        v.checked_sub(d)
-                    } else {
-                        v.checked_add(d)
-                    }
-                })
-                .ok_or(Unsupported)?;
+        // At most 19 digits: no u64 overflow; the range is checked once at the end.
+        let mut v: u64 = 0;
+        let end = self.b.len().min(start + 19);
+        while self.at < end {
+            let d = self.b[self.at].wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            v = v * 10 + u64::from(d);
             self.at += 1;
         }
         let digits = self.at - start;
         if digits == 0
+            || digits > 19
             || (digits > 1 && self.b[start] == b'0')
-            || matches!(self.b.get(self.at), Some(b'.' | b'e' | b'E'))
+            || matches!(self.b.get(self.at), Some(b'.' | b'e' | b'E' | b'0'..=b'9'))
         {
             return Err(Unsupported);
         }
-        Ok(v)
+        if neg {
+            0i64.checked_sub_unsigned(v).ok_or(Unsupported)
+        } else {
+            i64::try_from(v).map_err(|_| Unsupported)
+        }
     }
 
     fn u64(&mut self) -> R<u64> {
@@ -169,45 +170,35 @@ impl MopParser {
     /// if it gives up.
     pub fn feed<S: MopSink>(&mut self, sink: &mut S, json: &str) -> R<()> {
         self.events.clear();
-        let mut c = Cursor {
-            b: json.as_bytes(),
-            at: 0,
-        };
-        if !c.literal(b"null") {
-            self.list(&mut c)?;
+        self.parse(json.as_bytes(), 0)?;
+        Parsed {
+            events: &self.events,
+            text: json,
         }
-        c.ws();
-        if c.at != c.b.len() {
-            return Err(Unsupported);
-        }
-        let s = |(a, b): (u32, u32)| &json[a as usize..b as usize];
-        let mut key = 0;
-        for ev in &self.events {
-            match *ev {
-                Ev::Send {
-                    key,
-                    value,
-                    offset,
-                    partition,
-                } => {
-                    let offset = (offset != NO_OFFSET).then_some(offset);
-                    sink.send(s(key), value, offset);
-                    if let Some(p) = partition {
-                        sink.partition(s(key), p);
-                    }
-                }
-                Ev::Poll => sink.poll(),
-                // A key's records follow it: the key is interned once for them.
-                Ev::ReadKey(a, b) => key = sink.intern_key(s((a, b))),
-                Ev::Read(o, v) => sink.read_key(key, (o != NO_OFFSET).then_some(o), v),
-                Ev::Partition(a, b, p) => sink.partition(s((a, b)), p),
-                Ev::TargetPartition(p) => sink.target(TargetRef::Partition(p)),
-                Ev::TargetName(a, b) => sink.target(TargetRef::Name(s((a, b)))),
-                Ev::RebalancePartition(p) => sink.rebalance(TargetRef::Partition(p)),
-                Ev::RebalanceName(a, b) => sink.rebalance(TargetRef::Name(s((a, b)))),
-            }
-        }
+        .replay(sink);
         Ok(())
+    }
+
+    /// Parses the micro-op list `text[start..]` into `self.events` (appended, with byte
+    /// ranges of `text`); on giving up, the events appended so far are removed.
+    fn parse(&mut self, text: &[u8], start: usize) -> R<()> {
+        let before = self.events.len();
+        let mut c = Cursor { b: text, at: start };
+        let parsed = (|| {
+            if !c.literal(b"null") {
+                self.list(&mut c)?;
+            }
+            c.ws();
+            if c.at == c.b.len() {
+                Ok(())
+            } else {
+                Err(Unsupported)
+            }
+        })();
+        if parsed.is_err() {
+            self.events.truncate(before);
+        }
+        parsed
     }
 
     fn list(&mut self, c: &mut Cursor<'_>) -> R<()> {
@@ -352,6 +343,253 @@ impl MopParser {
     }
 }
 
+/// A line's micro-ops as parsed ahead ([`scan_pipelined`]): events over the text they were
+/// read from.
+#[derive(Debug, Clone, Copy)]
+pub struct Parsed<'a> {
+    events: &'a [Ev],
+    text: &'a str,
+}
+
+impl Parsed<'_> {
+    /// Hands the micro-ops to `sink`, as [`crate::txns::feed_raw_into`] would.
+    pub fn replay<S: MopSink>(&self, sink: &mut S) {
+        let s = |(a, b): (u32, u32)| self.text.get(a as usize..b as usize).unwrap_or("");
+        let mut key = 0;
+        for ev in self.events {
+            match *ev {
+                Ev::Send {
+                    key,
+                    value,
+                    offset,
+                    partition,
+                } => {
+                    let offset = (offset != NO_OFFSET).then_some(offset);
+                    sink.send(s(key), value, offset);
+                    if let Some(p) = partition {
+                        sink.partition(s(key), p);
+                    }
+                }
+                Ev::Poll => sink.poll(),
+                // A key's records follow it: the key is interned once for them.
+                Ev::ReadKey(a, b) => key = sink.intern_key(s((a, b))),
+                Ev::Read(o, v) => sink.read_key(key, (o != NO_OFFSET).then_some(o), v),
+                Ev::Partition(a, b, p) => sink.partition(s((a, b)), p),
+                Ev::TargetPartition(p) => sink.target(TargetRef::Partition(p)),
+                Ev::TargetName(a, b) => sink.target(TargetRef::Name(s((a, b)))),
+                Ev::RebalancePartition(p) => sink.rebalance(TargetRef::Partition(p)),
+                Ev::RebalanceName(a, b) => sink.rebalance(TargetRef::Name(s((a, b)))),
+            }
+        }
+    }
+}
+
+/// Lines read and parsed ahead, handed from the reading thread to the checking one.
+#[derive(Debug, Default)]
+struct Batch {
+    /// The lines' text, trimmed, one after another.
+    text: String,
+    lines: Vec<Line>,
+    /// Every fast line's micro-ops, with ranges of `text`.
+    events: Vec<Ev>,
+}
+
+#[derive(Debug)]
+struct Line {
+    /// 1-based line number.
+    n: usize,
+    /// Its text in the batch (empty when it is not UTF-8).
+    span: (u32, u32),
+    /// It ended with a newline (a last line without one may be cut short).
+    complete: bool,
+    /// It is not UTF-8.
+    bad_utf8: bool,
+    /// Read by [`raw_op`], if it could be.
+    fast: Option<FastLine>,
+}
+
+#[derive(Debug)]
+struct FastLine {
+    index: u64,
+    time_ns: u64,
+    process: Process,
+    op_type: OpType,
+    f: (u32, u32),
+    value: Option<(u32, u32)>,
+    /// Its micro-ops in the batch's events, when they parsed (client ops only).
+    events: Option<(u32, u32)>,
+}
+
+/// Bytes of text per batch.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Reads lines into batches, parsing what it can; stops when the receiver hangs up.
+fn produce(file: std::fs::File, tx: std::sync::mpsc::SyncSender<Batch>) -> std::io::Result<()> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut buf = Vec::new();
+    let mut n = 0;
+    let mut batch = Batch::default();
+    let mut parser = MopParser::default();
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        n += 1;
+        let complete = buf.ends_with(b"\n");
+        let at = batch.text.len() as u32;
+        let Ok(line) = std::str::from_utf8(&buf) else {
+            batch.lines.push(Line {
+                n,
+                span: (at, at),
+                complete,
+                bad_utf8: true,
+                fast: None,
+            });
+            continue;
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        batch.text.push_str(line);
+        let span = (at, batch.text.len() as u32);
+        let fast = if complete {
+            std::mem::swap(&mut parser.events, &mut batch.events);
+            let fast = fast_line(&batch.text, span, &mut parser);
+            std::mem::swap(&mut parser.events, &mut batch.events);
+            fast
+        } else {
+            None
+        };
+        batch.lines.push(Line {
+            n,
+            span,
+            complete,
+            bad_utf8: false,
+            fast,
+        });
+        if batch.text.len() >= BATCH_BYTES && tx.send(std::mem::take(&mut batch)).is_err() {
+            return Ok(());
+        }
+    }
+    if !batch.lines.is_empty() {
+        let _ = tx.send(batch);
+    }
+    Ok(())
+}
+
+/// The line at `span` of `text`, read by [`raw_op`] with its micro-ops parsed into
+/// `parser.events` (client ops).
+fn fast_line(text: &str, span: (u32, u32), parser: &mut MopParser) -> Option<FastLine> {
+    let line = &text[span.0 as usize..span.1 as usize];
+    let op = raw_op(line)?;
+    let base = text.as_ptr() as usize;
+    let range = |s: &str| {
+        let a = (s.as_ptr() as usize - base) as u32;
+        (a, a + s.len() as u32)
+    };
+    let f = range(&op.f);
+    let value = op.value.map(|v| range(v.get()));
+    let events = match value {
+        Some((a, b)) if !op.process.is_nemesis() => {
+            let from = parser.events.len() as u32;
+            parser
+                .parse(&text.as_bytes()[..b as usize], a as usize)
+                .ok()
+                .map(|()| (from, parser.events.len() as u32))
+        }
+        _ => None,
+    };
+    Some(FastLine {
+        index: op.index,
+        time_ns: op.time_ns,
+        process: op.process,
+        op_type: op.op_type,
+        f,
+        value,
+        events,
+    })
+}
+
+/// [`crate::history::scan_with`] with the reading and parsing on a second thread: lines in the
+/// writer's layout come with their micro-ops parsed ([`Parsed`]); other lines are parsed here
+/// by `serde_json`, as [`crate::history::scan`] does.
+pub(crate) fn scan_pipelined(
+    path: &std::path::Path,
+    file: std::fs::File,
+    mut each: impl FnMut(RawOp<'_>, Option<Parsed<'_>>) -> Result<(), String>,
+) -> Result<Vec<String>, crate::history::HistoryError> {
+    use crate::history::{truncated, HistoryError, Pairing};
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
+        let reader = scope.spawn(move || produce(file, tx));
+        let mut warnings = Vec::new();
+        let mut pairing = Pairing::default();
+        let consumed = (|| {
+            for mut batch in rx.iter() {
+                let lines = std::mem::take(&mut batch.lines);
+                for line in lines {
+                    let n = line.n;
+                    let malformed = |message: String| HistoryError::Malformed {
+                        path: path.to_path_buf(),
+                        line: n,
+                        message,
+                    };
+                    let text = &batch.text[line.span.0 as usize..line.span.1 as usize];
+                    let span = |(a, b): (u32, u32)| &batch.text[a as usize..b as usize];
+                    let (op, parsed) = match line.fast {
+                        Some(fl) => (
+                            RawOp {
+                                index: fl.index,
+                                time_ns: fl.time_ns,
+                                process: fl.process,
+                                op_type: fl.op_type,
+                                f: Cow::Borrowed(span(fl.f)),
+                                value: fl.value.map(|v| RawJson(span(v))),
+                            },
+                            fl.events.map(|(a, b)| Parsed {
+                                events: &batch.events[a as usize..b as usize],
+                                text: &batch.text,
+                            }),
+                        ),
+                        None => {
+                            let op = if line.bad_utf8 {
+                                Err("the line is not UTF-8".to_string())
+                            } else {
+                                serde_json::from_str::<RawOp>(text).map_err(|e| e.to_string())
+                            };
+                            match op {
+                                Ok(op) => (op, None),
+                                Err(e) if !line.complete => {
+                                    warnings.push(truncated(n, &e));
+                                    return Ok(());
+                                }
+                                Err(e) => return Err(malformed(format!("not a history op: {e}"))),
+                            }
+                        }
+                    };
+                    pairing.check(&op).map_err(malformed)?;
+                    each(op, parsed).map_err(malformed)?;
+                }
+            }
+            Ok(())
+        })();
+        // Stops the reader if it is still going.
+        drop(rx);
+        let read = reader
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        consumed?;
+        read.map_err(|source| HistoryError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(warnings)
+    })
+}
+
 /// Parses a history line written as this crate writes it (fields in order, no escapes, the
 /// value last), leaving the value unparsed and *unvalidated*: only for callers that parse every
 /// value themselves ([`crate::check_file_full`]).
@@ -470,6 +708,13 @@ mod tests {
             (r#"[null,true]"#, false),
             (r#"[-1]"#, false),
             (r#"[["poll",{"k":[[1,2]]}]] x"#, false),
+            (
+                r#"[["send","k",[9223372036854775807,-9223372036854775808]]]"#,
+                true,
+            ),
+            (r#"[["send","k",[0,9223372036854775808]]]"#, false),
+            (r#"[["send","k",[0,12345678901234567890]]]"#, false),
+            (r#"[["send","k",[0,01]]]"#, false),
         ];
         let mut parser = MopParser::default();
         for (json, fast) in cases {

@@ -277,30 +277,34 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawJson<'a> {
 /// or an error from `each`, is an error naming the line.
 pub fn scan(
     path: &Path,
-    each: impl FnMut(RawOp<'_>) -> Result<(), String>,
+    mut each: impl FnMut(RawOp<'_>) -> Result<(), String>,
 ) -> Result<Vec<String>, HistoryError> {
-    scan_with(path, false, each)
+    scan_with(path, false, |op, _| each(op))
 }
 
-/// As [`scan`]; with `values_checked_by_caller`, lines written as this crate writes them are
-/// read by [`crate::fastparse::raw_op`], which leaves each `value` unvalidated: for callers
-/// that parse every value themselves ([`crate::check_file_full`]).
+/// As [`scan`]; with `values_checked_by_caller`, lines are read and parsed on a second thread,
+/// lines written as this crate writes them by [`crate::fastparse`] (their micro-ops included:
+/// `each` gets them as a [`crate::fastparse::Parsed`] when they parsed), which leaves each
+/// `value` unvalidated otherwise: for callers that parse every value themselves
+/// ([`crate::check_file_full`]).
 pub fn scan_with(
     path: &Path,
     values_checked_by_caller: bool,
-    mut each: impl FnMut(RawOp<'_>) -> Result<(), String>,
+    mut each: impl FnMut(RawOp<'_>, Option<crate::fastparse::Parsed<'_>>) -> Result<(), String>,
 ) -> Result<Vec<String>, HistoryError> {
     let io = |source| HistoryError::Io {
         path: path.to_path_buf(),
         source,
     };
     let file = File::open(path).map_err(io)?;
+    if values_checked_by_caller {
+        return crate::fastparse::scan_pipelined(path, file, each);
+    }
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut warnings = Vec::new();
-    let mut open: std::collections::HashMap<Process, u64> = Default::default();
+    let mut pairing = Pairing::default();
     let mut line = String::new();
     let mut n = 0;
-    let nemesis = Process::nemesis();
     loop {
         line.clear();
         let read = reader.read_line(&mut line).map_err(io)?;
@@ -318,44 +322,54 @@ pub fn scan_with(
             line: n,
             message,
         };
-        // A last line without its newline may be cut short: the general path tells.
-        let fast = (values_checked_by_caller && complete_line)
-            .then(|| crate::fastparse::raw_op(text))
-            .flatten();
-        let op: RawOp = match fast.map_or_else(|| serde_json::from_str(text), Ok) {
+        let op: RawOp = match serde_json::from_str(text) {
             Ok(op) => op,
             Err(e) if !complete_line => {
-                warnings.push(format!(
-                    "line {n} is truncated ({e}); dropped it (the harness probably stopped mid-write)"
-                ));
+                warnings.push(truncated(n, &e));
                 break;
             }
             Err(e) => return Err(malformed(format!("not a history op: {e}"))),
         };
-        if op.process != nemesis {
-            match op.op_type {
-                OpType::Invoke => {
-                    if let Some(prev) = open.get(&op.process) {
-                        return Err(malformed(format!(
-                            "process {:?} invokes again while its op at index {prev} is still open",
-                            op.process
-                        )));
-                    }
-                    open.insert(op.process.clone(), op.index);
-                }
-                _ => {
-                    if open.remove(&op.process).is_none() {
-                        return Err(malformed(format!(
-                            "completion of `{}` by process {:?} without a matching invoke",
-                            op.f, op.process
-                        )));
-                    }
-                }
-            }
-        }
-        each(op).map_err(malformed)?;
+        pairing.check(&op).map_err(malformed)?;
+        each(op, None).map_err(malformed)?;
     }
     Ok(warnings)
+}
+
+/// The warning for a truncated last line.
+pub(crate) fn truncated(n: usize, e: &dyn std::fmt::Display) -> String {
+    format!("line {n} is truncated ({e}); dropped it (the harness probably stopped mid-write)")
+}
+
+/// Checks that each client process invokes one op at a time and completes only what it
+/// invoked, line by line.
+#[derive(Debug, Default)]
+pub(crate) struct Pairing {
+    open: std::collections::HashMap<Process, u64>,
+}
+
+impl Pairing {
+    /// The next op: an error says what is wrong with its pairing.
+    pub(crate) fn check(&mut self, op: &RawOp<'_>) -> Result<(), String> {
+        if op.process.is_nemesis() {
+            return Ok(());
+        }
+        if op.op_type == OpType::Invoke {
+            if let Some(prev) = self.open.get(&op.process) {
+                return Err(format!(
+                    "process {:?} invokes again while its op at index {prev} is still open",
+                    op.process
+                ));
+            }
+            self.open.insert(op.process.clone(), op.index);
+        } else if self.open.remove(&op.process).is_none() {
+            return Err(format!(
+                "completion of `{}` by process {:?} without a matching invoke",
+                op.f, op.process
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The `index` of a history line written as this crate writes them (`{"index":N,...`).

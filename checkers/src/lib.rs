@@ -173,8 +173,7 @@ pub fn check_file_full(path: &Path, options: &CheckOptions) -> Result<Checked, H
     let mut prev_index = None::<u64>;
     let nemesis = Process::nemesis();
     let final_process = Process::Client(history::FINAL_PROCESS);
-    let mut parser = fastparse::MopParser::default();
-    let warnings = history::scan_with(path, true, |raw| {
+    let warnings = history::scan_with(path, true, |raw, parsed| {
         s.ops += 1;
         s.indices_increasing &= prev_index.is_none_or(|p| p < raw.index);
         prev_index = Some(raw.index);
@@ -208,11 +207,11 @@ pub fn check_file_full(path: &Path, options: &CheckOptions) -> Result<Checked, H
                 raw.value.is_none(),
             );
         }
-        if let Some(v) = raw.value {
-            if parser.feed(&mut b, v.get()).is_err() {
-                txns::feed_raw(&mut b, v.get())
-                    .map_err(|e| format!("bad micro-ops in `value`: {e}"))?;
-            }
+        match (parsed, raw.value) {
+            (Some(p), _) => p.replay(&mut b),
+            (None, Some(v)) => txns::feed_raw(&mut b, v.get())
+                .map_err(|e| format!("bad micro-ops in `value`: {e}"))?,
+            (None, None) => {}
         }
         b.end();
         Ok(())
