@@ -92,6 +92,13 @@ fn dedupe_missing() {
     found_and_control_clean("dedupe-missing", &[1, 2, 3]);
 }
 
+/// Transactions in simulation: the native client's transactional producer, read_committed
+/// consumers reading aborted transactions' records.
+#[test]
+fn ignore_abort_markers_with_transactions() {
+    found_and_control_clean("ignore-abort-markers", &[1, 2, 3]);
+}
+
 #[test]
 fn restart_without_fencing() {
     found_and_control_clean("restart-without-fencing", &[1, 2, 3]);
@@ -125,6 +132,7 @@ fn sweep_every_found_recipe_over_ten_seeds() {
         "hw-truncation",
         "epoch-lookup-next-epoch",
         "dedupe-missing",
+        "ignore-abort-markers",
         "restart-without-fencing",
     ] {
         let mut found = 0;

@@ -1,7 +1,8 @@
 //! `harness sim` is deterministic: one seed simulated twice (two processes) writes
 //! byte-identical histories, under every fault kind the simulator has (partitions, kills that
 //! lose unfsynced writes, pauses, clock jumps, failing disks, extra latency and packet loss
-//! between brokers). Any wall-clock read, OS-seeded
+//! between brokers), with transactions (`txn` ops through the native client's transactional
+//! producer, plain sends as transactions of one). Any wall-clock read, OS-seeded
 //! hash map order, OS thread or unseeded random choice that reaches behaviour shows up here as
 //! a difference.
 //! The second run traces, as a replay does: building the trace subscriber on the simulation
@@ -29,6 +30,7 @@ fn simulate(store: &Path, seed: u64, extra: &[&str]) -> PathBuf {
         ])
         .args(["--final-time-limit", "20", "--nemesis-interval", "3"])
         .args(["--nemesis", "partition,kill,pause,clock,disk,latency,loss"])
+        .arg("--transactions")
         .args(extra)
         .arg("--store")
         .arg(store)
@@ -80,6 +82,12 @@ fn one_seed_twice_gives_the_same_history_byte_for_byte() {
         assert!(text.contains(f), "no {f} op in seed {seed}'s history");
     }
     assert!(text.contains("\"lost-unfsynced\""));
+    // Transactions ran (the native client's transactional producer): committed ones too.
+    let txns_ok = text
+        .lines()
+        .filter(|l| l.contains("\"f\":\"txn\"") && l.contains("\"type\":\"ok\""))
+        .count();
+    assert!(txns_ok > 50, "only {txns_ok} committed txn ops");
     let oks = text.matches("\"type\":\"ok\"").count();
     assert!(oks > 200, "only {oks} ok ops");
     assert!(text.contains("\"process\":1000000"), "no final reads");

@@ -4,6 +4,8 @@
 //! classification (`Ok` / `Definite` / `Indeterminate`) becomes `ok` / `fail` / `info`
 //! directly.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -155,28 +157,104 @@ impl NativeClient {
             });
         }
     }
+}
 
-    /// Aborts the open transaction and moves the consumer back (the aborted transaction's reads
-    /// are not in the history, so they are read again).
-    fn abort(
-        &mut self,
-        saved: Vec<(TopicPartition, i64)>,
-        why: String,
-        done: Vec<MopResult>,
-    ) -> TxnResult {
-        let Some(tp) = &self.txn_producer else {
-            return TxnResult::AbortedAfter(why, done);
+/// One poll's future.
+pub type PollFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Record>, ClientError>> + Send + 'a>>;
+
+/// What a transaction's polls read through.
+pub trait TxnPoll: Send {
+    /// One poll.
+    fn poll(&mut self) -> PollFuture<'_>;
+}
+
+/// An assign-mode consumer polling for up to its wait.
+pub struct ConsumerPoll<'a>(pub &'a mut Consumer, pub Duration);
+
+impl TxnPoll for ConsumerPoll<'_> {
+    fn poll(&mut self) -> PollFuture<'_> {
+        Box::pin(async move {
+            self.0
+                .poll(self.1)
+                .await
+                .map(records)
+                .map_err(|e| err("poll", e))
+        })
+    }
+}
+
+/// A worker's consumer of either kind polling for up to its wait.
+struct ReaderPoll<'a>(&'a mut Reader, Duration);
+
+impl TxnPoll for ReaderPoll<'_> {
+    fn poll(&mut self) -> PollFuture<'_> {
+        Box::pin(async move {
+            let parts = match &mut *self.0 {
+                Reader::Assigned(c) => c.poll(self.1).await,
+                Reader::Group(g) => g.poll(self.1).await,
+            };
+            parts.map(records).map_err(|e| err("poll", e))
+        })
+    }
+}
+
+/// Runs sends (`Some((key, partition, value))`) through `tp` and polls (`None`, through
+/// `poll`) in one transaction of `tp`, and commits it (aborts it when a micro-op fails). A
+/// result of [`TxnResult::AbortedAfter`] means the transaction certainly did not commit: the
+/// caller moves its consumer back to where it was before (the aborted transaction's reads are
+/// read again). Real runs (through [`NativeClient`]) and the simulation share it.
+pub async fn run_txn(
+    tp: &TransactionalProducer,
+    topic: &str,
+    mops: &[Option<(String, u32, u64)>],
+    poll: &mut dyn TxnPoll,
+) -> TxnResult {
+    if let Err(e) = tp.begin().await {
+        return TxnResult::Aborted(format!("begin: {e}"));
+    }
+    let mut results = Vec::with_capacity(mops.len());
+    for m in mops {
+        let failed = match m {
+            Some((key, partition, value)) => {
+                let out = tp
+                    .send(
+                        topic,
+                        *partition as i32,
+                        Some(Bytes::from(key.clone())),
+                        Some(Bytes::from(value.to_string())),
+                    )
+                    .await;
+                match out {
+                    Outcome::Ok(offset) => {
+                        results.push(MopResult::Sent(offset));
+                        None
+                    }
+                    other => Some(format!("send: {other:?}")),
+                }
+            }
+            None => match poll.poll().await {
+                Ok(records) => {
+                    results.push(MopResult::Polled(records));
+                    None
+                }
+                Err(e) => Some(format!("poll: {e}")),
+            },
         };
-        match self.rt.block_on(tp.abort()) {
-            TxnOutcome::Committed => {
-                TxnResult::Unknown(format!("{why}; the abort answered committed"))
-            }
-            TxnOutcome::NotCommitted(_) => {
-                self.restore(&saved);
-                TxnResult::AbortedAfter(why, done)
-            }
-            TxnOutcome::Unknown(e) => TxnResult::Unknown(format!("{why}; abort: {e}")),
+        if let Some(why) = failed {
+            return match tp.abort().await {
+                TxnOutcome::Committed => {
+                    TxnResult::Unknown(format!("{why}; the abort answered committed"))
+                }
+                TxnOutcome::NotCommitted(_) => TxnResult::AbortedAfter(why, results),
+                TxnOutcome::Unknown(e) => TxnResult::Unknown(format!("{why}; abort: {e}")),
+            };
         }
+    }
+    match tp.commit().await {
+        TxnOutcome::Committed => TxnResult::Committed(results),
+        TxnOutcome::NotCommitted(e) => TxnResult::AbortedAfter(format!("commit: {e}"), results),
+        TxnOutcome::Unknown(e) => TxnResult::Unknown(format!("commit: {e}")),
     }
 }
 
@@ -246,45 +324,13 @@ impl QueueClient for NativeClient {
         let Some(tp) = &self.txn_producer else {
             return TxnResult::Aborted("transactions are off for this run".into());
         };
-        if let Err(e) = self.rt.block_on(tp.begin()) {
-            return TxnResult::Aborted(format!("begin: {e}"));
-        }
         let saved = self.saved_positions();
-        let mut results = Vec::with_capacity(mops.len());
-        for m in mops {
-            match m {
-                Some((key, partition, value)) => {
-                    let Some(tp) = &self.txn_producer else {
-                        return TxnResult::Aborted("no transactional producer".into());
-                    };
-                    let out = self.rt.block_on(tp.send(
-                        &self.settings.topic,
-                        *partition as i32,
-                        Some(Bytes::from(key.clone())),
-                        Some(Bytes::from(value.to_string())),
-                    ));
-                    match out {
-                        Outcome::Ok(offset) => results.push(MopResult::Sent(offset)),
-                        other => return self.abort(saved, format!("send: {other:?}"), results),
-                    }
-                }
-                None => match self.poll(poll_wait) {
-                    Ok(records) => results.push(MopResult::Polled(records)),
-                    Err(e) => return self.abort(saved, format!("poll: {e}"), results),
-                },
-            }
+        let (rt, reader, topic) = (&self.rt, &mut self.reader, self.settings.topic.as_str());
+        let result = rt.block_on(run_txn(tp, topic, mops, &mut ReaderPoll(reader, poll_wait)));
+        if matches!(result, TxnResult::AbortedAfter(..)) {
+            self.restore(&saved);
         }
-        let Some(tp) = &self.txn_producer else {
-            return TxnResult::Aborted("no transactional producer".into());
-        };
-        match self.rt.block_on(tp.commit()) {
-            TxnOutcome::Committed => TxnResult::Committed(results),
-            TxnOutcome::NotCommitted(e) => {
-                self.restore(&saved);
-                TxnResult::AbortedAfter(format!("commit: {e}"), results)
-            }
-            TxnOutcome::Unknown(e) => TxnResult::Unknown(format!("commit: {e}")),
-        }
+        result
     }
 
     fn send(&mut self, key: &str, partition: u32, value: u64) -> SendResult {

@@ -189,7 +189,7 @@ pub fn send_value(key: &str, partition: u32, value: u64, result: &SendResult) ->
 }
 
 /// A transaction's micro-ops as the client takes them.
-fn txn_mops(ms: &[Mop]) -> Vec<Option<(String, u32, u64)>> {
+pub fn txn_mops(ms: &[Mop]) -> Vec<Option<(String, u32, u64)>> {
     ms.iter()
         .map(|m| match m {
             Mop::Send {
@@ -226,7 +226,7 @@ fn ran_mop(m: &Mop, r: &MopResult, acked: bool) -> Option<Value> {
 /// The history value of a completed transaction: committed ones carry each send's offset and
 /// each poll's records; aborted ones each poll's records that ran before the abort (Jepsen
 /// uses every poll) and the sends without offsets; others repeat the invocation.
-fn txn_value(ms: &[Mop], result: &TxnResult) -> (OpType, Value) {
+pub fn txn_value(ms: &[Mop], result: &TxnResult) -> (OpType, Value) {
     let invoked = Invocation::Txn(ms.to_vec()).to_json();
     match result {
         TxnResult::Committed(results) => {

@@ -103,6 +103,10 @@ pub struct SimArgs {
     /// 1 when the bug's anomaly was found (or, with --control, when the control was not clean).
     #[arg(long)]
     pub recipe: Option<String>,
+    /// Transactional producers (`txn` ops, and plain sends as transactions of one) with
+    /// read_committed consumers.
+    #[arg(long)]
+    pub transactions: bool,
     /// With --recipe: the same recipe without its bug mode (it must stay clean).
     #[arg(long)]
     pub control: bool,
@@ -128,6 +132,11 @@ pub fn spec_of(args: &SimArgs) -> Result<TestSpec> {
         nemesis: Vec::new(),
         ..TestSpec::default()
     };
+    if args.transactions {
+        spec.client.transactions = true;
+        spec.client.idempotence = true;
+        spec.client.isolation_level = "read_committed".into();
+    }
     spec.client.acks = args
         .acks
         .parse()
@@ -468,6 +477,9 @@ fn child_flags(args: &SimArgs) -> Vec<String> {
     if args.control {
         v.push("--control".into());
     }
+    if args.transactions {
+        v.push("--transactions".into());
+    }
     v
 }
 
@@ -617,6 +629,8 @@ fn simulate_world(
         rate: args.rate,
         main_end,
         final_limit: Duration::from_secs(args.final_time_limit),
+        txn_weight: crate::workload::run_config(spec).queue.txn_weight,
+        group_id: settings.group_id.clone(),
     };
     let settle = Duration::from_secs(10);
     let work = world

@@ -100,9 +100,6 @@ pub fn apply(args: &SimArgs, base: TestSpec) -> Result<(SimArgs, TestSpec)> {
         return Ok((args.clone(), base));
     };
     let recipe = reproduce::recipe(name)?;
-    if recipe.client == reproduce::ClientNeeds::Transactional {
-        bail!("recipe {name} needs transactions, which the simulated workload does not run yet");
-    }
     let mut spec = reproduce::attempt_spec(&base, recipe, args.control, args.seed);
     spec.name = base.name.clone();
     let extra = EXTRAS.iter().find(|e| e.bug == recipe.bug);
@@ -146,6 +143,9 @@ pub fn apply(args: &SimArgs, base: TestSpec) -> Result<(SimArgs, TestSpec)> {
         .collect();
     out.bugs = spec.bugs.clone();
     out.acks = "all".into();
+    // Transactional recipes run librdkafka in real runs; the simulation runs the native
+    // client's transactional producer.
+    out.transactions = spec.client.transactions;
     out.no_faults = false;
     spec.nemesis = out.nemesis.iter().map(|f| f.kind()).collect();
     spec.nemesis.dedup();

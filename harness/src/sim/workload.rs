@@ -3,8 +3,12 @@
 //! tasks on the client side's runtime in virtual time. Workers send and poll (and reassign)
 //! for the main phase; a worker whose op ends `info` continues as a new process with fresh
 //! clients, as in real runs. Then, after the world healed every fault, a final reader reads
-//! every partition from the start to its end. Transactions, consumer groups and client
-//! crashes are not driven yet.
+//! every partition from the start to its end. With transactions (`txn_weight` above 0) each
+//! worker process has a transactional producer of its own (`transactional.id`
+//! `<group>-txn-<process>`, as in real runs): `txn` ops run through the native client's
+//! [`workloads::native::run_txn`], real runs' code, and a transactional run's plain sends are
+//! transactions of one send, as in real runs. Consumer groups and client crashes are not
+//! driven yet.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,11 +16,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use checkers::OpType;
-use client::{Consumer, Outcome, Producer, Seek, TopicPartition};
+use client::{Consumer, Outcome, Producer, Seek, TopicPartition, TransactionalProducer};
 use serde_json::json;
-use workloads::client::SendResult;
+use workloads::client::{SendResult, TxnResult};
 use workloads::queue::{Invocation, Mop, QueueConfig, QueueGenerator};
-use workloads::runner::{poll_value, send_value, FINAL_PROCESS};
+use workloads::runner::{poll_value, send_value, txn_mops, txn_value, FINAL_PROCESS};
 
 use checkers::HistoryWriter;
 
@@ -46,6 +50,10 @@ pub struct WorkloadConfig {
     pub main_end: Duration,
     /// How long the final reads may take after the heal.
     pub final_limit: Duration,
+    /// Relative weight of `txn` ops (0: no transactions; real runs use 10).
+    pub txn_weight: u32,
+    /// The run's group (transactional ids are `<group>-txn-<process>`).
+    pub group_id: String,
 }
 
 /// What the workload did.
@@ -81,14 +89,35 @@ async fn create_topic(cfg: &WorkloadConfig) -> Result<()> {
 struct Clients {
     producer: Producer,
     consumer: Consumer,
+    /// The process's transactional producer (transactional runs).
+    txn: Option<TransactionalProducer>,
 }
 
 async fn open(cfg: &WorkloadConfig, process: u64) -> Result<Clients> {
     let mut c = cfg.client.clone();
     c.client_id = format!("jepsen-{process}");
     let producer = Producer::new(c.clone()).context("producer")?;
-    let consumer = Consumer::new(c).context("consumer")?;
-    let mut clients = Clients { producer, consumer };
+    let consumer = Consumer::new(c.clone()).context("consumer")?;
+    let txn = if cfg.txn_weight > 0 {
+        // Initialising needs the transaction coordinator, which faults may keep away.
+        let id = format!("{}-txn-{process}", cfg.group_id);
+        loop {
+            match TransactionalProducer::new(c.clone(), &id, Duration::from_secs(10)).await {
+                Ok(tp) => break Some(tp),
+                Err(e) if since_start() >= cfg.main_end => {
+                    return Err(anyhow::anyhow!("initialising transactions: {e}"))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    } else {
+        None
+    };
+    let mut clients = Clients {
+        producer,
+        consumer,
+        txn,
+    };
     let all: Vec<u32> = (0..cfg.partitions).collect();
     assign(cfg, &mut clients.consumer, &all).await?;
     Ok(clients)
@@ -121,6 +150,17 @@ async fn worker(
                 key,
                 partition,
                 value,
+            }) if clients.txn.is_some() => {
+                // A transactional producer writes only inside transactions.
+                let one = [Some((key.clone(), *partition, *value))];
+                let r = txn(&cfg, &mut clients, &one).await.as_send();
+                send_value(key, *partition, *value, &r)
+            }
+            Invocation::Txn(ms) => txn_value(ms, &txn(&cfg, &mut clients, &txn_mops(ms)).await),
+            Invocation::Send(Mop::Send {
+                key,
+                partition,
+                value,
             }) => {
                 let out = clients
                     .producer
@@ -149,7 +189,7 @@ async fn worker(
                 }
             }
             // Not generated: the generator's weights for these are zero in simulation.
-            Invocation::Txn(_) | Invocation::Subscribe | Invocation::Crash => {
+            Invocation::Subscribe | Invocation::Crash => {
                 (OpType::Fail, json!({"error": "not simulated"}))
             }
         };
@@ -162,6 +202,32 @@ async fn worker(
         tokio::time::sleep(gap).await;
     }
     Ok(ops)
+}
+
+/// Runs `mops` in one transaction of the process's transactional producer, polling with its
+/// consumer, which moves back to where it was when the transaction certainly did not commit.
+async fn txn(
+    cfg: &WorkloadConfig,
+    clients: &mut Clients,
+    mops: &[Option<(String, u32, u64)>],
+) -> TxnResult {
+    let Some(tp) = &clients.txn else {
+        return TxnResult::Aborted("transactions are off for this run".into());
+    };
+    let consumer = &mut clients.consumer;
+    let saved: Vec<(TopicPartition, i64)> = consumer
+        .assignment()
+        .into_iter()
+        .filter_map(|t| consumer.position(&t).map(|o| (t, o)))
+        .collect();
+    let mut poll = workloads::native::ConsumerPoll(consumer, POLL_WAIT);
+    let result = workloads::native::run_txn(tp, &cfg.topic, mops, &mut poll).await;
+    if matches!(result, TxnResult::AbortedAfter(..)) {
+        for (t, o) in &saved {
+            let _ = clients.consumer.seek(t, Seek::Offset(*o)).await;
+        }
+    }
+    result
 }
 
 /// The final phase: a fresh consumer reads every partition from offset 0 to its end.
@@ -238,7 +304,7 @@ pub async fn run(
     create_topic(&cfg).await?;
     let queue = QueueConfig {
         partitions: cfg.partitions,
-        txn_weight: 0,
+        txn_weight: cfg.txn_weight,
         crash_weight: 0,
         subscribe: false,
         ..QueueConfig::default()
