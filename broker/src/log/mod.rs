@@ -438,12 +438,17 @@ impl Log {
             .partition_point(|s| s.base_offset() <= start)
             .saturating_sub(1);
         for seg in &self.segments[idx..] {
-            let Some((mut pos, _)) = seg.position_of(start.max(seg.base_offset()))? else {
+            let Some((mut pos, found)) = seg.position_of(start.max(seg.base_offset()))? else {
                 continue;
             };
             // Where this read stops in the segment: `(base offset of the batch there, pos)`.
             let mut end = None;
-            while let Some(h) = seg.header_at(pos)? {
+            // The first header is the one the lookup read.
+            let mut next = Some(found);
+            while let Some(h) = match next.take() {
+                Some(h) => Some(h),
+                None => seg.header_at(pos)?,
+            } {
                 if h.base_offset >= max_offset_exclusive {
                     end = Some((h.base_offset, pos));
                     break;
