@@ -334,3 +334,36 @@ fn follower_appends_must_be_contiguous() {
         1
     );
 }
+
+#[test]
+fn truncate_to_the_base_offset_of_a_later_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), small_config(), 0).expect("open");
+    fill(&mut log, 80, 3, 0);
+    assert!(log.segment_count() > 2, "segments: {}", log.segment_count());
+    // The base offset of the second segment: a batch boundary where the first segment ends.
+    let (_, report) = Log::open(dir.path(), small_config(), 0).expect("reopen");
+    assert_eq!(report.truncated_bytes, 0);
+    let names: Vec<i64> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let mut bases = names;
+    bases.sort_unstable();
+    let at = bases[1];
+    log.truncate_to(at)
+        .expect("truncate to a segment's base offset");
+    assert_eq!(log.log_end_offset(), at);
+    assert_eq!(all_batches(&log).last().map(|h| h.next_offset()), Some(at));
+    let info = log
+        .append_as_leader(&build_batch(0, 0, &[(None, Some(b"x"))]), 9, 0)
+        .expect("append");
+    assert_eq!(info.base_offset, at);
+}

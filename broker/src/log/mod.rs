@@ -632,13 +632,16 @@ impl Log {
                 }
             }
             let seg = self.active_mut();
-            let (pos, h) = seg
-                .position_of(offset)?
-                .ok_or(LogError::NotBatchBoundary(offset))?;
-            if h.base_offset != offset {
-                return Err(LogError::NotBatchBoundary(offset));
+            // `offset` was the base of a segment just deleted: the log ends there already.
+            if seg.next_offset() != offset {
+                let (pos, h) = seg
+                    .position_of(offset)?
+                    .ok_or(LogError::NotBatchBoundary(offset))?;
+                if h.base_offset != offset {
+                    return Err(LogError::NotBatchBoundary(offset));
+                }
+                seg.truncate_at(pos, offset)?;
             }
-            seg.truncate_at(pos, offset)?;
         }
         self.recovery_point = self.recovery_point.min(offset);
         write_offset_file(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)?;
