@@ -423,61 +423,97 @@ struct FastLine {
 /// Bytes of text per batch.
 const BATCH_BYTES: usize = 1 << 20;
 
-/// Reads lines into batches, parsing what it can; stops when the receiver hangs up.
+/// Reads the file in chunks of whole lines into batches, parsing what it can; stops when the
+/// receiver hangs up.
 fn produce(file: std::fs::File, tx: std::sync::mpsc::SyncSender<Batch>) -> std::io::Result<()> {
-    use std::io::BufRead;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut buf = Vec::new();
+    use std::io::Read;
+    let mut file = file;
     let mut n = 0;
-    let mut batch = Batch::default();
+    let mut carry: Vec<u8> = Vec::new();
     let mut parser = MopParser::default();
-    loop {
-        buf.clear();
-        if reader.read_until(b'\n', &mut buf)? == 0 {
-            break;
-        }
-        n += 1;
-        let complete = buf.ends_with(b"\n");
-        let at = batch.text.len() as u32;
-        let Ok(line) = std::str::from_utf8(&buf) else {
-            batch.lines.push(Line {
-                n,
-                span: (at, at),
-                complete,
-                bad_utf8: true,
-                fast: None,
-            });
-            continue;
+    let mut eof = false;
+    while !eof {
+        let mut buf = std::mem::take(&mut carry);
+        // Read a chunk, and on until it holds a newline (or the file ends).
+        let cut = loop {
+            let from = buf.len();
+            if (&mut file).take(BATCH_BYTES as u64).read_to_end(&mut buf)? == 0 {
+                eof = true;
+                break buf.len();
+            }
+            if let Some(i) = buf[from..].iter().rposition(|b| *b == b'\n') {
+                break from + i + 1;
+            }
         };
-        let line = line.trim();
-        if line.is_empty() {
+        carry = buf.split_off(cut);
+        if buf.is_empty() {
             continue;
         }
-        batch.text.push_str(line);
-        let span = (at, batch.text.len() as u32);
-        let fast = if complete {
-            std::mem::swap(&mut parser.events, &mut batch.events);
-            let fast = fast_line(&batch.text, span, &mut parser);
-            std::mem::swap(&mut parser.events, &mut batch.events);
-            fast
+        let mut batch = match String::from_utf8(buf) {
+            Ok(text) => Batch {
+                text,
+                ..Batch::default()
+            },
+            Err(e) => lines_of_bytes(&e.into_bytes()),
+        };
+        let text = std::mem::take(&mut batch.text);
+        if batch.lines.is_empty() {
+            for line in text.split_inclusive('\n') {
+                n += 1;
+                let complete = line.ends_with('\n');
+                let trimmed = line.trim();
+                if trimmed.is_empty() {
+                    continue;
+                }
+                let at = (trimmed.as_ptr() as usize - text.as_ptr() as usize) as u32;
+                batch.lines.push(Line {
+                    n,
+                    span: (at, at + trimmed.len() as u32),
+                    complete,
+                    bad_utf8: false,
+                    fast: None,
+                });
+            }
         } else {
-            None
-        };
-        batch.lines.push(Line {
-            n,
-            span,
-            complete,
-            bad_utf8: false,
-            fast,
-        });
-        if batch.text.len() >= BATCH_BYTES && tx.send(std::mem::take(&mut batch)).is_err() {
+            for line in &mut batch.lines {
+                n += 1;
+                line.n = n;
+            }
+        }
+        std::mem::swap(&mut parser.events, &mut batch.events);
+        for line in batch.lines.iter_mut().filter(|l| l.complete && !l.bad_utf8) {
+            line.fast = fast_line(&text, line.span, &mut parser);
+        }
+        std::mem::swap(&mut parser.events, &mut batch.events);
+        batch.text = text;
+        if tx.send(batch).is_err() {
             return Ok(());
         }
     }
-    if !batch.lines.is_empty() {
-        let _ = tx.send(batch);
-    }
     Ok(())
+}
+
+/// A chunk that is not all UTF-8, line by line: its UTF-8 lines copied into the batch's text,
+/// the others marked (line numbers are set by the caller; empty lines count as lines).
+fn lines_of_bytes(bytes: &[u8]) -> Batch {
+    let mut batch = Batch::default();
+    for raw in bytes.split_inclusive(|b| *b == b'\n') {
+        let complete = raw.ends_with(b"\n");
+        let at = batch.text.len() as u32;
+        let (text, bad_utf8) = match std::str::from_utf8(raw) {
+            Ok(t) => (t.trim(), false),
+            Err(_) => ("", true),
+        };
+        batch.text.push_str(text);
+        batch.lines.push(Line {
+            n: 0,
+            span: (at, batch.text.len() as u32),
+            complete,
+            bad_utf8,
+            fast: None,
+        });
+    }
+    batch
 }
 
 /// The line at `span` of `text`, read by [`raw_op`] with its micro-ops parsed into
@@ -538,6 +574,9 @@ pub(crate) fn scan_pipelined(
                         message,
                     };
                     let text = &batch.text[line.span.0 as usize..line.span.1 as usize];
+                    if text.is_empty() && !line.bad_utf8 {
+                        continue;
+                    }
                     let span = |(a, b): (u32, u32)| &batch.text[a as usize..b as usize];
                     let (op, parsed) = match line.fast {
                         Some(fl) => (
@@ -755,5 +794,34 @@ mod tests {
         ] {
             assert!(raw_op(other).is_none(), "{other}");
         }
+    }
+
+    /// The pipelined reader keeps the general reader's rules: a truncated last line is
+    /// dropped with a warning, a malformed or non-UTF-8 line is an error naming it, a bad
+    /// pairing too.
+    #[test]
+    fn the_pipelined_reader_names_bad_lines_and_drops_a_truncated_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("h.jsonl");
+        let inv = r#"{"index":0,"time_ns":1,"process":1,"type":"invoke","f":"poll","value":[["poll"]]}"#;
+        let ok = r#"{"index":1,"time_ns":2,"process":1,"type":"ok","f":"poll","value":[["poll",{"k":[[0,1]]}]]}"#;
+        let check = |text: &[u8]| {
+            std::fs::write(&p, text).expect("write");
+            crate::check_file(&p, &crate::CheckOptions::default())
+        };
+        let r = check(format!("{inv}\n{ok}\n{{\"index\":2,\"time_ns\"").as_bytes()).expect("ok");
+        assert!(r.warnings.iter().any(|w| w.contains("line 3")), "{:?}", r.warnings);
+        assert_eq!(r.stats["reads"], 1);
+        let e = check(format!("{inv}\nnot json\n{ok}\n").as_bytes()).expect_err("bad line");
+        assert!(e.to_string().contains(":2:"), "{e}");
+        let mut bytes = format!("{inv}\n").into_bytes();
+        bytes.extend_from_slice(b"\xff\xfe\n");
+        let e = check(&bytes).expect_err("not UTF-8");
+        assert!(e.to_string().contains(":2:"), "{e}");
+        let e = check(format!("{ok}\n").as_bytes()).expect_err("orphan");
+        assert!(e.to_string().contains("without a matching invoke"), "{e}");
+        let bad_mops = r#"{"index":1,"time_ns":2,"process":1,"type":"ok","f":"poll","value":[["poll",{"k":[[0]]}]]}"#;
+        let e = check(format!("{inv}\n{bad_mops}\n").as_bytes()).expect_err("bad micro-ops");
+        assert!(e.to_string().contains(":2:") && e.to_string().contains("micro-ops"), "{e}");
     }
 }
