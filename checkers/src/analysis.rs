@@ -242,7 +242,23 @@ impl<'t> Analysis<'t> {
                     out.reads.extend_from_slice(&reads[lo..hi]);
                     continue;
                 }
-                // Merge the keys' runs by their heads' offsets.
+                // Merge the keys' runs by their heads' offsets. Runs in offset order (every
+                // valid history's) merge as a stable sort of their concatenation does (ties to
+                // the earlier run), which finds the runs and merges them in n log k.
+                let sorted = poll_segs.iter().all(|s| {
+                    reads[s.2 as usize..s.3 as usize]
+                        .windows(2)
+                        .all(|w| w[0].raw_offset() <= w[1].raw_offset())
+                });
+                if sorted {
+                    let from = out.reads.len();
+                    for s in poll_segs {
+                        out.reads
+                            .extend_from_slice(&reads[s.2 as usize..s.3 as usize]);
+                    }
+                    out.reads[from..].sort_by_key(|r| r.raw_offset());
+                    continue;
+                }
                 out.heads.clear();
                 out.heads
                     .extend(poll_segs.iter().map(|s| (s.2 as usize, s.3 as usize)));
