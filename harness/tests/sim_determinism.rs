@@ -2,7 +2,8 @@
 //! byte-identical histories, under every fault kind the simulator has (partitions, kills that
 //! lose unfsynced writes, pauses, clock jumps, failing disks, extra latency and packet loss
 //! between brokers), with transactions (`txn` ops through the native client's transactional
-//! producer, plain sends as transactions of one). Any wall-clock read, OS-seeded
+//! producer, plain sends as transactions of one) and consumers in a group (commits, reads of
+//! the committed offsets, rebalances). Any wall-clock read, OS-seeded
 //! hash map order, OS thread or unseeded random choice that reaches behaviour shows up here as
 //! a difference.
 //! The second run traces, as a replay does: building the trace subscriber on the simulation
@@ -30,7 +31,7 @@ fn simulate(store: &Path, seed: u64, extra: &[&str]) -> PathBuf {
         ])
         .args(["--final-time-limit", "20", "--nemesis-interval", "3"])
         .args(["--nemesis", "partition,kill,pause,clock,disk,latency,loss"])
-        .arg("--transactions")
+        .args(["--transactions", "--subscribe"])
         .args(extra)
         .arg("--store")
         .arg(store)
@@ -88,6 +89,10 @@ fn one_seed_twice_gives_the_same_history_byte_for_byte() {
         .filter(|l| l.contains("\"f\":\"txn\"") && l.contains("\"type\":\"ok\""))
         .count();
     assert!(txns_ok > 50, "only {txns_ok} committed txn ops");
+    // Subscribed consumers: offset commits, committed-offset reads, rebalances.
+    for f in ["\"f\":\"commit\"", "\"f\":\"committed\"", "\"rebalance\""] {
+        assert!(text.contains(f), "no {f} in seed {seed}'s history");
+    }
     let oks = text.matches("\"type\":\"ok\"").count();
     assert!(oks > 200, "only {oks} ok ops");
     assert!(text.contains("\"process\":1000000"), "no final reads");

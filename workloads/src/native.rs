@@ -20,8 +20,10 @@ use crate::client::{
 };
 
 /// A worker's consumer: assigned, or in the run's group.
-enum Reader {
+pub enum Reader {
+    /// Assigned partitions (assign mode).
     Assigned(Consumer),
+    /// A member of the run's group (subscribe mode).
     Group(Box<GroupConsumer>),
 }
 
@@ -110,13 +112,23 @@ impl NativeClient {
     }
 
     fn group(&self) -> Result<GroupConsumer, ClientError> {
-        let mut g = GroupSettings::new(self.settings.group_id.clone());
+        group_consumer(&self.config, &self.settings)
+    }
+}
+
+/// A consumer in the run's group, subscribed to the workload topic (real runs and the
+/// simulation).
+pub fn group_consumer(
+    config: &Config,
+    settings: &ClientSettings,
+) -> Result<GroupConsumer, ClientError> {
+    {
+        let mut g = GroupSettings::new(settings.group_id.clone());
         // A crashed member stalls the group until its session ends: keep sessions short.
         g.session_timeout = Duration::from_secs(3);
         g.heartbeat_interval = Duration::from_millis(500);
-        g.rebalance_timeout = self.settings.request_timeout + Duration::from_secs(5);
-        g.assignors = self
-            .settings
+        g.rebalance_timeout = settings.request_timeout + Duration::from_secs(5);
+        g.assignors = settings
             .assignment_strategy
             .split(',')
             .map(|name| {
@@ -127,9 +139,8 @@ impl NativeClient {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let mut gc =
-            GroupConsumer::new(self.config.clone(), g).map_err(|e| err("group consumer", e))?;
-        gc.subscribe([self.settings.topic.clone()]);
+        let mut gc = GroupConsumer::new(config.clone(), g).map_err(|e| err("group consumer", e))?;
+        gc.subscribe([settings.topic.clone()]);
         Ok(gc)
     }
 }
@@ -137,14 +148,7 @@ impl NativeClient {
 impl NativeClient {
     /// The assign-mode consumer's positions (to move back after an aborted transaction).
     fn saved_positions(&self) -> Vec<(TopicPartition, i64)> {
-        match &self.reader {
-            Reader::Assigned(c) => c
-                .assignment()
-                .into_iter()
-                .filter_map(|tp| c.position(&tp).map(|o| (tp, o)))
-                .collect(),
-            Reader::Group(_) => Vec::new(),
-        }
+        self.reader.saved_positions()
     }
 
     /// Moves the assign-mode consumer back to `saved` (after a transaction that did not commit).
@@ -155,6 +159,21 @@ impl NativeClient {
                     let _ = c.seek(t, Seek::Offset(*o)).await;
                 }
             });
+        }
+    }
+}
+
+impl Reader {
+    /// The assign-mode consumer's positions, to move back to after a transaction that did not
+    /// commit (none for a group member: the group's offsets decide).
+    pub fn saved_positions(&self) -> Vec<(TopicPartition, i64)> {
+        match self {
+            Reader::Assigned(c) => c
+                .assignment()
+                .into_iter()
+                .filter_map(|tp| c.position(&tp).map(|o| (tp, o)))
+                .collect(),
+            Reader::Group(_) => Vec::new(),
         }
     }
 }
@@ -185,7 +204,7 @@ impl TxnPoll for ConsumerPoll<'_> {
 }
 
 /// A worker's consumer of either kind polling for up to its wait.
-struct ReaderPoll<'a>(&'a mut Reader, Duration);
+pub struct ReaderPoll<'a>(pub &'a mut Reader, pub Duration);
 
 impl TxnPoll for ReaderPoll<'_> {
     fn poll(&mut self) -> PollFuture<'_> {
@@ -263,7 +282,7 @@ pub async fn run_txn(
 /// the coordinator, still loading), or no request was sent at all. Anything after the request
 /// went out (timeouts, lost connections, COORDINATOR_NOT_AVAILABLE, which the coordinator also
 /// answers when its append timed out) may have been stored.
-fn commit_refused(e: &client::Error) -> bool {
+pub fn commit_refused(e: &client::Error) -> bool {
     // ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS, NOT_COORDINATOR,
     // COORDINATOR_LOAD_IN_PROGRESS, INVALID_GROUP_ID, FENCED_INSTANCE_ID,
     // GROUP_AUTHORIZATION_FAILED, NOT_ENOUGH_REPLICAS, OFFSET_METADATA_TOO_LARGE.

@@ -28,7 +28,7 @@ const POLL_WAIT: Duration = Duration::from_millis(100);
 
 /// A subscribed worker reads its group's committed offsets after a poll that (re)joined the
 /// group, and otherwise after every this many ok polls.
-const COMMITTED_EVERY: u32 = 5;
+pub const COMMITTED_EVERY: u32 = 5;
 
 /// A subscribed worker's group bookkeeping between polls.
 #[derive(Debug, Default)]
@@ -279,7 +279,7 @@ pub fn poll_value(records: &[Record]) -> Value {
 /// partition when the consumer's group membership changed during the op (the client does not
 /// say which partitions moved): Jepsen's `:rebalance-log`, whose partitions the checker leaves
 /// out of the op's internal poll checks.
-fn note_rebalance(value: &mut Value, rebalanced: bool, partitions: u32) {
+pub fn note_rebalance(value: &mut Value, rebalanced: bool, partitions: u32) {
     if let (true, Some(mops)) = (rebalanced, value.as_array_mut()) {
         let all: Vec<u32> = (0..partitions.max(1)).collect();
         mops.push(json!(["rebalance", all]));

@@ -107,6 +107,10 @@ pub struct SimArgs {
     /// read_committed consumers.
     #[arg(long)]
     pub transactions: bool,
+    /// Consumers subscribed to the topic in the run's group (commits, committed reads,
+    /// rebalances) instead of assigned every partition.
+    #[arg(long)]
+    pub subscribe: bool,
     /// With --recipe: the same recipe without its bug mode (it must stay clean).
     #[arg(long)]
     pub control: bool,
@@ -132,6 +136,9 @@ pub fn spec_of(args: &SimArgs) -> Result<TestSpec> {
         nemesis: Vec::new(),
         ..TestSpec::default()
     };
+    if args.subscribe {
+        spec.client.consumer_mode = crate::spec::ConsumerMode::Subscribe;
+    }
     if args.transactions {
         spec.client.transactions = true;
         spec.client.idempotence = true;
@@ -480,6 +487,9 @@ fn child_flags(args: &SimArgs) -> Vec<String> {
     if args.transactions {
         v.push("--transactions".into());
     }
+    if args.subscribe {
+        v.push("--subscribe".into());
+    }
     v
 }
 
@@ -629,7 +639,8 @@ fn simulate_world(
         rate: args.rate,
         main_end,
         final_limit: Duration::from_secs(args.final_time_limit),
-        txn_weight: crate::workload::run_config(spec).queue.txn_weight,
+        queue: crate::workload::run_config(spec).queue,
+        subscribe: settings.subscribe.then(|| settings.clone()),
         group_id: settings.group_id.clone(),
     };
     let settle = Duration::from_secs(10);

@@ -146,6 +146,7 @@ pub fn apply(args: &SimArgs, base: TestSpec) -> Result<(SimArgs, TestSpec)> {
     // Transactional recipes run librdkafka in real runs; the simulation runs the native
     // client's transactional producer.
     out.transactions = spec.client.transactions;
+    out.subscribe = spec.client.consumer_mode == crate::spec::ConsumerMode::Subscribe;
     out.no_faults = false;
     spec.nemesis = out.nemesis.iter().map(|f| f.kind()).collect();
     spec.nemesis.dedup();

@@ -7,20 +7,29 @@
 //! worker process has a transactional producer of its own (`transactional.id`
 //! `<group>-txn-<process>`, as in real runs): `txn` ops run through the native client's
 //! [`workloads::native::run_txn`], real runs' code, and a transactional run's plain sends are
-//! transactions of one send, as in real runs. Consumer groups and client crashes are not
-//! driven yet.
+//! transactions of one send, as in real runs. With subscribed consumers (`--subscribe`, or a
+//! group recipe) each worker's consumer is a member of the run's group (real runs' group
+//! settings, `workloads::native::group_consumer`): polls note rebalances, and after each ok
+//! poll the worker reads the group's committed offsets (after every join and every few polls)
+//! and commits its positions, recorded as real runs record them. Client crashes are not driven.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use checkers::commits::{offsets_value, COMMIT, COMMITTED};
 use checkers::OpType;
 use client::{Consumer, Outcome, Producer, Seek, TopicPartition, TransactionalProducer};
 use serde_json::json;
+use workloads::client::Offsets;
 use workloads::client::{SendResult, TxnResult};
+use workloads::native::Reader;
+use workloads::native::{ReaderPoll, TxnPoll};
 use workloads::queue::{Invocation, Mop, QueueConfig, QueueGenerator};
-use workloads::runner::{poll_value, send_value, txn_mops, txn_value, FINAL_PROCESS};
+use workloads::runner::{
+    note_rebalance, poll_value, send_value, txn_mops, txn_value, COMMITTED_EVERY, FINAL_PROCESS,
+};
 
 use checkers::HistoryWriter;
 
@@ -50,8 +59,10 @@ pub struct WorkloadConfig {
     pub main_end: Duration,
     /// How long the final reads may take after the heal.
     pub final_limit: Duration,
-    /// Relative weight of `txn` ops (0: no transactions; real runs use 10).
-    pub txn_weight: u32,
+    /// The operation generator's settings (real runs' weights; no client crashes).
+    pub queue: QueueConfig,
+    /// Subscribed consumers' settings (group, assignors); None: assign mode.
+    pub subscribe: Option<workloads::client::ClientSettings>,
     /// The run's group (transactional ids are `<group>-txn-<process>`).
     pub group_id: String,
 }
@@ -88,7 +99,7 @@ async fn create_topic(cfg: &WorkloadConfig) -> Result<()> {
 /// A worker's clients.
 struct Clients {
     producer: Producer,
-    consumer: Consumer,
+    reader: Reader,
     /// The process's transactional producer (transactional runs).
     txn: Option<TransactionalProducer>,
 }
@@ -97,8 +108,7 @@ async fn open(cfg: &WorkloadConfig, process: u64) -> Result<Clients> {
     let mut c = cfg.client.clone();
     c.client_id = format!("jepsen-{process}");
     let producer = Producer::new(c.clone()).context("producer")?;
-    let consumer = Consumer::new(c.clone()).context("consumer")?;
-    let txn = if cfg.txn_weight > 0 {
+    let txn = if cfg.queue.txn_weight > 0 {
         // Initialising needs the transaction coordinator, which faults may keep away.
         let id = format!("{}-txn-{process}", cfg.group_id);
         loop {
@@ -113,14 +123,22 @@ async fn open(cfg: &WorkloadConfig, process: u64) -> Result<Clients> {
     } else {
         None
     };
-    let mut clients = Clients {
-        producer,
-        consumer,
-        txn,
+    let reader = match &cfg.subscribe {
+        Some(settings) => Reader::Group(Box::new(
+            workloads::native::group_consumer(&c, settings).map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
+        None => {
+            let mut consumer = Consumer::new(c.clone()).context("consumer")?;
+            let all: Vec<u32> = (0..cfg.partitions).collect();
+            assign(cfg, &mut consumer, &all).await?;
+            Reader::Assigned(consumer)
+        }
     };
-    let all: Vec<u32> = (0..cfg.partitions).collect();
-    assign(cfg, &mut clients.consumer, &all).await?;
-    Ok(clients)
+    Ok(Clients {
+        producer,
+        reader,
+        txn,
+    })
 }
 
 async fn assign(cfg: &WorkloadConfig, c: &mut Consumer, partitions: &[u32]) -> Result<()> {
@@ -139,12 +157,14 @@ async fn worker(
     let mut process = first;
     let mut ops = 0;
     let mut clients = open(&cfg, process).await?;
+    let mut group = GroupState::default();
     while since_start() < cfg.main_end {
         let inv = generator
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .next_op();
         history.invoke(process, inv.f(), inv.to_json())?;
+        let before = joins(&clients.reader);
         let (t, v) = match &inv {
             Invocation::Send(Mop::Send {
                 key,
@@ -178,26 +198,46 @@ async fn worker(
                 };
                 send_value(key, *partition, *value, &result)
             }
-            Invocation::Assign(ps) => match assign(&cfg, &mut clients.consumer, ps).await {
-                Ok(()) => (OpType::Ok, inv.to_json()),
-                Err(e) => (OpType::Info, json!({"error": format!("{e:#}")})),
+            Invocation::Assign(ps) => match &mut clients.reader {
+                Reader::Assigned(c) => match assign(&cfg, c, ps).await {
+                    Ok(()) => (OpType::Ok, inv.to_json()),
+                    Err(e) => (OpType::Info, json!({"error": format!("{e:#}")})),
+                },
+                // Not generated for subscribed consumers (they get `subscribe` ops).
+                Reader::Group(_) => (OpType::Fail, json!({"error": "subscribed"})),
+            },
+            // Subscribed consumers stay in the group; assign-mode runs never subscribe.
+            Invocation::Subscribe => match clients.reader {
+                Reader::Group(_) => (OpType::Ok, inv.to_json()),
+                Reader::Assigned(_) => (OpType::Fail, json!({"error": "assign mode"})),
             },
             Invocation::Poll | Invocation::Send(_) => {
-                match clients.consumer.poll(POLL_WAIT).await {
-                    Ok(parts) => (OpType::Ok, poll_value(&workloads::native::records(parts))),
+                let mut poll = ReaderPoll(&mut clients.reader, POLL_WAIT);
+                match TxnPoll::poll(&mut poll).await {
+                    Ok(records) => (OpType::Ok, poll_value(&records)),
                     Err(_) => (OpType::Info, json!([["poll"]])),
                 }
             }
-            // Not generated: the generator's weights for these are zero in simulation.
-            Invocation::Subscribe | Invocation::Crash => {
-                (OpType::Fail, json!({"error": "not simulated"}))
-            }
+            // Not generated: the simulation's generator has no client crashes.
+            Invocation::Crash => (OpType::Fail, json!({"error": "not simulated"})),
         };
+        let polled = match &inv {
+            Invocation::Poll | Invocation::Send(Mop::Poll) => true,
+            Invocation::Txn(ms) => ms.contains(&Mop::Poll),
+            _ => false,
+        };
+        let mut v = v;
+        let now_joins = joins(&clients.reader);
+        note_rebalance(&mut v, polled && now_joins != before, cfg.partitions);
         history.complete(process, t, inv.f(), v)?;
         ops += 1;
+        if polled && t == OpType::Ok {
+            process = group_ops(&cfg, &mut clients, &history, process, &mut group).await?;
+        }
         if t == OpType::Info {
             process += cfg.concurrency;
             clients = open(&cfg, process).await?;
+            group = GroupState::default();
         }
         tokio::time::sleep(gap).await;
     }
@@ -214,20 +254,92 @@ async fn txn(
     let Some(tp) = &clients.txn else {
         return TxnResult::Aborted("transactions are off for this run".into());
     };
-    let consumer = &mut clients.consumer;
-    let saved: Vec<(TopicPartition, i64)> = consumer
-        .assignment()
-        .into_iter()
-        .filter_map(|t| consumer.position(&t).map(|o| (t, o)))
-        .collect();
-    let mut poll = workloads::native::ConsumerPoll(consumer, POLL_WAIT);
+    let saved = clients.reader.saved_positions();
+    let mut poll = ReaderPoll(&mut clients.reader, POLL_WAIT);
     let result = workloads::native::run_txn(tp, &cfg.topic, mops, &mut poll).await;
-    if matches!(result, TxnResult::AbortedAfter(..)) {
+    if let (TxnResult::AbortedAfter(..), Reader::Assigned(c)) = (&result, &mut clients.reader) {
         for (t, o) in &saved {
-            let _ = clients.consumer.seek(t, Seek::Offset(*o)).await;
+            let _ = c.seek(t, Seek::Offset(*o)).await;
         }
     }
     result
+}
+
+/// How many times the worker's consumer joined its group (0 in assign mode).
+fn joins(r: &Reader) -> u64 {
+    match r {
+        Reader::Group(g) => g.rebalances(),
+        Reader::Assigned(_) => 0,
+    }
+}
+
+/// A subscribed worker's group bookkeeping, as in real runs.
+#[derive(Debug, Default)]
+struct GroupState {
+    /// The join count at the last committed read.
+    joins: u64,
+    /// Ok polls since the last committed read.
+    polls: u32,
+}
+
+/// After an ok poll of a subscribed consumer, as real runs do (`workloads::runner`): a read of
+/// the group's committed offsets after every (re)join and every few polls, then a commit of
+/// the consumer's positions. Returns the process that goes on (a new one after a commit whose
+/// outcome is unknown).
+async fn group_ops(
+    cfg: &WorkloadConfig,
+    clients: &mut Clients,
+    history: &HistoryWriter,
+    process: u64,
+    state: &mut GroupState,
+) -> Result<u64> {
+    let Reader::Group(g) = &mut clients.reader else {
+        return Ok(process);
+    };
+    let offsets: Offsets = g
+        .assignment()
+        .into_iter()
+        .filter(|tp| tp.topic == cfg.topic)
+        .filter_map(|tp| Some((u32::try_from(tp.partition).ok()?, g.position(&tp)?)))
+        .collect();
+    state.polls += 1;
+    let joins = g.rebalances();
+    if joins != state.joins || state.polls >= COMMITTED_EVERY {
+        state.joins = joins;
+        state.polls = 0;
+        history.invoke(process, COMMITTED, serde_json::Value::Null)?;
+        let tps: Vec<TopicPartition> = (0..cfg.partitions as i32)
+            .map(|p| TopicPartition::new(cfg.topic.clone(), p))
+            .collect();
+        let (t, v) = match g.committed(&tps).await {
+            Ok(got) => {
+                let c: Offsets = got
+                    .into_iter()
+                    .filter_map(|(tp, o)| Some((u32::try_from(tp.partition).ok()?, o?)))
+                    .collect();
+                (OpType::Ok, offsets_value(&c))
+            }
+            // A read that failed changed nothing.
+            Err(e) => (OpType::Fail, json!({"error": e.to_string()})),
+        };
+        history.complete(process, t, COMMITTED, v)?;
+    }
+    if offsets.is_empty() {
+        return Ok(process);
+    }
+    let value = offsets_value(&offsets);
+    history.invoke(process, COMMIT, value.clone())?;
+    let tps: Vec<(TopicPartition, i64)> = offsets
+        .iter()
+        .map(|(p, o)| (TopicPartition::new(cfg.topic.clone(), *p as i32), *o))
+        .collect();
+    let (t, next) = match g.commit(&tps).await {
+        Ok(()) => (OpType::Ok, process),
+        Err(e) if workloads::native::commit_refused(&e) => (OpType::Fail, process),
+        Err(_) => (OpType::Info, process + cfg.concurrency),
+    };
+    history.complete(process, t, COMMIT, value)?;
+    Ok(next)
 }
 
 /// The final phase: a fresh consumer reads every partition from offset 0 to its end.
@@ -304,10 +416,8 @@ pub async fn run(
     create_topic(&cfg).await?;
     let queue = QueueConfig {
         partitions: cfg.partitions,
-        txn_weight: cfg.txn_weight,
         crash_weight: 0,
-        subscribe: false,
-        ..QueueConfig::default()
+        ..cfg.queue.clone()
     };
     let generator = Arc::new(Mutex::new(QueueGenerator::new(queue, cfg.seed)));
     let cfg = Arc::new(cfg);
