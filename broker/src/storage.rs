@@ -2,8 +2,10 @@
 //! crash. Segment `.log` files report their durable length (after an fsync, at creation, after
 //! recovery on open, and after a truncation) to the thread's [`DiskObserver`], and ask it
 //! before each append and fsync whether the disk fails ([`check_write`]); production has none,
-//! so this is one thread-local check per append and fsync. Other files the broker writes (
-//! checkpoints, the Raft log) are fsynced before they are used and count as durable.
+//! so this is one thread-local check per append and fsync. The Raft metadata store reports
+//! its log (durable after each fsynced append or atomic rewrite) and its unfsynced
+//! `raft-committed.json` (durable length 0: a crash may leave it empty). Other files the broker
+//! writes (checkpoints) are fsynced before they are used and count as durable.
 //!
 //! fsyncs go through [`sync_all`] and [`sync_data`]: the system call in production; under a
 //! simulated disk (an observer installed) nothing, since the simulator, not the kernel, decides
@@ -47,6 +49,15 @@ fn with(f: impl FnOnce(&dyn DiskObserver)) {
 /// `path` is durable up to `len`.
 pub fn durable(path: &Path, len: u64) {
     with(|o| o.durable(path, len));
+}
+
+/// `path` is durable up to `file`'s current length (looked up only under a simulated disk).
+pub fn durable_file(path: &Path, file: &std::fs::File) {
+    with(|o| {
+        if let Ok(m) = file.metadata() {
+            o.durable(path, m.len());
+        }
+    });
 }
 
 /// `path` was truncated to `len`.

@@ -50,6 +50,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         crate::storage::sync_all(&std::fs::File::open(dir)?)?;
     }
+    crate::storage::durable(path, bytes.len() as u64);
     Ok(())
 }
 
@@ -130,6 +131,8 @@ impl LogStore {
             .create(true)
             .append(true)
             .open(&path)?;
+        // What is on disk when a store opens is what a simulated crash kept.
+        crate::storage::durable_file(&path, &file);
         let mut inner = LogInner {
             dir: dir.to_path_buf(),
             log,
@@ -190,8 +193,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), SE> {
         let mut inner = self.inner.lock().await;
         let bytes = serde_json::to_vec(&committed).map_err(io_write)?;
-        // Not needed for safety (Raft re-derives it), so no fsync: a plain write.
-        std::fs::write(inner.dir.join("raft-committed.json"), bytes).map_err(io_write)?;
+        // Not needed for safety (Raft re-derives it), so no fsync: a plain write, which a
+        // crash may leave empty (a simulated disk cuts it to nothing at a kill).
+        let path = inner.dir.join("raft-committed.json");
+        std::fs::write(&path, bytes).map_err(io_write)?;
+        crate::storage::truncated(&path, 0);
         inner.committed = committed;
         Ok(())
     }
@@ -216,6 +222,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .file
             .write_all(&buf)
             .and_then(|_| crate::storage::sync_data(&inner.file));
+        if res.is_ok() {
+            crate::storage::durable_file(&LogInner::log_path(&inner.dir), &inner.file);
+        }
         let failed = res
             .as_ref()
             .err()
@@ -411,6 +420,61 @@ mod tests {
             text,
             format!("{}\n{}\n", line(1), line(2)),
             "torn tail gone"
+        );
+    }
+
+    /// What a simulated disk is told.
+    #[derive(Debug, Default)]
+    struct Recorder(std::sync::Mutex<Vec<(String, &'static str, u64)>>);
+
+    impl crate::storage::DiskObserver for Recorder {
+        fn durable(&self, path: &Path, len: u64) {
+            self.note(path, "durable", len);
+        }
+        fn truncated(&self, path: &Path, len: u64) {
+            self.note(path, "truncated", len);
+        }
+        fn deleted(&self, path: &Path) {
+            self.note(path, "deleted", 0);
+        }
+    }
+
+    impl Recorder {
+        fn note(&self, path: &Path, what: &'static str, len: u64) {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push((
+                name.unwrap_or_default(),
+                what,
+                len,
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_simulated_disk_learns_the_raft_logs_durable_length_and_that_committed_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = LogInner::log_path(dir.path());
+        let torn = line(2);
+        let kept = format!("{}\n", line(1));
+        std::fs::write(&path, format!("{kept}{}", &torn[..torn.len() / 2])).expect("write");
+        let seen = Arc::new(Recorder::default());
+        crate::storage::set_thread_observer(Some(seen.clone()));
+        let mut s = LogStore::open(dir.path()).expect("open");
+        s.save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), 1)))
+            .await
+            .expect("save committed");
+        crate::storage::set_thread_observer(None);
+        let seen = seen.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let log_lengths: Vec<u64> = seen
+            .iter()
+            .filter(|(n, w, _)| n == "raft-log.jsonl" && *w == "durable")
+            .map(|(_, _, l)| *l)
+            .collect();
+        // The torn file as opened, then the rewrite without its torn tail (the last word).
+        assert_eq!(log_lengths.last(), Some(&(kept.len() as u64)), "{seen:?}");
+        assert!(
+            seen.contains(&("raft-committed.json".into(), "truncated", 0)),
+            "{seen:?}"
         );
     }
 
