@@ -673,6 +673,7 @@ fn simulate_world(
                 end: main_end,
                 interval: Duration::from_secs(args.nemesis_interval.max(1)),
                 voters: args.nodes.min(3),
+                group: settings.group_id.clone(),
             },
             queue.clone(),
         ));

@@ -378,6 +378,9 @@ pub enum Aimed {
     /// Cut the leader from its followers only (it keeps its controller session and shrinks the
     /// ISR to itself), one interval later isolate it (`replication-cut-failover`).
     ReplicationCutFailover,
+    /// The replication cut aimed at the group coordinator: the leader of the run group's
+    /// `__consumer_offsets` partition (`coordinator-cut-failover`).
+    CoordinatorCutFailover,
     /// KAFKA-7128's window (`isr-join-below-epoch-start`): a follower C cut off until the ISR
     /// is {leader A, B}; then B crashes (page cache kept) and restarts with its checkpointed,
     /// stale high watermark while A is killed, so B leads with a high watermark at or below
@@ -394,6 +397,7 @@ impl Aimed {
         match kind {
             K::FollowerRestartFailover => Some(Aimed::FollowerRestartFailover),
             K::ReplicationCutFailover => Some(Aimed::ReplicationCutFailover),
+            K::CoordinatorCutFailover => Some(Aimed::CoordinatorCutFailover),
             _ => None,
         }
     }
@@ -403,10 +407,14 @@ impl Aimed {
         match self {
             Aimed::FollowerRestartFailover => "follower-restart-failover",
             Aimed::ReplicationCutFailover => "replication-cut-failover",
+            Aimed::CoordinatorCutFailover => "coordinator-cut-failover",
             Aimed::LaggingHwRejoin => "lagging-hw-rejoin",
         }
     }
 }
+
+/// Kafka's group offsets topic.
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Actions the aimed faults' director queues for the world to apply between ticks.
 pub type FaultQueue = Arc<Mutex<VecDeque<Action>>>;
@@ -432,6 +440,8 @@ pub struct DirectorConfig {
     pub interval: Duration,
     /// The Raft voters (nodes `1..=voters`).
     pub voters: u32,
+    /// The run's consumer group (whose coordinator `coordinator-cut-failover` aims at).
+    pub group: String,
 }
 
 fn since_start() -> Duration {
@@ -480,9 +490,28 @@ pub async fn direct(cfg: DirectorConfig, queue: FaultQueue) {
             Err(_) => 0,
         };
         let mut chosen = None;
-        for i in 0..cfg.partitions.max(1) {
-            let p = (first + i) % cfg.partitions.max(1);
-            let Some((leader, others, isr)) = roles(&admin, &cfg.topic, p).await else {
+        // The coordinator's partition of `__consumer_offsets` (Kafka's abs(hashCode) % count),
+        // else every workload partition from a seeded one.
+        let (topic, candidates): (&str, Vec<u32>) = if cfg.kind == Aimed::CoordinatorCutFailover {
+            let count = match admin.describe_topic(OFFSETS_TOPIC).await {
+                Ok(t) => t.partitions.len() as i32,
+                Err(_) => 0,
+            };
+            let p = broker::server::internal::partition_for(&cfg.group, count);
+            (
+                OFFSETS_TOPIC,
+                if count > 0 {
+                    vec![p as u32]
+                } else {
+                    Vec::new()
+                },
+            )
+        } else {
+            let n = cfg.partitions.max(1);
+            (&cfg.topic, (0..n).map(|i| (first + i) % n).collect())
+        };
+        for p in candidates {
+            let Some((leader, others, isr)) = roles(&admin, topic, p).await else {
                 continue;
             };
             // The lagging-HW window kills the leader and crashes a follower at once, then
@@ -499,7 +528,10 @@ pub async fn direct(cfg: DirectorConfig, queue: FaultQueue) {
             // A replication cut must leave the leader its controller session: the active
             // controller is not one of the followers it is cut from (and, when the leader is
             // the controller, a voter outside the partition keeps its quorum).
-            if cfg.kind == Aimed::ReplicationCutFailover {
+            if matches!(
+                cfg.kind,
+                Aimed::ReplicationCutFailover | Aimed::CoordinatorCutFailover
+            ) {
                 let spare_voter = (1..=cfg.voters).any(|v| v != leader && !others.contains(&v));
                 if controller == 0
                     || others.contains(&controller)
@@ -530,7 +562,7 @@ pub async fn direct(cfg: DirectorConfig, queue: FaultQueue) {
                 tokio::time::sleep(iv).await;
                 push(Action::StopPartition);
             }
-            Aimed::ReplicationCutFailover => {
+            Aimed::ReplicationCutFailover | Aimed::CoordinatorCutFailover => {
                 push(Action::StartPartition(vec![leader], others.clone()));
                 tokio::time::sleep(iv).await;
                 push(Action::Isolate(leader));

@@ -66,6 +66,14 @@ const EXTRAS: &[SimExtra] = &[
         nodes: Some(5),
     },
     SimExtra {
+        bug: "offset-commit-before-isr",
+        aimed: &[Aimed::CoordinatorCutFailover],
+        random: &[],
+        broker: &[],
+        also: &[],
+        nodes: Some(5),
+    },
+    SimExtra {
         bug: "unclean-regardless",
         aimed: &[Aimed::ReplicationCutFailover],
         random: &[],
@@ -205,4 +213,24 @@ pub fn verdict(run: &Path, recipe: &Recipe, control: bool, main_s: f64) -> Resul
             None => Verdict::NotFound,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bug_zoo_recipe_maps_to_simulated_faults_and_others_are_refused() {
+        for r in reproduce::RECIPES {
+            for k in r.nemesis {
+                assert!(map_kind(*k).is_ok(), "{}: {}", r.bug, k.name());
+            }
+        }
+        assert!(map_kind(FaultKind::FileCorruption).is_err());
+        assert_eq!(
+            map_kind(FaultKind::Disk).ok(),
+            Some(Ok(SimFault::Kill)),
+            "the real disk fault is a kill losing unfsynced writes"
+        );
+    }
 }
