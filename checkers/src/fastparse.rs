@@ -803,14 +803,19 @@ mod tests {
     fn the_pipelined_reader_names_bad_lines_and_drops_a_truncated_tail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("h.jsonl");
-        let inv = r#"{"index":0,"time_ns":1,"process":1,"type":"invoke","f":"poll","value":[["poll"]]}"#;
+        let inv =
+            r#"{"index":0,"time_ns":1,"process":1,"type":"invoke","f":"poll","value":[["poll"]]}"#;
         let ok = r#"{"index":1,"time_ns":2,"process":1,"type":"ok","f":"poll","value":[["poll",{"k":[[0,1]]}]]}"#;
         let check = |text: &[u8]| {
             std::fs::write(&p, text).expect("write");
             crate::check_file(&p, &crate::CheckOptions::default())
         };
         let r = check(format!("{inv}\n{ok}\n{{\"index\":2,\"time_ns\"").as_bytes()).expect("ok");
-        assert!(r.warnings.iter().any(|w| w.contains("line 3")), "{:?}", r.warnings);
+        assert!(
+            r.warnings.iter().any(|w| w.contains("line 3")),
+            "{:?}",
+            r.warnings
+        );
         assert_eq!(r.stats["reads"], 1);
         let e = check(format!("{inv}\nnot json\n{ok}\n").as_bytes()).expect_err("bad line");
         assert!(e.to_string().contains(":2:"), "{e}");
@@ -822,6 +827,9 @@ mod tests {
         assert!(e.to_string().contains("without a matching invoke"), "{e}");
         let bad_mops = r#"{"index":1,"time_ns":2,"process":1,"type":"ok","f":"poll","value":[["poll",{"k":[[0]]}]]}"#;
         let e = check(format!("{inv}\n{bad_mops}\n").as_bytes()).expect_err("bad micro-ops");
-        assert!(e.to_string().contains(":2:") && e.to_string().contains("micro-ops"), "{e}");
+        assert!(
+            e.to_string().contains(":2:") && e.to_string().contains("micro-ops"),
+            "{e}"
+        );
     }
 }
