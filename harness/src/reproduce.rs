@@ -330,7 +330,7 @@ pub struct Outcome {
 /// an inconsistent offset is proven by its second observation), and the earliest over the
 /// examples. None for [`ACKED_OVERWRITE`], which only the final reads prove (the caller then
 /// counts the whole main phase).
-pub fn first_evidence(run: &Path, results: &Value, kind: &str) -> Option<f64> {
+fn first_evidence(run: &Path, results: &Value, kind: &str) -> Option<f64> {
     if kind == ACKED_OVERWRITE {
         return None;
     }
@@ -359,7 +359,7 @@ pub fn first_evidence(run: &Path, results: &Value, kind: &str) -> Option<f64> {
 
 /// The anomaly kinds a run's results show, plus [`ACKED_OVERWRITE`] when an acknowledged
 /// write was overwritten.
-pub fn observed(results: &Value) -> Vec<String> {
+fn observed(results: &Value) -> Vec<String> {
     let mut seen: Vec<String> = results["anomalies"]
         .as_object()
         .map(|o| o.keys().cloned().collect())
@@ -374,7 +374,7 @@ pub fn observed(results: &Value) -> Vec<String> {
 }
 
 /// A checked run's `results.json` and its invalidating anomaly kinds.
-pub fn read_results(run: &Path) -> Result<(Value, Vec<String>)> {
+fn read_results(run: &Path) -> Result<(Value, Vec<String>)> {
     let results: Value = serde_json::from_str(
         &std::fs::read_to_string(run.join("results.json")).context("reading results.json")?,
     )
@@ -388,6 +388,45 @@ pub fn read_results(run: &Path) -> Result<(Value, Vec<String>)> {
         })
         .unwrap_or_default();
     Ok((results, invalidating))
+}
+
+/// What one checked attempt of a recipe shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    /// The invalidating kinds it shows (and [`ACKED_OVERWRITE`]), without those the recipe
+    /// tolerates when `control`: for a control, any of these is a failure.
+    pub invalid: Vec<String>,
+    /// Without `control`: the recipe's expected kind found, and the seconds into the test its
+    /// first example was proven (at most `main_s`; the whole main phase when only the final
+    /// reads prove it).
+    pub found: Option<(String, f64)>,
+}
+
+/// Judges the checked attempt in `run` (its `results.json`) by `recipe`; `main_s` is the
+/// attempt's main phase in seconds. `harness reproduce` and `harness sim --recipe` both judge
+/// their attempts so.
+pub fn judge(run: &Path, recipe: &Recipe, control: bool, main_s: f64) -> Result<Judgement> {
+    let (results, invalidating) = read_results(run)?;
+    let seen = observed(&results);
+    let invalid = seen
+        .iter()
+        .filter(|k| *k == ACKED_OVERWRITE || invalidating.contains(k))
+        .filter(|k| !(control && recipe.tolerate.contains(&k.as_str())))
+        .cloned()
+        .collect();
+    let found = if control {
+        None
+    } else {
+        recipe
+            .expect
+            .iter()
+            .find(|k| seen.iter().any(|s| s == *k))
+            .map(|kind| {
+                let at = first_evidence(run, &results, kind).unwrap_or(main_s);
+                (kind.to_string(), at.min(main_s))
+            })
+    };
+    Ok(Judgement { invalid, found })
 }
 
 /// Runs attempts with seeds `seed`, `seed + 1`, ... until an expected anomaly is found or
@@ -425,26 +464,18 @@ pub fn reproduce(
         outcome.attempts += 1;
         let run = results::store::resolve_latest(&spec.store.join(&spec.name).join("latest"))
             .context("finding the attempt's run folder")?;
-        let (results, invalidating) = read_results(&run)?;
-        let seen = observed(&results);
-        for k in seen
-            .iter()
-            .filter(|k| *k == ACKED_OVERWRITE || invalidating.contains(k))
-            .filter(|k| !(control && recipe.tolerate.contains(&k.as_str())))
-        {
-            if !outcome.invalid_kinds.contains(k) {
-                outcome.invalid_kinds.push(k.clone());
+        let judged = judge(&run, recipe, control, spec.time_limit as f64)?;
+        for k in judged.invalid {
+            if !outcome.invalid_kinds.contains(&k) {
+                outcome.invalid_kinds.push(k);
             }
         }
-        if !control {
-            if let Some(kind) = recipe.expect.iter().find(|k| seen.iter().any(|s| s == *k)) {
-                let at = first_evidence(&run, &results, kind).unwrap_or(spec.time_limit as f64);
-                outcome.found = Some(kind.to_string());
-                outcome.time_to_detect = Some(spent + at.min(spec.time_limit as f64));
-                outcome.run = Some(run);
-                return Ok(outcome);
-            }
-        } else if !outcome.invalid_kinds.is_empty() {
+        if let Some((kind, at)) = judged.found {
+            outcome.found = Some(kind);
+            outcome.time_to_detect = Some(spent + at);
+            outcome.run = Some(run);
+            return Ok(outcome);
+        } else if control && !outcome.invalid_kinds.is_empty() {
             outcome.run = Some(run);
             return Ok(outcome);
         }
@@ -456,17 +487,10 @@ pub fn reproduce(
 
 /// Median and worst of detection times (None when any seed missed).
 pub fn summarize(times: &[Option<f64>]) -> Option<(f64, f64)> {
-    let mut t: Vec<f64> = times.iter().copied().collect::<Option<Vec<f64>>>()?;
-    if t.is_empty() {
-        return None;
-    }
-    t.sort_by(f64::total_cmp);
-    let median = if t.len() % 2 == 1 {
-        t[t.len() / 2]
-    } else {
-        (t[t.len() / 2 - 1] + t[t.len() / 2]) / 2.0
-    };
-    Some((median, t[t.len() - 1]))
+    let t: Vec<f64> = times.iter().copied().collect::<Option<Vec<f64>>>()?;
+    let median = results::matrix::median(&t)?;
+    let worst = t.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((median, worst))
 }
 
 #[cfg(test)]

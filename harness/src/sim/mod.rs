@@ -368,13 +368,13 @@ fn sweep(args: &SimArgs, n: u64) -> Result<u8> {
         (Some(r), false) => {
             let found = failing.iter().filter(|(_, c)| *c == 1).count();
             println!("recipe {r}: found in {found} of {n} seeds");
-            if let Some(m) = median(&mut detect) {
+            if let Some(m) = results::matrix::median(&detect) {
                 println!(
                     "time to detect: median {m:.1} simulated s to the first proven anomaly \
                      (of the seeds that found it)"
                 );
             }
-            if let Some(m) = median(&mut walls) {
+            if let Some(m) = results::matrix::median(&walls) {
                 println!("wall: median {m:.2} s of simulation per seed");
             }
         }
@@ -412,20 +412,6 @@ fn found_line(out: &str) -> Option<f64> {
     let (_, rest) = line.split_once(", first proven at ")?;
     let (at, _) = rest.split_once(" simulated s")?;
     at.trim().parse().ok()
-}
-
-/// The median of `v` (sorted in place), None when empty.
-fn median(v: &mut [f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
 fn child_flags(args: &SimArgs) -> Vec<String> {

@@ -413,9 +413,6 @@ impl Aimed {
     }
 }
 
-/// Kafka's group offsets topic.
-const OFFSETS_TOPIC: &str = "__consumer_offsets";
-
 /// Actions the aimed faults' director queues for the world to apply between ticks.
 pub type FaultQueue = Arc<Mutex<VecDeque<Action>>>;
 
@@ -493,13 +490,16 @@ pub async fn direct(cfg: DirectorConfig, queue: FaultQueue) {
         // The coordinator's partition of `__consumer_offsets` (Kafka's abs(hashCode) % count),
         // else every workload partition from a seeded one.
         let (topic, candidates): (&str, Vec<u32>) = if cfg.kind == Aimed::CoordinatorCutFailover {
-            let count = match admin.describe_topic(OFFSETS_TOPIC).await {
+            let count = match admin
+                .describe_topic(broker::server::groups::OFFSETS_TOPIC)
+                .await
+            {
                 Ok(t) => t.partitions.len() as i32,
                 Err(_) => 0,
             };
             let p = broker::server::internal::partition_for(&cfg.group, count);
             (
-                OFFSETS_TOPIC,
+                broker::server::groups::OFFSETS_TOPIC,
                 if count > 0 {
                     vec![p as u32]
                 } else {

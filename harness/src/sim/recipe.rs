@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 
 use super::nemesis::{Aimed, SimFault};
 use super::SimArgs;
-use crate::reproduce::{self, Recipe, ACKED_OVERWRITE};
+use crate::reproduce::{self, Recipe};
 use crate::spec::{FaultKind, TestSpec};
 
 /// What the simulation changes in a recipe, beyond the bug zoo's version of it.
@@ -187,32 +187,16 @@ impl Verdict {
     }
 }
 
-/// Judges the run in `run` (checked: `results.json` exists) by `recipe`.
+/// Judges the run in `run` (checked: `results.json` exists) by `recipe`, as `harness
+/// reproduce` judges its attempts ([`reproduce::judge`]).
 pub fn verdict(run: &Path, recipe: &Recipe, control: bool, main_s: f64) -> Result<Verdict> {
-    let (results, invalidating) = reproduce::read_results(run)?;
-    let seen = reproduce::observed(&results);
-    if control {
-        let broken: Vec<String> = seen
-            .iter()
-            .filter(|k| *k == ACKED_OVERWRITE || invalidating.contains(k))
-            .filter(|k| !recipe.tolerate.contains(&k.as_str()))
-            .cloned()
-            .collect();
-        return Ok(if broken.is_empty() {
-            Verdict::Clean
-        } else {
-            Verdict::Broken(broken)
-        });
-    }
-    Ok(
-        match recipe.expect.iter().find(|k| seen.iter().any(|s| s == *k)) {
-            Some(kind) => {
-                let at = reproduce::first_evidence(run, &results, kind).unwrap_or(main_s);
-                Verdict::Found(kind.to_string(), at.min(main_s))
-            }
-            None => Verdict::NotFound,
-        },
-    )
+    let judged = reproduce::judge(run, recipe, control, main_s)?;
+    Ok(match (control, judged.found) {
+        (true, _) if judged.invalid.is_empty() => Verdict::Clean,
+        (true, _) => Verdict::Broken(judged.invalid),
+        (false, Some((kind, at))) => Verdict::Found(kind, at),
+        (false, None) => Verdict::NotFound,
+    })
 }
 
 #[cfg(test)]
