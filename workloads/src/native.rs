@@ -176,6 +176,68 @@ impl Reader {
             Reader::Group(_) => Vec::new(),
         }
     }
+
+    /// How many times the group member joined its group (0 in assign mode).
+    pub fn joins(&self) -> u64 {
+        match self {
+            Reader::Group(g) => g.rebalances(),
+            Reader::Assigned(_) => 0,
+        }
+    }
+
+    /// The group member's positions on `topic`'s assigned partitions, what a commit commits;
+    /// None in assign mode (such consumers never commit to the run's group).
+    pub fn to_commit(&self, topic: &str) -> Option<Offsets> {
+        let Reader::Group(g) = self else {
+            return None;
+        };
+        Some(
+            g.assignment()
+                .into_iter()
+                .filter(|tp| tp.topic == topic)
+                .filter_map(|tp| Some((u32::try_from(tp.partition).ok()?, g.position(&tp)?)))
+                .collect(),
+        )
+    }
+
+    /// Commits `offsets` of `topic` as the group member: refused ([`commit_refused`]) or of
+    /// unknown outcome otherwise.
+    pub async fn commit(&mut self, topic: &str, offsets: &Offsets) -> CommitResult {
+        let Reader::Group(g) = self else {
+            return CommitResult::Fail("not in the group (assign mode)".into());
+        };
+        let tps: Vec<(TopicPartition, i64)> = offsets
+            .iter()
+            .map(|(p, o)| (TopicPartition::new(topic.to_string(), *p as i32), *o))
+            .collect();
+        match g.commit(&tps).await {
+            Ok(()) => CommitResult::Ok,
+            Err(e) if commit_refused(&e) => CommitResult::Fail(e.to_string()),
+            Err(e) => CommitResult::Info(e.to_string()),
+        }
+    }
+
+    /// The group's committed offsets of `topic`'s partitions `0..partitions`.
+    pub async fn committed(
+        &mut self,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<Offsets, ClientError> {
+        let Reader::Group(g) = self else {
+            return Err(ClientError("not in the group (assign mode)".into()));
+        };
+        let tps: Vec<TopicPartition> = (0..partitions as i32)
+            .map(|p| TopicPartition::new(topic.to_string(), p))
+            .collect();
+        let got = g
+            .committed(&tps)
+            .await
+            .map_err(|e| err("committed offsets", e))?;
+        Ok(got
+            .into_iter()
+            .filter_map(|(tp, o)| Some((u32::try_from(tp.partition).ok()?, o?)))
+            .collect())
+    }
 }
 
 /// One poll's future.
@@ -386,60 +448,23 @@ impl QueueClient for NativeClient {
     }
 
     fn to_commit(&mut self) -> Option<Offsets> {
-        let Reader::Group(g) = &self.reader else {
-            return None;
-        };
-        Some(
-            g.assignment()
-                .into_iter()
-                .filter(|tp| tp.topic == self.settings.topic)
-                .filter_map(|tp| Some((u32::try_from(tp.partition).ok()?, g.position(&tp)?)))
-                .collect(),
-        )
+        self.reader.to_commit(&self.settings.topic)
     }
 
     fn commit(&mut self, offsets: &Offsets) -> CommitResult {
-        let Reader::Group(g) = &mut self.reader else {
-            return CommitResult::Fail("not in the group (assign mode)".into());
-        };
-        let tps: Vec<(TopicPartition, i64)> = offsets
-            .iter()
-            .map(|(p, o)| {
-                (
-                    TopicPartition::new(self.settings.topic.clone(), *p as i32),
-                    *o,
-                )
-            })
-            .collect();
-        match self.rt.block_on(g.commit(&tps)) {
-            Ok(()) => CommitResult::Ok,
-            Err(e) if commit_refused(&e) => CommitResult::Fail(e.to_string()),
-            Err(e) => CommitResult::Info(e.to_string()),
-        }
+        self.rt
+            .block_on(self.reader.commit(&self.settings.topic, offsets))
     }
 
     fn committed(&mut self) -> Result<Offsets, ClientError> {
-        let Reader::Group(g) = &mut self.reader else {
-            return Err(ClientError("not in the group (assign mode)".into()));
-        };
-        let tps: Vec<TopicPartition> = (0..self.settings.partitions as i32)
-            .map(|p| TopicPartition::new(self.settings.topic.clone(), p))
-            .collect();
-        let got = self
-            .rt
-            .block_on(g.committed(&tps))
-            .map_err(|e| err("committed offsets", e))?;
-        Ok(got
-            .into_iter()
-            .filter_map(|(tp, o)| Some((u32::try_from(tp.partition).ok()?, o?)))
-            .collect())
+        self.rt.block_on(
+            self.reader
+                .committed(&self.settings.topic, self.settings.partitions),
+        )
     }
 
     fn joins(&self) -> u64 {
-        match &self.reader {
-            Reader::Group(g) => g.rebalances(),
-            Reader::Assigned(_) => 0,
-        }
+        self.reader.joins()
     }
 
     fn positions(&mut self) -> Result<Vec<i64>, ClientError> {

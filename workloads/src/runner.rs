@@ -30,13 +30,28 @@ const POLL_WAIT: Duration = Duration::from_millis(100);
 /// group, and otherwise after every this many ok polls.
 pub const COMMITTED_EVERY: u32 = 5;
 
-/// A subscribed worker's group bookkeeping between polls.
+/// A subscribed worker's group bookkeeping between polls (real and simulated runs).
 #[derive(Debug, Default)]
-struct GroupState {
+pub struct GroupState {
     /// The client's join count at the last committed read.
     joins: u64,
     /// Ok polls since the last committed read.
     polls: u32,
+}
+
+impl GroupState {
+    /// After an ok poll with the client's join count `joins`: whether to read the group's
+    /// committed offsets now (the membership changed, or [`COMMITTED_EVERY`] polls passed).
+    pub fn committed_read_due(&mut self, joins: u64) -> bool {
+        self.polls += 1;
+        if joins != self.joins || self.polls >= COMMITTED_EVERY {
+            self.joins = joins;
+            self.polls = 0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// After an ok poll of a subscribed consumer: a `committed` read when its membership changed
@@ -56,11 +71,7 @@ fn group_ops(
     let Some(offsets) = client.to_commit() else {
         return Ok(process);
     };
-    state.polls += 1;
-    let joins = client.joins();
-    if joins != state.joins || state.polls >= COMMITTED_EVERY {
-        state.joins = joins;
-        state.polls = 0;
+    if state.committed_read_due(client.joins()) {
         history.invoke(process, COMMITTED, Value::Null)?;
         let (t, v) = match client.committed() {
             Ok(c) => (OpType::Ok, offsets_value(&c)),

@@ -22,13 +22,12 @@ use checkers::commits::{offsets_value, COMMIT, COMMITTED};
 use checkers::OpType;
 use client::{Consumer, Outcome, Producer, Seek, TopicPartition, TransactionalProducer};
 use serde_json::json;
-use workloads::client::Offsets;
-use workloads::client::{SendResult, TxnResult};
+use workloads::client::{CommitResult, SendResult, TxnResult};
 use workloads::native::Reader;
 use workloads::native::{ReaderPoll, TxnPoll};
 use workloads::queue::{Invocation, Mop, QueueConfig, QueueGenerator};
 use workloads::runner::{
-    note_rebalance, poll_value, send_value, txn_mops, txn_value, COMMITTED_EVERY, FINAL_PROCESS,
+    note_rebalance, poll_value, send_value, txn_mops, txn_value, GroupState, FINAL_PROCESS,
 };
 
 use checkers::HistoryWriter;
@@ -164,7 +163,7 @@ async fn worker(
             .unwrap_or_else(|p| p.into_inner())
             .next_op();
         history.invoke(process, inv.f(), inv.to_json())?;
-        let before = joins(&clients.reader);
+        let before = clients.reader.joins();
         let (t, v) = match &inv {
             Invocation::Send(Mop::Send {
                 key,
@@ -227,7 +226,7 @@ async fn worker(
             _ => false,
         };
         let mut v = v;
-        let now_joins = joins(&clients.reader);
+        let now_joins = clients.reader.joins();
         note_rebalance(&mut v, polled && now_joins != before, cfg.partitions);
         history.complete(process, t, inv.f(), v)?;
         ops += 1;
@@ -265,23 +264,6 @@ async fn txn(
     result
 }
 
-/// How many times the worker's consumer joined its group (0 in assign mode).
-fn joins(r: &Reader) -> u64 {
-    match r {
-        Reader::Group(g) => g.rebalances(),
-        Reader::Assigned(_) => 0,
-    }
-}
-
-/// A subscribed worker's group bookkeeping, as in real runs.
-#[derive(Debug, Default)]
-struct GroupState {
-    /// The join count at the last committed read.
-    joins: u64,
-    /// Ok polls since the last committed read.
-    polls: u32,
-}
-
 /// After an ok poll of a subscribed consumer, as real runs do (`workloads::runner`): a read of
 /// the group's committed offsets after every (re)join and every few polls, then a commit of
 /// the consumer's positions. Returns the process that goes on (a new one after a commit whose
@@ -293,32 +275,14 @@ async fn group_ops(
     process: u64,
     state: &mut GroupState,
 ) -> Result<u64> {
-    let Reader::Group(g) = &mut clients.reader else {
+    let reader = &mut clients.reader;
+    let Some(offsets) = reader.to_commit(&cfg.topic) else {
         return Ok(process);
     };
-    let offsets: Offsets = g
-        .assignment()
-        .into_iter()
-        .filter(|tp| tp.topic == cfg.topic)
-        .filter_map(|tp| Some((u32::try_from(tp.partition).ok()?, g.position(&tp)?)))
-        .collect();
-    state.polls += 1;
-    let joins = g.rebalances();
-    if joins != state.joins || state.polls >= COMMITTED_EVERY {
-        state.joins = joins;
-        state.polls = 0;
+    if state.committed_read_due(reader.joins()) {
         history.invoke(process, COMMITTED, serde_json::Value::Null)?;
-        let tps: Vec<TopicPartition> = (0..cfg.partitions as i32)
-            .map(|p| TopicPartition::new(cfg.topic.clone(), p))
-            .collect();
-        let (t, v) = match g.committed(&tps).await {
-            Ok(got) => {
-                let c: Offsets = got
-                    .into_iter()
-                    .filter_map(|(tp, o)| Some((u32::try_from(tp.partition).ok()?, o?)))
-                    .collect();
-                (OpType::Ok, offsets_value(&c))
-            }
+        let (t, v) = match reader.committed(&cfg.topic, cfg.partitions).await {
+            Ok(c) => (OpType::Ok, offsets_value(&c)),
             // A read that failed changed nothing.
             Err(e) => (OpType::Fail, json!({"error": e.to_string()})),
         };
@@ -329,14 +293,10 @@ async fn group_ops(
     }
     let value = offsets_value(&offsets);
     history.invoke(process, COMMIT, value.clone())?;
-    let tps: Vec<(TopicPartition, i64)> = offsets
-        .iter()
-        .map(|(p, o)| (TopicPartition::new(cfg.topic.clone(), *p as i32), *o))
-        .collect();
-    let (t, next) = match g.commit(&tps).await {
-        Ok(()) => (OpType::Ok, process),
-        Err(e) if workloads::native::commit_refused(&e) => (OpType::Fail, process),
-        Err(_) => (OpType::Info, process + cfg.concurrency),
+    let (t, next) = match reader.commit(&cfg.topic, &offsets).await {
+        CommitResult::Ok => (OpType::Ok, process),
+        CommitResult::Fail(_) => (OpType::Fail, process),
+        CommitResult::Info(_) => (OpType::Info, process + cfg.concurrency),
     };
     history.complete(process, t, COMMIT, value)?;
     Ok(next)
