@@ -741,8 +741,10 @@ impl Broker {
         });
     }
 
-    /// Runs retention, time-based flush and roll, ISR shrink checks and acks=all deadlines.
-    pub fn housekeeping(self: &Arc<Self>, retention: bool) {
+    /// Runs retention, time-based flush and roll, acks=all deadlines and, with `isr_check`,
+    /// the ISR shrink check (Kafka's `isr-expiration` task, which the caller runs every
+    /// `replica.lag.time.max.ms / 2`).
+    pub fn housekeeping(self: &Arc<Self>, retention: bool, isr_check: bool) {
         let now = self.clock.now_ms();
         for h in self.all_partitions() {
             let mut st = h.state();
@@ -768,7 +770,7 @@ impl Broker {
                     tracing::error!(topic = %h.topic, partition = h.index, error = %e, "housekeeping failed")
                 }
             }
-            let shrink = if st.is_leader() {
+            let shrink = if isr_check && st.is_leader() {
                 st.maybe_shrink_isr(now)
             } else {
                 None
@@ -802,8 +804,13 @@ impl Broker {
             let hw_every: i64 = b
                 .config
                 .raw_or("replica.high.watermark.checkpoint.interval.ms", 5000);
+            // Kafka schedules its ISR expiration check every replica.lag.time.max.ms / 2:
+            // a follower admitted without being caught up stays in the ISR until then.
+            let isr_every: i64 =
+                (b.config.raw_or::<i64>("replica.lag.time.max.ms", 30_000) / 2).max(1);
             let mut last_hw_checkpoint = b.clock.now_ms();
             let mut last_retention = b.clock.now_ms();
+            let mut last_isr_check = b.clock.now_ms();
             let mut tick = tokio::time::interval(Duration::from_millis(50));
             loop {
                 tick.tick().await;
@@ -816,10 +823,15 @@ impl Broker {
                 if hw_checkpoint {
                     last_hw_checkpoint = now;
                 }
+                // A clock stepped back restarts the wait rather than stopping the checks.
+                let isr_check = now - last_isr_check >= isr_every || now < last_isr_check;
+                if isr_check {
+                    last_isr_check = now;
+                }
                 let b2 = b.clone();
                 let _ = crate::runtime::spawn_blocking(move || {
                     b2.groups.tick(&b2, now);
-                    b2.housekeeping(retention);
+                    b2.housekeeping(retention, isr_check);
                     if hw_checkpoint {
                         b2.checkpoint_high_watermarks();
                     }

@@ -194,11 +194,14 @@ pub fn apply(world: &mut World, action: &Action, history: &HistoryWriter) -> std
             history.nemesis("stop-partition", json!({"healed": true}))?;
         }
         Action::Kill(id) => {
+            // A whole-host crash: the page cache and the host's send queues are lost.
             let lost = world.kill(*id);
+            let in_flight = world.net.power_loss(*id);
             let lost: Vec<serde_json::Value> = lost.iter().map(|(f, b)| json!([f, b])).collect();
             history.nemesis(
                 "kill",
-                json!({"nodes": [name(id)], "signal": "KILL", "lost-unfsynced": lost}),
+                json!({"nodes": [name(id)], "signal": "KILL", "lost-unfsynced": lost,
+                    "lost-in-flight": in_flight}),
             )?;
         }
         Action::Crash(id) => {
@@ -595,10 +598,12 @@ pub async fn direct(cfg: DirectorConfig, queue: FaultQueue) {
                         }
                     }
                     // The leader shrinks a member that is not caught up at its next ISR check
-                    // (every replica.lag.time.max.ms / 2): the window can be tens of ms.
+                    // (every replica.lag.time.max.ms / 2, as Kafka's isr-expiration task).
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                push(Action::Crash(b));
+                // B's host crashes: its fetch response to C, still queued behind the slow
+                // link, is lost with it (SimNet::power_loss), as are its unfsynced writes.
+                push(Action::Kill(b));
                 tokio::time::sleep(step).await;
                 push(Action::Start(a));
                 tokio::time::sleep(iv).await;

@@ -333,6 +333,44 @@ impl SimNet {
         lock(&self.inner).faults.get(&(from, to)).copied()
     }
 
+    /// A power loss of node `node` (after its runtime was dropped): what it wrote that is
+    /// still queued on its own host is lost. Bytes due within the base latency bound are on
+    /// the wire and still arrive; anything due later is waiting in the host's send queue
+    /// (a link fault's extra latency, as netem's egress queue holds it, or retransmissions of
+    /// lost segments, which only the sender keeps) and dies with the host. Each of its
+    /// connections then ends where its kept bytes end, as the reader sees a connection reset
+    /// (a power loss sends no FIN; the reset the peer eventually gets is modelled as an end
+    /// of stream by then). A kill -9 of the process alone keeps the kernel's queues: use
+    /// this only for a whole-host crash. Returns the bytes lost.
+    pub fn power_loss(&self, node: u32) -> u64 {
+        let now = now_ns();
+        let (pipes, cutoff) = {
+            let inner = lock(&self.inner);
+            let pipes: Vec<PipeRef> = inner.active.values().filter_map(Weak::upgrade).collect();
+            (pipes, now.saturating_add(inner.max_latency_ns))
+        };
+        let mut lost = 0u64;
+        let mut due = u64::MAX;
+        for pipe in pipes {
+            let mut p = lock(&pipe);
+            if p.src != node {
+                continue;
+            }
+            while p.in_flight.back().is_some_and(|(at, _)| *at > cutoff) {
+                if let Some((_, b)) = p.in_flight.pop_back() {
+                    lost += b.len() as u64;
+                }
+            }
+            let end = p.in_flight.back().map_or(now, |(at, _)| *at).max(now);
+            p.last_at = p.last_at.min(cutoff).max(end);
+            p.eof_at = Some(p.eof_at.map_or(cutoff, |t| t.min(cutoff)).max(end));
+            due = due.min(p.eof_at.unwrap_or(cutoff));
+        }
+        let mut inner = lock(&self.inner);
+        inner.next_due = inner.next_due.min(due);
+        lost
+    }
+
     /// Connections opened so far.
     pub fn connections(&self) -> u64 {
         lock(&self.inner).connections
