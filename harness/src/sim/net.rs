@@ -882,6 +882,40 @@ mod tests {
         });
     }
 
+    #[test]
+    fn a_power_loss_drops_what_is_queued_on_the_host_and_keeps_what_is_on_the_wire() {
+        use super::super::clock::{set_current_node, set_now_ns};
+        let net = SimNet::new(3, Duration::from_micros(500), Duration::from_millis(2));
+        set_now_ns(0);
+        run(async {
+            set_current_node(1);
+            let mut l = net.listen("10.0.0.1:9092").expect("listen");
+            set_current_node(0);
+            let mut c = net.open("10.0.0.1:9092").await.expect("connect");
+            set_current_node(1);
+            let (mut s, _) = l.accept().await.expect("accept");
+            // Node 1 answers over a fast link, then over a slow one (1 s of extra latency).
+            s.write_all(b"fast").await.expect("write");
+            net.set_link_fault(0, 1, fault(0.0, 1_000, 1_000));
+            s.write_all(b"slow").await.expect("write");
+            // Node 0's own bytes to node 1 are not node 1's to lose.
+            set_current_node(0);
+            c.write_all(b"ask").await.expect("write");
+            // Node 1's host dies: its runtime (and the stream) goes, then its queues.
+            drop(s);
+            assert_eq!(net.power_loss(1), 4, "only the slow reply was still on the host");
+            assert_eq!(net.power_loss(1), 0, "nothing is lost twice");
+            // The fast reply arrives, then the stream ends where it ends.
+            set_now_ns(3_000_000);
+            net.deliver();
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(Duration::from_millis(10), c.read_to_end(&mut got));
+            read.await.expect("the stream ends").expect("read");
+            assert_eq!(got, b"fast");
+        });
+        set_current_node(0);
+    }
+
     /// Gap between the test's writes: longer than any delay but a retransmitted one.
     const GAP: u64 = 100_000_000;
 
