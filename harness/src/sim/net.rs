@@ -903,7 +903,11 @@ mod tests {
             c.write_all(b"ask").await.expect("write");
             // Node 1's host dies: its runtime (and the stream) goes, then its queues.
             drop(s);
-            assert_eq!(net.power_loss(1), 4, "only the slow reply was still on the host");
+            assert_eq!(
+                net.power_loss(1),
+                4,
+                "only the slow reply was still on the host"
+            );
             assert_eq!(net.power_loss(1), 0, "nothing is lost twice");
             // The fast reply arrives, then the stream ends where it ends.
             set_now_ns(3_000_000);
