@@ -3,7 +3,9 @@
 //!
 //! - [`spawn_blocking`]: production hands the closure to tokio's blocking pool (OS threads); a
 //!   simulated thread ([`set_simulated`]) runs it as an ordinary task on the one simulation
-//!   thread instead, so no OS thread's timing can decide the order of events.
+//!   thread instead, so no OS thread's timing can decide the order of events. That task first
+//!   awaits [`crate::storage::ready`]: a simulated disk that is stalled holds the work (in
+//!   virtual time) until the stall ends, a slow one delays it.
 //! - [`RaftRuntime`]: openraft's runtime type. It is tokio's, except that openraft's random
 //!   election timeouts come from [`SeededRng`], a per-thread generator seeded through std's
 //!   `RandomState` (which the simulator makes deterministic) instead of `rand::thread_rng()`
@@ -34,14 +36,18 @@ pub fn is_simulated() -> bool {
 }
 
 /// Runs blocking work (disk I/O under a partition lock): on tokio's blocking pool in
-/// production, as a task of the current runtime on a simulation thread.
+/// production, as a task of the current runtime on a simulation thread, after the simulated
+/// disk of the node is ready ([`crate::storage::ready`]: stalls and latency).
 pub fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
     if is_simulated() {
-        tokio::spawn(async move { f() })
+        tokio::spawn(async move {
+            crate::storage::ready().await;
+            f()
+        })
     } else {
         tokio::task::spawn_blocking(f)
     }

@@ -1,6 +1,6 @@
 //! `harness sim` is deterministic: one seed simulated twice (two processes) writes
 //! byte-identical histories, under every fault kind the simulator has (partitions, kills that
-//! lose unfsynced writes, pauses, clock jumps, failing disks, extra latency and packet loss
+//! lose unfsynced writes, pauses, clock jumps, disk faults, extra latency and packet loss
 //! between brokers), with transactions (`txn` ops through the native client's transactional
 //! producer, plain sends as transactions of one) and consumers in a group (commits, reads of
 //! the committed offsets, rebalances). Any wall-clock read, OS-seeded
@@ -8,7 +8,9 @@
 //! a difference.
 //! The second run traces, as a replay does: building the trace subscriber on the simulation
 //! thread once shifted its hash keys and changed the run. A different seed gives a different
-//! history, and the run is checked like a real one.
+//! history, and the run is checked like a real one. One all-faults run has room for one disk
+//! fault, so a disk-only seed is simulated twice too: it draws each of the four disk fault
+//! kinds (latency, stall, EIO on appends, EIO on fsyncs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,21 +19,39 @@ fn harness() -> Command {
     Command::new(env!("CARGO_BIN_EXE_harness"))
 }
 
+/// Every fault kind, transactions and a consumer group, 60 simulated s.
+const ALL_FAULTS: &[&str] = &[
+    "--time-limit",
+    "60",
+    "--nemesis-interval",
+    "3",
+    "--nemesis",
+    "partition,kill,pause,clock,disk,latency,loss",
+    "--transactions",
+    "--subscribe",
+];
+
+/// Disk faults only, 30 simulated s (seed 37 draws latency, eio-fsync, eio-writes and stall).
+const DISK_ONLY: &[&str] = &[
+    "--time-limit",
+    "30",
+    "--nemesis-interval",
+    "2",
+    "--nemesis",
+    "disk",
+];
+
 /// Runs one simulation into `store` (with `extra` flags); returns its run folder.
 fn simulate(store: &Path, seed: u64, extra: &[&str]) -> PathBuf {
+    simulate_with(store, seed, ALL_FAULTS, extra)
+}
+
+/// Runs one simulation of `faults` into `store` (with `extra` flags); returns its run folder.
+fn simulate_with(store: &Path, seed: u64, faults: &[&str], extra: &[&str]) -> PathBuf {
     let out = harness()
-        .args([
-            "sim",
-            "--seed",
-            &seed.to_string(),
-            "--nodes",
-            "3",
-            "--time-limit",
-            "60",
-        ])
-        .args(["--final-time-limit", "20", "--nemesis-interval", "3"])
-        .args(["--nemesis", "partition,kill,pause,clock,disk,latency,loss"])
-        .args(["--transactions", "--subscribe"])
+        .args(["sim", "--seed", &seed.to_string(), "--nodes", "3"])
+        .args(["--final-time-limit", "20"])
+        .args(faults)
         .args(extra)
         .arg("--store")
         .arg(store)
@@ -55,6 +75,26 @@ fn simulate(store: &Path, seed: u64, extra: &[&str]) -> PathBuf {
 
 fn history(run: &Path) -> Vec<u8> {
     std::fs::read(run.join("history.jsonl")).expect("history.jsonl")
+}
+
+/// Panics at the first line where two histories of `seed` differ.
+fn assert_same(seed: u64, ha: &[u8], hb: &[u8]) {
+    if ha != hb {
+        let text = String::from_utf8_lossy(ha);
+        let la: Vec<&str> = text.lines().collect();
+        let hb_text = String::from_utf8_lossy(hb);
+        let lb: Vec<&str> = hb_text.lines().collect();
+        let first = la
+            .iter()
+            .zip(&lb)
+            .position(|(x, y)| x != y)
+            .unwrap_or(la.len().min(lb.len()));
+        panic!(
+            "seed {seed} diverged at line {first}:\n  {}\n  {}",
+            la.get(first).unwrap_or(&"<end>"),
+            lb.get(first).unwrap_or(&"<end>")
+        );
+    }
 }
 
 #[test]
@@ -96,21 +136,7 @@ fn one_seed_twice_gives_the_same_history_byte_for_byte() {
     let oks = text.matches("\"type\":\"ok\"").count();
     assert!(oks > 200, "only {oks} ok ops");
     assert!(text.contains("\"process\":1000000"), "no final reads");
-    if ha != hb {
-        let la: Vec<&str> = text.lines().collect();
-        let hb_text = String::from_utf8_lossy(&hb);
-        let lb: Vec<&str> = hb_text.lines().collect();
-        let first = la
-            .iter()
-            .zip(&lb)
-            .position(|(x, y)| x != y)
-            .unwrap_or(la.len().min(lb.len()));
-        panic!(
-            "seed {seed} diverged at line {first}:\n  {}\n  {}",
-            la.get(first).unwrap_or(&"<end>"),
-            lb.get(first).unwrap_or(&"<end>")
-        );
-    }
+    assert_same(seed, &ha, &hb);
     // The run is stored like a real one: checked, with the spec harness check reads.
     assert!(run_a.join("results.json").is_file());
     assert!(run_a.join("test.json").is_file());
@@ -128,4 +154,28 @@ fn one_seed_twice_gives_the_same_history_byte_for_byte() {
         "seeds {seed} and {} gave the same history",
         seed + 1
     );
+    // Each disk fault kind, twice over: the same history (stalls and latency wait in virtual
+    // time, EIO is drawn per append or fsync).
+    let d = tempfile::tempdir().expect("tempdir");
+    let e = tempfile::tempdir().expect("tempdir");
+    let disk_seed = 37;
+    let run_d = simulate_with(d.path(), disk_seed, DISK_ONLY, &[]);
+    let run_e = simulate_with(e.path(), disk_seed, DISK_ONLY, &["--trace", "info"]);
+    let (hd, he) = (history(&run_d), history(&run_e));
+    let text = String::from_utf8_lossy(&hd);
+    for kind in [
+        "{\"kind\":\"stall\"}",
+        "{\"kind\":\"latency\",\"per_op_ms\":",
+        "{\"kind\":\"eio-writes\"}",
+        "{\"kind\":\"eio-fsync\"}",
+    ] {
+        let start = format!("\"f\":\"start-disk\",\"value\":{{\"fault\":{kind}");
+        assert!(
+            text.contains(&start),
+            "no start-disk {kind} in seed {disk_seed}"
+        );
+    }
+    assert!(text.contains("\"f\":\"stop-disk\""));
+    assert!(text.matches("\"type\":\"ok\"").count() > 200);
+    assert_same(disk_seed, &hd, &he);
 }

@@ -229,7 +229,7 @@ impl Segment {
         }
         let pos = self.size;
         let log_p = &self.paths.0;
-        crate::storage::check_write(log_p).map_err(io_err(log_p, "append"))?;
+        crate::storage::check_append(log_p).map_err(io_err(log_p, "append"))?;
         self.log
             .write_all_at(bytes, pos)
             .map_err(io_err(log_p, "append"))?;
@@ -394,7 +394,7 @@ impl Segment {
     /// fsyncs the log file (indexes are derived data and rebuilt on recovery).
     pub fn sync(&self) -> Result<(), LogError> {
         let log_p = self.log_path();
-        crate::storage::check_write(log_p).map_err(io_err(log_p, "fsync"))?;
+        crate::storage::check_fsync(log_p).map_err(io_err(log_p, "fsync"))?;
         crate::storage::sync_data(&self.log).map_err(io_err(log_p, "fsync"))?;
         crate::storage::durable(log_p, self.size);
         Ok(())

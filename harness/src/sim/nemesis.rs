@@ -1,6 +1,7 @@
 //! The simulation's nemesis: a schedule of faults drawn from the seed before the run
 //! (partitions into two sides, kills that lose unfsynced writes and restarts, pauses and
-//! resumes, clock jumps and resets, disks failing with EIO and healing), one fault at a time
+//! resumes, clock jumps and resets, disks that stall, slow down or fail with EIO and heal),
+//! one fault at a time
 //! and every enabled kind in turn (in a seeded order each round), each undone before the next
 //! and all undone by the end of the main phase; the world applies each at its virtual time and
 //! records it in the history with the names real runs use.
@@ -28,7 +29,8 @@ pub enum SimFault {
     Pause,
     /// Jump a broker's wall clock and reset it later.
     Clock,
-    /// Fail a broker's segment appends and fsyncs with EIO, then heal its disk.
+    /// A broker's disk fault, drawn as the real nemesis's (`nemesis::disk::DiskFault`): 1-50
+    /// ms per operation, a stall, EIO on segment appends or EIO on segment fsyncs; then healed.
     Disk,
     /// Extra latency (50-500 ms per write) between two brokers, then healed.
     Latency,
@@ -84,9 +86,9 @@ pub enum Action {
     BumpClock(u32, i64),
     /// Reset a node's clock.
     ResetClock(u32),
-    /// Fail a node's disk writes (EIO).
-    DiskFail(u32),
-    /// Heal a node's disk.
+    /// Start a disk fault on a node (latency, stall, EIO on appends or on fsyncs).
+    DiskFail(u32, nemesis::disk::DiskFault),
+    /// Heal a node's disk (stalled work goes on).
     DiskHeal(u32),
 }
 
@@ -146,7 +148,20 @@ pub fn schedule(
                 let jump = rng.random_range(-60_000i64..=60_000);
                 (Action::BumpClock(node, jump), Action::ResetClock(node))
             }
-            SimFault::Disk => (Action::DiskFail(node), Action::DiskHeal(node)),
+            SimFault::Disk => {
+                // The real schedule's draw (nemesis::schedule, FaultKind::Disk) without its
+                // fifth kind, lost unfsynced writes, which the simulation's kills always are.
+                use nemesis::disk::DiskFault;
+                let fault = match rng.random_range(0..4) {
+                    0 => DiskFault::Latency {
+                        per_op_ms: rng.random_range(1..=50),
+                    },
+                    1 => DiskFault::Stall,
+                    2 => DiskFault::EioWrites,
+                    _ => DiskFault::EioFsync,
+                };
+                (Action::DiskFail(node, fault), Action::DiskHeal(node))
+            }
             SimFault::Latency | SimFault::Loss => {
                 let other = 1 + (node + rng.random_range(0..nodes.max(2) - 1)) % nodes;
                 let on = if kind == SimFault::Latency {
@@ -292,19 +307,14 @@ pub fn apply(world: &mut World, action: &Action, history: &HistoryWriter) -> std
             world.set_clock_offset(*id, 0);
             history.nemesis("reset-clock", json!({"nodes": [name(id)]}))?;
         }
-        Action::DiskFail(id) => {
+        Action::DiskFail(id, fault) => {
             if let Some(dir) = world.node(*id).map(|n| n.dir.clone()) {
-                world.disk.fail(&dir);
+                world.disk.start(*id, &dir, fault.clone());
             }
-            history.nemesis(
-                "start-disk",
-                json!({"nodes": [name(id)], "fault": "eio-writes-and-fsync"}),
-            )?;
+            history.nemesis("start-disk", json!({"nodes": [name(id)], "fault": fault}))?;
         }
         Action::DiskHeal(id) => {
-            if let Some(dir) = world.node(*id).map(|n| n.dir.clone()) {
-                world.disk.heal(&dir);
-            }
+            world.disk.heal(*id);
             history.nemesis("stop-disk", json!({"nodes": [name(id)]}))?;
         }
     }
@@ -328,9 +338,8 @@ pub fn heal_all(world: &mut World, history: &HistoryWriter) -> std::io::Result<(
             apply(world, &Action::Start(id), history)?;
         }
         world.set_clock_offset(id, 0);
-        if let Some(dir) = world.node(id).map(|n| n.dir.clone()) {
-            world.disk.heal(&dir);
-        }
+        // Stalled work goes on (every node's disk fault is undone, EIO, stall or latency).
+        world.disk.heal(id);
     }
     Ok(())
 }
