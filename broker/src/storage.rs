@@ -131,7 +131,8 @@ pub fn disk_wait() -> DiskWait {
 
 /// Waits (in the runtime's time) until the disk of the node being run takes work: while it is
 /// stalled, and once more for a slow disk's delay. Returns at once without a simulated disk.
-/// Called by `crate::runtime::spawn_blocking` on a simulation thread only.
+/// Called by `crate::runtime::spawn_blocking` on a simulation thread, before a follower
+/// applies a fetch response with records or a divergence, and before a Raft log append.
 pub async fn ready() {
     loop {
         match disk_wait() {

@@ -211,6 +211,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        // A simulated stalled or slow disk holds the Raft log's append too.
+        crate::storage::ready().await;
         let mut inner = self.inner.lock().await;
         let mut buf = Vec::new();
         for e in entries {

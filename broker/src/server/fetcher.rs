@@ -164,6 +164,11 @@ async fn one_round(
         diverging_epoch: diverging,
         records: pd.records.clone().filter(|r| !r.is_empty()),
     };
+    if response.records.is_some() || response.diverging_epoch.is_some() {
+        // A simulated disk that stalls or is slow holds the follower's append (or truncation)
+        // as it holds the leader's; nothing in production.
+        crate::storage::ready().await;
+    }
     let now = broker.clock.now_ms();
     let copied = response.records.clone();
     let applied = {
