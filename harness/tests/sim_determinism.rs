@@ -179,3 +179,73 @@ fn one_seed_twice_gives_the_same_history_byte_for_byte() {
     assert!(text.matches("\"type\":\"ok\"").count() > 200);
     assert_same(disk_seed, &hd, &he);
 }
+
+/// A sweep's seeds run in parallel child processes (`--jobs`): each seed's history is the one
+/// a run of that seed alone writes, the verdicts print in seed order, and runs that start in
+/// the same millisecond get their own folders.
+#[test]
+fn a_parallel_sweep_gives_each_seed_the_history_of_a_lone_run() {
+    let sweep = tempfile::tempdir().expect("tempdir");
+    let lone = tempfile::tempdir().expect("tempdir");
+    let flags = [
+        "--nodes",
+        "3",
+        "--time-limit",
+        "15",
+        "--final-time-limit",
+        "20",
+        "--nemesis-interval",
+        "3",
+        "--nemesis",
+        "partition,kill,disk",
+    ];
+    let out = harness()
+        .args(["sim", "--seed", "5", "--seeds", "3", "--jobs", "3"])
+        .args(flags)
+        .arg("--store")
+        .arg(sweep.path())
+        .output()
+        .expect("run harness sim --seeds");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(matches!(out.status.code(), Some(0..=2)), "{stdout}");
+    let order: Vec<usize> = ["seed 5: ", "seed 6: ", "seed 7: "]
+        .iter()
+        .map(|s| {
+            stdout
+                .find(s)
+                .unwrap_or_else(|| panic!("no `{s}` in {stdout}"))
+        })
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "not in seed order: {stdout}"
+    );
+    assert!(stdout.contains("3 at once"), "{stdout}");
+    // Three folders, one per seed; seed 6's history is a lone run's.
+    let mut by_seed = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(sweep.path().join("sim")).expect("store") {
+        let p = e.expect("entry").path();
+        if !p.is_dir() || p.ends_with("latest") {
+            continue;
+        }
+        let sim: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(p.join("sim.json")).expect("sim.json"))
+                .expect("sim.json parses");
+        by_seed.insert(sim["seed"].as_u64().expect("seed"), p);
+    }
+    assert_eq!(by_seed.keys().copied().collect::<Vec<_>>(), vec![5, 6, 7]);
+    let out = harness()
+        .args(["sim", "--seed", "6"])
+        .args(flags)
+        .arg("--store")
+        .arg(lone.path())
+        .output()
+        .expect("run harness sim");
+    assert!(matches!(out.status.code(), Some(0..=2)));
+    let lone_run = std::fs::read_dir(lone.path().join("sim"))
+        .expect("store")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_dir() && !p.ends_with("latest"))
+        .expect("a run folder");
+    assert_same(6, &history(&by_seed[&6]), &history(&lone_run));
+}

@@ -65,12 +65,20 @@ impl RunDir {
             return Err(StoreError::BadName(test.to_string()));
         }
         let test_dir = root.join(test);
+        std::fs::create_dir_all(&test_dir).map_err(io("creating", &test_dir))?;
+        // Two runs in the same millisecond (a parallel sweep's children) get distinct folders:
+        // `create_dir` claims a name atomically.
         let mut path = test_dir.join(timestamp_name(at));
-        // Two runs in the same millisecond get distinct folders.
         let mut n = 1;
-        while path.exists() {
-            path = test_dir.join(format!("{}-{n}", timestamp_name(at)));
-            n += 1;
+        loop {
+            match std::fs::create_dir(&path) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    path = test_dir.join(format!("{}-{n}", timestamp_name(at)));
+                    n += 1;
+                }
+                Err(e) => return Err(io("creating", &path)(e)),
+            }
         }
         std::fs::create_dir_all(path.join("nodes")).map_err(io("creating", &path))?;
         let run = RunDir { path };
@@ -82,7 +90,8 @@ impl RunDir {
     /// Points the symlink `at` here, relative to `at`'s folder (so a store can be archived or
     /// moved), through a temporary link renamed over the old one.
     fn link(&self, at: &Path) -> Result<(), StoreError> {
-        let tmp = at.with_extension("tmp-link");
+        // One temporary name per process: runs created at once do not race on it.
+        let tmp = at.with_extension(format!("tmp-link-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         let base = at.parent().unwrap_or(Path::new("."));
         let target = match self.path.strip_prefix(base) {

@@ -91,6 +91,10 @@ pub struct SimArgs {
     /// Keep the brokers' data directories in the run folder (removed by default).
     #[arg(long = "keep-data")]
     pub keep_data: bool,
+    /// With --seeds: how many seeds run at once (one child process each; results are printed
+    /// in seed order). Speed lines then measure each seed on a shared machine.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: u32,
     /// With --seeds: wall seconds a seed may take before it is killed and reported as hung.
     #[arg(long = "seed-timeout", default_value_t = 300)]
     pub seed_timeout: u64,
@@ -303,38 +307,26 @@ fn sweep(args: &SimArgs, n: u64) -> Result<u8> {
     let mut failing = Vec::new();
     let mut worst = 0u8;
     let (mut detect, mut walls) = (Vec::new(), Vec::new());
-    for seed in args.seed..args.seed + n {
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("sim").arg("--seed").arg(seed.to_string());
-        cmd.args(child_flags(args));
-        // The child's few report lines are read for its speed; its errors reach our stderr.
-        cmd.stdout(std::process::Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("running seed {seed}"))?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(args.seed_timeout);
-        let status = loop {
-            if let Some(status) = child.try_wait().context("waiting for a seed")? {
-                break Some(status);
-            }
-            if std::time::Instant::now() >= deadline {
-                // A simulation that stops advancing virtual time (a deadlock or a busy loop in
-                // the code under test) is a finding too.
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    // Up to --jobs children at once; results are taken in seed order, so the output is the
+    // same whatever the parallelism.
+    let jobs = args.jobs.max(1) as usize;
+    let mut running: std::collections::VecDeque<(u64, Child)> = std::collections::VecDeque::new();
+    let mut next_seed = args.seed;
+    let end = args.seed + n;
+    while next_seed < end || !running.is_empty() {
+        while running.len() < jobs && next_seed < end {
+            running.push_back((next_seed, Child::spawn(&exe, args, next_seed)?));
+            next_seed += 1;
+        }
+        // The oldest child is the next to report; the others run meanwhile.
+        let Some((seed, mut child)) = running.pop_front() else {
+            break;
         };
+        let (status, out) = child.finish(args.seed_timeout)?;
         let code = match status {
             Some(s) => s.code().unwrap_or(255).clamp(0, 255) as u8,
             None => 3,
         };
-        let mut out = String::new();
-        if let Some(mut pipe) = child.stdout.take() {
-            use std::io::Read;
-            let _ = pipe.read_to_string(&mut out);
-        }
         if let Some((sim_s, wall_s)) = speed_line(&out) {
             simulated += sim_s;
             wall += wall_s;
@@ -384,17 +376,85 @@ fn sweep(args: &SimArgs, n: u64) -> Result<u8> {
         ),
         (None, _) => println!("{} of {n} seeds valid", n - failing.len() as u64),
     }
+    // With --jobs J, J seeds share the sweep's wall time: a seed costs J times its share of
+    // one core (the per-core figure assumes one core per job).
+    let jobs_used = (args.jobs.max(1) as u64).min(n.max(1)) as f64;
     let per_seed = started.elapsed().as_secs_f64() / n.max(1) as f64;
+    let per_seed_core = per_seed * jobs_used;
     println!(
-        "speed: {simulated:.0} simulated s in {wall:.1} wall s of simulation ({:.0}x); {per_seed:.2} \
-         wall s per seed with its check and report: {:.0} seeds per 8-hour core",
+        "speed: {simulated:.0} simulated s in {wall:.1} wall s of simulation ({:.0}x); {per_seed_core:.2} \
+         wall s per seed with its check and report: {:.0} seeds per 8-hour core{}",
         simulated / wall.max(1e-9),
-        8.0 * 3600.0 / per_seed.max(1e-9)
+        8.0 * 3600.0 / per_seed_core.max(1e-9),
+        if jobs_used > 1.0 {
+            format!(" ({jobs_used:.0} at once: {per_seed:.2} wall s per seed for the sweep)")
+        } else {
+            String::new()
+        }
     );
     for (seed, _) in &failing {
         println!("replay: {}", replay_command(args, *seed));
     }
     Ok(worst)
+}
+
+/// One seed's child process of a sweep, with when it started (for `--seed-timeout`).
+struct Child {
+    proc: std::process::Child,
+    started: std::time::Instant,
+    /// Its stdout, drained by a thread so a chatty child never blocks on a full pipe.
+    out: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Child {
+    /// Starts `harness sim --seed seed` with `args`' other flags.
+    fn spawn(exe: &Path, args: &SimArgs, seed: u64) -> Result<Child> {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("sim").arg("--seed").arg(seed.to_string());
+        cmd.args(child_flags(args));
+        // The child's few report lines are read for its speed; its errors reach our stderr.
+        cmd.stdout(std::process::Stdio::piped());
+        let mut proc = cmd
+            .spawn()
+            .with_context(|| format!("running seed {seed}"))?;
+        let out = proc.stdout.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut out = String::new();
+                let _ = pipe.read_to_string(&mut out);
+                out
+            })
+        });
+        Ok(Child {
+            proc,
+            started: std::time::Instant::now(),
+            out,
+        })
+    }
+
+    /// Waits for the child (killing it once it has run `timeout_s` wall seconds: a
+    /// simulation that stops advancing virtual time is a deadlock or busy loop in the code
+    /// under test, a finding too); its exit status (None: killed) and stdout.
+    fn finish(&mut self, timeout_s: u64) -> Result<(Option<std::process::ExitStatus>, String)> {
+        let deadline = self.started + Duration::from_secs(timeout_s);
+        let status = loop {
+            if let Some(status) = self.proc.try_wait().context("waiting for a seed")? {
+                break Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.proc.kill();
+                let _ = self.proc.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = self
+            .out
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        Ok((status, out))
+    }
 }
 
 /// The simulated and wall seconds of a child's `harness sim: X simulated s in Y wall s` line.
