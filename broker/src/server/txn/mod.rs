@@ -177,9 +177,31 @@ impl TxnCoordinator {
         self.ensure_topic(broker).await?;
         let partition = self.partition_of(broker, id);
         let (hosted, epoch) = internal::coordinator_here(broker, TXN_TOPIC, partition)?;
+        self.ensure_loaded(broker, partition, &hosted, epoch)
+            .await?;
+        Ok(TxnOwner {
+            partition,
+            hosted,
+            epoch,
+        })
+    }
+
+    /// Loads `__transaction_state` partition `partition` (led here at `epoch`, `hosted`) into
+    /// the cache unless it is loaded at that epoch, then starts the completion of every
+    /// transaction found in PrepareCommit/PrepareAbort (Kafka's
+    /// `TransactionStateManager.loadTransactionsForTxnTopicPartition`, whose callback re-sends
+    /// their markers). COORDINATOR_LOAD_IN_PROGRESS while the partition's log is not all
+    /// replicated.
+    async fn ensure_loaded(
+        &self,
+        broker: &Arc<Broker>,
+        partition: i32,
+        hosted: &Arc<Hosted>,
+        epoch: i32,
+    ) -> Result<(), i16> {
         let loaded = lock(&self.caches).get(&partition).map(|c| c.epoch) == Some(epoch);
         if !loaded {
-            let recs = internal::load(&hosted).await?;
+            let recs = internal::load(hosted).await?;
             let mut cache = TxnCache {
                 epoch,
                 txns: HashMap::new(),
@@ -229,11 +251,7 @@ impl TxnCoordinator {
                 }
             }
         }
-        Ok(TxnOwner {
-            partition,
-            hosted,
-            epoch,
-        })
+        Ok(())
     }
 
     /// The stored state of `id`.
@@ -325,10 +343,46 @@ impl TxnCoordinator {
         }
     }
 
+    /// Loads every `__transaction_state` partition led here that is not loaded at its current
+    /// leader epoch. Kafka loads a partition as soon as its broker becomes the leader
+    /// (`TransactionCoordinator.onElection`), not when a client first asks: a transaction
+    /// whose producer never comes back (it gave up or crashed) must still be completed if it
+    /// was in PrepareCommit/PrepareAbort, or aborted at its timeout if it was Ongoing. Waiting
+    /// for a request instead leaves it open forever after a coordinator failover, and its
+    /// data holds every partition's last stable offset down (a hanging transaction).
+    /// A partition whose log is not yet all replicated is tried again at the next tick.
+    pub async fn load_led_partitions(&self, broker: &Arc<Broker>) {
+        let Some(count) = broker
+            .image()
+            .topics
+            .get(TXN_TOPIC)
+            .map(|t| t.partitions.len() as i32)
+        else {
+            return;
+        };
+        for partition in 0..count {
+            let Some((hosted, epoch)) = internal::led_here(broker, TXN_TOPIC, partition) else {
+                continue;
+            };
+            if lock(&self.caches).get(&partition).map(|c| c.epoch) == Some(epoch) {
+                continue;
+            }
+            if let Err(code) = self.ensure_loaded(broker, partition, &hosted, epoch).await {
+                tracing::debug!(
+                    partition,
+                    epoch,
+                    code,
+                    "loading transaction state: retrying"
+                );
+            }
+        }
+    }
+
     /// Aborts open transactions past their timeout (PrepareAbort with a bumped epoch, then
     /// markers), restarts completions of Prepare states that have none running, and drops the
     /// caches of partitions no longer led here.
     pub async fn tick(&self, broker: &Arc<Broker>, now_ms: i64) {
+        self.load_led_partitions(broker).await;
         let led: HashMap<i32, i32> = {
             let parts: Vec<i32> = lock(&self.caches).keys().copied().collect();
             parts
