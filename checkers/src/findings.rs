@@ -45,7 +45,7 @@ pub fn explanation(kind: &str) -> &'static str {
         "G1c-process" => "A cycle of ww/wr dependencies that also uses the order of ops within one process.",
         "G0-realtime" => "A write cycle that also uses realtime order: an op completed before another was invoked, yet its write is ordered after the other's.",
         "G1c-realtime" => "A cycle of ww/wr dependencies that also uses realtime order (an op completed before another began).",
-        "lost-commit" => "A read of the group's committed offsets returned, for a partition, less than (or nothing after) an offset commit acknowledged before the read began: an acknowledged commit was lost.",
+        "lost-commit" => "A read of the group's committed offsets returned, for a partition, less than (or nothing after) an offset commit acknowledged before the read began: an acknowledged commit was lost, or the read was answered by a deposed coordinator that had not yet learned it no longer leads (Kafka answers committed-offset reads from the coordinator's cache).",
         _ => "",
     }
 }

@@ -67,6 +67,11 @@ pub enum Action {
     Crash(u32),
     /// Cut one node from every other broker (clients still reach it).
     Isolate(u32),
+    /// Cut one node from every other broker and from the clients (the real nemesis's
+    /// isolate-node plus cut-clients).
+    IsolateFromAll(u32),
+    /// Cut one node from the clients only (the real nemesis's cut-clients).
+    CutClients(u32),
     /// Start every node that is not running.
     StartAll,
     /// Extra latency (ms, a range drawn per write) and packet loss on the link between two
@@ -201,7 +206,7 @@ pub fn apply(world: &mut World, action: &Action, history: &HistoryWriter) -> std
                 vec![a.iter().map(name).collect(), b.iter().map(name).collect()];
             history.nemesis(
                 "start-partition",
-                json!({"topology": "halves", "components": comps, "clients-cut": false}),
+                json!({"topology": "halves", "components": comps, "clients-cut": []}),
             )?;
         }
         Action::StopPartition => {
@@ -239,7 +244,32 @@ pub fn apply(world: &mut World, action: &Action, history: &HistoryWriter) -> std
             let comps: Vec<Vec<String>> = vec![vec![name(id)], others.iter().map(name).collect()];
             history.nemesis(
                 "start-partition",
-                json!({"topology": "isolate-node", "components": comps, "clients-cut": false}),
+                json!({"topology": "isolate-node", "components": comps, "clients-cut": []}),
+            )?;
+        }
+        Action::CutClients(id) => {
+            // Node 0 is every client.
+            world.net.cut(&[*id], &[0]);
+            history.nemesis(
+                "start-partition",
+                json!({"topology": "cut-clients", "components": [], "clients-cut": [name(id)]}),
+            )?;
+        }
+        Action::IsolateFromAll(id) => {
+            let others: Vec<u32> = world
+                .nodes
+                .iter()
+                .map(|n| n.id)
+                .filter(|n| n != id)
+                .collect();
+            world.net.cut(&[*id], &others);
+            // Node 0 is every client.
+            world.net.cut(&[*id], &[0]);
+            let comps: Vec<Vec<String>> = vec![vec![name(id)], others.iter().map(name).collect()];
+            history.nemesis(
+                "start-partition",
+                json!({"topology": "isolate-node", "components": comps,
+                    "clients-cut": [name(id)]}),
             )?;
         }
         Action::StartAll => {
@@ -577,9 +607,27 @@ pub async fn direct(cfg: DirectorConfig, queue: FaultQueue) {
             Aimed::ReplicationCutFailover | Aimed::CoordinatorCutFailover => {
                 push(Action::StartPartition(vec![leader], others.clone()));
                 tokio::time::sleep(iv).await;
-                push(Action::Isolate(leader));
+                // An isolated coordinator that clients still reach serves its own (stale)
+                // committed offsets, as Kafka's would (OffsetFetch is answered from the
+                // coordinator's cache, with no check that it still leads): reads the checker
+                // reports as lost commits whatever the acks. The coordinator's isolation cuts
+                // the clients too, so only the bug's commits can be lost.
+                let coordinator = cfg.kind == Aimed::CoordinatorCutFailover;
+                push(if coordinator {
+                    Action::IsolateFromAll(leader)
+                } else {
+                    Action::Isolate(leader)
+                });
                 tokio::time::sleep(iv).await;
                 push(Action::StopPartition);
+                if coordinator {
+                    // It rejoins the brokers first and learns it no longer leads before the
+                    // clients reach it again (Kafka's deposed coordinator answers from its
+                    // cache until it learns; the checker cannot tell that from a lost commit).
+                    push(Action::CutClients(leader));
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    push(Action::StopPartition);
+                }
             }
             Aimed::LaggingHwRejoin => {
                 let [b, c] = others[..] else {

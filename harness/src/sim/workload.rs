@@ -11,7 +11,9 @@
 //! group recipe) each worker's consumer is a member of the run's group (real runs' group
 //! settings, `workloads::native::group_consumer`): polls note rebalances, and after each ok
 //! poll the worker reads the group's committed offsets (after every join and every few polls)
-//! and commits its positions, recorded as real runs record them. Client crashes are not driven.
+//! and commits its positions, recorded as real runs record them. Workers crash as in real runs
+//! (`crash` ops with real runs' weight): the op is `info` and a new process goes on with fresh
+//! clients, the old ones dropped mid-flight.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,7 +60,7 @@ pub struct WorkloadConfig {
     pub main_end: Duration,
     /// How long the final reads may take after the heal.
     pub final_limit: Duration,
-    /// The operation generator's settings (real runs' weights; no client crashes).
+    /// The operation generator's settings (real runs' weights, client crashes included).
     pub queue: QueueConfig,
     /// Subscribed consumers' settings (group, assignors); None: assign mode.
     pub subscribe: Option<workloads::client::ClientSettings>,
@@ -217,8 +219,10 @@ async fn worker(
                     Err(_) => (OpType::Info, json!([["poll"]])),
                 }
             }
-            // Not generated: the simulation's generator has no client crashes.
-            Invocation::Crash => (OpType::Fail, json!({"error": "not simulated"})),
+            // The worker's process crashes (as in real runs: an info op, then a new process
+            // with fresh clients; the old ones are dropped without leaving their group or
+            // ending their transaction).
+            Invocation::Crash => (OpType::Info, serde_json::Value::Null),
         };
         let polled = match &inv {
             Invocation::Poll | Invocation::Send(Mop::Poll) => true,
@@ -376,7 +380,6 @@ pub async fn run(
     create_topic(&cfg).await?;
     let queue = QueueConfig {
         partitions: cfg.partitions,
-        crash_weight: 0,
         ..cfg.queue.clone()
     };
     let generator = Arc::new(Mutex::new(QueueGenerator::new(queue, cfg.seed)));
