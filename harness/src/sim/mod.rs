@@ -178,6 +178,13 @@ pub fn spec_of(args: &SimArgs) -> Result<TestSpec> {
             .map_err(|e| invalid("--bug", e.to_string()))?;
     }
     if !args.no_faults {
+        // A recipe sets its own faults and consumers; the user's list must fit the flags.
+        if args.recipe.is_none() && args.nemesis.contains(&SimFault::Zombie) && !args.subscribe {
+            return Err(invalid(
+                "--nemesis",
+                "`zombie` stalls a subscribed consumer: add --subscribe".into(),
+            ));
+        }
         for f in &args.nemesis {
             let kind = f.kind();
             if !spec.nemesis.contains(&kind) {
@@ -688,7 +695,9 @@ fn simulate_world(
         queue: crate::workload::run_config(spec).queue,
         subscribe: settings.subscribe.then(|| settings.clone()),
         group_id: settings.group_id.clone(),
+        stalls: world.stalls.clone(),
     };
+    let subscribed = wcfg.subscribe.is_some();
     let settle = Duration::from_secs(10);
     let work = world
         .control
@@ -705,6 +714,7 @@ fn simulate_world(
         Duration::from_secs(5),
         main_end,
         Duration::from_secs(args.nemesis_interval.max(1)),
+        subscribed,
     );
     let queue: nemesis::FaultQueue = Default::default();
     for (i, kind) in args.aimed.iter().enumerate() {

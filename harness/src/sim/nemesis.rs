@@ -36,6 +36,10 @@ pub enum SimFault {
     Latency,
     /// Packet loss (10-50%, as TCP retransmission delays) between two brokers, then healed.
     Loss,
+    /// A zombie consumer (`zombie-consumer`): a subscribed worker stops polling for real
+    /// runs' stall (6 s, twice the session timeout), then commits its old positions as the
+    /// member it was. Needs `--subscribe`; it ends by itself (no stop event).
+    Zombie,
 }
 
 impl SimFault {
@@ -50,6 +54,7 @@ impl SimFault {
             SimFault::Disk => K::Disk,
             SimFault::Latency => K::Latency,
             SimFault::Loss => K::PacketLoss,
+            SimFault::Zombie => K::ZombieConsumer,
         }
     }
 }
@@ -95,6 +100,14 @@ pub enum Action {
     DiskFail(u32, nemesis::disk::DiskFault),
     /// Heal a node's disk (stalled work goes on).
     DiskHeal(u32),
+    /// Ask for a zombie consumer stalling this many ms (the next subscribed worker to finish
+    /// an ok poll takes it).
+    StallConsumer(u64),
+}
+
+/// How long a zombie stalls: real runs' default (`nemesis::schedule::ScheduleOptions`).
+pub fn consumer_stall_ms() -> u64 {
+    nemesis::schedule::ScheduleOptions::default().consumer_stall_ms
 }
 
 /// An action at a virtual time.
@@ -107,7 +120,9 @@ pub struct Event {
 }
 
 /// The fault schedule between `start` and `end` over nodes `1..=nodes`: a fault every
-/// `interval` on average (uniform in half to one and a half times), each lasting 2 to 8 s.
+/// `interval` on average (uniform in half to one and a half times), each lasting 2 to 8 s (a
+/// zombie: its stall). Zombies only when the consumers are `subscribed` (the kind is left out
+/// otherwise).
 pub fn schedule(
     seed: u64,
     kinds: &BTreeSet<SimFault>,
@@ -115,9 +130,14 @@ pub fn schedule(
     start: Duration,
     end: Duration,
     interval: Duration,
+    subscribed: bool,
 ) -> Vec<Event> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x006e_656d_6573_6973);
-    let kinds: Vec<SimFault> = kinds.iter().copied().collect();
+    let kinds: Vec<SimFault> = kinds
+        .iter()
+        .copied()
+        .filter(|k| subscribed || *k != SimFault::Zombie)
+        .collect();
     let mut out = Vec::new();
     if kinds.is_empty() || nodes == 0 {
         return out;
@@ -134,9 +154,14 @@ pub fn schedule(
             bag.shuffle(&mut rng);
         }
         let Some(kind) = bag.pop() else { break };
-        let dur = rng.random_range(2_000..=8_000).min(end - t);
+        let mut dur = rng.random_range(2_000..=8_000).min(end - t);
         let node = rng.random_range(1..=nodes);
         let (on, off) = match kind {
+            SimFault::Zombie => {
+                // It ends by itself; the next fault waits for the stall to be over.
+                dur = consumer_stall_ms().min(end - t);
+                (Action::StallConsumer(consumer_stall_ms()), None)
+            }
             SimFault::Partition => {
                 let mut all: Vec<u32> = (1..=nodes).collect();
                 all.shuffle(&mut rng);
@@ -145,13 +170,16 @@ pub fn schedule(
                 let (mut a, mut b) = (a.to_vec(), b.to_vec());
                 a.sort_unstable();
                 b.sort_unstable();
-                (Action::StartPartition(a, b), Action::StopPartition)
+                (Action::StartPartition(a, b), Some(Action::StopPartition))
             }
-            SimFault::Kill => (Action::Kill(node), Action::Start(node)),
-            SimFault::Pause => (Action::Pause(node), Action::Resume(node)),
+            SimFault::Kill => (Action::Kill(node), Some(Action::Start(node))),
+            SimFault::Pause => (Action::Pause(node), Some(Action::Resume(node))),
             SimFault::Clock => {
                 let jump = rng.random_range(-60_000i64..=60_000);
-                (Action::BumpClock(node, jump), Action::ResetClock(node))
+                (
+                    Action::BumpClock(node, jump),
+                    Some(Action::ResetClock(node)),
+                )
             }
             SimFault::Disk => {
                 // The real schedule's draw (nemesis::schedule, FaultKind::Disk) without its
@@ -165,7 +193,7 @@ pub fn schedule(
                     2 => DiskFault::EioWrites,
                     _ => DiskFault::EioFsync,
                 };
-                (Action::DiskFail(node, fault), Action::DiskHeal(node))
+                (Action::DiskFail(node, fault), Some(Action::DiskHeal(node)))
             }
             SimFault::Latency | SimFault::Loss => {
                 let other = 1 + (node + rng.random_range(0..nodes.max(2) - 1)) % nodes;
@@ -180,17 +208,19 @@ pub fn schedule(
                 } else {
                     Action::StopLoss
                 };
-                (on, off)
+                (on, Some(off))
             }
         };
         out.push(Event {
             at_ns: t * 1_000_000,
             action: on,
         });
-        out.push(Event {
-            at_ns: (t + dur) * 1_000_000,
-            action: off,
-        });
+        if let Some(off) = off {
+            out.push(Event {
+                at_ns: (t + dur) * 1_000_000,
+                action: off,
+            });
+        }
         t += dur + rng.random_range(iv / 2..=iv + iv / 2);
     }
     out
@@ -347,6 +377,15 @@ pub fn apply(world: &mut World, action: &Action, history: &HistoryWriter) -> std
             world.disk.heal(*id);
             history.nemesis("stop-disk", json!({"nodes": [name(id)]}))?;
         }
+        Action::StallConsumer(ms) => {
+            // Recorded as real runs' nemesis records it (`stall_ms`, `requests_waiting`).
+            use nemesis::nemesis::ClientFaults;
+            let faults = crate::workload::WorkloadFaults(world.stalls.clone());
+            let value = faults
+                .stall_consumer(Duration::from_millis(*ms))
+                .map_err(std::io::Error::other)?;
+            history.nemesis("stall-consumer", value)?;
+        }
     }
     Ok(())
 }
@@ -396,6 +435,7 @@ mod tests {
                 Duration::from_secs(5),
                 Duration::from_secs(60),
                 Duration::from_secs(5),
+                true,
             )
         };
         assert_eq!(s(7), s(7));
@@ -406,6 +446,41 @@ mod tests {
             assert!(pair[0].at_ns <= pair[1].at_ns);
             assert!(pair[1].at_ns <= 60_000_000_000);
         }
+    }
+
+    #[test]
+    fn zombies_are_drawn_only_for_subscribed_consumers() {
+        let s = |kinds: &[SimFault], subscribed| {
+            schedule(
+                3,
+                &kinds.iter().copied().collect(),
+                3,
+                Duration::from_secs(5),
+                Duration::from_secs(60),
+                Duration::from_secs(5),
+                subscribed,
+            )
+        };
+        let stalls = |events: &[Event]| {
+            events
+                .iter()
+                .filter(|e| matches!(e.action, Action::StallConsumer(_)))
+                .count()
+        };
+        let both = [SimFault::Kill, SimFault::Zombie];
+        let with = s(&both, true);
+        assert!(stalls(&with) >= 2, "{with:?}");
+        // Real runs' stall, and no stop event of its own.
+        assert!(with
+            .iter()
+            .all(|e| !matches!(e.action, Action::StallConsumer(ms) if ms != 6_000)));
+        let without = s(&both, false);
+        assert_eq!(stalls(&without), 0, "{without:?}");
+        assert!(without.iter().any(|e| matches!(e.action, Action::Kill(_))));
+        // Without subscribers the schedule is that of the other kinds alone.
+        assert_eq!(without, s(&[SimFault::Kill], false));
+        // Events stay in time order (the world applies them in order).
+        assert!(with.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
     }
 }
 

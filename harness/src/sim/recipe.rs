@@ -94,6 +94,7 @@ fn map_kind(kind: FaultKind) -> Result<Result<SimFault, Aimed>> {
         FaultKind::Clock => SimFault::Clock,
         FaultKind::Latency => SimFault::Latency,
         FaultKind::PacketLoss => SimFault::Loss,
+        FaultKind::ZombieConsumer => SimFault::Zombie,
         other => match Aimed::of(other) {
             Some(a) => return Ok(Err(a)),
             None => bail!("the simulation has no `{}` fault yet", other.name()),

@@ -13,7 +13,9 @@
 //! poll the worker reads the group's committed offsets (after every join and every few polls)
 //! and commits its positions, recorded as real runs record them. Workers crash as in real runs
 //! (`crash` ops with real runs' weight): the op is `info` and a new process goes on with fresh
-//! clients, the old ones dropped mid-flight.
+//! clients, the old ones dropped mid-flight. A subscribed worker asked for a zombie by the
+//! nemesis (`zombie`) stalls after an ok poll, then commits its old positions as the member
+//! it was (`workloads::stall`, real runs' recording).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +68,8 @@ pub struct WorkloadConfig {
     pub subscribe: Option<workloads::client::ClientSettings>,
     /// The run's group (transactional ids are `<group>-txn-<process>`).
     pub group_id: String,
+    /// Zombie-consumer requests of the nemesis (`zombie`), which subscribed workers take.
+    pub stalls: Arc<workloads::stall::ConsumerStalls>,
 }
 
 /// What the workload did.
@@ -236,6 +240,28 @@ async fn worker(
         ops += 1;
         if polled && t == OpType::Ok {
             process = group_ops(&cfg, &mut clients, &history, process, &mut group).await?;
+            // A subscribed member may be asked to become a zombie: it stops polling (so its
+            // session expires and the group rebalances without it), then commits the
+            // positions it had as the member it was, as real runs' workers do.
+            // (Not once the main phase is over: the request stays unanswered, as its stall
+            // could not happen.)
+            if since_start() < cfg.main_end && clients.reader.to_commit(&cfg.topic).is_some() {
+                if let Some(stall) = cfg.stalls.take() {
+                    let end =
+                        tokio::time::Instant::now() + cfg.main_end.saturating_sub(since_start());
+                    process = workloads::stall::native_zombie_commit(
+                        &mut clients.reader,
+                        &cfg.topic,
+                        &history,
+                        process,
+                        process + cfg.concurrency,
+                        stall,
+                        end,
+                    )
+                    .await?;
+                    ops += 1;
+                }
+            }
         }
         if t == OpType::Info {
             process += cfg.concurrency;

@@ -178,6 +178,8 @@ pub struct World {
     pub disk: Arc<SimDisk>,
     /// One step of virtual time.
     pub tick: Duration,
+    /// Zombie-consumer requests: the nemesis asks, the simulated workers take them.
+    pub stalls: Arc<workloads::stall::ConsumerStalls>,
 }
 
 impl World {
@@ -196,6 +198,7 @@ impl World {
             net,
             disk,
             tick,
+            stalls: Arc::default(),
         })
     }
 
