@@ -418,8 +418,9 @@ pub fn run_main(
                         &mut group,
                         &ops,
                     )?;
-                    // A subscribed member may be asked to become a zombie.
-                    if client.to_commit().is_some() {
+                    // A subscribed member with partitions to commit may be asked to become a
+                    // zombie (one without any would stall with nothing to commit late).
+                    if client.to_commit().is_some_and(|o| !o.is_empty()) {
                         if let Some(stall) = stalls.take() {
                             process = zombie_commit(
                                 &mut *client,

@@ -1,10 +1,12 @@
 //! Zombie consumers on request. The nemesis asks for one ([`ConsumerStalls::request`]); the
-//! next subscribed worker that finishes an ok poll takes the request, stops polling (and so
-//! heartbeating) for the stall, then commits the positions it had before the stall as the
-//! member and generation it was, before anything tells it the group moved on, as a consumer
-//! does after a long GC pause. The commit is recorded as an ordinary `commit` op of its process
-//! (the `lost-commit` checker reads it), and a nemesis op `zombie-commit` says which process
-//! it was, how long it stalled and how the coordinator answered.
+//! next subscribed worker with partitions assigned that finishes an ok poll takes the
+//! request, stops polling (and so heartbeating) for the stall, then commits the positions it
+//! had before the stall as the member and generation it was, before anything tells it the
+//! group moved on, as a consumer does after a long GC pause. The commit is recorded as an
+//! ordinary `commit` op of its process (the `lost-commit` checker reads it), and a nemesis op
+//! `zombie-commit` says which process it was, how long it stalled and how the coordinator
+//! answered. Real runs' workers stall on a thread (`zombie_commit`), the simulation's on
+//! virtual time ([`native_zombie_commit`]); both record through the same code.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -243,9 +243,14 @@ async fn worker(
             // A subscribed member may be asked to become a zombie: it stops polling (so its
             // session expires and the group rebalances without it), then commits the
             // positions it had as the member it was, as real runs' workers do.
-            // (Not once the main phase is over: the request stays unanswered, as its stall
-            // could not happen.)
-            if since_start() < cfg.main_end && clients.reader.to_commit(&cfg.topic).is_some() {
+            // Only a member with partitions to commit takes it (one without would stall with
+            // nothing to commit late), and not once the main phase is over (the stall could
+            // not happen; the request stays unanswered).
+            let owns = clients
+                .reader
+                .to_commit(&cfg.topic)
+                .is_some_and(|o| !o.is_empty());
+            if owns && since_start() < cfg.main_end {
                 if let Some(stall) = cfg.stalls.take() {
                     let end =
                         tokio::time::Instant::now() + cfg.main_end.saturating_sub(since_start());
