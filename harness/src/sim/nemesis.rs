@@ -263,7 +263,7 @@ pub fn apply(world: &mut World, action: &Action, history: &HistoryWriter) -> std
                 json!({"nodes": [name(id)], "signal": "KILL", "page-cache": "kept"}),
             )?;
         }
-        Action::Isolate(id) => {
+        Action::Isolate(id) | Action::IsolateFromAll(id) => {
             let others: Vec<u32> = world
                 .nodes
                 .iter()
@@ -271,10 +271,18 @@ pub fn apply(world: &mut World, action: &Action, history: &HistoryWriter) -> std
                 .filter(|n| n != id)
                 .collect();
             world.net.cut(&[*id], &others);
+            let clients_cut: Vec<String> = if matches!(action, Action::IsolateFromAll(_)) {
+                // Node 0 is every client.
+                world.net.cut(&[*id], &[0]);
+                vec![name(id)]
+            } else {
+                Vec::new()
+            };
             let comps: Vec<Vec<String>> = vec![vec![name(id)], others.iter().map(name).collect()];
             history.nemesis(
                 "start-partition",
-                json!({"topology": "isolate-node", "components": comps, "clients-cut": []}),
+                json!({"topology": "isolate-node", "components": comps,
+                    "clients-cut": clients_cut}),
             )?;
         }
         Action::CutClients(id) => {
@@ -283,23 +291,6 @@ pub fn apply(world: &mut World, action: &Action, history: &HistoryWriter) -> std
             history.nemesis(
                 "start-partition",
                 json!({"topology": "cut-clients", "components": [], "clients-cut": [name(id)]}),
-            )?;
-        }
-        Action::IsolateFromAll(id) => {
-            let others: Vec<u32> = world
-                .nodes
-                .iter()
-                .map(|n| n.id)
-                .filter(|n| n != id)
-                .collect();
-            world.net.cut(&[*id], &others);
-            // Node 0 is every client.
-            world.net.cut(&[*id], &[0]);
-            let comps: Vec<Vec<String>> = vec![vec![name(id)], others.iter().map(name).collect()];
-            history.nemesis(
-                "start-partition",
-                json!({"topology": "isolate-node", "components": comps,
-                    "clients-cut": [name(id)]}),
             )?;
         }
         Action::StartAll => {
