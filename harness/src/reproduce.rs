@@ -24,6 +24,13 @@ pub struct Recipe {
     pub interval: f64,
     /// Broker properties beyond the defaults.
     pub broker: &'static [(&'static str, &'static str)],
+    /// The workload topic's replication factor where the recipe needs one (None: the base
+    /// spec's). Recipes with unclean election on run with 2: with three replicas a follower
+    /// may leave the ISR before the other, records then acknowledged by the remaining two
+    /// (legitimately, min.insync.replicas=2) are missing on the first, and Kafka may elect it
+    /// uncleanly; with two, every acknowledged record is on both replicas, so only the bug
+    /// loses one and the control's claim (no acknowledged write lost) holds under Kafka's rules.
+    pub replication_factor: Option<u16>,
     /// Anomaly kinds that count as detection (any of them); [`ACKED_OVERWRITE`] is an
     /// acknowledged write overwritten.
     pub expect: &'static [&'static str],
@@ -82,6 +89,7 @@ pub const RECIPES: &[Recipe] = &[
         nemesis: &[FaultKind::Partition],
         interval: 5.0,
         broker: &[("min.insync.replicas", "2")],
+        replication_factor: None,
         expect: &["lost-write", "unseen"],
         tolerate: &[],
         client: ClientNeeds::Any,
@@ -94,6 +102,7 @@ pub const RECIPES: &[Recipe] = &[
         nemesis: &[FaultKind::Partition],
         interval: 5.0,
         broker: &[("min.insync.replicas", "2")],
+        replication_factor: None,
         expect: &["inconsistent-offsets", "nonmonotonic-poll", "poll-skip"],
         tolerate: &[],
         client: ClientNeeds::Any,
@@ -113,6 +122,7 @@ pub const RECIPES: &[Recipe] = &[
             ("replica.lag.time.max.ms", "2000"),
             ("broker.session.timeout.ms", "3000"),
         ],
+        replication_factor: Some(2),
         expect: &["lost-write", "unseen", ACKED_OVERWRITE],
         tolerate: UNCLEAN_ELECTION,
         client: ClientNeeds::Any,
@@ -130,6 +140,7 @@ pub const RECIPES: &[Recipe] = &[
             ("min.insync.replicas", "2"),
             ("broker.session.timeout.ms", "3000"),
         ],
+        replication_factor: None,
         expect: &["lost-write", "unseen", "inconsistent-offsets"],
         tolerate: &[],
         client: ClientNeeds::Any,
@@ -146,6 +157,7 @@ pub const RECIPES: &[Recipe] = &[
         nemesis: &[FaultKind::Kill, FaultKind::Partition],
         interval: 3.0,
         broker: &[("min.insync.replicas", "2")],
+        replication_factor: None,
         expect: &["lost-write", "unseen", "inconsistent-offsets"],
         tolerate: &[],
         client: ClientNeeds::Any,
@@ -158,6 +170,7 @@ pub const RECIPES: &[Recipe] = &[
         nemesis: &[FaultKind::Kill, FaultKind::Partition],
         interval: 3.0,
         broker: &[("min.insync.replicas", "2")],
+        replication_factor: None,
         expect: &["lost-write", "unseen"],
         tolerate: &[],
         client: ClientNeeds::Any,
@@ -170,6 +183,7 @@ pub const RECIPES: &[Recipe] = &[
         nemesis: &[FaultKind::Partition, FaultKind::Kill],
         interval: 3.0,
         broker: &[("min.insync.replicas", "2")],
+        replication_factor: None,
         expect: &["duplicate"],
         tolerate: &[],
         client: ClientNeeds::Idempotent,
@@ -189,6 +203,7 @@ pub const RECIPES: &[Recipe] = &[
             ("replica.lag.time.max.ms", "2000"),
             ("broker.session.timeout.ms", "3000"),
         ],
+        replication_factor: None,
         expect: &["lost-write", "unseen", ACKED_OVERWRITE],
         tolerate: &[],
         client: ClientNeeds::Any,
@@ -201,6 +216,7 @@ pub const RECIPES: &[Recipe] = &[
         nemesis: &[FaultKind::Kill, FaultKind::Partition],
         interval: 3.0,
         broker: &[("min.insync.replicas", "2")],
+        replication_factor: None,
         expect: &["G1a"],
         tolerate: &[],
         client: ClientNeeds::Transactional,
@@ -221,7 +237,10 @@ pub const RECIPES: &[Recipe] = &[
             ("unclean.leader.election.enable", "true"),
             ("replica.lag.time.max.ms", "2000"),
             ("broker.session.timeout.ms", "3000"),
+            // Two replicas of the group's offsets, for the reason `replication_factor` gives.
+            ("offsets.topic.replication.factor", "2"),
         ],
+        replication_factor: None,
         expect: &["lost-commit"],
         tolerate: UNCLEAN_ELECTION,
         client: ClientNeeds::Group,
@@ -241,6 +260,7 @@ pub const RECIPES: &[Recipe] = &[
             ("min.insync.replicas", "2"),
             ("broker.session.timeout.ms", "30000"),
         ],
+        replication_factor: None,
         expect: &["lost-write", "unseen"],
         tolerate: &[],
         client: ClientNeeds::Any,
@@ -270,6 +290,9 @@ pub fn attempt_spec(base: &TestSpec, recipe: &Recipe, control: bool, seed: u64) 
     spec.seed = seed;
     spec.nemesis = recipe.nemesis.to_vec();
     spec.nemesis_interval = recipe.interval;
+    if let Some(rf) = recipe.replication_factor {
+        spec.replication_factor = rf;
+    }
     spec.client.acks = Acks::All;
     match recipe.client {
         ClientNeeds::Any => {}
@@ -527,6 +550,40 @@ mod tests {
             attempt_spec(&base, r, true, 9).broker["kafka.release"],
             "4.0"
         );
+    }
+
+    /// With unclean election on and three replicas, Kafka itself may lose an acknowledged
+    /// record (acknowledged by two, then the third elected), so a control could not promise
+    /// none is lost: every such recipe keeps two replicas of what it checks.
+    #[test]
+    fn recipes_with_unclean_election_keep_two_replicas_of_what_they_check() {
+        let base = TestSpec::default();
+        let mut seen = 0;
+        for r in RECIPES {
+            let spec = attempt_spec(&base, r, true, 1);
+            if spec
+                .broker
+                .get("unclean.leader.election.enable")
+                .map(String::as_str)
+                != Some("true")
+            {
+                continue;
+            }
+            seen += 1;
+            if r.expect.contains(&"lost-commit") {
+                assert_eq!(
+                    spec.broker
+                        .get("offsets.topic.replication.factor")
+                        .map(String::as_str),
+                    Some("2"),
+                    "{}",
+                    r.bug
+                );
+            } else {
+                assert_eq!(spec.replication_factor, 2, "{}", r.bug);
+            }
+        }
+        assert_eq!(seen, 2);
     }
 
     #[test]

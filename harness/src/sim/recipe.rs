@@ -152,6 +152,7 @@ pub fn apply(args: &SimArgs, base: TestSpec) -> Result<(SimArgs, TestSpec)> {
         .collect();
     out.bugs = spec.bugs.clone();
     out.acks = "all".into();
+    out.replication_factor = spec.replication_factor;
     // Transactional recipes run librdkafka in real runs; the simulation runs the native
     // client's transactional producer.
     out.transactions = spec.client.transactions;
