@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use broker::log::batch::{build_batch, compute_crc};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use support::{BrokerProc, Conn};
@@ -72,20 +71,7 @@ fn txn_batch(pid: i64, epoch: i16, value: &[u8]) -> Vec<u8> {
 
 /// A read_committed fetch from offset 0: (error, high watermark, last stable offset).
 fn committed_fetch(c: &mut Conn, topic: &str, partition: i32) -> Option<(i16, i64, i64)> {
-    let mut fp = FetchPartition::default();
-    fp.partition = partition;
-    fp.fetch_offset = 0;
-    fp.partition_max_bytes = 1 << 20;
-    let mut ft = FetchTopic::default();
-    ft.topic = TopicName(StrBytes::from_string(topic.into()));
-    ft.partitions = vec![fp];
-    let mut req = FetchRequest::default();
-    req.replica_id = BrokerId(-1);
-    req.max_wait_ms = 0;
-    req.min_bytes = 0;
-    req.max_bytes = 1 << 20;
-    req.isolation_level = 1;
-    req.topics = vec![ft];
+    let req = support::fetch_request(topic, partition, 0, 0, 0, 1);
     let resp: FetchResponse = c.call(ApiKey::Fetch, 11, &req).ok()?;
     let p = &resp.responses[0].partitions[0];
     Some((p.error_code, p.high_watermark, p.last_stable_offset))

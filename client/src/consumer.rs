@@ -474,6 +474,21 @@ async fn fetch_from(
     let v = conn
         .version(ApiKey::Fetch)
         .ok_or_else(|| Error::UnsupportedVersion("Fetch".into()))?;
+    let req = fetch_request(cfg, parts, wait, v);
+    let timeout = cfg.request_timeout + wait;
+    Ok(conn.call(v, &req, timeout).await?)
+}
+
+/// A consumer's Fetch request of `parts` (partition, position, the leader epoch its metadata
+/// names) at Fetch `version`, waiting up to `wait`, with `cfg`'s byte limits and isolation
+/// level.
+pub fn fetch_request(
+    cfg: &Config,
+    parts: &[(TopicPartition, i64, i32)],
+    wait: Duration,
+    version: i16,
+) -> FetchRequest {
+    let v = version;
     let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
     for (tp, pos, epoch) in parts {
         let mut fp = FetchPartition::default();
@@ -504,6 +519,5 @@ async fn fetch_from(
             ft
         })
         .collect();
-    let timeout = cfg.request_timeout + wait;
-    Ok(conn.call(v, &req, timeout).await?)
+    req
 }

@@ -558,23 +558,15 @@ async fn kill_leader_mid_stream(
 }
 
 async fn raw_fetch(conn: &Connection, topic: &str, partition: i32) -> Bytes {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
-    use kafka_protocol::protocol::StrBytes;
-    let mut fp = FetchPartition::default();
-    fp.partition = partition;
-    fp.fetch_offset = 0;
-    fp.partition_max_bytes = 1 << 20;
-    let mut ft = FetchTopic::default();
-    ft.topic = TopicName(StrBytes::from_string(topic.into()));
-    ft.partitions = vec![fp];
-    let mut req = FetchRequest::default();
-    req.replica_id = BrokerId(-1);
-    req.max_wait_ms = 100;
-    req.min_bytes = 1;
-    req.max_bytes = 1 << 20;
-    req.topics = vec![ft];
+    use kafka_protocol::messages::{ApiKey, FetchResponse};
     let v = conn.version(ApiKey::Fetch).expect("fetch version");
+    let tp = TopicPartition::new(topic, partition);
+    let req = client::consumer::fetch_request(
+        &config(Vec::new()),
+        &[(tp, 0, -1)],
+        Duration::from_millis(100),
+        v,
+    );
     let resp: FetchResponse = conn
         .call(v, &req, Duration::from_secs(5))
         .await

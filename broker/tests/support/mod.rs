@@ -433,20 +433,7 @@ impl Conn {
         min_bytes: i32,
         max_wait_ms: i32,
     ) -> (i16, i64, i64, Bytes) {
-        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-        let mut fp = FetchPartition::default();
-        fp.partition = partition;
-        fp.fetch_offset = offset;
-        fp.partition_max_bytes = 1 << 20;
-        let mut ft = FetchTopic::default();
-        ft.topic = TopicName(StrBytes::from_string(topic.into()));
-        ft.partitions = vec![fp];
-        let mut req = FetchRequest::default();
-        req.replica_id = BrokerId(-1);
-        req.max_wait_ms = max_wait_ms;
-        req.min_bytes = min_bytes;
-        req.max_bytes = 50 << 20;
-        req.topics = vec![ft];
+        let req = fetch_request(topic, partition, offset, min_bytes, max_wait_ms, 0);
         let resp: FetchResponse = self.call(ApiKey::Fetch, 11, &req).expect("fetch");
         let p = &resp.responses[0].partitions[0];
         (
@@ -550,6 +537,34 @@ pub fn request_frame<Req: Encodable + HeaderVersion>(
     frame.put_i32(body.len() as i32);
     frame.put(body);
     frame.to_vec()
+}
+
+/// A consumer's Fetch (v11) of one partition from `offset`, waiting for `min_bytes` up to
+/// `max_wait_ms`, at `isolation_level` (0 read_uncommitted, 1 read_committed).
+pub fn fetch_request(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    min_bytes: i32,
+    max_wait_ms: i32,
+    isolation_level: i8,
+) -> FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let mut fp = FetchPartition::default();
+    fp.partition = partition;
+    fp.fetch_offset = offset;
+    fp.partition_max_bytes = 1 << 20;
+    let mut ft = FetchTopic::default();
+    ft.topic = TopicName(StrBytes::from_string(topic.into()));
+    ft.partitions = vec![fp];
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = min_bytes;
+    req.max_bytes = 50 << 20;
+    req.isolation_level = isolation_level;
+    req.topics = vec![ft];
+    req
 }
 
 /// A Produce request of one batch to one partition.
