@@ -79,9 +79,18 @@ pub enum Action {
     CutClients(u32),
     /// Start every node that is not running.
     StartAll,
-    /// Extra latency (ms, a range drawn per write) and packet loss on the link between two
-    /// nodes, both directions.
-    Degrade(u32, u32, u64, u64, u32),
+    /// Extra latency and packet loss on the link between nodes `a` and `b`, both directions.
+    Degrade {
+        /// One end of the link.
+        a: u32,
+        /// The other end.
+        b: u32,
+        /// Extra one-way latency in ms, drawn from this inclusive range per write ((0, 0):
+        /// none).
+        extra_latency_ms: (u64, u64),
+        /// Percent of transmissions lost.
+        loss_pct: u32,
+    },
     /// Heal every degraded link (recorded as the end of a latency fault).
     StopDegrade,
     /// Heal every degraded link (recorded as the end of a packet-loss fault).
@@ -199,9 +208,19 @@ pub fn schedule(
                 let other = 1 + (node + rng.random_range(0..nodes.max(2) - 1)) % nodes;
                 let on = if kind == SimFault::Latency {
                     let lo = rng.random_range(50..=200);
-                    Action::Degrade(node, other, lo, lo + rng.random_range(0..=300), 0)
+                    Action::Degrade {
+                        a: node,
+                        b: other,
+                        extra_latency_ms: (lo, lo + rng.random_range(0..=300)),
+                        loss_pct: 0,
+                    }
                 } else {
-                    Action::Degrade(node, other, 0, 0, rng.random_range(10..=50))
+                    Action::Degrade {
+                        a: node,
+                        b: other,
+                        extra_latency_ms: (0, 0),
+                        loss_pct: rng.random_range(10..=50),
+                    }
                 };
                 let off = if kind == SimFault::Latency {
                     Action::StopDegrade
@@ -302,7 +321,12 @@ pub fn apply(world: &mut World, action: &Action, history: &HistoryWriter) -> std
             }
             history.nemesis("start", json!({"nodes": started}))?;
         }
-        Action::Degrade(a, b, lo, hi, loss_pct) => {
+        Action::Degrade {
+            a,
+            b,
+            extra_latency_ms: (lo, hi),
+            loss_pct,
+        } => {
             world.net.set_link_fault(
                 *a,
                 *b,
@@ -710,7 +734,12 @@ pub async fn direct(cfg: DirectorConfig, queue: FaultQueue) {
                 tokio::time::sleep(step).await;
                 push(Action::Start(b));
                 push(Action::StopPartition);
-                push(Action::Degrade(b, c, 1_500, 2_000, 0));
+                push(Action::Degrade {
+                    a: b,
+                    b: c,
+                    extra_latency_ms: (1_500, 2_000),
+                    loss_pct: 0,
+                });
                 // Once C is in B's ISR, B dies before C's fetch response arrives.
                 let watch_end = since_start() + 2 * iv + Duration::from_secs(5);
                 while since_start() < watch_end {
