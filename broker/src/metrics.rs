@@ -43,6 +43,9 @@ pub struct PartitionGauges {
     pub segments: usize,
     /// Leader epoch.
     pub leader_epoch: i32,
+    /// On the leader, the offset its epoch starts at (its log end when it was elected);
+    /// -1 elsewhere.
+    pub leader_epoch_start_offset: i64,
     /// ISR size.
     pub isr_size: usize,
     /// Whether the ISR is smaller than the replica set.
@@ -183,10 +186,13 @@ impl Metrics {
             );
         }
         type Gauge = fn(&PartitionGauges) -> String;
-        let gauges: [(&str, Gauge); 10] = [
+        let gauges: [(&str, Gauge); 11] = [
             ("kafka_partition_leader_id", |p| p.leader_id.to_string()),
             ("kafka_partition_leader_epoch", |p| {
                 p.leader_epoch.to_string()
+            }),
+            ("kafka_partition_leader_epoch_start_offset", |p| {
+                p.leader_epoch_start_offset.to_string()
             }),
             ("kafka_partition_isr_size", |p| p.isr_size.to_string()),
             ("kafka_partition_under_replicated", |p| {
@@ -276,6 +282,7 @@ mod tests {
             size_bytes: 100,
             segments: 1,
             leader_epoch: 3,
+            leader_epoch_start_offset: 35,
             isr_size: 2,
             under_replicated: true,
             leader: true,
@@ -296,6 +303,7 @@ mod tests {
             "kafka_partition_leader_id{topic=\"queue\",partition=\"2\"} 2",
             "kafka_partition_isr_member{topic=\"queue\",partition=\"2\",broker=\"3\"} 1",
             "kafka_high_watermark{topic=\"queue\",partition=\"2\"} 38",
+            "kafka_partition_leader_epoch_start_offset{topic=\"queue\",partition=\"2\"} 35",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -255,6 +255,7 @@ pub fn parse(text: &str) -> Sample {
                 isr: Vec::new(),
                 hw: -1,
                 leo: -1,
+                epoch_start: -1,
             });
         match name {
             "kafka_partition_leader_id" => p.leader = value as i32,
@@ -262,6 +263,7 @@ pub fn parse(text: &str) -> Sample {
             "kafka_partition_leader_epoch" => p.epoch = value as i32,
             "kafka_high_watermark" => p.hw = value as i64,
             "kafka_log_end_offset" => p.leo = value as i64,
+            "kafka_partition_leader_epoch_start_offset" => p.epoch_start = value as i64,
             "kafka_partition_isr_member" => {
                 if let Some(Ok(b)) = labels.get("broker").map(|b| b.parse::<i32>()) {
                     p.isr.push(b);
@@ -287,6 +289,7 @@ mod tests {
                     kafka_partition_leader_epoch{topic=\"queue\",partition=\"1\"} 3\n\
                     kafka_high_watermark{topic=\"queue\",partition=\"1\"} 38\n\
                     kafka_log_end_offset{topic=\"queue\",partition=\"1\"} 40\n\
+                    kafka_partition_leader_epoch_start_offset{topic=\"queue\",partition=\"1\"} 35\n\
                     kafka_partition_isr_member{topic=\"queue\",partition=\"1\",broker=\"2\"} 1\n\
                     kafka_partition_isr_member{topic=\"queue\",partition=\"1\",broker=\"3\"} 1\n\
                     kafka_requests_total{api=\"Produce\"} 7\n";
@@ -305,6 +308,7 @@ mod tests {
                 isr: vec![2, 3],
                 hw: 38,
                 leo: 40,
+                epoch_start: 35,
             }]
         );
     }

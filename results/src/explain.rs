@@ -275,15 +275,18 @@ pub fn explain(ex: &Value, ev: &Events<'_>) -> Option<String> {
         .map(|f| (f.start_ns, fault_words(ev.history, f)))
         .collect();
     for c in &after {
+        // The log end it was elected with, where it reported its epoch's start; else its log
+        // end when first seen leading (it may have appended in its epoch by then).
+        let log_end = c.epoch_start.unwrap_or(c.leo);
         let mut s = format!(
             "{} elected, epoch {}, at {} with log end {}",
             c.leader,
             c.epoch,
             secs(c.time_ns),
-            c.leo
+            log_end
         );
         if let Some(o) = offset {
-            if c.leo <= o {
+            if log_end <= o {
                 s.push_str(&format!(" (offset {o} was not in its log)"));
             }
         }
@@ -496,6 +499,7 @@ mod tests {
             broker_id: 0,
             epoch,
             leo,
+            epoch_start: None,
             hw: leo,
             isr: 1,
         };
@@ -518,6 +522,40 @@ mod tests {
              elected, epoch 4, at 15.0 s with log end 38 (offset 40 was not in its log); the \
              final reads have offset 40 = value 901"
         );
+        // First seen leading after it had appended past the offset: the log end it was
+        // elected with (its epoch's start) is what the explanation gives.
+        let mut later = changes.clone();
+        later[1].leo = 43;
+        later[1].epoch_start = Some(38);
+        let text = explain(
+            &ex,
+            &Events {
+                history: &history,
+                faults: &faults,
+                changes: &later,
+                partitions: None,
+            },
+        )
+        .expect("explained");
+        assert!(
+            text.contains(
+                "n4 elected, epoch 4, at 15.0 s with log end 38 (offset 40 was not in its log)"
+            ),
+            "{text}"
+        );
+        // Without the epoch's start (runs recorded before it was scraped), the log end seen.
+        later[1].epoch_start = None;
+        let text = explain(
+            &ex,
+            &Events {
+                history: &history,
+                faults: &faults,
+                changes: &later,
+                partitions: None,
+            },
+        )
+        .expect("explained");
+        assert!(text.contains("with log end 43; the final reads"), "{text}");
     }
 
     #[test]

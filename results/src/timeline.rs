@@ -30,6 +30,18 @@ pub struct PartitionSample {
     pub hw: i64,
     /// Log end offset.
     pub leo: i64,
+    /// On the leader, the offset its epoch starts at: its log end when it was elected (-1:
+    /// not the leader, or not reported; runs recorded before it was have none).
+    #[serde(default = "unknown_offset", skip_serializing_if = "is_unknown_offset")]
+    pub epoch_start: i64,
+}
+
+fn unknown_offset() -> i64 {
+    -1
+}
+
+fn is_unknown_offset(o: &i64) -> bool {
+    *o < 0
 }
 
 /// One scrape of one node's `/metrics`.
@@ -85,8 +97,11 @@ pub struct LeaderChange {
     pub broker_id: i32,
     /// The leader epoch.
     pub epoch: i32,
-    /// Its log end offset when first seen leading.
+    /// Its log end offset when first seen leading (it may have appended since its election).
     pub leo: i64,
+    /// Its log end offset when elected (the offset its epoch starts at), where the leader
+    /// reported it.
+    pub epoch_start: Option<i64>,
     /// Its high watermark then.
     pub hw: i64,
     /// ISR size then.
@@ -127,6 +142,7 @@ pub fn leader_changes(samples: &[Sample]) -> Vec<LeaderChange> {
                 broker_id: s.broker_id.unwrap_or(-1),
                 epoch: p.epoch,
                 leo: p.leo,
+                epoch_start: (p.epoch_start >= 0).then_some(p.epoch_start),
                 hw: p.hw,
                 isr: p.isr.len(),
             });
@@ -503,6 +519,7 @@ mod tests {
                 isr: vec![1, 2],
                 hw: leo,
                 leo,
+                epoch_start: -1,
             }],
         }
     }

@@ -921,6 +921,11 @@ impl GaugeSource for Broker {
                     size_bytes: log.size_bytes(),
                     segments: log.segment_count(),
                     leader_epoch: st.leader_epoch(),
+                    leader_epoch_start_offset: if st.is_leader() {
+                        st.leader_epoch_start_offset().unwrap_or(-1)
+                    } else {
+                        -1
+                    },
                     isr_size: st.isr().len(),
                     under_replicated: st.is_under_replicated(),
                     leader: st.is_leader(),
