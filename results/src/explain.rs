@@ -524,19 +524,22 @@ mod tests {
         );
         // First seen leading after it had appended past the offset: the log end it was
         // elected with (its epoch's start) is what the explanation gives.
+        let told = |changes: &[LeaderChange]| {
+            explain(
+                &ex,
+                &Events {
+                    history: &history,
+                    faults: &faults,
+                    changes,
+                    partitions: None,
+                },
+            )
+            .expect("explained")
+        };
         let mut later = changes.clone();
         later[1].leo = 43;
         later[1].epoch_start = Some(38);
-        let text = explain(
-            &ex,
-            &Events {
-                history: &history,
-                faults: &faults,
-                changes: &later,
-                partitions: None,
-            },
-        )
-        .expect("explained");
+        let text = told(&later);
         assert!(
             text.contains(
                 "n4 elected, epoch 4, at 15.0 s with log end 38 (offset 40 was not in its log)"
@@ -545,16 +548,7 @@ mod tests {
         );
         // Without the epoch's start (runs recorded before it was scraped), the log end seen.
         later[1].epoch_start = None;
-        let text = explain(
-            &ex,
-            &Events {
-                history: &history,
-                faults: &faults,
-                changes: &later,
-                partitions: None,
-            },
-        )
-        .expect("explained");
+        let text = told(&later);
         assert!(text.contains("with log end 43; the final reads"), "{text}");
     }
 
