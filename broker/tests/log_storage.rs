@@ -367,3 +367,50 @@ fn truncate_to_the_base_offset_of_a_later_segment() {
         .expect("append");
     assert_eq!(info.base_offset, at);
 }
+
+/// Reads through the read-ahead buffer (64 KiB chunks in one large segment) return exactly the
+/// batches read one at a time: across chunk boundaries, with a batch larger than a chunk, under
+/// byte limits and a high watermark.
+#[test]
+fn reads_across_read_ahead_chunks_equal_batch_by_batch_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), LogConfig::default(), 0).expect("open");
+    fill(&mut log, 1500, 1, 0);
+    let big = vec![b'x'; 100 * 1024];
+    let b = build_batch(0, 5000, &[(None, Some(big.as_slice()))]);
+    log.append_as_leader(&b, 3, 5000).expect("append");
+    fill(&mut log, 1500, 2, 6000);
+    assert_eq!(log.segment_count(), 1);
+    let end = log.log_end_offset();
+    // Each batch alone, by its base offset.
+    let mut one = Vec::new();
+    let mut o = 0;
+    while o < end {
+        let r = log.read(o, 1, i64::MAX, true).expect("read one");
+        let (h, _) = broker::log::batch::split_batches(&r.bytes)
+            .next()
+            .expect("a batch")
+            .expect("valid");
+        one.push((h.base_offset, h.last_offset(), r.bytes.clone()));
+        o = h.last_offset() + 1;
+    }
+    for (start, max, hw) in [
+        (0, usize::MAX, i64::MAX),
+        (0, 70_000, i64::MAX),
+        (1400, 200_000, i64::MAX),
+        (1499, usize::MAX, 3000),
+        (1501, 50_000, end),
+        (2000, usize::MAX, end - 7),
+    ] {
+        let got = log.read(start, max, hw, true).expect("read").bytes;
+        let mut want = Vec::new();
+        for (base, _, bytes) in one.iter().skip_while(|(_, last, _)| *last < start) {
+            if *base >= hw || (want.len() + bytes.len() > max && !want.is_empty()) {
+                break;
+            }
+            want.extend_from_slice(bytes);
+        }
+        assert_eq!(got.len(), want.len(), "start {start} max {max} hw {hw}");
+        assert!(got == want, "start {start} max {max} hw {hw}: bytes differ");
+    }
+}

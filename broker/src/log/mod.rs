@@ -445,9 +445,10 @@ impl Log {
             let mut end = None;
             // The first header is the one the lookup read.
             let mut next = Some(found);
+            let mut ahead = seg.read_ahead();
             while let Some(h) = match next.take() {
                 Some(h) => Some(h),
-                None => seg.header_at(pos)?,
+                None => ahead.header_at(pos)?,
             } {
                 if h.base_offset >= max_offset_exclusive {
                     end = Some((h.base_offset, pos));
@@ -458,7 +459,7 @@ impl Log {
                     end = Some((h.base_offset, pos));
                     break;
                 }
-                seg.read_into(pos, size, &mut out)?;
+                ahead.read_into(pos, size, &mut out)?;
                 first.get_or_insert(h.base_offset);
                 pos += size as u64;
                 if out.len() >= max_bytes {

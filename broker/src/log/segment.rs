@@ -298,6 +298,15 @@ impl Segment {
         BatchHeader::parse(&header).map(Some)
     }
 
+    /// A forward reader of this segment through one buffer ([`ReadAhead`]).
+    pub fn read_ahead(&self) -> ReadAhead<'_> {
+        ReadAhead {
+            seg: self,
+            at: 0,
+            buf: Vec::new(),
+        }
+    }
+
     /// Reads `len` bytes at `pos`.
     pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, LogError> {
         let mut buf = vec![0u8; len];
@@ -411,6 +420,62 @@ impl Segment {
                 Err(e) => return Err(io_err(&p, "delete")(e)),
             }
         }
+        Ok(())
+    }
+}
+
+/// Bytes one read of a [`ReadAhead`] takes at least (bounded by the segment's end).
+const READ_AHEAD: usize = 64 * 1024;
+
+/// Reads a segment forward through one buffer: a fetch walks batch after batch, and one read
+/// of a chunk serves many batch headers and bodies, where reading each header and each body on
+/// its own costs two system calls per batch (a consumer reading a partition from its start,
+/// one small batch per send, made thousands).
+pub struct ReadAhead<'a> {
+    seg: &'a Segment,
+    /// The segment position of `buf[0]`.
+    at: u64,
+    buf: Vec<u8>,
+}
+
+impl ReadAhead<'_> {
+    /// Whether `len` bytes at `pos` are in the segment; if so they are in the buffer after.
+    fn fill(&mut self, pos: u64, len: usize) -> Result<bool, LogError> {
+        let end = pos + len as u64;
+        if end > self.seg.size {
+            return Ok(false);
+        }
+        if pos >= self.at && end <= self.at + self.buf.len() as u64 {
+            return Ok(true);
+        }
+        let want = (len.max(READ_AHEAD) as u64).min(self.seg.size - pos) as usize;
+        self.buf.clear();
+        self.buf.resize(want, 0);
+        let r = self.seg.log.read_exact_at(&mut self.buf, pos);
+        if let Err(e) = r {
+            self.buf.clear();
+            return Err(io_err(self.seg.log_path(), "read")(e));
+        }
+        self.at = pos;
+        Ok(true)
+    }
+
+    /// As [`Segment::header_at`].
+    pub fn header_at(&mut self, pos: u64) -> Result<Option<BatchHeader>, LogError> {
+        if !self.fill(pos, HEADER_SIZE)? {
+            return Ok(None);
+        }
+        let i = (pos - self.at) as usize;
+        BatchHeader::parse(&self.buf[i..i + HEADER_SIZE]).map(Some)
+    }
+
+    /// As [`Segment::read_into`].
+    pub fn read_into(&mut self, pos: u64, len: usize, out: &mut Vec<u8>) -> Result<(), LogError> {
+        if !self.fill(pos, len)? {
+            return self.seg.read_into(pos, len, out);
+        }
+        let i = (pos - self.at) as usize;
+        out.extend_from_slice(&self.buf[i..i + len]);
         Ok(())
     }
 }
