@@ -480,15 +480,14 @@ async fn fetch_from(
 }
 
 /// A consumer's Fetch request of `parts` (partition, position, the leader epoch its metadata
-/// names) at Fetch `version`, waiting up to `wait`, with `cfg`'s byte limits and isolation
+/// names) at Fetch version `v`, waiting up to `wait`, with `cfg`'s byte limits and isolation
 /// level.
 pub fn fetch_request(
     cfg: &Config,
     parts: &[(TopicPartition, i64, i32)],
     wait: Duration,
-    version: i16,
+    v: i16,
 ) -> FetchRequest {
-    let v = version;
     let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
     for (tp, pos, epoch) in parts {
         let mut fp = FetchPartition::default();

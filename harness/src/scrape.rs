@@ -255,7 +255,7 @@ pub fn parse(text: &str) -> Sample {
                 isr: Vec::new(),
                 hw: -1,
                 leo: -1,
-                epoch_start: -1,
+                epoch_start: None,
             });
         match name {
             "kafka_partition_leader_id" => p.leader = value as i32,
@@ -263,7 +263,10 @@ pub fn parse(text: &str) -> Sample {
             "kafka_partition_leader_epoch" => p.epoch = value as i32,
             "kafka_high_watermark" => p.hw = value as i64,
             "kafka_log_end_offset" => p.leo = value as i64,
-            "kafka_partition_leader_epoch_start_offset" => p.epoch_start = value as i64,
+            "kafka_partition_leader_epoch_start_offset" => {
+                // The broker gives -1 where it does not lead.
+                p.epoch_start = (value >= 0.0).then_some(value as i64);
+            }
             "kafka_partition_isr_member" => {
                 if let Some(Ok(b)) = labels.get("broker").map(|b| b.parse::<i32>()) {
                     p.isr.push(b);
@@ -308,7 +311,7 @@ mod tests {
                 isr: vec![2, 3],
                 hw: 38,
                 leo: 40,
-                epoch_start: 35,
+                epoch_start: Some(35),
             }]
         );
     }

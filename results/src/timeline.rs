@@ -30,18 +30,10 @@ pub struct PartitionSample {
     pub hw: i64,
     /// Log end offset.
     pub leo: i64,
-    /// On the leader, the offset its epoch starts at: its log end when it was elected (-1:
+    /// On the leader, the offset its epoch starts at: its log end when it was elected (None:
     /// not the leader, or not reported; runs recorded before it was have none).
-    #[serde(default = "unknown_offset", skip_serializing_if = "is_unknown_offset")]
-    pub epoch_start: i64,
-}
-
-fn unknown_offset() -> i64 {
-    -1
-}
-
-fn is_unknown_offset(o: &i64) -> bool {
-    *o < 0
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_start: Option<i64>,
 }
 
 /// One scrape of one node's `/metrics`.
@@ -142,7 +134,7 @@ pub fn leader_changes(samples: &[Sample]) -> Vec<LeaderChange> {
                 broker_id: s.broker_id.unwrap_or(-1),
                 epoch: p.epoch,
                 leo: p.leo,
-                epoch_start: (p.epoch_start >= 0).then_some(p.epoch_start),
+                epoch_start: p.epoch_start,
                 hw: p.hw,
                 isr: p.isr.len(),
             });
@@ -519,7 +511,7 @@ mod tests {
                 isr: vec![1, 2],
                 hw: leo,
                 leo,
-                epoch_start: -1,
+                epoch_start: None,
             }],
         }
     }
