@@ -6,6 +6,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use broker::log::batch::build_batch;
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, OffsetFetchRequest,
+    OffsetFetchResponse,
+};
+use kafka_protocol::protocol::StrBytes;
 use support::{active_controller, create_topic_retrying, records, BrokerProc, Conn};
 
 /// Waits until some live node reports a leader (and ISR) for partition 0 of `topic`.
@@ -357,4 +363,85 @@ fn killing_the_active_controller_still_lets_partition_leaders_be_elected() {
         "new controller and partition leaders {:?} after killing controller {controller}",
         killed.elapsed()
     );
+}
+
+/// OffsetFetch v7 for partition 0 of `topic` in `group`, sent to `node`: the top-level error.
+fn offset_fetch(node: &BrokerProc, group: &str, topic: &str) -> (i16, i64) {
+    let mut t = OffsetFetchRequestTopic::default();
+    t.name = StrBytes::from_string(topic.to_string()).into();
+    t.partition_indexes = vec![0];
+    let mut req = OffsetFetchRequest::default();
+    req.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    req.topics = Some(vec![t]);
+    let r: OffsetFetchResponse = node
+        .connect()
+        .call(ApiKey::OffsetFetch, 7, &req)
+        .expect("OffsetFetch answered");
+    let committed = r
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .map_or(-1, |p| p.committed_offset);
+    (r.error_code, committed)
+}
+
+/// A coordinator request can reach a broker whose metadata image does not hold
+/// `__consumer_offsets` yet: the client learned the coordinator from a broker whose image was
+/// ahead, or nobody has created the topic. Kafka answers NOT_COORDINATOR or the retriable
+/// COORDINATOR_LOAD_IN_PROGRESS there, never COORDINATOR_NOT_AVAILABLE. The difference
+/// matters: librdkafka does not retry an OffsetFetch that fails with COORDINATOR_NOT_AVAILABLE,
+/// and its assigned partitions then never start fetching (a CI failure of the
+/// consume-transform-produce test). Then the coordinator FindCoordinator names answers.
+#[test]
+fn offset_fetch_before_the_offsets_topic_reaches_the_image_gets_a_retriable_answer() {
+    const NOT_AVAILABLE: i16 = 15;
+    const LOADING: i16 = 14;
+    const NOT_COORDINATOR: i16 = 16;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = BrokerProc::start_cluster(dir.path(), 3, &[]);
+    // The quorum answers proposals (so creating the offsets topic can succeed).
+    create_topic_retrying(&nodes, "early", 1, 3);
+    for n in &nodes {
+        let (code, _) = offset_fetch(n, "early-group", "early");
+        assert!(
+            [0, LOADING, NOT_COORDINATOR].contains(&code),
+            "node {} answered OffsetFetch with error {code} (15 is COORDINATOR_NOT_AVAILABLE)",
+            n.node_id
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let coordinator = loop {
+        let mut req = FindCoordinatorRequest::default();
+        req.key = StrBytes::from_static_str("early-group");
+        let r: FindCoordinatorResponse = nodes[0]
+            .connect()
+            .call(ApiKey::FindCoordinator, 1, &req)
+            .expect("FindCoordinator answered");
+        if r.error_code == 0 && r.node_id.0 > 0 {
+            break r.node_id.0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no coordinator: error {}",
+            r.error_code
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let node = &nodes[(coordinator - 1) as usize];
+    loop {
+        let (code, committed) = offset_fetch(node, "early-group", "early");
+        assert_ne!(
+            code, NOT_AVAILABLE,
+            "the coordinator answered COORDINATOR_NOT_AVAILABLE"
+        );
+        if code == 0 {
+            assert_eq!(committed, -1, "nothing was committed");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator kept answering {code}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -19,6 +19,7 @@ use kafka_protocol::records::{
 use super::groups::group::codes;
 use super::{Broker, Hosted};
 use crate::log::batch::split_batches;
+use crate::metadata::image::codes as image_codes;
 use crate::metadata::Command;
 use crate::replication::partition::Acks;
 
@@ -45,8 +46,20 @@ pub fn partition_count(broker: &Broker, topic: &str, configured: i32) -> i32 {
         .map_or(configured, |t| t.partitions.len() as i32)
 }
 
-/// Makes sure the internal topic exists; `Err(COORDINATOR_NOT_AVAILABLE)` while it is being
-/// created or has no leaders yet.
+/// How long [`ensure_topic`] waits for this broker's metadata image to show a topic that the
+/// controller has committed.
+const IMAGE_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Makes sure the internal topic exists in this broker's metadata image;
+/// `Err(COORDINATOR_NOT_AVAILABLE)` while it is being created.
+///
+/// A client can learn of the topic from another broker (FindCoordinator answers from that
+/// broker's image) before this broker's image has it. This broker then proposes the topic
+/// (TOPIC_ALREADY_EXISTS when it is there) and waits for its own image to catch up, so a
+/// coordinator request (OffsetFetch, JoinGroup) goes on to NOT_COORDINATOR or the retriable
+/// COORDINATOR_LOAD_IN_PROGRESS instead of answering COORDINATOR_NOT_AVAILABLE. librdkafka
+/// does not retry an OffsetFetch that fails with COORDINATOR_NOT_AVAILABLE: the assigned
+/// partitions stay waiting for offsets and the consumer never fetches.
 pub async fn ensure_topic(
     broker: &Arc<Broker>,
     name: &str,
@@ -81,7 +94,19 @@ pub async fn ensure_topic(
         code = r.error_code,
         "created internal topic"
     );
-    Err(codes::COORDINATOR_NOT_AVAILABLE)
+    if r.error_code != 0 && r.error_code != image_codes::TOPIC_ALREADY_EXISTS {
+        return Err(codes::COORDINATOR_NOT_AVAILABLE);
+    }
+    let mut images = broker.subscribe();
+    let shown = tokio::time::timeout(
+        IMAGE_CATCH_UP,
+        images.wait_for(|image| image.topics.contains_key(name)),
+    )
+    .await;
+    match shown {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(codes::COORDINATOR_NOT_AVAILABLE),
+    }
 }
 
 /// The hosted partition when this broker leads it, with its leader epoch.

@@ -396,7 +396,8 @@ impl Broker {
         }
     }
 
-    fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+    /// A receiver of every new metadata image.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
         match &self.metadata {
             MetadataSource::Local { tx, .. } => tx.subscribe(),
             MetadataSource::Quorum(n) => n.subscribe(),
