@@ -144,8 +144,16 @@ pub struct MatrixArgs {
     /// nightly jobs over the whole matrix).
     #[arg(long = "fail-on", value_parser = parse_fail_on, default_value = "findings")]
     pub fail_on: FailOn,
+    /// Run every cell in the deterministic simulation instead of on a cluster: each run is a
+    /// child `harness sim --spec` (its spec file beside the cell's runs) on virtual time,
+    /// replayable byte for byte with the command in its `sim.json`. Times are then simulated
+    /// seconds (`--budget` stays wall seconds), and the cluster defaults to 5 nodes: the
+    /// simulated network cuts whole links, so a leader cut from its followers keeps its
+    /// controller session only through a voter outside the partition.
+    #[arg(long)]
+    pub sim: bool,
     /// The workload, nemesis, cluster and store, as for `harness test` (defaults here: 3 nodes,
-    /// replication factor 3, 25 s runs, test name `matrix`).
+    /// or 5 with --sim; replication factor 3, 25 s runs, test name `matrix`).
     #[command(flatten)]
     pub test: TestArgs,
 }
@@ -155,7 +163,7 @@ impl MatrixArgs {
     pub fn base_spec(&self) -> Result<TestSpec> {
         // Matrix defaults, then the user's flags over them.
         let mut t = self.test.clone();
-        t.nodes = t.nodes.or(Some(3));
+        t.nodes = t.nodes.or(Some(if self.sim { 5 } else { 3 }));
         t.replication_factor = t.replication_factor.or(Some(3));
         t.time_limit = t.time_limit.or(Some(25));
         t.name = t.name.or(Some("matrix".into()));
@@ -297,20 +305,65 @@ pub struct Outcome {
     pub code: u8,
 }
 
-/// Runs one run of a cell and summarises it.
+/// Runs one simulated run of a cell: the spec into a file in the cell's folder, then a child
+/// `harness sim --spec` (one simulation per process: that is what replays byte for byte).
+/// Its checker's exit code (0 valid, 1 invalid, 2 unknown) is a verdict; anything else is an
+/// error carrying the end of its output.
+fn run_simulated(spec: &TestSpec) -> Result<u8> {
+    if !cfg!(feature = "sim") {
+        anyhow::bail!("this harness was built without the `sim` feature; rebuild with it");
+    }
+    let folder = spec.store.join(&spec.name);
+    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+    let file = folder.join(format!("sim-{}.toml", spec.seed));
+    let text = toml::to_string(spec).context("writing the run's spec as TOML")?;
+    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+    let exe = std::env::current_exe().context("finding the harness binary")?;
+    let out = std::process::Command::new(exe)
+        .arg("sim")
+        .arg("--spec")
+        .arg(&file)
+        .arg("--seed")
+        .arg(spec.seed.to_string())
+        .output()
+        .context("starting harness sim")?;
+    match out.status.code() {
+        Some(code @ 0..=2) => Ok(code as u8),
+        other => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow::bail!(
+                "harness sim --spec {} exited with {other:?}: {}",
+                file.display(),
+                tail.join(" | ")
+            )
+        }
+    }
+}
+
+/// Runs one run of a cell (on the cluster, or simulated) and summarises it.
 fn run_one(
     spec: &TestSpec,
     cell: &CellConfig,
     recipe: Option<&RiskRecipe>,
     dir: &Path,
     argv: &[String],
+    sim: bool,
 ) -> RunSummary {
     let before = crate::report::latest_run(&spec.store, &spec.name);
     let started = Instant::now();
-    let outcome = spec
-        .validate()
-        .map_err(anyhow::Error::new)
-        .and_then(|()| crate::run::run_test(spec, argv));
+    let outcome = spec.validate().map_err(anyhow::Error::new).and_then(|()| {
+        if sim {
+            run_simulated(spec)
+        } else {
+            crate::run::run_test(spec, argv)
+        }
+    });
     let took = started.elapsed().as_secs_f64();
     let after = crate::report::latest_run(&spec.store, &spec.name);
     let run_dir = after.filter(|a| Some(a) != before.as_ref());
@@ -385,7 +438,15 @@ pub fn run_matrix(args: &MatrixArgs, argv: &[String]) -> Result<Outcome> {
         ),
         (
             "nodes".into(),
-            format!("{} ({} backend)", base.nodes, base.backend),
+            if args.sim {
+                format!(
+                    "{} (simulated: harness sim, virtual time, one process per run; each run's \
+                     sim.json gives the command that replays it)",
+                    base.nodes
+                )
+            } else {
+                format!("{} ({} backend)", base.nodes, base.backend)
+            },
         ),
         ("replication factor".into(), rf.to_string()),
         ("partitions".into(), base.partitions.to_string()),
@@ -461,7 +522,7 @@ pub fn run_matrix(args: &MatrixArgs, argv: &[String]) -> Result<Outcome> {
                 recipe.map_or(results::matrix::RANDOM, |r| r.name),
                 spec.seed
             ));
-            let summary = run_one(&spec, cell, recipe, &dir.path, argv);
+            let summary = run_one(&spec, cell, recipe, &dir.path, argv, args.sim);
             let b = results::matrix::run_behaviour(&summary, &cell.acks);
             crate::runlog::say(&format!(
                 "harness: matrix cell {}: {} ({:.0} s)",

@@ -118,7 +118,14 @@ pub struct SimArgs {
     /// With --recipe: the same recipe without its bug mode (it must stay clean).
     #[arg(long)]
     pub control: bool,
-    /// Aimed (scripted) faults, set by --recipe.
+    /// Simulate a `harness test` spec file (TOML): its cluster, workload, client settings,
+    /// faults (the scripted kinds as aimed faults), bug modes, broker properties, store and
+    /// name replace those flags; --seed and the simulation's own flags (--trace, --tick-ms,
+    /// --keep-data, --seeds, --jobs) still apply. `harness matrix --sim` runs each of its runs
+    /// so.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["recipe", "control"])]
+    pub spec: Option<PathBuf>,
+    /// Aimed (scripted) faults, set by --recipe or --spec.
     #[arg(skip)]
     pub aimed: Vec<nemesis::Aimed>,
 }
@@ -163,13 +170,7 @@ pub fn spec_of(args: &SimArgs) -> Result<TestSpec> {
             .split_once('=')
             .ok_or_else(|| invalid("--broker", format!("`{kv}`: expected key=value")))?;
         let k = k.trim();
-        // The linked broker's own list (a real run asks the binary for the same list).
-        if !broker::config::known_keys().any(|known| known == k) {
-            return Err(invalid(
-                "--broker",
-                format!("unknown broker property `{k}` (see `broker --list-config-keys`)"),
-            ));
-        }
+        check_broker_key("--broker", k)?;
         spec.broker.insert(k.to_string(), v.trim().to_string());
     }
     for b in &args.bugs {
@@ -193,6 +194,18 @@ pub fn spec_of(args: &SimArgs) -> Result<TestSpec> {
         }
     }
     Ok(spec)
+}
+
+/// Refuses a broker property the linked broker does not know (a real run asks the binary for
+/// the same list); `field` names where it came from.
+fn check_broker_key(field: &str, key: &str) -> Result<()> {
+    if broker::config::known_keys().any(|known| known == key) {
+        return Ok(());
+    }
+    Err(anyhow::Error::new(crate::spec::SpecError::Invalid {
+        field: field.into(),
+        reason: format!("unknown broker property `{key}` (see `broker --list-config-keys`)"),
+    }))
 }
 
 /// The address of node `id` (1-based) on the simulated network.
@@ -221,8 +234,16 @@ pub fn run(args: &SimArgs) -> Result<u8> {
     if let Some(n) = args.seeds {
         return sweep(args, n);
     }
-    let base = spec_of(args)?;
-    let (args, spec) = recipe::apply(args, base)?;
+    let (args, spec) = match &args.spec {
+        Some(path) => {
+            let file = TestSpec::from_file(path)?;
+            for k in file.broker.keys() {
+                check_broker_key(&format!("{} [broker]", path.display()), k)?;
+            }
+            recipe::from_spec(args, file)?
+        }
+        None => recipe::apply(args, spec_of(args)?)?,
+    };
     let args = &args;
     let run = RunDir::create(&args.store, &args.name, SystemTime::now())
         .context("creating the run's store folder")?;
@@ -482,6 +503,19 @@ fn found_line(out: &str) -> Option<f64> {
 }
 
 fn child_flags(args: &SimArgs) -> Vec<String> {
+    if let Some(path) = &args.spec {
+        // The file sets everything but the seed and the simulation's own flags.
+        let mut v = vec![
+            "--spec".to_string(),
+            path.display().to_string(),
+            "--tick-ms".into(),
+            args.tick_ms.to_string(),
+        ];
+        if args.keep_data {
+            v.push("--keep-data".into());
+        }
+        return v;
+    }
     let mut v = vec![
         "--nodes".to_string(),
         args.nodes.to_string(),

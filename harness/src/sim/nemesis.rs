@@ -520,6 +520,15 @@ pub enum Aimed {
     /// the ISR B is killed before C's fetch response arrives; A restarts, the controller
     /// elects C.
     LaggingHwRejoin,
+    /// Cut the leader from every other broker (its clients still reach it) for one interval,
+    /// so an in-sync follower is elected while it still takes writes (`leader-isolation`: the
+    /// matrix's leader-failover recipe).
+    LeaderIsolation,
+    /// Cut the leader from its followers only (it keeps its controller session and shrinks the
+    /// ISR to itself, then acknowledges alone where min.insync allows) for one interval, then
+    /// kill it losing its unfsynced writes, heal, and restart it one interval later
+    /// (`isr-shrink-crash`: the matrix's isr-shrink-crash and last-replica-standing recipes).
+    IsrShrinkCrash,
 }
 
 impl Aimed {
@@ -530,6 +539,8 @@ impl Aimed {
             K::FollowerRestartFailover => Some(Aimed::FollowerRestartFailover),
             K::ReplicationCutFailover => Some(Aimed::ReplicationCutFailover),
             K::CoordinatorCutFailover => Some(Aimed::CoordinatorCutFailover),
+            K::LeaderIsolation => Some(Aimed::LeaderIsolation),
+            K::IsrShrinkCrash => Some(Aimed::IsrShrinkCrash),
             _ => None,
         }
     }
@@ -541,6 +552,8 @@ impl Aimed {
             Aimed::ReplicationCutFailover => "replication-cut-failover",
             Aimed::CoordinatorCutFailover => "coordinator-cut-failover",
             Aimed::LaggingHwRejoin => "lagging-hw-rejoin",
+            Aimed::LeaderIsolation => "leader-isolation",
+            Aimed::IsrShrinkCrash => "isr-shrink-crash",
         }
     }
 }
@@ -607,8 +620,13 @@ pub async fn direct(cfg: DirectorConfig, queue: FaultQueue) {
     let push = |a: Action| queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(a);
     let step = Duration::from_millis(300);
     let iv = cfg.interval;
-    // The longest sequence's span, so every fault ends before the main phase does.
-    let span = 3 * iv + Duration::from_secs(10);
+    // The sequence's span (for the bug recipes' kinds, the longest one's), so every fault
+    // ends before the main phase does.
+    let span = match cfg.kind {
+        Aimed::LeaderIsolation => iv,
+        Aimed::IsrShrinkCrash => 2 * iv + step,
+        _ => 3 * iv + Duration::from_secs(10),
+    };
     if cfg.start > since_start() {
         tokio::time::sleep(cfg.start - since_start()).await;
     }
@@ -662,7 +680,9 @@ pub async fn direct(cfg: DirectorConfig, queue: FaultQueue) {
             // the controller, a voter outside the partition keeps its quorum).
             if matches!(
                 cfg.kind,
-                Aimed::ReplicationCutFailover | Aimed::CoordinatorCutFailover
+                Aimed::ReplicationCutFailover
+                    | Aimed::CoordinatorCutFailover
+                    | Aimed::IsrShrinkCrash
             ) {
                 let spare_voter = (1..=cfg.voters).any(|v| v != leader && !others.contains(&v));
                 if controller == 0
@@ -718,6 +738,23 @@ pub async fn direct(cfg: DirectorConfig, queue: FaultQueue) {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     push(Action::StopPartition);
                 }
+            }
+            Aimed::LeaderIsolation => {
+                push(Action::Isolate(leader));
+                tokio::time::sleep(iv).await;
+                push(Action::StopPartition);
+            }
+            Aimed::IsrShrinkCrash => {
+                push(Action::StartPartition(vec![leader], others.clone()));
+                tokio::time::sleep(iv).await;
+                // Its host crashes: what it acknowledged alone and had not fsynced is gone.
+                push(Action::Kill(leader));
+                tokio::time::sleep(step).await;
+                push(Action::StopPartition);
+                // Restarted once the controller has fenced it, the only electable replica
+                // when the ISR was itself.
+                tokio::time::sleep(iv).await;
+                push(Action::StartAll);
             }
             Aimed::LaggingHwRejoin => {
                 let [b, c] = others[..] else {

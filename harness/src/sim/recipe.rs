@@ -145,21 +145,78 @@ pub fn apply(args: &SimArgs, base: TestSpec) -> Result<(SimArgs, TestSpec)> {
                 .insert(k.trim().to_string(), v.trim().to_string());
         }
     }
+    take_settings(&mut out, &spec);
+    out.acks = "all".into();
+    out.no_faults = false;
+    spec.nemesis = out.nemesis.iter().map(|f| f.kind()).collect();
+    spec.nemesis.dedup();
+    Ok((out, spec))
+}
+
+/// The spec's broker properties, bug modes, replication factor and client kind into `out`
+/// (the flags a replay gives). Transactional specs run librdkafka in real runs; the
+/// simulation runs the native client's transactional producer.
+fn take_settings(out: &mut SimArgs, spec: &TestSpec) {
     out.broker = spec
         .broker
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     out.bugs = spec.bugs.clone();
-    out.acks = "all".into();
     out.replication_factor = spec.replication_factor;
-    // Transactional recipes run librdkafka in real runs; the simulation runs the native
-    // client's transactional producer.
     out.transactions = spec.client.transactions;
     out.subscribe = spec.client.consumer_mode == crate::spec::ConsumerMode::Subscribe;
-    out.no_faults = false;
-    spec.nemesis = out.nemesis.iter().map(|f| f.kind()).collect();
-    spec.nemesis.dedup();
+}
+
+/// `args` for simulating the spec file `spec` (`harness sim --spec`): its cluster, workload,
+/// client, faults (scripted kinds as aimed faults), bug modes, broker properties, store and
+/// name; the seed stays --seed's. The spec is returned with that seed.
+pub fn from_spec(args: &SimArgs, mut spec: TestSpec) -> Result<(SimArgs, TestSpec)> {
+    spec.validate()?;
+    if spec.system != crate::system::SystemKind::Bundled {
+        bail!("the simulation runs the bundled broker only; this spec's system is a command");
+    }
+    if spec.nodes < 3 {
+        bail!(
+            "the simulation needs at least 3 nodes (its metadata quorum has three voters); the \
+             spec has {}",
+            spec.nodes
+        );
+    }
+    let mut out = args.clone();
+    out.nodes = spec.nodes as u32;
+    out.partitions = spec.partitions;
+    out.rate = spec.rate;
+    out.concurrency = spec.concurrency as u64;
+    out.time_limit = spec.time_limit;
+    out.final_time_limit = spec.final_time_limit;
+    out.nemesis_interval = spec.nemesis_interval.round().max(1.0) as u64;
+    out.nemesis.clear();
+    out.aimed.clear();
+    for k in &spec.nemesis {
+        match map_kind(*k)? {
+            Ok(f) if !out.nemesis.contains(&f) => out.nemesis.push(f),
+            Ok(_) => {}
+            Err(a) if !out.aimed.contains(&a) => out.aimed.push(a),
+            Err(_) => {}
+        }
+    }
+    out.no_faults = spec.nemesis.is_empty();
+    take_settings(&mut out, &spec);
+    for b in &out.bugs {
+        broker::replication::ReplicationBugs::none()
+            .enable(b)
+            .map_err(|e| anyhow::anyhow!("bug mode `{b}`: {e}"))?;
+    }
+    out.acks = spec.client.acks.to_string();
+    if out.nemesis.contains(&SimFault::Zombie) && !out.subscribe {
+        bail!("the zombie-consumer fault stalls a subscribed consumer: the spec's consumers are assigned");
+    }
+    out.store = spec.store.clone();
+    out.name = spec.name.clone();
+    out.recipe = None;
+    out.control = false;
+    spec.seed = args.seed;
     Ok((out, spec))
 }
 
@@ -204,12 +261,70 @@ pub fn verdict(run: &Path, recipe: &Recipe, control: bool, main_s: f64) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    fn args(flags: &[&str]) -> Result<SimArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sim").chain(flags.iter().copied())).map(|c| c.sim)
+    }
+
+    #[test]
+    fn a_spec_file_sets_the_simulation_and_the_seed_stays_the_flags() {
+        let spec = TestSpec::from_toml(
+            "nodes = 5\nname = \"cell\"\nnemesis = [\"leader-isolation\", \"partition\", \
+             \"isr-shrink-crash\", \"kill\", \"disk\"]\nnemesis-interval = 4.6\nseed = 99\n\
+             bugs = [\"ack-before-isr\"]\n[broker]\n\"min.insync.replicas\" = \"2\"\n\
+             [client]\nacks = \"1\"\n",
+        )
+        .expect("spec");
+        let (out, spec) = from_spec(&args(&["--seed", "7"]).expect("flags"), spec).expect("ok");
+        assert_eq!(out.nodes, 5);
+        assert_eq!(out.aimed, [Aimed::LeaderIsolation, Aimed::IsrShrinkCrash]);
+        assert_eq!(out.nemesis, [SimFault::Partition, SimFault::Kill]);
+        assert!(!out.no_faults);
+        assert_eq!(out.nemesis_interval, 5);
+        assert_eq!(out.acks, "1");
+        assert_eq!(out.broker, ["min.insync.replicas=2"]);
+        assert_eq!(out.bugs, ["ack-before-isr"]);
+        assert_eq!(out.name, "cell");
+        assert_eq!(spec.seed, 7, "--seed wins over the file's seed");
+    }
+
+    #[test]
+    fn a_spec_the_simulation_cannot_run_is_refused_with_the_reason() {
+        let refuse = |toml: &str| {
+            let spec = TestSpec::from_toml(toml).expect("spec");
+            format!(
+                "{:#}",
+                from_spec(&args(&[]).expect("flags"), spec).expect_err("refused")
+            )
+        };
+        assert!(refuse("nodes = 2\nreplication-factor = 1").contains("at least 3 nodes"));
+        assert!(refuse("nemesis = [\"file-corruption\"]").contains("file-corruption"));
+        assert!(refuse("bugs = [\"no-such-bug\"]").contains("no-such-bug"));
+        assert!(args(&["--spec", "x.toml", "--recipe", "ack-before-isr"]).is_err());
+    }
 
     #[test]
     fn every_bug_zoo_recipe_maps_to_simulated_faults_and_others_are_refused() {
         for r in reproduce::RECIPES {
             for k in r.nemesis {
                 assert!(map_kind(*k).is_ok(), "{}: {}", r.bug, k.name());
+            }
+        }
+        for r in crate::recipes::RISK_RECIPES {
+            for k in r.nemesis {
+                assert!(
+                    map_kind(*k).is_ok(),
+                    "matrix recipe {}: {}",
+                    r.name,
+                    k.name()
+                );
             }
         }
         assert!(map_kind(FaultKind::FileCorruption).is_err());
