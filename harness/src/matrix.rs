@@ -397,6 +397,15 @@ pub fn run_matrix(args: &MatrixArgs, argv: &[String]) -> Result<Outcome> {
     if cells.is_empty() {
         anyhow::bail!("the matrix has no cells; give --acks-axis and --min-isr values");
     }
+    if args.sim && base.nodes < 5 {
+        crate::runlog::say(&format!(
+            "harness: warning: with --sim and {} nodes, a replication cut (isr-shrink-crash, \
+             last-replica-standing, unclean-election) cannot keep the leader's controller \
+             session (the simulated network cuts whole links), so those recipes never fire; \
+             give --nodes 5",
+            base.nodes
+        ));
+    }
     let dir = MatrixDir::create(&base.store, &base.name, SystemTime::now())
         .context("creating the matrix folder")?;
     crate::runlog::say(&format!(
