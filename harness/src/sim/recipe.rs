@@ -172,6 +172,7 @@ fn take_settings(out: &mut SimArgs, spec: &TestSpec) {
 /// client, faults (scripted kinds as aimed faults), bug modes, broker properties, store and
 /// name; the seed stays --seed's. The spec is returned with that seed.
 pub fn from_spec(args: &SimArgs, mut spec: TestSpec) -> Result<(SimArgs, TestSpec)> {
+    // Also refuses bug modes the broker does not have.
     spec.validate()?;
     if spec.system != crate::system::SystemKind::Bundled {
         bail!("the simulation runs the bundled broker only; this spec's system is a command");
@@ -203,11 +204,6 @@ pub fn from_spec(args: &SimArgs, mut spec: TestSpec) -> Result<(SimArgs, TestSpe
     }
     out.no_faults = spec.nemesis.is_empty();
     take_settings(&mut out, &spec);
-    for b in &out.bugs {
-        broker::replication::ReplicationBugs::none()
-            .enable(b)
-            .map_err(|e| anyhow::anyhow!("bug mode `{b}`: {e}"))?;
-    }
     out.acks = spec.client.acks.to_string();
     if out.nemesis.contains(&SimFault::Zombie) && !out.subscribe {
         bail!("the zombie-consumer fault stalls a subscribed consumer: the spec's consumers are assigned");
